@@ -1,0 +1,17 @@
+//! The storage-agnostic sync core: domain types, storage traits, the engine (queue,
+//! conflict resolution, checkpoints, reconcile) and an in-memory store for tests. It
+//! never imports `mongodb`.
+
+pub mod engine;
+pub mod error;
+pub mod key;
+pub mod store;
+pub mod types;
+
+pub use engine::{
+    reconcile_once, Engine, EngineConfig, EngineHandle, EngineStatus, StreamState, StreamStatus,
+    Stores,
+};
+pub use error::{EngineError, StoreError, StoreErrorKind};
+pub use store::{ChangeStream, CollectionStore, StateStore};
+pub use types::*;

@@ -1,0 +1,73 @@
+//! The storage traits the engine talks to. They are shaped after what MongoDB does in one
+//! round trip (a change stream, a sorted scan with projection, an unordered bulk write of
+//! filtered upserts/deletes) so the MongoDB adapter stays thin; the in-memory store in
+//! [`crate::core::memory`] implements them for tests.
+
+use async_trait::async_trait;
+use bson::{DateTime, Document};
+
+use crate::core::error::StoreError;
+use crate::core::types::{Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome};
+
+/// An open change stream on one collection.
+#[async_trait]
+pub trait ChangeStream: Send {
+    /// Wait for the next item. Returns `Progress` items periodically when idle (at most
+    /// about once per second) so the engine can checkpoint and measure liveness.
+    /// Errors: `HistoryLost`/`Invalidated` end the stream; `Transient` means the caller
+    /// should reopen from its last checkpoint.
+    async fn next(&mut self) -> Result<StreamItem, StoreError>;
+}
+
+/// One synchronised collection on one side.
+#[async_trait]
+pub trait CollectionStore: Send + Sync {
+    /// Open a change stream that yields changes after `resume_after`, or changes from
+    /// now when `None`. Events carry the post-image (`fullDocument: updateLookup`); an
+    /// update whose document is already gone is reported as a `Delete`… or skipped; the
+    /// later delete event follows either way.
+    /// Fails with `HistoryLost` when the token is older than the retained history.
+    async fn open_stream(
+        &self,
+        resume_after: Option<ResumeToken>,
+    ) -> Result<Box<dyn ChangeStream>, StoreError>;
+
+    /// Up to `limit` documents' keys and raw `updatedAt` values, sorted by `_id`
+    /// ascending (MongoDB order), strictly after `after`.
+    async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError>;
+
+    /// The full documents for `keys` (in any order; missing keys are simply absent).
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Document>, StoreError>;
+
+    /// Apply `writes` as one unordered batch. Returns one outcome per write, in order.
+    /// `Err` means the batch as a whole failed (nothing is known to be applied; the
+    /// writes are idempotent, so the caller retries them all).
+    async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// Number of documents (an estimate is fine): drives progress bars.
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// Engine state that must survive restarts: per-side checkpoints and tombstones.
+/// Lives on the local deployment (`state.database`).
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// The last saved resume token of `side`'s stream.
+    async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError>;
+    /// Save `side`'s resume token (overwrites).
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError>;
+    /// Forget `side`'s checkpoint (after history loss, before the reconcile that
+    /// replaces it).
+    async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError>;
+
+    /// Tombstones that exist for `keys` (in any order).
+    async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError>;
+    /// Record tombstones; an existing tombstone for the same key keeps the later
+    /// `deleted_at` (and that one's origin).
+    async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError>;
+    /// Remove the tombstones of `keys` (the documents were re-created by a newer write).
+    async fn remove_tombstones(&self, keys: &[Key]) -> Result<(), StoreError>;
+    /// Remove tombstones deleted before `before`; returns how many. (MongoDB also has a
+    /// TTL index doing this.)
+    async fn expire_tombstones(&self, before: DateTime) -> Result<u64, StoreError>;
+}

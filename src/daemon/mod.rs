@@ -1,0 +1,1 @@
+//! The daemon shell: config, admin socket, cron, signals, CLI entry points.

@@ -1,0 +1,1 @@
+//! MongoDB adapter: implements the core store traits with the official `mongodb` crate.

@@ -1,0 +1,135 @@
+//! Pure document logic of the emulator: BSON ordering, query matching, update operators,
+//! projection, sort and the aggregation stages/expressions MongoDB clients use. No I/O,
+//! no server state: the command layer calls into it. INTERFACE FROZEN (the server layer
+//! is written against these signatures); implement behind them, add submodules freely.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+/// A MongoDB error: numeric code, code name, message (reply shape
+/// `{ok: 0, errmsg, code, codeName}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryError {
+    /// MongoDB error code (2 BadValue, 9 FailedToParse, 14 TypeMismatch, 40, 66…).
+    pub code: i32,
+    /// MongoDB code name, e.g. "BadValue".
+    pub code_name: &'static str,
+    /// errmsg as MongoDB words it.
+    pub message: String,
+}
+
+impl QueryError {
+    /// Build an error.
+    pub fn new(code: i32, code_name: &'static str, message: impl Into<String>) -> Self {
+        QueryError { code, code_name, message: message.into() }
+    }
+    /// 2 BadValue.
+    pub fn bad_value(message: impl Into<String>) -> Self {
+        Self::new(2, "BadValue", message)
+    }
+}
+
+/// What an update statement's `u` is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateSpec {
+    /// A replacement document (no `$` keys at top level).
+    Replacement(Document),
+    /// Update operators (`$set`, `$unset`, `$inc`, `$setOnInsert`, `$push`, `$pull`, …).
+    Operators(Document),
+    /// An aggregation pipeline (`$set`/`$addFields`, `$unset`, `$replaceWith`,
+    /// `$replaceRoot`, `$project`).
+    Pipeline(Vec<Document>),
+}
+
+impl UpdateSpec {
+    /// Classify a `u` value from an update statement (document or array).
+    /// Errors: mixed `$`/non-`$` keys, wrong type.
+    pub fn parse(u: &Bson) -> Result<UpdateSpec, QueryError> {
+        let _ = u;
+        todo!()
+    }
+}
+
+/// Compare two BSON values in MongoDB's comparison/sort order (MinKey < null < numbers
+/// < string < object < array < binary < ObjectId < bool < date < timestamp < regex <
+/// MaxKey; numbers by value across types).
+pub fn compare(a: &Bson, b: &Bson) -> Ordering {
+    let _ = (a, b);
+    todo!()
+}
+
+/// Whether `doc` matches the query `filter` (`$eq $ne $gt $gte $lt $lte $in $nin
+/// $exists $type $and $or $nor $not $regex $size $all $elemMatch`, dotted paths, array
+/// element matching, `$expr` optional). Unknown operator → 2 BadValue
+/// "unknown operator: $foo"; malformed operand → 2 BadValue.
+pub fn matches(doc: &Document, filter: &Document) -> Result<bool, QueryError> {
+    let _ = (doc, filter);
+    todo!()
+}
+
+/// Check a filter for errors without a document (so an invalid filter on an empty
+/// collection still errors, like MongoDB).
+pub fn validate_filter(filter: &Document) -> Result<(), QueryError> {
+    let _ = filter;
+    todo!()
+}
+
+/// The document an upsert starts from: the equality fields of `filter` (`{a: 1}`,
+/// `{a: {$eq: 1}}`, dotted paths expanded, fields under `$and`), per MongoDB.
+pub fn upsert_seed(filter: &Document) -> Result<Document, QueryError> {
+    let _ = filter;
+    todo!()
+}
+
+/// Apply `update` to `doc`, returning the new document. `is_upsert_insert` is true when
+/// the document is being created by an upsert (then `$setOnInsert` applies).
+/// Keeps `_id` first and immutable (66 ImmutableField when changed). A replacement keeps
+/// the existing `_id`. Field order follows MongoDB (`$set` of a new field appends).
+pub fn apply_update(
+    doc: &Document,
+    update: &UpdateSpec,
+    is_upsert_insert: bool,
+) -> Result<Document, QueryError> {
+    let _ = (doc, update, is_upsert_insert);
+    todo!()
+}
+
+/// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,
+/// `$slice`/`$elemMatch` optional). Mixed inclusion/exclusion → 31254-style error.
+pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
+    let _ = (doc, projection);
+    todo!()
+}
+
+/// Sort documents by a sort spec (`{a: 1, b: -1}`; arrays sort by min/max element as
+/// MongoDB does). Stable.
+pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
+    let _ = (docs, sort);
+    todo!()
+}
+
+/// Run aggregation stages over `docs` (already the collection's documents in natural
+/// order): `$match $project $addFields $set $unset $sort $skip $limit $count $group`
+/// (accumulators `$sum $avg $min $max $first $last $push` at least) `$replaceRoot
+/// $replaceWith`. Unknown stage → 40324 "Unrecognized pipeline stage name: '$foo'".
+pub fn run_pipeline(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Document>, QueryError> {
+    let _ = (docs, stages);
+    todo!()
+}
+
+/// Evaluate an aggregation expression against `root` (`$$ROOT`, `"$field.path"`,
+/// literals, `$literal`, arithmetic, comparison `$eq $ne $gt $gte $lt $lte $cmp`,
+/// boolean `$and $or $not`, `$cond`, `$ifNull`, `$type`, `$mergeObjects`, `$concat`…).
+pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Bson, QueryError> {
+    let _ = (expr, root);
+    todo!()
+}
+
+/// The `updateDescription` of a change event for an update from `before` to `after`:
+/// `(updatedFields, removedFields)` with top-level (or dotted, for nested changes)
+/// paths, as MongoDB reports them.
+pub fn update_description(before: &Document, after: &Document) -> (Document, Vec<String>) {
+    let _ = (before, after);
+    todo!()
+}
