@@ -22,7 +22,11 @@ pub struct QueryError {
 impl QueryError {
     /// Build an error.
     pub fn new(code: i32, code_name: &'static str, message: impl Into<String>) -> Self {
-        QueryError { code, code_name, message: message.into() }
+        QueryError {
+            code,
+            code_name,
+            message: message.into(),
+        }
     }
     /// 2 BadValue.
     pub fn bad_value(message: impl Into<String>) -> Self {
