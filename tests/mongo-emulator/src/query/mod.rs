@@ -6,9 +6,15 @@
 mod arith;
 mod compare;
 mod expr;
+mod fieldpath;
 mod matcher;
 mod path;
+mod pipeline;
+mod projection;
+mod seed;
+mod sort;
 mod types;
+mod update;
 
 use std::cmp::Ordering;
 
@@ -124,8 +130,7 @@ pub fn validate_filter(filter: &Document) -> Result<(), QueryError> {
 /// The document an upsert starts from: the equality fields of `filter` (`{a: 1}`,
 /// `{a: {$eq: 1}}`, dotted paths expanded, fields under `$and`), per MongoDB.
 pub fn upsert_seed(filter: &Document) -> Result<Document, QueryError> {
-    let _ = filter;
-    todo!()
+    seed::upsert_seed(filter)
 }
 
 /// Apply `update` to `doc`, returning the new document. `is_upsert_insert` is true when
@@ -137,22 +142,19 @@ pub fn apply_update(
     update: &UpdateSpec,
     is_upsert_insert: bool,
 ) -> Result<Document, QueryError> {
-    let _ = (doc, update, is_upsert_insert);
-    todo!()
+    update::apply(doc, update, is_upsert_insert)
 }
 
 /// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,
 /// `$slice`/`$elemMatch` optional). Mixed inclusion/exclusion → 31254-style error.
 pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
-    let _ = (doc, projection);
-    todo!()
+    projection::project(doc, projection)
 }
 
 /// Sort documents by a sort spec (`{a: 1, b: -1}`; arrays sort by min/max element as
 /// MongoDB does). Stable.
 pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
-    let _ = (docs, sort);
-    todo!()
+    sort::sort_documents(docs, sort)
 }
 
 /// Run aggregation stages over `docs` (already the collection's documents in natural
@@ -160,8 +162,7 @@ pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), Quer
 /// (accumulators `$sum $avg $min $max $first $last $push` at least) `$replaceRoot
 /// $replaceWith`. Unknown stage → 40324 "Unrecognized pipeline stage name: '$foo'".
 pub fn run_pipeline(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Document>, QueryError> {
-    let _ = (docs, stages);
-    todo!()
+    pipeline::run(docs, stages)
 }
 
 /// Evaluate an aggregation expression against `root` (`$$ROOT`, `"$field.path"`,
