@@ -5,6 +5,7 @@
 
 mod arith;
 mod compare;
+mod diff;
 mod expr;
 mod fieldpath;
 mod matcher;
@@ -176,6 +177,5 @@ pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Bson, QueryError>
 /// `(updatedFields, removedFields)` with top-level (or dotted, for nested changes)
 /// paths, as MongoDB reports them.
 pub fn update_description(before: &Document, after: &Document) -> (Document, Vec<String>) {
-    let _ = (before, after);
-    todo!()
+    diff::update_description(before, after)
 }
