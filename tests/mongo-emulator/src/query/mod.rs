@@ -5,6 +5,7 @@
 
 mod arith;
 mod compare;
+mod convert;
 mod diff;
 mod expr;
 mod fieldpath;

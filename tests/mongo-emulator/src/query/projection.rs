@@ -304,6 +304,12 @@ pub fn project(doc: &Document, spec: &Document) -> Result<Document, QueryError> 
     let mut tree = Vec::new();
     let mut mode = Mode::Undecided;
     parse(spec, "", &mut tree, &mut mode)?;
+    let id_only = tree
+        .iter()
+        .any(|(k, n)| k == "_id" && !matches!(n, PNode::Exclude));
+    if mode == Mode::Undecided && id_only {
+        mode = Mode::Inclusion;
+    }
     match mode {
         Mode::Inclusion => include(doc, &tree, doc, true),
         _ => exclude(doc, &tree),
