@@ -429,8 +429,7 @@ pub fn eval(node: &Node, doc: &Document) -> Result<bool, QueryError> {
 fn any_leaf(vals: &[Option<&Bson>], missing: bool, test: &dyn Fn(&Bson) -> bool) -> bool {
     vals.iter().any(|v| match v {
         None => missing,
-        Some(Bson::Array(a)) => test(&Bson::Array(a.clone())) || a.iter().any(test),
-        Some(x) => test(x),
+        Some(x) => test(x) || matches!(x, Bson::Array(a) if a.iter().any(test)),
     })
 }
 

@@ -186,3 +186,11 @@ fn expr_compares_fields_of_the_document() {
     ));
     assert_eq!(err(doc! {"$expr": {"$bogus": 1}}).0, 168);
 }
+
+#[test]
+fn compiled_filter_matches_like_matches() {
+    let f = super::super::Filter::new(&doc! {"a": {"$regex": "^x"}}).unwrap();
+    assert!(f.matches(&doc! {"a": "xy"}).unwrap());
+    assert!(!f.matches(&doc! {"a": "yx"}).unwrap());
+    assert!(super::super::Filter::new(&doc! {"a": {"$bad": 1}}).is_err());
+}

@@ -235,3 +235,37 @@ fn pipeline_updates_set_unset_and_replace() {
     let u = Bson::Array(vec![Bson::Document(doc! {"$group": {"_id": null}})]);
     assert_eq!(up(d, u).unwrap_err().0, 72);
 }
+
+#[test]
+fn parse_rejects_malformed_updates_before_any_document() {
+    let e = UpdateSpec::parse(&Bson::Document(doc! {"$set": {}})).unwrap_err();
+    assert_eq!(e.code, 9);
+    let stages = Bson::Array(vec![Bson::Document(doc! {"$match": {}})]);
+    assert_eq!(UpdateSpec::parse(&stages).unwrap_err().code, 72);
+    let e = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a": 1}, "b": 1})).unwrap_err();
+    assert_eq!(e.code, 9);
+    assert!(matches!(
+        UpdateSpec::parse(&Bson::Document(doc! {"a": 1})),
+        Ok(UpdateSpec::Replacement(_))
+    ));
+    assert_eq!(UpdateSpec::parse(&Bson::Int32(1)).unwrap_err().code, 14);
+}
+
+#[test]
+fn upsert_insert_builds_from_seed_then_update() {
+    let seed = super::super::upsert_seed(&doc! {"k": "x", "n": {"$gt": 1}}).unwrap();
+    let spec = UpdateSpec::parse(&Bson::Document(
+        doc! {"$inc": {"n": 2}, "$setOnInsert": {"c": 1}},
+    ))
+    .unwrap();
+    assert_eq!(
+        apply_update(&seed, &spec, true).unwrap(),
+        doc! {"k": "x", "c": 1, "n": 2}
+    );
+    let repl = UpdateSpec::parse(&Bson::Document(doc! {"v": 1})).unwrap();
+    let seed = super::super::upsert_seed(&doc! {"_id": 5, "k": "x"}).unwrap();
+    assert_eq!(
+        apply_update(&seed, &repl, true).unwrap(),
+        doc! {"_id": 5, "v": 1}
+    );
+}
