@@ -10,9 +10,15 @@ use super::compare::compare;
 use super::types::type_name;
 use super::QueryError;
 
-pub fn int_div(x: &Bson, y: &Bson) -> Bson {
-    let (a, b) = (to_f64(x) as i64, to_f64(y) as i64);
-    Bson::Int64(a.checked_div(b).unwrap_or(0))
+/// Integer remainder keeping int32 when both operands are int32 (divisor non-zero).
+pub fn int_rem(x: &Bson, y: &Bson) -> Bson {
+    match (x, y) {
+        (Bson::Int32(a), Bson::Int32(b)) => Bson::Int32(a.wrapping_rem(*b)),
+        (Bson::Int64(a), Bson::Int64(b)) => Bson::Int64(a.wrapping_rem(*b)),
+        (Bson::Int32(a), Bson::Int64(b)) => Bson::Int64(i64::from(*a).wrapping_rem(*b)),
+        (Bson::Int64(a), Bson::Int32(b)) => Bson::Int64(a.wrapping_rem(i64::from(*b))),
+        _ => Bson::Double(to_f64(x) % to_f64(y)),
+    }
 }
 
 /// `$max $min $sum $avg` over values, as both expressions and accumulators compute them.

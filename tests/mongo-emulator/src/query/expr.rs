@@ -9,7 +9,7 @@ use bson::{Bson, DateTime, Document};
 use super::arith::{self, is_number, to_f64};
 use super::compare::compare;
 pub use super::convert::reduce;
-use super::convert::{convert, int_div, to_string};
+use super::convert::{convert, int_rem, to_string};
 use super::types::type_name;
 use super::QueryError;
 
@@ -283,7 +283,7 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
             }
             match date {
                 Some(ms) => some(Bson::DateTime(DateTime::from_millis(
-                    ms + to_f64(&acc).round() as i64,
+                    ms.saturating_add(to_f64(&acc).round() as i64),
                 ))),
                 None => some(acc),
             }
@@ -294,12 +294,15 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
                 return some(Bson::Null);
             }
             match (a[0].as_ref(), a[1].as_ref()) {
-                (Some(Bson::DateTime(x)), Some(Bson::DateTime(y))) => {
-                    some(Bson::Int64(x.timestamp_millis() - y.timestamp_millis()))
-                }
-                (Some(Bson::DateTime(x)), Some(n)) if is_number(n) => some(Bson::DateTime(
-                    DateTime::from_millis(x.timestamp_millis() - to_f64(n).round() as i64),
+                (Some(Bson::DateTime(x)), Some(Bson::DateTime(y))) => some(Bson::Int64(
+                    x.timestamp_millis().saturating_sub(y.timestamp_millis()),
                 )),
+                (Some(Bson::DateTime(x)), Some(n)) if is_number(n) => {
+                    some(Bson::DateTime(DateTime::from_millis(
+                        x.timestamp_millis()
+                            .saturating_sub(to_f64(n).round() as i64),
+                    )))
+                }
                 (Some(x), Some(y)) => arith::sub(x, y).map(Some).ok_or_else(|| {
                     err(
                         16556,
@@ -364,8 +367,7 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
             }
             match (&x, &y) {
                 (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
-                    let q = arith::sub(&x, &arith::mul(&y, &int_div(&x, &y)).unwrap_or(Bson::Null));
-                    some(q.unwrap_or(Bson::Null))
+                    some(int_rem(&x, &y))
                 }
                 _ => some(Bson::Double(to_f64(&x) % to_f64(&y))),
             }
