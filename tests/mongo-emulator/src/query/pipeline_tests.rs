@@ -121,3 +121,16 @@ fn unknown_stage_is_40324() {
         15952
     );
 }
+
+#[test]
+fn set_with_dotted_path_and_unset_list() {
+    let out = run(
+        vec![doc! {"_id": 1, "a": {"x": 1}, "b": 1, "c": 2}],
+        &[
+            doc! {"$set": {"a.y": {"$add": ["$b", 1]}}},
+            doc! {"$unset": ["b", "c"]},
+        ],
+    )
+    .unwrap();
+    assert_eq!(out, vec![doc! {"_id": 1, "a": {"x": 1, "y": 2}}]);
+}

@@ -269,3 +269,50 @@ fn upsert_insert_builds_from_seed_then_update() {
         doc! {"_id": 5, "v": 1}
     );
 }
+
+#[test]
+fn new_fields_from_several_operators_append_in_name_order() {
+    let out = ok(
+        doc! {"_id": 1, "m": 0},
+        doc! {"$set": {"b": 1, "x.z": 1, "x.a": 2}, "$inc": {"a": 1}},
+    );
+    assert_eq!(
+        out,
+        doc! {"_id": 1, "m": 0, "a": 1, "b": 1, "x": {"a": 2, "z": 1}}
+    );
+    let out = ok(
+        doc! {"_id": 1, "l": []},
+        doc! {"$set": {"l.10": 1, "l.2": 2}},
+    );
+    assert_eq!(out.get_array("l").unwrap().len(), 11);
+}
+
+#[test]
+fn rename_moves_nested_values_and_ignores_missing_sources() {
+    let out = ok(
+        doc! {"_id": 1, "a": {"b": 1}, "c": 2},
+        doc! {"$rename": {"a.b": "d.e", "zz": "yy"}},
+    );
+    assert_eq!(out, doc! {"_id": 1, "a": {}, "c": 2, "d": {"e": 1}});
+}
+
+#[test]
+fn add_to_set_compares_documents_order_sensitively() {
+    let d = doc! {"_id": 1, "s": [{"a": 1, "b": 2}]};
+    let out = ok(d.clone(), doc! {"$addToSet": {"s": {"a": 1, "b": 2}}});
+    assert_eq!(out, d);
+    let out = ok(d, doc! {"$addToSet": {"s": {"b": 2, "a": 1}}});
+    assert_eq!(out.get_array("s").unwrap().len(), 2);
+}
+
+#[test]
+fn unchanged_update_returns_identical_document() {
+    let d = doc! {"_id": 1, "a": 1, "l": [1]};
+    assert_eq!(
+        ok(
+            d.clone(),
+            doc! {"$set": {"a": 1}, "$addToSet": {"l": 1}, "$unset": {"zz": ""}}
+        ),
+        d
+    );
+}
