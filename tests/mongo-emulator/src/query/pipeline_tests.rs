@@ -134,3 +134,44 @@ fn set_with_dotted_path_and_unset_list() {
     .unwrap();
     assert_eq!(out, vec![doc! {"_id": 1, "a": {"x": 1, "y": 2}}]);
 }
+
+#[test]
+fn stages_are_validated_even_without_documents() {
+    assert_eq!(
+        run(vec![], &[doc! {"$project": {"a": 1, "b": 0}}])
+            .unwrap_err()
+            .code,
+        31254
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$match": {"$bad": 1}}])
+            .unwrap_err()
+            .code,
+        2
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$replaceWith": {"$bogus": 1}}])
+            .unwrap_err()
+            .code,
+        168
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$addFields": {"x": {"$bogus": 1}}}])
+            .unwrap_err()
+            .code,
+        168
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$sort": {"a": 3}}]).unwrap_err().code,
+        15975
+    );
+}
+
+#[test]
+fn sort_by_count_groups_and_orders() {
+    let out = run(docs(), &[doc! {"$sortByCount": "$k"}]).unwrap();
+    assert_eq!(
+        out,
+        vec![doc! {"_id": "a", "count": 2}, doc! {"_id": "b", "count": 1}]
+    );
+}
