@@ -18,6 +18,9 @@ mod sort;
 mod types;
 mod update;
 
+#[cfg(test)]
+mod robustness_tests;
+
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
