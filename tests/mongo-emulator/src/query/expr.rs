@@ -10,6 +10,7 @@ use super::arith::{self, is_number, to_f64};
 use super::compare::compare;
 pub use super::convert::reduce;
 use super::convert::{convert, int_rem, to_string};
+use super::expr_extra::{self, EXTRA_OPERATORS};
 use super::types::type_name;
 use super::QueryError;
 
@@ -108,7 +109,7 @@ pub fn validate(e: &Bson) -> Result<(), QueryError> {
                         format!("an expression specification must contain exactly one field, the name of the expression. Found {} fields in {d}", d.len()),
                     ));
                 }
-                if !OPERATORS.contains(&k.as_str()) {
+                if !OPERATORS.contains(&k.as_str()) && !EXTRA_OPERATORS.contains(&k.as_str()) {
                     return Err(unknown(k));
                 }
                 if k == "$literal" {
@@ -248,6 +249,12 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
     }
     if op == "$cond" {
         return cond(operand, root);
+    }
+    if op == "$switch" {
+        return expr_extra::switch(operand, root);
+    }
+    if EXTRA_OPERATORS.contains(&op) {
+        return expr_extra::operator(op, args(operand, root)?);
     }
     if !OPERATORS.contains(&op) {
         return Err(unknown(op));
