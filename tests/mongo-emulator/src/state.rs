@@ -56,6 +56,9 @@ impl Cursor {
     }
 }
 
+/// A registered cursor and when it was last used.
+type CursorEntry = (Arc<Mutex<Cursor>>, Instant);
+
 /// Replies of recent retryable writes, by (lsid, txnNumber).
 #[derive(Debug, Default)]
 pub struct RetryCache {
@@ -100,7 +103,7 @@ pub struct Shared {
     /// Bumped after each batch of change events (wakes awaiting getMores).
     changes: watch::Sender<u64>,
     /// Open cursors by id, with when each was last used (idle ones are reaped).
-    cursors: Mutex<HashMap<i64, (Arc<Mutex<Cursor>>, Instant)>>,
+    cursors: Mutex<HashMap<i64, CursorEntry>>,
     /// Next cursor id.
     next_cursor: AtomicI64,
     /// Next connection id.
