@@ -527,3 +527,33 @@ async fn rename_emits_rename_then_invalidate() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn live_stream_that_falls_behind_the_history_limit_gets_286() {
+    let emu = common::start_with_history(2).await;
+    let client = common::client(&emu).await;
+    let coll = client.database("d").collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap();
+    for i in 0..5 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(common::code(&err), 286);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn stage_not_allowed_in_change_stream_is_refused() {
+    let (emu, _client, coll) = setup().await;
+    let err = coll
+        .watch()
+        .pipeline(vec![doc! {"$group": {"_id": null}}])
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 20);
+    emu.shutdown().await;
+}
