@@ -557,3 +557,22 @@ async fn stage_not_allowed_in_change_stream_is_refused() {
     assert_eq!(common::code(&err), 20);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn token_from_another_server_instance_is_286() {
+    let (emu, _client, coll) = setup().await;
+    let (token, _) = token_after_two_inserts(&coll).await;
+    emu.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (emu2, _client2, coll2) = setup().await;
+    let err = coll2.watch().resume_after(token).await.unwrap_err();
+    assert_eq!(common::code(&err), 286);
+    // Tokens of the new server resume fine.
+    let (first, _) = token_after_two_inserts(&coll2).await;
+    let mut resumed = coll2.watch().resume_after(first).await.unwrap();
+    assert_eq!(
+        next(&mut resumed).await.document_key.unwrap(),
+        doc! {"_id": 2}
+    );
+    emu2.shutdown().await;
+}
