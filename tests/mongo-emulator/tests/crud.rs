@@ -242,6 +242,22 @@ async fn error_codes_for_bad_requests() {
         .await
         .unwrap_err();
     assert_eq!(common::code(&err), 66, "immutable _id");
+    let err = coll
+        .replace_one(doc! {"_id": 1}, doc! {"_id": 2, "a": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 66, "replacement cannot change _id");
+    let err = client
+        .database("d")
+        .run_command(
+            doc! {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"$set": {"a": 1}, "b": 2}}]},
+        )
+        .await
+        .unwrap();
+    assert!(
+        err.contains_key("writeErrors"),
+        "mixed operator/replacement update is refused"
+    );
     let err = client
         .database("d")
         .run_command(doc! {"insert": "c", "documents": [{"$bad": 1}]})
