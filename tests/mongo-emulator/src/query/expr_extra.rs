@@ -1,6 +1,7 @@
-//! Further expression operators on arrays, strings and objects (`$switch`,
-//! `$concatArrays`, `$slice`, `$reverseArray`, `$objectToArray`, `$arrayToObject`,
-//! `$split`, `$substrCP`, `$strLenCP`), kept apart from the core set in `expr.rs`.
+//! Further expression operators: the lazily evaluated `$cond` and `$switch`, and
+//! operators on arrays, strings and objects (`$concatArrays`, `$slice`, `$reverseArray`,
+//! `$objectToArray`, `$arrayToObject`, `$split`, `$substrCP`, `$strLenCP`), kept apart
+//! from the core set in `expr.rs`.
 
 use bson::{Bson, Document};
 
@@ -39,6 +40,47 @@ fn int(v: &Option<Bson>) -> Option<i64> {
     match v {
         Some(x) if is_number(x) && to_f64(x).fract() == 0.0 => Some(to_f64(x) as i64),
         _ => None,
+    }
+}
+
+/// `$cond` in array (`[if, then, else]`) or document form; only the taken branch runs.
+pub fn cond(operand: &Bson, root: &Document) -> Result<Option<Bson>, QueryError> {
+    let (i, t, e) = match operand {
+        Bson::Array(a) if a.len() == 3 => (&a[0], &a[1], &a[2]),
+        Bson::Array(a) => {
+            return Err(err(
+                16020,
+                "Location16020",
+                format!(
+                    "Expression $cond takes exactly 3 arguments. {} were passed in.",
+                    a.len()
+                ),
+            ))
+        }
+        Bson::Document(d) => {
+            let get = |k: &str| {
+                d.get(k).ok_or_else(|| {
+                    err(
+                        17080,
+                        "Location17080",
+                        format!("Missing '{k}' parameter to $cond"),
+                    )
+                })
+            };
+            (get("if")?, get("then")?, get("else")?)
+        }
+        _ => {
+            return Err(err(
+                16020,
+                "Location16020",
+                "Expression $cond takes exactly 3 arguments. 1 were passed in.",
+            ))
+        }
+    };
+    if truthy(eval_opt(i, root)?.as_ref()) {
+        eval_opt(t, root)
+    } else {
+        eval_opt(e, root)
     }
 }
 
