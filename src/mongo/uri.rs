@@ -125,7 +125,8 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Parses `uri`, names the connection `app_name` (visible in the server's logs and
-/// `currentOp`), bounds server selection, and builds a client. The driver connects
+/// `currentOp`), bounds server selection to [`SERVER_SELECTION_TIMEOUT`] unless the URI
+/// sets `serverSelectionTimeoutMS`, and builds a client. The driver connects
 /// lazily and keeps its default retryable reads and writes.
 pub async fn connect(uri: &str, app_name: &str) -> Result<Client, StoreError> {
     let mut options = ClientOptions::parse(uri).await.map_err(|e| {
@@ -139,7 +140,9 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, StoreError> {
         )
     })?;
     options.app_name = Some(app_name.to_string());
-    options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+    if options.server_selection_timeout.is_none() {
+        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+    }
     Client::with_options(options).map_err(|e| {
         StoreError::new(
             StoreErrorKind::Fatal,
