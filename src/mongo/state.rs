@@ -22,7 +22,7 @@ use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::StateStore;
 use crate::core::types::{Key, ResumeToken, Side, Tombstone};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
-use crate::mongo::error::map_error;
+use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 
 /// Collection holding the resume tokens.
 pub const CHECKPOINTS: &str = "checkpoints";
@@ -74,30 +74,78 @@ impl MongoState {
     }
 
     /// Creates the TTL index removing tombstones `ttl` after their `deletedAt`, or
-    /// updates its expiry when it already exists with another one.
+    /// changes its expiry (`collMod`) when it exists with another one.
     pub async fn ensure_indexes(&self, ttl: Duration) -> Result<(), StoreError> {
         let seconds = i64::try_from(ttl.as_secs())
             .unwrap_or(i64::MAX)
             .min(i64::from(i32::MAX));
+        match self.ttl_index_seconds().await? {
+            Some(Some(current)) if current == seconds => Ok(()),
+            Some(_) => self.change_ttl(seconds).await,
+            None => match self.create_ttl_index(seconds).await {
+                // 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: created meanwhile.
+                Err(e) if matches!(error_code(&e), Some(85 | 86)) => self.change_ttl(seconds).await,
+                other => other.map_err(|e| self.err("createIndexes", &e)),
+            },
+        }
+    }
+
+    /// `None` when the TTL index is missing, else its `expireAfterSeconds`.
+    async fn ttl_index_seconds(&self) -> Result<Option<Option<i64>>, StoreError> {
+        let indexes: Vec<Document> = match self.tombstones.list_indexes().await {
+            Ok(cursor) => cursor
+                .map_ok(|model| {
+                    let mut d = doc! { "key": model.keys };
+                    if let Some(o) = model.options {
+                        d.insert("name", o.name.unwrap_or_default());
+                        if let Some(ttl) = o.expire_after {
+                            d.insert("expireAfterSeconds", ttl.as_secs() as i64);
+                        }
+                    }
+                    d
+                })
+                .try_collect()
+                .await
+                .map_err(|e| self.err("listIndexes", &e))?,
+            // 26 NamespaceNotFound: no collection yet, so no index.
+            Err(e) if error_code(&e) == Some(26) => Vec::new(),
+            Err(e) => return Err(self.err("listIndexes", &e)),
+        };
+        Ok(indexes
+            .iter()
+            .find(|i| i.get_str("name") == Ok(TTL_INDEX))
+            .map(|i| batch::as_count(i.get("expireAfterSeconds"))))
+    }
+
+    /// Creates the TTL index.
+    async fn create_ttl_index(&self, seconds: i64) -> Result<(), mongodb::error::Error> {
         let create = doc! {
             "createIndexes": self.tombstones.name(),
             "indexes": [{ "key": { "deletedAt": 1 }, "name": TTL_INDEX, "expireAfterSeconds": seconds }],
         };
-        match self.db.run_command(create).await {
+        self.db.run_command(create).await.map(drop)
+    }
+
+    /// Changes the TTL of the existing index; where `collMod` is not available
+    /// (59 CommandNotFound), drops and re-creates the index instead.
+    async fn change_ttl(&self, seconds: i64) -> Result<(), StoreError> {
+        let coll_mod = doc! {
+            "collMod": self.tombstones.name(),
+            "index": { "name": TTL_INDEX, "expireAfterSeconds": seconds },
+        };
+        match self.db.run_command(coll_mod).await {
             Ok(_) => Ok(()),
-            // 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: same index, other TTL.
-            Err(e) if matches!(crate::mongo::error::error_code(&e), Some(85 | 86)) => {
-                let coll_mod = doc! {
-                    "collMod": self.tombstones.name(),
-                    "index": { "name": TTL_INDEX, "expireAfterSeconds": seconds },
-                };
+            Err(e) if error_code(&e) == Some(59) => {
+                let drop_index = doc! { "dropIndexes": self.tombstones.name(), "index": TTL_INDEX };
                 self.db
-                    .run_command(coll_mod)
+                    .run_command(drop_index)
                     .await
-                    .map(drop)
-                    .map_err(|e| self.err("collMod", &e))
+                    .map_err(|e| self.err("dropIndexes", &e))?;
+                self.create_ttl_index(seconds)
+                    .await
+                    .map_err(|e| self.err("createIndexes", &e))
             }
-            Err(e) => Err(self.err("createIndexes", &e)),
+            Err(e) => Err(self.err("collMod", &e)),
         }
     }
 
@@ -210,7 +258,7 @@ impl StateStore for MongoState {
                 .map_err(|e| self.err("record tombstones", &e))?;
             if let Some(e) = batch::write_errors(&reply).first() {
                 // A duplicate key here is a concurrent upsert of the same key: retrying wins.
-                let kind = if e.code == crate::mongo::error::DUPLICATE_KEY {
+                let kind = if e.code == DUPLICATE_KEY {
                     StoreErrorKind::Transient
                 } else {
                     StoreErrorKind::Fatal
