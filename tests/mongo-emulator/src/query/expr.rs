@@ -10,6 +10,7 @@ use super::arith::{self, is_number, to_f64};
 use super::compare::compare;
 pub use super::convert::reduce;
 use super::convert::{convert, int_rem, to_string};
+use super::expr_extra::{self, EXTRA_OPERATORS};
 use super::types::type_name;
 use super::QueryError;
 
@@ -108,7 +109,7 @@ pub fn validate(e: &Bson) -> Result<(), QueryError> {
                         format!("an expression specification must contain exactly one field, the name of the expression. Found {} fields in {d}", d.len()),
                     ));
                 }
-                if !OPERATORS.contains(&k.as_str()) {
+                if !OPERATORS.contains(&k.as_str()) && !EXTRA_OPERATORS.contains(&k.as_str()) {
                     return Err(unknown(k));
                 }
                 if k == "$literal" {
@@ -247,7 +248,13 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
         return Ok(Some(operand.clone()));
     }
     if op == "$cond" {
-        return cond(operand, root);
+        return expr_extra::cond(operand, root);
+    }
+    if op == "$switch" {
+        return expr_extra::switch(operand, root);
+    }
+    if EXTRA_OPERATORS.contains(&op) {
+        return expr_extra::operator(op, args(operand, root)?);
     }
     if !OPERATORS.contains(&op) {
         return Err(unknown(op));
@@ -588,39 +595,6 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
             }
         }
         _ => Err(unknown(op)),
-    }
-}
-
-fn cond(operand: &Bson, root: &Document) -> Result<Option<Bson>, QueryError> {
-    let (i, t, e) = match operand {
-        Bson::Array(a) if a.len() == 3 => (&a[0], &a[1], &a[2]),
-        Bson::Array(a) => {
-            return Err(err(
-                16020,
-                format!(
-                    "Expression $cond takes exactly 3 arguments. {} were passed in.",
-                    a.len()
-                ),
-            ))
-        }
-        Bson::Document(d) => {
-            let get = |k: &str| {
-                d.get(k)
-                    .ok_or_else(|| err(17080, format!("Missing '{k}' parameter to $cond")))
-            };
-            (get("if")?, get("then")?, get("else")?)
-        }
-        _ => {
-            return Err(err(
-                16020,
-                "Expression $cond takes exactly 3 arguments. 1 were passed in.",
-            ))
-        }
-    };
-    if truthy(eval_opt(i, root)?.as_ref()) {
-        eval_opt(t, root)
-    } else {
-        eval_opt(e, root)
     }
 }
 

@@ -8,6 +8,7 @@ mod compare;
 mod convert;
 mod diff;
 mod expr;
+mod expr_extra;
 mod fieldpath;
 mod matcher;
 mod path;
