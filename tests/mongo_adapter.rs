@@ -748,3 +748,56 @@ async fn authentication_error_never_shows_the_password() {
     assert!(!err.message.contains("Sup3rSecret"), "{}", err.message);
     b.finish().await;
 }
+
+#[tokio::test]
+async fn stream_survives_a_dropped_connection_and_a_resumable_error() {
+    let b = Backend::start("stream_faults").await;
+    let Some(emu) = b.emulator.as_ref() else {
+        eprintln!("skipped: needs the emulator's fault injection");
+        return;
+    };
+    let coll = b.coll("items");
+    let mut stream = b.store("items").open_stream(None).await.unwrap();
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    assert_eq!(next_event(&mut stream).await.key.0, Bson::Int32(1));
+
+    emu.handle().close_all_connections();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    assert_eq!(next_event(&mut stream).await.key.0, Bson::Int32(2));
+
+    // 91 ShutdownInProgress carries ResumableChangeStreamError: the driver resumes.
+    emu.handle().fail_command("getMore", 91, 1);
+    coll.insert_one(doc! {"_id": 3}).await.unwrap();
+    assert_eq!(next_event(&mut stream).await.key.0, Bson::Int32(3));
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_classified_for_the_engine() {
+    let b = Backend::start("error_kinds").await;
+    let Some(emu) = b.emulator.as_ref() else {
+        eprintln!("skipped: needs the emulator's fault injection");
+        return;
+    };
+    let store = b.store("items");
+    emu.handle().fail_command("update", 189, 1);
+    let err = store.apply(&[upsert(1, 1, 1, false)]).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Transient, "{err}");
+    // Retrying the same batch succeeds.
+    assert_eq!(
+        store.apply(&[upsert(1, 1, 1, false)]).await.unwrap(),
+        [WriteOutcome::Applied]
+    );
+
+    emu.handle().fail_command("aggregate", 286, 1);
+    let err = match store.open_stream(None).await {
+        Err(e) => e,
+        Ok(_) => panic!("the injected failure must surface"),
+    };
+    assert_eq!(err.kind, StoreErrorKind::HistoryLost, "{err}");
+
+    emu.handle().fail_command("find", 13, 1);
+    let err = store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Fatal, "{err}");
+    b.finish().await;
+}
