@@ -57,6 +57,7 @@ async fn authentication_error_never_shows_the_password() {
         .count()
         .await
         .expect_err("authentication cannot succeed");
+    assert_eq!(err.kind, StoreErrorKind::Fatal, "{err}");
     assert!(!err.message.contains("Sup3rSecret"), "{}", err.message);
     b.finish().await;
 }
