@@ -246,6 +246,11 @@ impl Dispatcher {
 }
 
 /// Build a config's initial schedule channel pair for the cron task.
-pub fn schedule_channel(config: &Config) -> (watch::Sender<Option<Schedule>>, watch::Receiver<Option<Schedule>>) {
+pub fn schedule_channel(
+    config: &Config,
+) -> (
+    watch::Sender<Option<Schedule>>,
+    watch::Receiver<Option<Schedule>>,
+) {
     watch::channel(config.reconcile.schedule.clone())
 }

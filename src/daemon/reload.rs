@@ -36,16 +36,29 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         ("mode", old.mode != new.mode),
         ("local", old.local != new.local),
         ("cloud", old.cloud != new.cloud),
-        ("sync.updated_at_field", old.sync.updated_at_field != new.sync.updated_at_field),
+        (
+            "sync.updated_at_field",
+            old.sync.updated_at_field != new.sync.updated_at_field,
+        ),
         ("sync.max_batch", old.sync.max_batch != new.sync.max_batch),
-        ("sync.queue_capacity", old.sync.queue_capacity != new.sync.queue_capacity),
+        (
+            "sync.queue_capacity",
+            old.sync.queue_capacity != new.sync.queue_capacity,
+        ),
         ("sync.tie_break", old.sync.tie_break != new.sync.tie_break),
-        ("reconcile.on_start", old.reconcile.on_start != new.reconcile.on_start),
+        (
+            "reconcile.on_start",
+            old.reconcile.on_start != new.reconcile.on_start,
+        ),
         ("state", old.state != new.state),
         ("admin.socket", old.admin != new.admin),
         ("log.format", old.log.format != new.log.format),
     ];
-    p.needs_restart = restart.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+    p.needs_restart = restart
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(k, _)| *k)
+        .collect();
     p
 }
 
@@ -90,7 +103,10 @@ impl Reloader {
             }
         }
         if let Some(d) = plan.debounce {
-            tracing::info!(debounce_ms = d.as_millis() as u64, "SIGHUP: debounce changed");
+            tracing::info!(
+                debounce_ms = d.as_millis() as u64,
+                "SIGHUP: debounce changed"
+            );
         }
         if let Some(s) = &plan.schedule {
             let expr = s.as_ref().map_or("", |s| s.expr.as_str());

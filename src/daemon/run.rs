@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::core::{Engine, EngineError, Side, StreamState, Stores};
+use crate::core::{Engine, EngineError, Side, Stores, StreamState};
 use crate::daemon::admin::{AdminError, AdminServer, Limits};
 use crate::daemon::config::{Config, ConfigSource};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
@@ -133,12 +133,25 @@ where
     };
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
-    tasks.spawn(admin.serve(control_tx.clone(), shutdown.child_token(), opts.admin_limits));
-    tasks.spawn(cron::run(schedule_rx, next_tx, control_tx.clone(), shutdown.child_token()));
+    tasks.spawn(admin.serve(
+        control_tx.clone(),
+        shutdown.child_token(),
+        opts.admin_limits,
+    ));
+    tasks.spawn(cron::run(
+        schedule_rx,
+        next_tx,
+        control_tx.clone(),
+        shutdown.child_token(),
+    ));
     if let Some(period) = notify::watchdog_period() {
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
-    tasks.spawn(ready_when_started(controller.clone(), config.mode, shutdown.child_token()));
+    tasks.spawn(ready_when_started(
+        controller.clone(),
+        config.mode,
+        shutdown.child_token(),
+    ));
     let reloader = opts
         .config_source
         .map(|source| Reloader::new(source, config.clone(), opts.log_reload));
@@ -166,7 +179,12 @@ where
         }
         None => {
             tracing::info!("stopping: draining the queue and saving checkpoints");
-            match tokio::time::timeout(opts.drain_deadline + Duration::from_secs(1), &mut engine_task).await {
+            match tokio::time::timeout(
+                opts.drain_deadline + Duration::from_secs(1),
+                &mut engine_task,
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::warn!("engine did not finish draining in time");
@@ -177,7 +195,10 @@ where
         }
     };
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not stop in time");
     }
     if let Some(h) = signal_handle {
@@ -218,7 +239,11 @@ async fn ready_when_started(
     loop {
         let status = controller.status();
         let started = Side::BOTH.iter().all(|&side| {
-            let s = if side == Side::Local { &status.local } else { &status.cloud };
+            let s = if side == Side::Local {
+                &status.local
+            } else {
+                &status.cloud
+            };
             !mode.watches(side) || s.state != StreamState::Starting
         });
         if started {

@@ -29,12 +29,19 @@ async fn forward(mut signals: Signals, control: mpsc::Sender<Control>) {
                 let _ = control.send(Control::Reload).await;
             }
             _ if stopping => {
-                tracing::warn!(signal, "second stop signal: exiting without finishing the drain");
+                tracing::warn!(
+                    signal,
+                    "second stop signal: exiting without finishing the drain"
+                );
                 std::process::exit(FORCED_EXIT_CODE);
             }
             _ => {
                 stopping = true;
-                let reason = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                let reason = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
                 let _ = control.send(Control::Shutdown(reason)).await;
             }
         }

@@ -52,7 +52,11 @@ pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
             if buf.last() == Some(&b'\r') {
                 buf.pop();
             }
-            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
         }
     }
 }
@@ -92,7 +96,10 @@ mod tests {
         let got = lines(b"a\r\nbc", 8).await;
         assert_eq!(
             got,
-            vec![(Line::Complete, b"a".to_vec()), (Line::Complete, b"bc".to_vec())]
+            vec![
+                (Line::Complete, b"a".to_vec()),
+                (Line::Complete, b"bc".to_vec())
+            ]
         );
     }
 

@@ -52,8 +52,8 @@ impl AdminRequest {
 
 /// Parse one request line (without its newline).
 pub fn parse_request(line: &[u8]) -> Result<AdminRequest, String> {
-    let text = std::str::from_utf8(line)
-        .map_err(|e| format!("request is not valid UTF-8 ({e})"))?;
+    let text =
+        std::str::from_utf8(line).map_err(|e| format!("request is not valid UTF-8 ({e})"))?;
     let value: Value =
         serde_json::from_str(text.trim()).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(obj) = value else {
@@ -90,7 +90,9 @@ pub fn parse_request(line: &[u8]) -> Result<AdminRequest, String> {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(other) => {
-                    return Err(format!("field \"dry_run\" must be true or false, got {other}"))
+                    return Err(format!(
+                        "field \"dry_run\" must be true or false, got {other}"
+                    ))
                 }
             };
             AdminRequest::Sync { mode, dry_run }
@@ -202,7 +204,8 @@ impl StatusReply {
                 report: r.clone(),
                 finished_at: rfc3339(*at),
             }),
-            next_reconcile_at: next_reconcile_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            next_reconcile_at: next_reconcile_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }
     }
 }
@@ -230,7 +233,9 @@ impl AdminReply {
     pub fn to_json(&self) -> String {
         match self {
             AdminReply::Status(s) => serde_json::to_value(s),
-            AdminReply::Report(r) => serde_json::to_value(r).map(|r| json!({"ok": true, "report": r})),
+            AdminReply::Report(r) => {
+                serde_json::to_value(r).map(|r| json!({"ok": true, "report": r}))
+            }
             AdminReply::Ok => Ok(json!({"ok": true})),
             AdminReply::Error(e) => Ok(json!({"ok": false, "error": e})),
         }

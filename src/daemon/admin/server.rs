@@ -162,7 +162,8 @@ impl AdminServer {
                 Ok(cred) if cred.uid() == self.owner_uid || cred.uid() == 0 => {}
                 Ok(cred) => {
                     tracing::warn!(uid = cred.uid(), "admin connection refused: other user");
-                    let _ = reply(&mut stream, &AdminReply::Error("permission denied".into())).await;
+                    let _ =
+                        reply(&mut stream, &AdminReply::Error("permission denied".into())).await;
                     continue;
                 }
                 Err(e) => {
@@ -224,7 +225,11 @@ async fn serve_connection(
                 Err(e) => AdminReply::Error(e),
                 Ok(request) => {
                     let (tx, rx) = oneshot::channel();
-                    if control.send(Control::Admin { request, reply: tx }).await.is_err() {
+                    if control
+                        .send(Control::Admin { request, reply: tx })
+                        .await
+                        .is_err()
+                    {
                         AdminReply::Error("daemon is shutting down".into())
                     } else {
                         tokio::select! {

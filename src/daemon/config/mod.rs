@@ -15,8 +15,8 @@ use figment::{Figment, Source};
 
 pub use raw::RawConfig;
 pub use validate::{
-    AdminConfig, Config, LogConfig, LogFormat, ReconcileConfig, Schedule, SideConfig,
-    StateConfig, SyncConfig,
+    AdminConfig, Config, LogConfig, LogFormat, ReconcileConfig, Schedule, SideConfig, StateConfig,
+    SyncConfig,
 };
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -28,7 +28,14 @@ pub const ENV_PREFIX: &str = "DATASYNC_";
 /// `DATASYNC_TEST_MONGODB_URI`) are not configuration and are ignored, while a typo
 /// inside a known section (`DATASYNC_SYNC__DEBOUNCE`) is still an error.
 const ENV_SECTIONS: [&str; 8] = [
-    "mode", "local", "cloud", "sync", "reconcile", "state", "admin", "log",
+    "mode",
+    "local",
+    "cloud",
+    "sync",
+    "reconcile",
+    "state",
+    "admin",
+    "log",
 ];
 
 /// A configuration that cannot be used. Exit code 2 at the binary edge.

@@ -20,12 +20,7 @@ pub fn redact_uri(uri: &str) -> String {
         Some(colon) => &userinfo[..colon],
         None => return uri.to_string(),
     };
-    format!(
-        "{}{}:***{}",
-        &uri[..scheme_end],
-        user,
-        &rest[at..]
-    )
+    format!("{}{}:***{}", &uri[..scheme_end], user, &rest[at..])
 }
 
 #[cfg(test)]

@@ -180,14 +180,19 @@ impl Config {
     /// Check every value of `raw`; all problems are reported at once.
     pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let mut ok = |r: Result<u64, String>| r.unwrap_or_else(|e| {
-            problems.push(e);
-            1
-        });
+        let mut ok = |r: Result<u64, String>| {
+            r.unwrap_or_else(|e| {
+                problems.push(e);
+                1
+            })
+        };
         let debounce_ms = ok(nonzero("sync.debounce_ms", raw.sync.debounce_ms));
         let max_batch = ok(nonzero("sync.max_batch", raw.sync.max_batch));
         let queue_capacity = ok(nonzero("sync.queue_capacity", raw.sync.queue_capacity));
-        let ttl_days = ok(nonzero("state.tombstone_ttl_days", raw.state.tombstone_ttl_days));
+        let ttl_days = ok(nonzero(
+            "state.tombstone_ttl_days",
+            raw.state.tombstone_ttl_days,
+        ));
 
         let mode = raw.mode.parse::<Mode>().unwrap_or_else(|e| {
             problems.push(format!("key `mode`: {e}"));
