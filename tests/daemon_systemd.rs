@@ -20,9 +20,7 @@ fn unit_sandbox_scores_at_most_2_5_in_systemd_analyze() {
         .args(["security", "--offline=yes", UNIT])
         .output()
         .unwrap_or_else(|e| {
-            panic!(
-                "systemd-analyze is required for this test (Debian package `systemd`): {e}"
-            )
+            panic!("systemd-analyze is required for this test (Debian package `systemd`): {e}")
         });
     let text = format!(
         "{}{}",
