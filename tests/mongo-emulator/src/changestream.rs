@@ -115,9 +115,11 @@ impl ChangeStream {
                         Some("off") => BeforeChange::Off,
                         Some("whenAvailable") => BeforeChange::WhenAvailable,
                         Some("required") => BeforeChange::Required,
-                        _ => return Err(CommandError::bad_value(format!(
+                        _ => {
+                            return Err(CommandError::bad_value(format!(
                             "'{v}' is not a valid value for $changeStream.fullDocumentBeforeChange"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 "resumeAfter" | "startAfter" | "startAtOperationTime" => {
