@@ -137,7 +137,8 @@ format = "xml"
 
 #[test]
 fn state_database_may_not_be_a_synced_database() {
-    let (msg, _) = problems("[state]\ndatabase = \"datasync\"\n");
+    let (msg, _) =
+        problems("[state]\ndatabase = \"datasync\"\n[local]\ncollection = \"checkpoints\"\n");
     assert!(msg.contains("`state.database`"), "{msg}");
 }
 
