@@ -191,7 +191,9 @@ impl ChangeStream {
                 ));
             }
         }
-        query::run_pipeline(Vec::new(), &stages)?;
+        if !stages.is_empty() {
+            query::run_pipeline(Vec::new(), &stages)?;
+        }
         let mut stream = ChangeStream {
             ns,
             scope,

@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
 use bson::{doc, Document};
+use futures::FutureExt;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +60,9 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
         let reply = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
-            r = handle(&shared, &req, connection_id) => r,
+            r = AssertUnwindSafe(handle(&shared, &req, connection_id)).catch_unwind() => {
+                r.unwrap_or_else(|panic| internal_error(&panic))
+            }
         };
         let delay = shared.faults.delay();
         if !delay.is_zero() {
@@ -106,4 +112,20 @@ async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Docu
         },
     };
     commands::run(shared, &req.body, db, connection_id).await
+}
+
+/// A handler panicked (a bug): answer with InternalError instead of dropping the
+/// connection, so clients see an error rather than a network failure.
+fn internal_error(panic: &Box<dyn Any + Send>) -> Document {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    doc! {
+        "ok": 0.0,
+        "errmsg": format!("emulator internal error: {what}"),
+        "code": 1,
+        "codeName": "InternalError",
+    }
 }

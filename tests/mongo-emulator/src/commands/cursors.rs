@@ -70,7 +70,11 @@ pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Document> {
         Some(Bson::Int32(n)) => *n as i64,
         _ => return Err(CommandError::type_mismatch("getMore.getMore", "long")),
     };
-    let coll = collection_name(ctx, "collection")?;
+    // Database and cluster change streams live on `$cmd.aggregate`.
+    let coll = match ctx.body.get("collection") {
+        Some(Bson::String(s)) if s == "$cmd.aggregate" => s.clone(),
+        _ => collection_name(ctx, "collection")?,
+    };
     let batch = batch_size(ctx.body, "batchSize")?.filter(|n| *n > 0);
     let max_time = opt_i64(ctx.body, "maxTimeMS")?.unwrap_or(1000).max(0) as u64;
     let shared = ctx.shared;

@@ -5,10 +5,22 @@
 
 mod arith;
 mod compare;
+mod convert;
+mod diff;
 mod expr;
+mod expr_extra;
+mod fieldpath;
 mod matcher;
 mod path;
+mod pipeline;
+mod projection;
+mod seed;
+mod sort;
 mod types;
+mod update;
+
+#[cfg(test)]
+mod robustness_tests;
 
 use std::cmp::Ordering;
 
@@ -55,7 +67,9 @@ pub enum UpdateSpec {
 
 impl UpdateSpec {
     /// Classify a `u` value from an update statement (document or array).
-    /// Errors: mixed `$`/non-`$` keys, wrong type.
+    /// Errors: mixed `$`/non-`$` keys, wrong type. Operator documents and pipelines are
+    /// also validated here (unknown/empty modifier, conflicting paths, stages not allowed
+    /// in an update), so a malformed update fails even when it matches no document.
     pub fn parse(u: &Bson) -> Result<UpdateSpec, QueryError> {
         match u {
             Bson::Array(stages) => {
@@ -72,10 +86,16 @@ impl UpdateSpec {
                         }
                     }
                 }
-                Ok(UpdateSpec::Pipeline(out))
+                let spec = UpdateSpec::Pipeline(out);
+                update::validate(&spec)?;
+                Ok(spec)
             }
             Bson::Document(d) => match d.keys().next() {
-                Some(k) if k.starts_with('$') => Ok(UpdateSpec::Operators(d.clone())),
+                Some(k) if k.starts_with('$') => {
+                    let spec = UpdateSpec::Operators(d.clone());
+                    update::validate(&spec)?;
+                    Ok(spec)
+                }
                 _ => {
                     if let Some(k) = d.keys().find(|k| k.starts_with('$')) {
                         return Err(QueryError::new(
@@ -115,6 +135,29 @@ pub fn matches(doc: &Document, filter: &Document) -> Result<bool, QueryError> {
     matcher::eval(&matcher::parse(filter)?, doc)
 }
 
+/// A filter parsed once for matching many documents (same semantics as [`matches`];
+/// added next to the frozen API so a scan does not re-parse the filter and recompile
+/// its regexes for every document).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// The parsed filter tree.
+    node: matcher::Node,
+}
+
+impl Filter {
+    /// Parse and validate `filter`.
+    pub fn new(filter: &Document) -> Result<Filter, QueryError> {
+        Ok(Filter {
+            node: matcher::parse(filter)?,
+        })
+    }
+
+    /// Whether `doc` matches.
+    pub fn matches(&self, doc: &Document) -> Result<bool, QueryError> {
+        matcher::eval(&self.node, doc)
+    }
+}
+
 /// Check a filter for errors without a document (so an invalid filter on an empty
 /// collection still errors, like MongoDB).
 pub fn validate_filter(filter: &Document) -> Result<(), QueryError> {
@@ -124,8 +167,7 @@ pub fn validate_filter(filter: &Document) -> Result<(), QueryError> {
 /// The document an upsert starts from: the equality fields of `filter` (`{a: 1}`,
 /// `{a: {$eq: 1}}`, dotted paths expanded, fields under `$and`), per MongoDB.
 pub fn upsert_seed(filter: &Document) -> Result<Document, QueryError> {
-    let _ = filter;
-    todo!()
+    seed::upsert_seed(filter)
 }
 
 /// Apply `update` to `doc`, returning the new document. `is_upsert_insert` is true when
@@ -137,22 +179,19 @@ pub fn apply_update(
     update: &UpdateSpec,
     is_upsert_insert: bool,
 ) -> Result<Document, QueryError> {
-    let _ = (doc, update, is_upsert_insert);
-    todo!()
+    update::apply(doc, update, is_upsert_insert)
 }
 
 /// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,
 /// `$slice`/`$elemMatch` optional). Mixed inclusion/exclusion → 31254-style error.
 pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
-    let _ = (doc, projection);
-    todo!()
+    projection::project(doc, projection)
 }
 
 /// Sort documents by a sort spec (`{a: 1, b: -1}`; arrays sort by min/max element as
 /// MongoDB does). Stable.
 pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
-    let _ = (docs, sort);
-    todo!()
+    sort::sort_documents(docs, sort)
 }
 
 /// Run aggregation stages over `docs` (already the collection's documents in natural
@@ -160,8 +199,7 @@ pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), Quer
 /// (accumulators `$sum $avg $min $max $first $last $push` at least) `$replaceRoot
 /// $replaceWith`. Unknown stage → 40324 "Unrecognized pipeline stage name: '$foo'".
 pub fn run_pipeline(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Document>, QueryError> {
-    let _ = (docs, stages);
-    todo!()
+    pipeline::run(docs, stages)
 }
 
 /// Evaluate an aggregation expression against `root` (`$$ROOT`, `"$field.path"`,
@@ -175,6 +213,5 @@ pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Bson, QueryError>
 /// `(updatedFields, removedFields)` with top-level (or dotted, for nested changes)
 /// paths, as MongoDB reports them.
 pub fn update_description(before: &Document, after: &Document) -> (Document, Vec<String>) {
-    let _ = (before, after);
-    todo!()
+    diff::update_description(before, after)
 }

@@ -51,21 +51,6 @@ fn walk<'a>(v: &'a Bson, parts: &[&str], out: &mut Vec<Option<&'a Bson>>) {
     }
 }
 
-/// The single value at `path` following only embedded documents and explicit array
-/// indexes (no fan-out), as update operators and expressions address fields.
-pub fn get_exact<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
-    let mut parts = path.split('.');
-    let mut cur = doc.get(parts.next()?)?;
-    for p in parts {
-        cur = match cur {
-            Bson::Document(d) => d.get(p)?,
-            Bson::Array(a) if is_index(p) => a.get(p.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,12 +70,5 @@ mod tests {
         let d = doc! {"a": 1};
         assert_eq!(lookup(&d, "a.b"), vec![None]);
         assert_eq!(lookup(&d, "x"), vec![None]);
-    }
-
-    #[test]
-    fn get_exact_follows_documents_and_indexes_only() {
-        let d = doc! {"a": {"b": [10, {"c": 5}]}};
-        assert_eq!(get_exact(&d, "a.b.1.c"), Some(&Bson::Int32(5)));
-        assert_eq!(get_exact(&d, "a.b.c"), None);
     }
 }
