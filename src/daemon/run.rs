@@ -296,8 +296,8 @@ async fn watchdog(period: Duration, control: mpsc::Sender<Control>, stop: Cancel
     }
 }
 
-/// READY=1 once every watched stream has left `starting` (running, reconciling or
-/// down-and-retrying: the daemon is up either way).
+/// READY=1 once every watched stream is running, reconciling or down-and-retrying (the
+/// daemon is up either way), i.e. the engine has started its readers.
 async fn ready_when_started(
     controller: Arc<dyn Controller>,
     mode: crate::core::Mode,
@@ -311,7 +311,11 @@ async fn ready_when_started(
             } else {
                 &status.cloud
             };
-            !mode.watches(side) || s.state != StreamState::Starting
+            !mode.watches(side)
+                || matches!(
+                    s.state,
+                    StreamState::Running | StreamState::Reconciling | StreamState::Down
+                )
         });
         if started {
             tracing::info!(local = ?status.local.state, cloud = ?status.cloud.state, "streams started");
