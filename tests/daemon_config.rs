@@ -139,7 +139,10 @@ format = "xml"
 fn syncing_the_daemons_own_state_collection_is_refused() {
     let (msg, _) =
         problems("[state]\ndatabase = \"datasync\"\n[local]\ncollection = \"checkpoints\"\n");
-    assert!(msg.contains("state.database") && msg.contains("checkpoints"), "{msg}");
+    assert!(
+        msg.contains("state.database") && msg.contains("checkpoints"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn unchanged_config_plans_nothing() {
-        assert_eq!(plan(&config(|_| {}), &config(|_| {})), ReloadPlan::default());
+        assert_eq!(
+            plan(&config(|_| {}), &config(|_| {})),
+            ReloadPlan::default()
+        );
     }
 
     #[test]
