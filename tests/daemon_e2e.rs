@@ -394,3 +394,153 @@ async fn demo_once_runs_the_script_and_exits_0() {
         assert!(stdout.contains(needle), "missing {needle:?}:\n{stdout}");
     }
 }
+
+/// A config file for one-shot commands (no daemon) in `dir`.
+fn oneshot_config(m: &Mongo, dir: &Path, name: &str) -> (PathBuf, String) {
+    let db = format!("e2e_{name}_{}", std::process::id());
+    let path = dir.join("oneshot.toml");
+    std::fs::write(
+        &path,
+        config_text(&m.uri, &db, &dir.join("unused.sock"), 20),
+    )
+    .unwrap();
+    (path, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_then_reconcile_copies_everything_and_reports_counts() {
+    let m = mongo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = oneshot_config(&m, dir.path(), "oneshot");
+    let run = |args: Vec<&str>| {
+        let config = config.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            Command::new(BIN)
+                .args(&args)
+                .arg("--config")
+                .arg(&config)
+                .env_remove("RUST_LOG")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec!["seed", "--count", "300", "--side", "local"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = mongodb::Client::with_uri_str(&m.uri).await.unwrap();
+    let local: Collection<Document> = client.database(&db).collection("local_data");
+    let cloud: Collection<Document> = client.database(&db).collection("cloud_data");
+    assert_eq!(local.count_documents(doc! {}).await.unwrap(), 300);
+    let one = local.find_one(doc! {}).await.unwrap().unwrap();
+    assert!(
+        one.get_str("name").is_ok() && one.get_datetime("updatedAt").is_ok(),
+        "{one}"
+    );
+
+    let out = run(vec!["reconcile", "--dry-run", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dry_run"], json!(true));
+    assert_eq!(
+        report["local_to_cloud"]["inserted"],
+        json!(300),
+        "{report}"
+    );
+    assert_eq!(
+        cloud.count_documents(doc! {}).await.unwrap(),
+        0,
+        "dry run wrote"
+    );
+
+    let out = run(vec!["reconcile", "--mode", "local-to-cloud"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("local-to-cloud") && text.contains("300"),
+        "{text}"
+    );
+    assert_eq!(cloud.count_documents(doc! {}).await.unwrap(), 300);
+
+    let out = run(vec!["reconcile", "--json"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["local_to_cloud"]["inserted"], json!(0), "{report}");
+    assert_eq!(
+        report["local_to_cloud"]["unchanged"],
+        json!(300),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_watchdog_and_stopping_notifications() {
+    let m = mongo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("datasync.toml");
+    let db = format!("e2e_notify_{}", std::process::id());
+    std::fs::write(&config, config_text(&m.uri, &db, &socket, 20)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = child.id().unwrap().to_string();
+    let mut terminated = false;
+    while Instant::now() < deadline {
+        let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), notify.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        let watchdogs = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+        if !terminated && seen.iter().any(|m| m.contains("READY=1")) && watchdogs >= 2 {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            terminated = true;
+        }
+        if msg.contains("STOPPING=1") {
+            break;
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(12), child.wait())
+        .await
+        .expect("exited")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
+    assert!(
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+}
