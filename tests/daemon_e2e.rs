@@ -452,11 +452,7 @@ async fn seed_then_reconcile_copies_everything_and_reports_counts() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["dry_run"], json!(true));
-    assert_eq!(
-        report["local_to_cloud"]["inserted"],
-        json!(300),
-        "{report}"
-    );
+    assert_eq!(report["local_to_cloud"]["inserted"], json!(300), "{report}");
     assert_eq!(
         cloud.count_documents(doc! {}).await.unwrap(),
         0,
