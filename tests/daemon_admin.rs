@@ -467,3 +467,52 @@ async fn ctl_prints_replies_and_exits_non_zero_on_errors() {
     assert_eq!(gone.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_users_are_refused_by_their_peer_uid() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        eprintln!("skipped: switching to another uid needs root");
+        return;
+    }
+    let shell = start("", Limits::default()).await;
+    // Open the file permissions so only the peer-uid check stands in the way.
+    let mut dir = shell.socket.parent();
+    while let Some(d) =
+        dir.filter(|d| d.starts_with(std::env::temp_dir()) && *d != std::env::temp_dir())
+    {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir = d.parent();
+    }
+    std::fs::set_permissions(&shell.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let socket = shell.socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_datasync"))
+            .args(["ctl", "--json", "--socket"])
+            .arg(&socket)
+            .arg("pause")
+            .output()
+            .expect("setpriv (util-linux) is needed for this test")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("permission denied"), "{stdout}");
+    assert!(
+        !*shell.engine.paused.lock().unwrap(),
+        "refused request reached the engine"
+    );
+    shell.stop().await;
+}
