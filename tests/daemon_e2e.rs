@@ -363,6 +363,7 @@ async fn sigterm_drains_saves_and_exits_0_removing_the_socket() {
     );
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_once_runs_the_script_and_exits_0() {
     let out = tokio::time::timeout(
