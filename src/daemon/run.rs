@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::core::{Engine, EngineError, Side, Stores, StreamState};
 use crate::daemon::admin::{AdminError, AdminServer, Limits};
@@ -200,18 +201,29 @@ where
     let (next_tx, next_rx) = watch::channel(None);
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
-    tasks.spawn(admin.serve(
-        control_tx.clone(),
-        shutdown.child_token(),
-        opts.admin_limits,
-    ));
-    tasks.spawn(cron::run(
-        schedule_rx,
-        next_tx,
-        control_tx.clone(),
-        shutdown.child_token(),
-    ));
+    tasks.spawn(
+        admin
+            .serve(
+                control_tx.clone(),
+                shutdown.child_token(),
+                opts.admin_limits,
+            )
+            .instrument(tracing::info_span!("admin")),
+    );
+    tasks.spawn(
+        cron::run(
+            schedule_rx,
+            next_tx,
+            control_tx.clone(),
+            shutdown.child_token(),
+        )
+        .instrument(tracing::info_span!("cron")),
+    );
     if let Some(period) = notify::watchdog_period() {
+        tracing::info!(
+            ping_every_ms = period.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
     tasks.spawn(ready_when_started(
@@ -230,7 +242,11 @@ where
         shutdown.clone(),
         tasks.clone(),
     );
-    tasks.spawn(dispatcher.run(control_rx));
+    tasks.spawn(
+        dispatcher
+            .run(control_rx)
+            .instrument(tracing::info_span!("control")),
+    );
     drop(control_tx);
 
     let early = tokio::select! {
