@@ -351,3 +351,28 @@ async fn store_counts_and_tokens_are_exposed() {
     assert_eq!(f.local.count().await.expect("count"), 1);
     assert_eq!(token_seq(Some(f.local.latest_token())), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dbg_case() {
+    let f = fixture(Mode::BothWays);
+    f.local.set_clock(at(6));
+    f.cloud.set_clock(at(5));
+    let mut f = f;
+    f.config.max_batch = 4;
+    f.config.queue_capacity = 4;
+    f.config.reconcile_batch = 2;
+    f.config.tie_break = Side::Local;
+    let eng = f.start().await;
+    f.local.put(d(2, 2, "l"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    f.local.lose_history();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("DBG ---");
+    f.local.delete(&k(2), at(1));
+    f.local.put(d(2, 0, "l"));
+    settle().await;
+    eng.stop().await;
+    eprintln!("tombs {:?}", f.state.all_tombstones());
+    assert_eq!(f.local.snapshot(), vec![d(2, 2, "l")]);
+    assert_eq!(f.cloud.snapshot(), vec![d(2, 2, "l")]);
+}

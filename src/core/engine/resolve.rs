@@ -16,14 +16,14 @@
 //! (unless it is the same delete re-delivered after a restart, recognised by its own
 //! origin and time) and is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, retry, Shared, Stop};
-use crate::core::doc::{content_hash, key_of, same_content, updated_at};
+use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
@@ -146,6 +146,26 @@ pub(crate) async fn apply_batch(
         lock(&sh.trackers[ix(q.event.side)]).done(q.gen, q.seq);
     }
     Ok(())
+}
+
+/// Remember the writes about to be made, so their echoes are recognised even by the
+/// reader (which may see them before `apply` returns).
+fn expect_echoes(sh: &Shared, plans: &[Planned]) {
+    let mut echo = lock(&sh.echo);
+    for p in plans {
+        echo.record(p.target, p.write.key(), Echo::of_write(&p.write));
+    }
+}
+
+/// Forget the expected echoes of writes that changed nothing: no change event comes,
+/// and a stale entry would hide the next genuine change.
+fn remember(sh: &Shared, plans: &[Planned], outcomes: &[WriteOutcome]) {
+    let mut echo = lock(&sh.echo);
+    for (p, o) in plans.iter().zip(outcomes) {
+        if *o != WriteOutcome::Applied {
+            echo.forget(p.target, p.write.key(), Echo::of_write(&p.write));
+        }
+    }
 }
 
 fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
@@ -304,17 +324,9 @@ async fn lww_group(
     if !remove.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&remove)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(p.target, p.write.key(), kind);
-        }
-    }
+    expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
     let lost: Vec<&Planned> = plans
@@ -339,7 +351,7 @@ async fn lww_group(
         .collect();
     let mut back: Vec<Planned> = Vec::new();
     let mut superseded: Vec<Key> = Vec::new();
-    let recorded: HashSet<&Key> = record.iter().map(|t| &t.key).collect();
+    let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
     for p in lost {
         let key = p.write.key();
         let Some(w) = winners.get(key) else { continue };
@@ -351,7 +363,13 @@ async fn lww_group(
             skip(sh, key, dst, "updatedAt missing or not a DateTime");
             continue;
         };
-        if recorded.contains(key) || tombs.contains_key(key) {
+        // The newest known delete of the key (recorded before, or by this batch).
+        let tomb = tombs.get(key).map(|t| t.deleted_at).max(recorded.get(key).copied());
+        if tomb.is_some_and(|t| t >= u) {
+            // The winner is itself older than a delete: its own event deletes it.
+            continue;
+        }
+        if tomb.is_some() {
             superseded.push(key.clone());
         }
         back.push(Planned {
@@ -364,15 +382,9 @@ async fn lww_group(
     if !superseded.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &back {
-            if let Write::UpsertIfNewer { doc, .. } = &p.write {
-                echo.record(src, p.write.key(), Echo::Doc(content_hash(doc)));
-            }
-        }
-    }
-    apply_plans(sh, &back, cancel).await?;
+    expect_echoes(sh, &back);
+    let outcomes = apply_plans(sh, &back, cancel).await?;
+    remember(sh, &back, &outcomes);
     Ok(())
 }
 
@@ -419,17 +431,9 @@ async fn overwrite_group(
             plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
         }
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(Side::Local, p.write.key(), kind);
-        }
-    }
     debug_assert!(plans.iter().all(|p| p.why == Why::Overwrite));
-    apply_plans(sh, &plans, cancel).await?;
+    expect_echoes(sh, &plans);
+    let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
     Ok(())
 }
