@@ -101,18 +101,22 @@ impl EchoMemory {
         self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
     }
 
-    /// Whether a change read from `side` is the engine's own write. A change that does
-    /// not match forgets the key (it moved on; a later identical write by a client must
-    /// not be mistaken for an echo).
+    /// Whether a change read from `side` is the engine's own write. A match consumes
+    /// that write and the ones before it (the stream reports writes in order); a change
+    /// that does not match forgets the key (it moved on; a later identical write by a
+    /// client must not be mistaken for an echo).
     pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
         let id = (side, key.clone());
-        match self.entries.get_mut(&id) {
-            Some(list) if list.contains(&Echo::of(kind)) => true,
-            Some(list) => {
+        let Some(list) = self.entries.get_mut(&id) else { return false };
+        match list.iter().position(|e| *e == Echo::of(kind)) {
+            Some(i) => {
+                list.drain(..=i);
+                true
+            }
+            None => {
                 list.clear();
                 false
             }
-            None => false,
         }
     }
 }
@@ -128,10 +132,15 @@ mod tests {
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         m.record(Side::Cloud, &k, Echo::of(&ChangeKind::Upsert(d.clone())));
+        m.record(Side::Cloud, &k, Echo::Deleted);
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
         assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        // Consumed: the same change again is not an echo.
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        m.record(Side::Cloud, &k, Echo::Deleted);
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
+        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete), "a mismatch forgets the key");
     }
 
     #[test]
