@@ -91,6 +91,12 @@ impl EchoMemory {
         }
     }
 
+    /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
+    /// unknown key may still see echoes of writes from before a restart).
+    pub(crate) fn knows(&self, side: Side, key: &Key) -> bool {
+        self.entries.contains_key(&(side, key.clone()))
+    }
+
     /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
     pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
         self.entries.get(&(side, key.clone())).is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))

@@ -11,10 +11,18 @@
 //! any write, then sends `DeleteIfNotNewer{W}` to the other side; if the other side
 //! holds a newer version it is written back to S and the tombstone dropped. An upsert
 //! whose `updatedAt` is not after a tombstone is not propagated: the delete wins and is
-//! re-applied to the upsert's own side. A delete event for a key that already has a
-//! tombstone, whose queue entry saw no upsert, is the echo of a delete the engine made
-//! (unless it is the same delete re-delivered after a restart, recognised by its own
-//! origin and time) and is dropped.
+//! re-applied to the upsert's own side.
+//!
+//! Echoes: the engine's own writes are expected in the echo memory before they are
+//! made (and forgotten if they changed nothing); a change matching one is dropped.
+//! After a restart the memory is empty: a delete event for a key that already has a
+//! tombstone, whose queue entry saw no upsert, is then taken for the echo of a delete
+//! the engine made (unless it is the same delete re-delivered, recognised by its own
+//! origin and time). An echoed upsert costs one no-op conditional write or a compare.
+//!
+//! A queue entry may hide several changes of one side; its verdict is the greatest of
+//! them under last-writer-wins (see [`Effective`]), and the side itself is corrected
+//! when its newest change is not the winner.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -229,7 +237,8 @@ async fn lww_group(
     let field = cfg.updated_at_field.as_str();
 
     // 1. Echoes and malformed documents cost nothing.
-    let mut live: Vec<(&QueuedEvent, Effective, bool)> = Vec::new(); // (.., engine wrote a doc to src)
+    // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
+    let mut live: Vec<(&QueuedEvent, Effective, bool, bool)> = Vec::new();
     {
         let mut echo = lock(&sh.echo);
         for q in group {
@@ -239,10 +248,11 @@ async fn lww_group(
                 continue;
             };
             let wrote_doc = echo.wrote_doc(src, &e.key);
+            let known = echo.knows(src, &e.key);
             if eff.is_latest() && echo.is_echo(src, &e.key, &e.kind) {
                 continue;
             }
-            live.push((q, eff, wrote_doc));
+            live.push((q, eff, wrote_doc, known));
         }
     }
     if live.is_empty() {
@@ -262,7 +272,7 @@ async fn lww_group(
     let mut plans: Vec<Planned> = Vec::new();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    for (q, eff, wrote_doc) in live {
+    for (q, eff, wrote_doc, known) in live {
         let key = &q.event.key;
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
@@ -288,8 +298,11 @@ async fn lww_group(
                 }
             }
             Effective::Delete { at: w, src_has_doc } => {
+                // Echo memory said this is not the engine's delete when it follows the
+                // key; otherwise (after a restart) an existing tombstone means the key
+                // was already deleted through the engine and this is its echo.
                 let plain = !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
-                if both && plain {
+                if both && plain && !known {
                     if let Some(t) = tombs.get(key) {
                         if !(t.origin == src && t.deleted_at == w) {
                             continue; // echo of the engine's own delete
