@@ -175,7 +175,7 @@ impl World {
                     let (mine, theirs) = (self.updated(side, k), self.updated(side.other(), k));
                     let copy_elsewhere = self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
                     if let Some(m) = mine {
-                        if m > t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
+                        if m >= t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
                             t = m + 1;
                         }
                     }
