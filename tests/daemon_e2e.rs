@@ -541,3 +541,55 @@ async fn systemd_gets_ready_watchdog_and_stopping_notifications() {
     );
     assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_mongodb_is_retried_and_sigterm_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("datasync.toml");
+    let log = dir.path().join("stderr.log");
+    // Port 1 on loopback: nothing listens, connections are refused at once.
+    let uri = "mongodb://127.0.0.1:1/?replicaSet=rs0&serverSelectionTimeoutMS=200";
+    std::fs::write(
+        &config,
+        config_text(uri, "e2e_unreachable", &dir.path().join("admin.sock"), 20),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let retried = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("cannot reach MongoDB yet")
+    })
+    .await;
+    assert!(
+        retried.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "daemon exited on a transient error"
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exited promptly")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
