@@ -133,6 +133,11 @@ impl Controls {
         }
     }
 
+    /// A sender for injecting control inputs (embedding, tests).
+    pub fn sender(&self) -> mpsc::Sender<Control> {
+        self.tx.clone()
+    }
+
     fn close(self) {
         if let Some(h) = self.signals {
             h.close();
