@@ -78,6 +78,12 @@ async fn concurrent_conflicting_updates_converge_to_the_newer_updated_at_on_both
         .replace_one(doc! {"_id": "b"}, d("b", "cloud-newer", newer))
         .await
         .unwrap();
+    // Both sides' events are queued (read with their own post-images) before any apply.
+    let queued = eventually(ARRIVE, || async {
+        daemon.status().await["queue_depth"].as_u64() == Some(4)
+    })
+    .await;
+    assert!(queued.is_some(), "conflicting events never queued");
     assert_eq!(daemon.ctl(&["resume"]).await.status.code(), Some(0));
     let (l, c) = tokio::join!(
         p.local
@@ -181,4 +187,221 @@ async fn equal_updated_at_conflict_converges_to_cloud_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_updated_at_conflict_converges_to_local_when_tie_break_is_local() {
     tie_converges_to("local", "tiel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_echo_local_inserts_reach_cloud_and_nothing_is_written_back_to_local() {
+    const N: u64 = 25;
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "echo");
+    let daemon = p.start(&m, &Settings::default()).await;
+    let local_ns = format!("{}.local_data", p.db);
+    let cloud_ns = format!("{}.cloud_data", p.db);
+    let hooks = m.hooks();
+    let before = hooks.as_ref().map(|h| h.counters());
+    let local_changes = Observer::watch(&p.local).await;
+    let cloud_changes = Observer::watch(&p.cloud).await;
+    let t = at(0);
+    p.local
+        .insert_many((0..N).map(|i| d(&format!("n{i:02}"), "v", t)))
+        .await
+        .unwrap();
+    let arrived = eventually(ARRIVE, || async {
+        p.cloud.count_documents(doc! {}).await.unwrap() == N
+    })
+    .await
+    .expect("inserts did not all reach cloud");
+    daemon.idle().await;
+    let settle = Duration::from_millis(300);
+    let local_events = local_changes.settled(N, settle).await;
+    let cloud_events = cloud_changes.settled(N, Duration::ZERO).await;
+    println!(
+        "no echo: {N} local inserts on cloud after {arrived:?}; change events local {local_events}, cloud {cloud_events}"
+    );
+    assert_eq!(local_events, N, "the daemon changed documents on local");
+    assert_eq!(cloud_events, N, "cloud changed more than once per insert");
+    match (hooks, before) {
+        (Some(h), Some(before)) => {
+            let after = h.counters();
+            let delta = |map: &std::collections::BTreeMap<String, u64>,
+                         b: &std::collections::BTreeMap<String, u64>,
+                         ns: &str| {
+                map.get(ns).copied().unwrap_or(0) - b.get(ns).copied().unwrap_or(0)
+            };
+            let changed_local = delta(
+                &after.documents_changed,
+                &before.documents_changed,
+                &local_ns,
+            );
+            let changed_cloud = delta(
+                &after.documents_changed,
+                &before.documents_changed,
+                &cloud_ns,
+            );
+            let stmts_local = delta(&after.write_statements, &before.write_statements, &local_ns);
+            let stmts_cloud = delta(&after.write_statements, &before.write_statements, &cloud_ns);
+            println!(
+                "no echo (emulator counters): local documents_changed {changed_local} (client {N}), write_statements {stmts_local} \
+                 (daemon {}); cloud documents_changed {changed_cloud}, write_statements {stmts_cloud}",
+                stmts_local - N
+            );
+            assert_eq!(changed_local, N, "daemon wrote back to local");
+            assert!(
+                stmts_local - N <= N,
+                "more than one no-op per echo: {stmts_local}"
+            );
+            assert_eq!(changed_cloud, N);
+        }
+        _ => skipped(
+            "no_echo write_statements",
+            "needs emulator hooks (counters); change events counted instead",
+        ),
+    }
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
+
+/// Status of the stream of `side`.
+fn stream_state(st: &Value, side: &str) -> String {
+    st["streams"][side]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_to_cloud_mode_copies_local_writes_and_never_writes_local() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "l2c");
+    let s = Settings {
+        mode: "local-to-cloud",
+        ..Settings::default()
+    };
+    let daemon = p.start(&m, &s).await;
+    let st = daemon.status().await;
+    assert_eq!(st["mode"], json!("local-to-cloud"));
+    assert_eq!(stream_state(&st, "cloud"), "disabled");
+    p.local.insert_one(d("k", "local", at(0))).await.unwrap();
+    wait_for(&p.cloud, "k", "local insert", |x| value(x) == Some("local")).await;
+    let local_changes = Observer::watch(&p.local).await;
+    p.cloud.insert_one(d("c", "cloud", at(0))).await.unwrap();
+    p.cloud
+        .replace_one(doc! {"_id": "k"}, d("k", "cloud-newer", at(1_000)))
+        .await
+        .unwrap();
+    // A later local write still flows, so the daemon is alive while we look.
+    p.local.insert_one(d("k2", "local", at(0))).await.unwrap();
+    wait_for(&p.cloud, "k2", "second local insert", |x| x.is_some()).await;
+    daemon.idle().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(&p.local, "c").await, None, "cloud insert reached local");
+    assert_eq!(value(get(&p.local, "k").await.as_ref()), Some("local"));
+    assert_eq!(
+        local_changes.count(),
+        1,
+        "only the client's own insert of k2"
+    );
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_to_local_mode_copies_cloud_writes_and_never_writes_cloud() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "c2l");
+    let s = Settings {
+        mode: "cloud-to-local",
+        ..Settings::default()
+    };
+    let daemon = p.start(&m, &s).await;
+    let st = daemon.status().await;
+    assert_eq!(stream_state(&st, "local"), "disabled");
+    p.cloud.insert_one(d("k", "cloud", at(0))).await.unwrap();
+    p.cloud.insert_one(d("k3", "cloud", at(0))).await.unwrap();
+    wait_for(&p.local, "k", "cloud insert", |x| value(x) == Some("cloud")).await;
+    wait_for(&p.local, "k3", "cloud insert", |x| x.is_some()).await;
+    let cloud_changes = Observer::watch(&p.cloud).await;
+    p.local.insert_one(d("l", "local", at(0))).await.unwrap();
+    p.local
+        .replace_one(doc! {"_id": "k"}, d("k", "local-newer", at(1_000)))
+        .await
+        .unwrap();
+    p.cloud.delete_one(doc! {"_id": "k3"}).await.unwrap();
+    wait_for(&p.local, "k3", "cloud delete", |x| x.is_none()).await;
+    daemon.idle().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(&p.cloud, "l").await, None, "local insert reached cloud");
+    assert_eq!(value(get(&p.cloud, "k").await.as_ref()), Some("cloud"));
+    assert_eq!(
+        cloud_changes.count(),
+        1,
+        "only the client's own delete of k3"
+    );
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_local_reverts_local_edits_and_ctl_sync_removes_local_only_documents() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "ovl");
+    let s = Settings {
+        mode: "overwrite-local",
+        ..Settings::default()
+    };
+    let truth = d("k", "cloud", at(-10_000));
+    p.cloud.insert_one(truth.clone()).await.unwrap();
+    let daemon = p.start(&m, &s).await;
+    wait_for(&p.local, "k", "start-up copy", |x| x == Some(&truth)).await;
+    // A newer local edit still loses: cloud is authoritative.
+    p.local
+        .replace_one(doc! {"_id": "k"}, d("k", "local-edit", at(5_000)))
+        .await
+        .unwrap();
+    let t = wait_for(&p.local, "k", "local edit reverted", |x| x == Some(&truth)).await;
+    println!("overwrite-local: local edit reverted after {t:?}");
+    // While paused, a local-only document stays until `ctl sync` removes it.
+    assert_eq!(daemon.ctl(&["pause"]).await.status.code(), Some(0));
+    p.local
+        .insert_one(d("stray", "local", at(0)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(get(&p.local, "stray").await.is_some());
+    let v = daemon.ctl_json(&["sync"]).await;
+    assert_eq!(v["report"]["mode"], json!("overwrite-local"), "{v}");
+    assert_eq!(v["report"]["cloud_to_local"]["deleted"], json!(1), "{v}");
+    assert_eq!(v["report"]["cloud_to_local"]["unchanged"], json!(1), "{v}");
+    assert_eq!(get(&p.local, "stray").await, None);
+    assert_eq!(daemon.ctl(&["resume"]).await.status.code(), Some(0));
+    daemon.idle().await;
+    assert_eq!(all(&p.local).await, all(&p.cloud).await);
+    assert!(
+        get(&p.cloud, "stray").await.is_none(),
+        "local-only doc reached cloud"
+    );
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ways_mode_carries_writes_and_deletes_from_either_side() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "both");
+    let daemon = p.start(&m, &Settings::default()).await;
+    let st = daemon.status().await;
+    assert_eq!(st["mode"], json!("both-ways"));
+    assert_eq!(stream_state(&st, "local"), "running");
+    assert_eq!(stream_state(&st, "cloud"), "running");
+    p.cloud.insert_one(d("c", "cloud", at(0))).await.unwrap();
+    p.local.insert_one(d("l", "local", at(0))).await.unwrap();
+    wait_for(&p.local, "c", "cloud insert", |x| value(x) == Some("cloud")).await;
+    wait_for(&p.cloud, "l", "local insert", |x| value(x) == Some("local")).await;
+    p.cloud.delete_one(doc! {"_id": "l"}).await.unwrap();
+    wait_for(&p.local, "l", "cloud delete", |x| x.is_none()).await;
+    daemon.idle().await;
+    assert_eq!(all(&p.local).await, all(&p.cloud).await);
+    assert_eq!(all(&p.local).await.len(), 1);
+    daemon.terminate().await;
+    p.drop_databases().await;
 }
