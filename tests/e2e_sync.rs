@@ -405,3 +405,341 @@ async fn both_ways_mode_carries_writes_and_deletes_from_either_side() {
     daemon.terminate().await;
     p.drop_databases().await;
 }
+
+/// `{inserted, updated, deleted, unchanged}` of one direction.
+fn counts(r: &Value, dir: &str) -> [u64; 4] {
+    ["inserted", "updated", "deleted", "unchanged"].map(|k| r[dir][k].as_u64().unwrap())
+}
+
+/// Prepare the diff with the daemon paused: 2 same, 3 local-only, 2 cloud-only, 1
+/// differing (cloud newer), 1 cloud-only whose local delete is tombstoned. Then
+/// `ctl sync --mode M --dry-run`, `ctl sync --mode M` (same counts), check the data, and
+/// a second dry run that finds nothing to write.
+async fn ctl_sync_case(mode: &str, name: &str, l2c: [u64; 4], c2l: [u64; 4], ids: [&[&str]; 2]) {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, name);
+    let daemon = p.start(&m, &Settings::default()).await;
+    let old = at(-60_000);
+    for id in ["same1", "same2", "diff", "tomb"] {
+        p.local.insert_one(d(id, "base", old)).await.unwrap();
+    }
+    for id in ["same1", "same2", "diff", "tomb"] {
+        wait_for(&p.cloud, id, "initial copy", |x| x.is_some()).await;
+    }
+    p.local.delete_one(doc! {"_id": "tomb"}).await.unwrap();
+    wait_for(&p.cloud, "tomb", "delete", |x| x.is_none()).await;
+    daemon.idle().await;
+    assert_eq!(daemon.ctl(&["pause"]).await.status.code(), Some(0));
+    for id in ["l1", "l2", "l3"] {
+        p.local.insert_one(d(id, "local", at(0))).await.unwrap();
+    }
+    for id in ["c1", "c2"] {
+        p.cloud.insert_one(d(id, "cloud", at(0))).await.unwrap();
+    }
+    p.cloud
+        .replace_one(doc! {"_id": "diff"}, d("diff", "cloud-newer", at(0)))
+        .await
+        .unwrap();
+    // The deleted version comes back on cloud (older than the delete).
+    p.cloud.insert_one(d("tomb", "base", old)).await.unwrap();
+
+    let dry = daemon
+        .ctl_json(&["sync", "--mode", mode, "--dry-run"])
+        .await;
+    let r = &dry["report"];
+    println!("ctl sync --mode {mode} --dry-run: {r}");
+    assert_eq!(r["mode"], json!(mode), "{r}");
+    assert_eq!(counts(r, "local_to_cloud"), l2c, "{r}");
+    assert_eq!(counts(r, "cloud_to_local"), c2l, "{r}");
+    assert_eq!(r["conflicts"], json!(1), "{r}");
+    assert_eq!(
+        p.local.count_documents(doc! {}).await.unwrap(),
+        6,
+        "dry run wrote"
+    );
+    assert_eq!(
+        p.cloud.count_documents(doc! {}).await.unwrap(),
+        6,
+        "dry run wrote"
+    );
+
+    let real = daemon.ctl_json(&["sync", "--mode", mode]).await;
+    let r = &real["report"];
+    assert_eq!(counts(r, "local_to_cloud"), l2c, "{r}");
+    assert_eq!(counts(r, "cloud_to_local"), c2l, "{r}");
+    let keys = |m: std::collections::BTreeMap<String, Document>| m.into_keys().collect::<Vec<_>>();
+    let (local, cloud) = (keys(all(&p.local).await), keys(all(&p.cloud).await));
+    assert_eq!(local, ids[0], "local after sync --mode {mode}");
+    assert_eq!(cloud, ids[1], "cloud after sync --mode {mode}");
+
+    if mode != "local-to-cloud" {
+        assert_eq!(all(&p.local).await, all(&p.cloud).await, "contents differ");
+    }
+    let again = daemon
+        .ctl_json(&["sync", "--mode", mode, "--dry-run"])
+        .await;
+    let r = &again["report"];
+    for dir in ["local_to_cloud", "cloud_to_local"] {
+        assert_eq!(
+            counts(r, dir)[..3],
+            [0, 0, 0],
+            "second sync would write: {r}"
+        );
+    }
+    p.drop_databases().await;
+}
+
+const BOTH_IDS: &[&str] = &["c1", "c2", "diff", "l1", "l2", "l3", "same1", "same2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_sync_both_ways_reports_exact_counts_and_keeps_the_tombstoned_delete() {
+    ctl_sync_case(
+        "both-ways",
+        "sbw",
+        [3, 0, 1, 2],
+        [2, 1, 0, 2],
+        [BOTH_IDS, BOTH_IDS],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_sync_local_to_cloud_mirrors_local_onto_cloud_with_exact_counts() {
+    let local: &[&str] = &["diff", "l1", "l2", "l3", "same1", "same2"];
+    // Cloud keeps its newer `diff` (last writer wins in one direction too).
+    ctl_sync_case(
+        "local-to-cloud",
+        "sl2c",
+        [3, 0, 3, 2],
+        [0; 4],
+        [local, local],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_sync_cloud_to_local_mirrors_cloud_onto_local_with_exact_counts() {
+    let cloud: &[&str] = &["c1", "c2", "diff", "same1", "same2", "tomb"];
+    ctl_sync_case(
+        "cloud-to-local",
+        "sc2l",
+        [0; 4],
+        [3, 1, 3, 2],
+        [cloud, cloud],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_sync_overwrite_local_makes_local_identical_with_exact_counts() {
+    let cloud: &[&str] = &["c1", "c2", "diff", "same1", "same2", "tomb"];
+    ctl_sync_case(
+        "overwrite-local",
+        "sovl",
+        [0; 4],
+        [3, 1, 3, 2],
+        [cloud, cloud],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_without_reapplying_or_losing_writes() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "rst");
+    let s = Settings::default();
+    let daemon = p.start(&m, &s).await;
+    let old = at(-60_000);
+    for id in ["a", "gone"] {
+        p.local.insert_one(d(id, "v1", old)).await.unwrap();
+    }
+    p.cloud.insert_one(d("b", "v1", old)).await.unwrap();
+    for id in ["a", "gone"] {
+        wait_for(&p.cloud, id, "first run", |x| x.is_some()).await;
+    }
+    wait_for(&p.local, "b", "first run", |x| x.is_some()).await;
+    daemon.idle().await;
+    daemon.terminate().await;
+
+    let local_changes = Observer::watch(&p.local).await;
+    let cloud_changes = Observer::watch(&p.cloud).await;
+    // While it is down: 2 writes on each side, one of them a delete.
+    p.local.insert_one(d("x", "offline", at(0))).await.unwrap();
+    p.local
+        .replace_one(doc! {"_id": "a"}, d("a", "v2", at(0)))
+        .await
+        .unwrap();
+    p.cloud.insert_one(d("y", "offline", at(0))).await.unwrap();
+    p.cloud.delete_one(doc! {"_id": "gone"}).await.unwrap();
+
+    let daemon = p.start(&m, &s).await;
+    wait_for(&p.cloud, "x", "offline local insert", |x| x.is_some()).await;
+    wait_for(&p.cloud, "a", "offline local update", |x| {
+        value(x) == Some("v2")
+    })
+    .await;
+    wait_for(&p.local, "y", "offline cloud insert", |x| x.is_some()).await;
+    wait_for(&p.local, "gone", "offline cloud delete", |x| x.is_none()).await;
+    daemon.idle().await;
+    let settle = Duration::from_millis(300);
+    // Each side: the 2 client writes plus the 2 the daemon carried over, nothing more.
+    let (l, c) = (
+        local_changes.settled(4, settle).await,
+        cloud_changes.count(),
+    );
+    println!(
+        "restart: documents changed after the restart: local {l}, cloud {c} (4 each expected)"
+    );
+    assert_eq!((l, c), (4, 4), "re-applied or missed writes");
+    let st = daemon.status().await;
+    assert_eq!(
+        st["last_reconcile"],
+        Value::Null,
+        "resumed via a reconcile, not the stream: {st}"
+    );
+    assert_eq!(all(&p.local).await, all(&p.cloud).await);
+    let log = daemon.terminate().await;
+    assert!(!log.contains("full reconcile"), "{log}");
+    p.drop_databases().await;
+}
+
+/// Stop, write on both sides (and delete `doomed` on local), forget the history, start:
+/// the daemon must reconcile and carry the offline writes. `None` on a real server.
+async fn lost_history_run(test: &str, name: &str) -> Option<(Pair, harness::Daemon)> {
+    let m = Mongo::start().await;
+    let Some(hooks) = m.hooks() else {
+        skipped(
+            test,
+            "needs emulator hooks (forget_history); a real server's oplog cannot be truncated from a test",
+        );
+        return None;
+    };
+    let mut p = Pair::new(&m, name);
+    let s = Settings::default();
+    let daemon = p.start(&m, &s).await;
+    let old = at(-60_000);
+    for id in ["keep", "doomed"] {
+        p.local.insert_one(d(id, "v1", old)).await.unwrap();
+        wait_for(&p.cloud, id, "first run", |x| x.is_some()).await;
+    }
+    daemon.idle().await;
+    daemon.terminate().await;
+
+    p.local
+        .insert_one(d("new_l", "offline", at(0)))
+        .await
+        .unwrap();
+    p.cloud
+        .insert_one(d("new_c", "offline", at(0)))
+        .await
+        .unwrap();
+    p.cloud
+        .replace_one(doc! {"_id": "keep"}, d("keep", "v2", at(0)))
+        .await
+        .unwrap();
+    p.local.delete_one(doc! {"_id": "doomed"}).await.unwrap();
+    hooks.forget_history();
+
+    let daemon = p.start(&m, &s).await;
+    wait_for(&p.cloud, "new_l", "offline local insert", |x| x.is_some()).await;
+    wait_for(&p.local, "new_c", "offline cloud insert", |x| x.is_some()).await;
+    wait_for(&p.local, "keep", "offline cloud update", |x| {
+        value(x) == Some("v2")
+    })
+    .await;
+    daemon.idle().await;
+    // The emulator lives as long as the test: keep it running with the daemon.
+    std::mem::forget(m);
+    Some((p, daemon))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_history_triggers_a_reconcile_that_brings_the_offline_writes() {
+    let test = "lost_history_triggers_a_reconcile_that_brings_the_offline_writes";
+    let Some((p, daemon)) = lost_history_run(test, "lost").await else {
+        return;
+    };
+    let st = daemon.status().await;
+    assert!(
+        st["last_reconcile"]["finished_at"].is_string(),
+        "no reconcile: {st}"
+    );
+    // Which reconcile shows depends on timing (each side's reader may run one), so the
+    // data above is the proof; status must still say why.
+    for side in ["local", "cloud"] {
+        let err = st["streams"][side]["last_error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            err.contains("286"),
+            "{side} stream does not report the lost history: {st}"
+        );
+    }
+    let log = daemon.terminate().await;
+    assert!(
+        log.contains("history lost") || log.contains("resume point lost"),
+        "history loss not logged:\n{log}"
+    );
+    p.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limitation (bug): with the stream history lost, a delete made while the daemon was down left no \
+            tombstone, so the reconcile cannot tell it from a create on the other side and copies the document \
+            back; fixing it needs a per-key sync record in the state database (a design change)"]
+async fn delete_made_while_down_is_resurrected_when_history_is_lost() {
+    let test = "delete_made_while_down_is_resurrected_when_history_is_lost";
+    let Some((p, daemon)) = lost_history_run(test, "lostdel").await else {
+        return;
+    };
+    assert_eq!(
+        get(&p.local, "doomed").await,
+        None,
+        "deleted-while-down document resurrected"
+    );
+    assert_eq!(
+        get(&p.cloud, "doomed").await,
+        None,
+        "delete made while down not carried over"
+    );
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
+
+/// One line out, one line back, on an open admin connection.
+async fn exchange(
+    conn: &mut (impl tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin),
+    line: &str,
+) -> Value {
+    conn.write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_line(&mut reply))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    serde_json::from_str(&reply).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_get_error_replies_and_the_connection_stays_usable() {
+    let m = Mongo::start().await;
+    let mut p = Pair::new(&m, "adm");
+    let daemon = p.start(&m, &Settings::default()).await;
+    let stream = tokio::net::UnixStream::connect(&daemon.socket)
+        .await
+        .unwrap();
+    let mut conn = BufReader::new(stream);
+    let v = exchange(&mut conn, r#"{"cmd":"sync","mode":"sideways"}"#).await;
+    assert_eq!(v["ok"], json!(false), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("sideways"), "{v}");
+    let v = exchange(&mut conn, "not json").await;
+    assert_eq!(v["ok"], json!(false), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    let v = exchange(&mut conn, r#"{"cmd":"status"}"#).await;
+    assert_eq!(v["ok"], json!(true), "{v}");
+    assert_eq!(v["paused"], json!(false), "{v}");
+    daemon.terminate().await;
+    p.drop_databases().await;
+}
