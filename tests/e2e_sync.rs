@@ -60,6 +60,7 @@ async fn concurrent_conflicting_updates_converge_to_the_newer_updated_at_on_both
         wait_for(&p.cloud, id, "initial copy", |x| value(x) == Some("base")).await;
     }
     // Queued together (paused), and written at the same moment (live).
+    daemon.idle().await;
     let (older, newer) = (at(-1_000), at(0));
     assert_eq!(daemon.ctl(&["pause"]).await.status.code(), Some(0));
     p.local

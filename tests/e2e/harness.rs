@@ -264,8 +264,17 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// Wait until nothing is queued and both streams report no lag.
+    /// Wait until nothing is queued and both streams report no lag, twice 100 ms apart
+    /// (echoes of the last writes may still be on their way to the reader).
     pub async fn idle(&self) {
+        for _ in 0..2 {
+            self.idle_once().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.idle_once().await;
+    }
+
+    async fn idle_once(&self) {
         let ok = eventually(ARRIVE, || async {
             let Ok(v) = self.ask(&json!({"cmd": "status"})).await else {
                 return false;
