@@ -606,7 +606,7 @@ async fn restart_resumes_from_the_checkpoint_without_reapplying_or_losing_writes
 
 /// Stop, write on both sides (and delete `doomed` on local), forget the history, start:
 /// the daemon must reconcile and carry the offline writes. `None` on a real server.
-async fn lost_history_run(test: &str, name: &str) -> Option<(Pair, harness::Daemon)> {
+async fn lost_history_run(test: &str, name: &str) -> Option<(Mongo, Pair, harness::Daemon)> {
     let m = Mongo::start().await;
     let Some(hooks) = m.hooks() else {
         skipped(
@@ -649,15 +649,13 @@ async fn lost_history_run(test: &str, name: &str) -> Option<(Pair, harness::Daem
     })
     .await;
     daemon.idle().await;
-    // The emulator lives as long as the test: keep it running with the daemon.
-    std::mem::forget(m);
-    Some((p, daemon))
+    Some((m, p, daemon))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_history_triggers_a_reconcile_that_brings_the_offline_writes() {
     let test = "lost_history_triggers_a_reconcile_that_brings_the_offline_writes";
-    let Some((p, daemon)) = lost_history_run(test, "lost").await else {
+    let Some((_m, p, daemon)) = lost_history_run(test, "lost").await else {
         return;
     };
     let st = daemon.status().await;
@@ -690,7 +688,7 @@ async fn lost_history_triggers_a_reconcile_that_brings_the_offline_writes() {
             back; fixing it needs a per-key sync record in the state database (a design change)"]
 async fn delete_made_while_down_is_resurrected_when_history_is_lost() {
     let test = "delete_made_while_down_is_resurrected_when_history_is_lost";
-    let Some((p, daemon)) = lost_history_run(test, "lostdel").await else {
+    let Some((_m, p, daemon)) = lost_history_run(test, "lostdel").await else {
         return;
     };
     assert_eq!(
