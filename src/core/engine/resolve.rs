@@ -49,25 +49,45 @@ enum Why {
     Overwrite,
 }
 
-/// One planned write.
-struct Planned {
-    /// Side written.
-    target: Side,
-    /// The write.
-    write: Write,
+/// Why a planned write is made, and what it carried.
+struct Meta<'a> {
     /// Why.
     why: Why,
     /// For propagated upserts: the document sent (to compare with the winner).
-    sent: Option<Document>,
+    sent: Option<&'a Document>,
 }
+
+/// Planned writes per target side (index: [`ix`]), kept as plain write lists so each
+/// side's list goes to `apply` as is.
+#[derive(Default)]
+struct Plans<'a> {
+    /// Writes per target side.
+    writes: [Vec<Write>; 2],
+    /// What each write is for (same order).
+    meta: [Vec<Meta<'a>>; 2],
+}
+
+impl<'a> Plans<'a> {
+    fn push(&mut self, target: Side, write: Write, why: Why, sent: Option<&'a Document>) {
+        self.writes[ix(target)].push(write);
+        self.meta[ix(target)].push(Meta { why, sent });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes.iter().all(Vec::is_empty)
+    }
+}
+
+/// Outcomes per target side, in plan order.
+type Outcomes = [Vec<WriteOutcome>; 2];
 
 /// What a queue entry amounts to under last-writer-wins: the greatest of its
 /// coalesced changes (a delete wins a tie with an upsert).
-enum Effective {
+enum Effective<'a> {
     /// An upsert wins; `latest` when it is also the side's current state.
     Upsert {
         /// The winning document.
-        doc: Document,
+        doc: &'a Document,
         /// Its `updatedAt`.
         u: DateTime,
         /// Whether it is the entry's newest event.
@@ -82,7 +102,7 @@ enum Effective {
     },
 }
 
-impl Effective {
+impl Effective<'_> {
     fn is_latest(&self) -> bool {
         match self {
             Effective::Upsert { latest, .. } => *latest,
@@ -93,9 +113,9 @@ impl Effective {
 
 /// The winner of `q`'s coalesced changes; `None` when the newest is malformed. One-way
 /// modes mirror the source's newest state, so only both-ways looks at older ones.
-fn effective(q: &QueuedEvent, field: &str, both: bool) -> Option<Effective> {
+fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effective<'a>> {
     let mut best = match &q.event.kind {
-        ChangeKind::Upsert(d) => Effective::Upsert { doc: d.clone(), u: updated_at(d, field)?, latest: true },
+        ChangeKind::Upsert(d) => Effective::Upsert { doc: d, u: updated_at(d, field)?, latest: true },
         ChangeKind::Delete => Effective::Delete { at: q.event.server_time, src_has_doc: false },
     };
     if !both {
@@ -107,7 +127,7 @@ fn effective(q: &QueuedEvent, field: &str, both: bool) -> Option<Effective> {
     };
     let latest_is_doc = matches!(q.event.kind, ChangeKind::Upsert(_));
     if let Some((d, u)) = &q.best_upsert {
-        let cand = Effective::Upsert { doc: d.clone(), u: *u, latest: false };
+        let cand = Effective::Upsert { doc: d, u: *u, latest: false };
         if rank(&cand) > rank(&best) {
             best = cand;
         }
@@ -158,20 +178,24 @@ pub(crate) async fn apply_batch(
 
 /// Remember the writes about to be made, so their echoes are recognised even by the
 /// reader (which may see them before `apply` returns).
-fn expect_echoes(sh: &Shared, plans: &[Planned]) {
+fn expect_echoes(sh: &Shared, plans: &Plans<'_>) {
     let mut echo = lock(&sh.echo);
-    for p in plans {
-        echo.record(p.target, p.write.key(), Echo::of_write(&p.write));
+    for side in Side::BOTH {
+        for w in &plans.writes[ix(side)] {
+            echo.record(side, w.key(), Echo::of_write(w));
+        }
     }
 }
 
 /// Forget the expected echoes of writes that changed nothing: no change event comes,
 /// and a stale entry would hide the next genuine change.
-fn remember(sh: &Shared, plans: &[Planned], outcomes: &[WriteOutcome]) {
+fn remember(sh: &Shared, plans: &Plans<'_>, outcomes: &Outcomes) {
     let mut echo = lock(&sh.echo);
-    for (p, o) in plans.iter().zip(outcomes) {
-        if *o != WriteOutcome::Applied {
-            echo.forget(p.target, p.write.key(), Echo::of_write(&p.write));
+    for side in Side::BOTH {
+        for (w, o) in plans.writes[ix(side)].iter().zip(&outcomes[ix(side)]) {
+            if *o != WriteOutcome::Applied {
+                echo.forget(side, w.key(), Echo::of_write(w));
+            }
         }
     }
 }
@@ -181,42 +205,24 @@ fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
     tracing::warn!(%key, %side, reason, "document skipped");
 }
 
-async fn apply_writes(
-    sh: &Shared,
-    target: Side,
-    plans: &[&Planned],
-    cancel: &CancellationToken,
-) -> Result<Vec<WriteOutcome>, Stop> {
-    if plans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let writes: Vec<Write> = plans.iter().map(|p| p.write.clone()).collect();
-    let store = sh.store(target);
-    let out = retry("apply", cancel, None, || store.apply(&writes)).await?;
-    for (p, o) in plans.iter().zip(&out) {
-        match o {
-            WriteOutcome::Applied => sh.counters.applied(target),
-            WriteOutcome::NotApplied => {}
-            WriteOutcome::Failed(msg) => skip(sh, p.write.key(), target, msg),
-        }
-    }
-    Ok(out)
-}
-
-/// Apply `plans` to both sides; returns the outcome of each plan (same order).
-async fn apply_plans(
-    sh: &Shared,
-    plans: &[Planned],
-    cancel: &CancellationToken,
-) -> Result<Vec<WriteOutcome>, Stop> {
-    let mut out = vec![WriteOutcome::NotApplied; plans.len()];
+/// Apply each side's planned writes in one call; returns the outcomes per side.
+async fn apply_plans(sh: &Shared, plans: &Plans<'_>, cancel: &CancellationToken) -> Result<Outcomes, Stop> {
+    let mut out: Outcomes = Default::default();
     for side in Side::BOTH {
-        let idx: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].target == side).collect();
-        let refs: Vec<&Planned> = idx.iter().map(|&i| &plans[i]).collect();
-        let res = apply_writes(sh, side, &refs, cancel).await?;
-        for (i, o) in idx.into_iter().zip(res) {
-            out[i] = o;
+        let writes = &plans.writes[ix(side)];
+        if writes.is_empty() {
+            continue;
         }
+        let store = sh.store(side);
+        let res = retry("apply", cancel, None, || store.apply(writes)).await?;
+        for (w, o) in writes.iter().zip(&res) {
+            match o {
+                WriteOutcome::Applied => sh.counters.applied(side),
+                WriteOutcome::NotApplied => {}
+                WriteOutcome::Failed(msg) => skip(sh, w.key(), side, msg),
+            }
+        }
+        out[ix(side)] = res;
     }
     Ok(out)
 }
@@ -238,7 +244,7 @@ async fn lww_group(
 
     // 1. Echoes and malformed documents cost nothing.
     // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
-    let mut live: Vec<(&QueuedEvent, Effective, bool, bool)> = Vec::new();
+    let mut live: Vec<(&QueuedEvent, Effective<'_>, bool, bool)> = Vec::new();
     {
         let mut echo = lock(&sh.echo);
         for q in group {
@@ -269,7 +275,7 @@ async fn lww_group(
         .collect();
 
     // 3. Decide.
-    let mut plans: Vec<Planned> = Vec::new();
+    let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
     for (q, eff, wrote_doc, known) in live {
@@ -278,23 +284,19 @@ async fn lww_group(
             Effective::Upsert { doc: d, u, latest } => {
                 let tomb = tombs.get(key).filter(|_| both);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
-                    plans.push(Planned {
-                        target: src,
-                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at },
-                        why: Why::OwnSide,
-                        sent: None,
-                    });
+                    let write = Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at };
+                    plans.push(src, write, Why::OwnSide, None);
                     continue;
                 }
                 if tomb.is_some() {
                     remove.push(key.clone());
                 }
                 let upsert = |or_equal: bool| Write::UpsertIfNewer { key: key.clone(), doc: d.clone(), updated_at: u, or_equal };
-                plans.push(Planned { target: dst, write: upsert(src == cfg.tie_break), why: Why::Upsert, sent: Some(d.clone()) });
+                plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
                 if !latest {
                     // The side's newest change is older than a version it had: that
                     // version wins on this side too.
-                    plans.push(Planned { target: src, write: upsert(false), why: Why::OwnSide, sent: None });
+                    plans.push(src, upsert(false), Why::OwnSide, None);
                 }
             }
             Effective::Delete { at: w, src_has_doc } => {
@@ -310,21 +312,11 @@ async fn lww_group(
                     }
                 }
                 record.push(Tombstone { key: key.clone(), deleted_at: w, origin: src });
-                plans.push(Planned {
-                    target: dst,
-                    write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                    why: Why::Delete,
-                    sent: None,
-                });
+                plans.push(dst, Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w }, Why::Delete, None);
                 // The engine may have re-created an older version on `src` after this
                 // delete happened (it had not seen it yet): the delete wins there too.
                 if both && (wrote_doc || src_has_doc) {
-                    plans.push(Planned {
-                        target: src,
-                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                        why: Why::OwnSide,
-                        sent: None,
-                    });
+                    plans.push(src, Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w }, Why::OwnSide, None);
                 }
             }
         }
@@ -342,33 +334,34 @@ async fn lww_group(
     remember(sh, &plans, &outcomes);
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
-    let lost: Vec<&Planned> = plans
+    let lost: Vec<(&Key, &Meta<'_>)> = plans.writes[ix(dst)]
         .iter()
-        .zip(&outcomes)
-        .filter(|(p, o)| **o == WriteOutcome::NotApplied && matches!(p.why, Why::Upsert | Why::Delete))
-        .map(|(p, _)| p)
+        .zip(&plans.meta[ix(dst)])
+        .zip(&outcomes[ix(dst)])
+        .filter(|((_, m), o)| **o == WriteOutcome::NotApplied && matches!(m.why, Why::Upsert | Why::Delete))
+        .map(|((w, m), _)| (w.key(), m))
         .collect();
     if lost.is_empty() {
         return Ok(());
     }
     if !both {
-        sh.counters.conflicts.fetch_add(lost.iter().filter(|p| p.why == Why::Upsert).count() as u64, Ordering::Relaxed);
+        let n = lost.iter().filter(|(_, m)| m.why == Why::Upsert).count() as u64;
+        sh.counters.conflicts.fetch_add(n, Ordering::Relaxed);
         return Ok(());
     }
-    let keys: Vec<Key> = lost.iter().map(|p| p.write.key().clone()).collect();
+    let keys: Vec<Key> = lost.iter().map(|(k, _)| (*k).clone()).collect();
     let store = sh.store(dst);
     let winners: HashMap<Key, Document> = retry("fetch", cancel, None, || store.fetch(&keys))
         .await?
         .into_iter()
         .map(|d| (key_of(&d), d))
         .collect();
-    let mut back: Vec<Planned> = Vec::new();
+    let mut back = Plans::default();
     let mut superseded: Vec<Key> = Vec::new();
     let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
-    for p in lost {
-        let key = p.write.key();
+    for (key, m) in lost {
         let Some(w) = winners.get(key) else { continue };
-        if p.sent.as_ref().is_some_and(|s| same_content(s, w)) {
+        if m.sent.is_some_and(|s| same_content(s, w)) {
             continue; // the target already has exactly this document
         }
         sh.counters.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -385,12 +378,8 @@ async fn lww_group(
         if tomb.is_some() {
             superseded.push(key.clone());
         }
-        back.push(Planned {
-            target: src,
-            write: Write::UpsertIfNewer { key: key.clone(), doc: w.clone(), updated_at: u, or_equal: dst == cfg.tie_break },
-            why: Why::Upsert,
-            sent: None,
-        });
+        let write = Write::UpsertIfNewer { key: key.clone(), doc: w.clone(), updated_at: u, or_equal: dst == cfg.tie_break };
+        back.push(src, write, Why::Upsert, None);
     }
     if !superseded.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
@@ -408,7 +397,7 @@ async fn overwrite_group(
     group: &[&QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    let mut plans: Vec<Planned> = Vec::new();
+    let mut plans = Plans::default();
     if src == Side::Cloud {
         for q in group {
             let key = q.event.key.clone();
@@ -416,7 +405,7 @@ async fn overwrite_group(
                 ChangeKind::Upsert(d) => Write::Replace { key, doc: d.clone() },
                 ChangeKind::Delete => Write::Delete { key },
             };
-            plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
+            plans.push(Side::Local, write, Why::Overwrite, None);
         }
     } else {
         let live: Vec<&QueuedEvent> = {
@@ -441,10 +430,12 @@ async fn overwrite_group(
                 (Some(c), _) => Write::Replace { key, doc: c.clone() },
                 (None, ChangeKind::Upsert(_)) => Write::Delete { key },
             };
-            plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
+            plans.push(Side::Local, write, Why::Overwrite, None);
         }
     }
-    debug_assert!(plans.iter().all(|p| p.why == Why::Overwrite));
+    if plans.is_empty() {
+        return Ok(());
+    }
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes);
