@@ -14,6 +14,11 @@ use crate::core::types::Side;
 /// How often checkpoints are saved while nothing is applied.
 const IDLE_SAVE: Duration = Duration::from_secs(1);
 
+/// Pause after a batch that was not full: every batch costs a few round trips
+/// (tombstones, apply, checkpoint), so under a stream of events it pays to let them
+/// accumulate a little. Far below any useful debounce.
+const MIN_ROUND: Duration = Duration::from_millis(1);
+
 /// Save every watched side's safe checkpoint if it moved.
 pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) -> Result<(), Stop> {
     for side in Side::BOTH {
@@ -58,7 +63,12 @@ pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: Cancellatio
             _ = drain.cancelled() => break,
             _ = paused.changed() => continue,
             batch = sh.queue.next_batch(sh.config.max_batch) => {
+                let small = batch.len() < sh.config.max_batch;
                 if apply_one(sh, batch, &hard).await.is_err() { return; }
+                if small {
+                    // Let the readers queue more before the next (per-batch priced) round.
+                    tokio::time::sleep(MIN_ROUND).await;
+                }
             }
             _ = tokio::time::sleep(IDLE_SAVE) => {
                 if save_checkpoints(sh, &hard).await.is_err() { return; }
