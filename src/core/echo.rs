@@ -107,6 +107,19 @@ impl EchoMemory {
         self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
     }
 
+    /// Like [`Self::is_echo`], but a mismatch leaves the memory alone (the reader's early
+    /// check; the worker's check decides what a mismatch means).
+    pub(crate) fn take_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
+        let Some(list) = self.entries.get_mut(&(side, key.clone())) else { return false };
+        match list.iter().position(|e| *e == Echo::of(kind)) {
+            Some(i) => {
+                list.drain(..=i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether a change read from `side` is the engine's own write. A match consumes
     /// that write and the ones before it (the stream reports writes in order); a change
     /// that does not match forgets the key (it moved on; a later identical write by a

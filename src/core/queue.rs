@@ -107,6 +107,11 @@ impl Queue {
         self.lock().pending.len()
     }
 
+    /// Whether `side` has a pending entry for `key`.
+    pub(crate) fn contains(&self, side: Side, key: &Key) -> bool {
+        self.lock().pending.contains_key(&(side, key.clone()))
+    }
+
     /// Whether `side` has any pending entry.
     pub(crate) fn has_pending(&self, side: Side) -> bool {
         self.lock().pending.keys().any(|(s, _)| *s == side)

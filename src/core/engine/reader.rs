@@ -143,6 +143,12 @@ async fn stream_loop(
                 *failures = 0;
                 ev.side = side;
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(ev.token.clone());
+                // The engine's own write coming back, with nothing pending for the key:
+                // done at once (the worker would drop it anyway).
+                if !sh.queue.contains(side, &ev.key) && lock(&sh.echo).take_echo(side, &ev.key, &ev.kind) {
+                    lock(&sh.trackers[ix(side)]).done(gen, seq);
+                    continue;
+                }
                 let engine_delete = ev.kind == ChangeKind::Delete && lock(&sh.echo).deleted(side, &ev.key);
                 let mut queued = QueuedEvent::new(ev, gen, seq);
                 queued.engine_delete = engine_delete;
