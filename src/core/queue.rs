@@ -131,30 +131,35 @@ impl Queue {
             notified.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if let Some((old, _)) = inner.pending.get_mut(&id) {
-                    ev.after_upsert = old.after_upsert || matches!(old.event.kind, ChangeKind::Upsert(_));
-                    let old_delete = match old.event.kind {
-                        ChangeKind::Delete if !old.engine_delete => Some(old.event.server_time),
-                        ChangeKind::Delete => None,
-                        ChangeKind::Upsert(_) => None,
-                    };
-                    ev.max_delete = old.max_delete.max(old_delete);
-                    let old_up = match &old.event.kind {
-                        ChangeKind::Upsert(d) => updated_at(d, &self.field).map(|u| (d.clone(), u)),
+                if let Some((slot, _)) = inner.pending.get_mut(&id) {
+                    let new_u = match &ev.event.kind {
+                        ChangeKind::Upsert(d) => updated_at(d, &self.field),
                         ChangeKind::Delete => None,
                     };
-                    ev.best_upsert = match (old.best_upsert.take(), old_up) {
+                    let prev = std::mem::replace(slot, ev);
+                    slot.after_upsert = prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
+                    let prev_delete = match prev.event.kind {
+                        ChangeKind::Delete if !prev.engine_delete => Some(prev.event.server_time),
+                        _ => None,
+                    };
+                    slot.max_delete = prev.max_delete.max(prev_delete);
+                    let prev_up = match prev.event.kind {
+                        ChangeKind::Upsert(d) => updated_at(&d, &self.field).map(|u| (d, u)),
+                        ChangeKind::Delete => None,
+                    };
+                    let best = match (prev.best_upsert, prev_up) {
                         (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
                         (a, b) => a.or(b),
                     };
-                    let done = if old.gen == ev.gen {
-                        let own = ev.seq;
-                        ev.seq = old.seq;
-                        (ev.gen, own)
+                    // Only a version newer than the entry's newest can still win.
+                    slot.best_upsert = best.filter(|(_, u)| new_u.is_none_or(|n| *u > n));
+                    let done = if prev.gen == slot.gen {
+                        let own = slot.seq;
+                        slot.seq = prev.seq;
+                        (slot.gen, own)
                     } else {
-                        (old.gen, old.seq)
+                        (prev.gen, prev.seq)
                     };
-                    *old = ev;
                     return Some(done);
                 }
                 if inner.pending.len() < self.capacity {
