@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, DateTime, Document};
 use datasync::core::memory::{MemoryState, MemoryStore};
-use datasync::core::{CollectionStore, Engine, EngineConfig, Key, ResumeToken, Side, StateStore, Stores, Write};
+use datasync::core::{
+    CollectionStore, Engine, EngineConfig, Key, ResumeToken, Side, StateStore, Stores, Write,
+};
 use tokio_util::sync::CancellationToken;
 
 const BASE_MS: i64 = 1_800_000_000_000;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn event_doc(i: usize, keys: usize) -> Document {
@@ -37,11 +42,24 @@ async fn engine_run(events: usize, keys: usize, debounce: Duration) -> f64 {
     }
     // Resume local from the beginning and cloud from now: no reconcile, every event streams.
     let start_token = ResumeToken(doc! {"seq": 0_i64});
-    state.save_checkpoint(Side::Local, &start_token).await.expect("save");
-    state.save_checkpoint(Side::Cloud, &cloud.latest_token()).await.expect("save");
+    state
+        .save_checkpoint(Side::Local, &start_token)
+        .await
+        .expect("save");
+    state
+        .save_checkpoint(Side::Cloud, &cloud.latest_token())
+        .await
+        .expect("save");
     let end_token = local.latest_token();
-    let stores = Stores { local: Arc::new(local.clone()), cloud: Arc::new(cloud.clone()), state: Arc::new(state.clone()) };
-    let config = EngineConfig { debounce, ..EngineConfig::default() };
+    let stores = Stores {
+        local: Arc::new(local.clone()),
+        cloud: Arc::new(cloud.clone()),
+        state: Arc::new(state.clone()),
+    };
+    let config = EngineConfig {
+        debounce,
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(config, stores);
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -52,10 +70,16 @@ async fn engine_run(events: usize, keys: usize, debounce: Duration) -> f64 {
     let elapsed = started.elapsed();
     stop.cancel();
     run.await.expect("join").expect("engine");
-    let last: Vec<Document> = (events.saturating_sub(keys)..events).map(|i| event_doc(i, keys)).collect();
+    let last: Vec<Document> = (events.saturating_sub(keys)..events)
+        .map(|i| event_doc(i, keys))
+        .collect();
     let mut expected = last;
     expected.sort_by_key(|d| d.get_i64("_id").unwrap_or_default());
-    assert_eq!(cloud.snapshot(), expected, "engine result differs from the source");
+    assert_eq!(
+        cloud.snapshot(),
+        expected,
+        "engine result differs from the source"
+    );
     events as f64 / elapsed.as_secs_f64()
 }
 
@@ -83,7 +107,11 @@ async fn bare_run(events: usize, keys: usize) -> f64 {
 fn main() {
     let events = env("BENCH_EVENTS", 200_000);
     let keys = env("BENCH_KEYS", 20_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     // Best of three runs each: the machine is shared, the best run is the least disturbed.
     let rounds = env("BENCH_ROUNDS", 3);
     rt.block_on(async {

@@ -27,7 +27,10 @@ pub fn updated_at(doc: &Document, field: &str) -> Option<DateTime> {
 /// Whether two documents have the same fields, in the same order, with the same
 /// typed values (what "byte-identical" means for a replace).
 pub fn same_content(a: &Document, b: &Document) -> bool {
-    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
 }
 
 /// Hash of the document's content: field names in order, each value's BSON type and

@@ -33,7 +33,9 @@ impl Echo {
     /// The echo `write` will produce if applied.
     pub(crate) fn of_write(write: &Write) -> Echo {
         match write {
-            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
+            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => {
+                Echo::Doc(content_hash(doc))
+            }
             Write::DeleteIfNotNewer { .. } | Write::Delete { .. } => Echo::Deleted,
         }
     }
@@ -57,7 +59,11 @@ pub(crate) struct EchoMemory {
 impl EchoMemory {
     /// Empty memory holding up to `capacity` keys.
     pub(crate) fn new(capacity: usize) -> Self {
-        EchoMemory { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        EchoMemory {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Remember that the engine is writing `echo` to `side` (call before the write, so
@@ -99,18 +105,24 @@ impl EchoMemory {
 
     /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
     pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
     }
 
     /// Whether a delete read from `side` may be the engine's own (without consuming).
     pub(crate) fn deleted(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|l| l.contains(&Echo::Deleted))
     }
 
     /// Like [`Self::is_echo`], but a mismatch leaves the memory alone (the reader's early
     /// check; the worker's check decides what a mismatch means).
     pub(crate) fn take_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
-        let Some(list) = self.entries.get_mut(&(side, key.clone())) else { return false };
+        let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
+            return false;
+        };
         match list.iter().position(|e| *e == Echo::of(kind)) {
             Some(i) => {
                 list.drain(..=i);
@@ -126,7 +138,9 @@ impl EchoMemory {
     /// client must not be mistaken for an echo).
     pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
         let id = (side, key.clone());
-        let Some(list) = self.entries.get_mut(&id) else { return false };
+        let Some(list) = self.entries.get_mut(&id) else {
+            return false;
+        };
         match list.iter().position(|e| *e == Echo::of(kind)) {
             Some(i) => {
                 list.drain(..=i);
@@ -159,7 +173,10 @@ mod tests {
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
         m.record(Side::Cloud, &k, Echo::Deleted);
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
-        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete), "a mismatch forgets the key");
+        assert!(
+            !m.is_echo(Side::Cloud, &k, &ChangeKind::Delete),
+            "a mismatch forgets the key"
+        );
     }
 
     #[test]

@@ -55,7 +55,15 @@ pub(crate) struct QueuedEvent {
 impl QueuedEvent {
     /// A fresh entry for `event`.
     pub(crate) fn new(event: ChangeEvent, gen: u64, seq: u64) -> Self {
-        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None, best_upsert: None, engine_delete: false }
+        QueuedEvent {
+            event,
+            seq,
+            gen,
+            after_upsert: false,
+            max_delete: None,
+            best_upsert: None,
+            engine_delete: false,
+        }
     }
 }
 
@@ -85,7 +93,10 @@ impl Queue {
     /// An empty queue.
     pub(crate) fn new(capacity: usize, debounce: Duration, field: &str) -> Self {
         Queue {
-            inner: Mutex::new(Inner { timers: DelayQueue::new(), pending: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                timers: DelayQueue::new(),
+                pending: HashMap::new(),
+            }),
             space: Notify::new(),
             capacity: capacity.max(1),
             debounce_ms: AtomicU64::new(debounce.as_millis() as u64),
@@ -99,7 +110,8 @@ impl Queue {
 
     /// Change the debounce window for entries created from now on.
     pub(crate) fn set_debounce(&self, debounce: Duration) {
-        self.debounce_ms.store(debounce.as_millis() as u64, Ordering::Relaxed);
+        self.debounce_ms
+            .store(debounce.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Distinct pending entries.
@@ -123,7 +135,7 @@ impl Queue {
     /// *first* event (the resolution of a coalesced entry depends on every event in it,
     /// so a restart must re-read them all) and the (gen, seq) returned is done for
     /// checkpointing at once.
-    pub(crate) async fn push(&self, mut ev: QueuedEvent) -> Option<(u64, u64)> {
+    pub(crate) async fn push(&self, ev: QueuedEvent) -> Option<(u64, u64)> {
         let id = (ev.event.side, ev.event.key.clone());
         loop {
             let notified = self.space.notified();
@@ -137,7 +149,8 @@ impl Queue {
                         ChangeKind::Delete => None,
                     };
                     let prev = std::mem::replace(slot, ev);
-                    slot.after_upsert = prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
+                    slot.after_upsert =
+                        prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
                     let prev_delete = match prev.event.kind {
                         ChangeKind::Delete if !prev.engine_delete => Some(prev.event.server_time),
                         _ => None,

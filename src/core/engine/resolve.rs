@@ -115,8 +115,15 @@ impl Effective<'_> {
 /// modes mirror the source's newest state, so only both-ways looks at older ones.
 fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effective<'a>> {
     let mut best = match &q.event.kind {
-        ChangeKind::Upsert(d) => Effective::Upsert { doc: d, u: updated_at(d, field)?, latest: true },
-        ChangeKind::Delete => Effective::Delete { at: q.event.server_time, src_has_doc: false },
+        ChangeKind::Upsert(d) => Effective::Upsert {
+            doc: d,
+            u: updated_at(d, field)?,
+            latest: true,
+        },
+        ChangeKind::Delete => Effective::Delete {
+            at: q.event.server_time,
+            src_has_doc: false,
+        },
     };
     if !both {
         return Some(best);
@@ -127,13 +134,20 @@ fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effectiv
     };
     let latest_is_doc = matches!(q.event.kind, ChangeKind::Upsert(_));
     if let Some((d, u)) = &q.best_upsert {
-        let cand = Effective::Upsert { doc: d, u: *u, latest: false };
+        let cand = Effective::Upsert {
+            doc: d,
+            u: *u,
+            latest: false,
+        };
         if rank(&cand) > rank(&best) {
             best = cand;
         }
     }
     if let Some(w) = q.max_delete {
-        let cand = Effective::Delete { at: w, src_has_doc: latest_is_doc };
+        let cand = Effective::Delete {
+            at: w,
+            src_has_doc: latest_is_doc,
+        };
         if rank(&cand) > rank(&best) {
             best = cand;
         }
@@ -162,7 +176,11 @@ pub(crate) async fn apply_batch(
         }
     }
     let now_applied: [Option<DateTime>; 2] = Side::BOTH.map(|s| {
-        batch.iter().filter(|q| q.event.side == s).map(|q| q.event.server_time).max()
+        batch
+            .iter()
+            .filter(|q| q.event.side == s)
+            .map(|q| q.event.server_time)
+            .max()
     });
     {
         let mut t = lock(&sh.applied_time);
@@ -206,7 +224,11 @@ fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
 }
 
 /// Apply each side's planned writes in one call; returns the outcomes per side.
-async fn apply_plans(sh: &Shared, plans: &Plans<'_>, cancel: &CancellationToken) -> Result<Outcomes, Stop> {
+async fn apply_plans(
+    sh: &Shared,
+    plans: &Plans<'_>,
+    cancel: &CancellationToken,
+) -> Result<Outcomes, Stop> {
     let mut out: Outcomes = Default::default();
     for side in Side::BOTH {
         let writes = &plans.writes[ix(side)];
@@ -268,11 +290,12 @@ async fn lww_group(
     // 2. Tombstones of the group's keys, in one call.
     let keys: Vec<Key> = live.iter().map(|(q, ..)| q.event.key.clone()).collect();
     let state = sh.stores.state.as_ref();
-    let tombs: HashMap<Key, Tombstone> = retry("tombstones", cancel, None, || state.tombstones(&keys))
-        .await?
-        .into_iter()
-        .map(|t| (t.key.clone(), t))
-        .collect();
+    let tombs: HashMap<Key, Tombstone> =
+        retry("tombstones", cancel, None, || state.tombstones(&keys))
+            .await?
+            .into_iter()
+            .map(|t| (t.key.clone(), t))
+            .collect();
 
     // 3. Decide.
     let mut plans = Plans::default();
@@ -284,14 +307,22 @@ async fn lww_group(
             Effective::Upsert { doc: d, u, latest } => {
                 let tomb = tombs.get(key).filter(|_| both);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
-                    let write = Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at };
+                    let write = Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: t.deleted_at,
+                    };
                     plans.push(src, write, Why::OwnSide, None);
                     continue;
                 }
                 if tomb.is_some() {
                     remove.push(key.clone());
                 }
-                let upsert = |or_equal: bool| Write::UpsertIfNewer { key: key.clone(), doc: d.clone(), updated_at: u, or_equal };
+                let upsert = |or_equal: bool| Write::UpsertIfNewer {
+                    key: key.clone(),
+                    doc: d.clone(),
+                    updated_at: u,
+                    or_equal,
+                };
                 plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
                 if !latest {
                     // The side's newest change is older than a version it had: that
@@ -303,7 +334,8 @@ async fn lww_group(
                 // Echo memory said this is not the engine's delete when it follows the
                 // key; otherwise (after a restart) an existing tombstone means the key
                 // was already deleted through the engine and this is its echo.
-                let plain = !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
+                let plain =
+                    !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
                 if both && plain && !known {
                     if let Some(t) = tombs.get(key) {
                         if !(t.origin == src && t.deleted_at == w) {
@@ -311,12 +343,32 @@ async fn lww_group(
                         }
                     }
                 }
-                record.push(Tombstone { key: key.clone(), deleted_at: w, origin: src });
-                plans.push(dst, Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w }, Why::Delete, None);
+                record.push(Tombstone {
+                    key: key.clone(),
+                    deleted_at: w,
+                    origin: src,
+                });
+                plans.push(
+                    dst,
+                    Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: w,
+                    },
+                    Why::Delete,
+                    None,
+                );
                 // The engine may have re-created an older version on `src` after this
                 // delete happened (it had not seen it yet): the delete wins there too.
                 if both && (wrote_doc || src_has_doc) {
-                    plans.push(src, Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w }, Why::OwnSide, None);
+                    plans.push(
+                        src,
+                        Write::DeleteIfNotNewer {
+                            key: key.clone(),
+                            deleted_at: w,
+                        },
+                        Why::OwnSide,
+                        None,
+                    );
                 }
             }
         }
@@ -324,10 +376,16 @@ async fn lww_group(
 
     // 4. Tombstones first (a crash after a delete must still know about it), then writes.
     if !record.is_empty() {
-        retry("record_tombstones", cancel, None, || state.record_tombstones(&record)).await?;
+        retry("record_tombstones", cancel, None, || {
+            state.record_tombstones(&record)
+        })
+        .await?;
     }
     if !remove.is_empty() {
-        retry("remove_tombstones", cancel, None, || state.remove_tombstones(&remove)).await?;
+        retry("remove_tombstones", cancel, None, || {
+            state.remove_tombstones(&remove)
+        })
+        .await?;
     }
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
@@ -338,7 +396,9 @@ async fn lww_group(
         .iter()
         .zip(&plans.meta[ix(dst)])
         .zip(&outcomes[ix(dst)])
-        .filter(|((_, m), o)| **o == WriteOutcome::NotApplied && matches!(m.why, Why::Upsert | Why::Delete))
+        .filter(|((_, m), o)| {
+            **o == WriteOutcome::NotApplied && matches!(m.why, Why::Upsert | Why::Delete)
+        })
         .map(|((w, m), _)| (w.key(), m))
         .collect();
     if lost.is_empty() {
@@ -370,7 +430,10 @@ async fn lww_group(
             continue;
         };
         // The newest known delete of the key (recorded before, or by this batch).
-        let tomb = tombs.get(key).map(|t| t.deleted_at).max(recorded.get(key).copied());
+        let tomb = tombs
+            .get(key)
+            .map(|t| t.deleted_at)
+            .max(recorded.get(key).copied());
         if tomb.is_some_and(|t| t >= u) {
             // The winner is itself older than a delete: its own event deletes it.
             continue;
@@ -378,11 +441,19 @@ async fn lww_group(
         if tomb.is_some() {
             superseded.push(key.clone());
         }
-        let write = Write::UpsertIfNewer { key: key.clone(), doc: w.clone(), updated_at: u, or_equal: dst == cfg.tie_break };
+        let write = Write::UpsertIfNewer {
+            key: key.clone(),
+            doc: w.clone(),
+            updated_at: u,
+            or_equal: dst == cfg.tie_break,
+        };
         back.push(src, write, Why::Upsert, None);
     }
     if !superseded.is_empty() {
-        retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
+        retry("remove_tombstones", cancel, None, || {
+            state.remove_tombstones(&superseded)
+        })
+        .await?;
     }
     expect_echoes(sh, &back);
     let outcomes = apply_plans(sh, &back, cancel).await?;
@@ -402,7 +473,10 @@ async fn overwrite_group(
         for q in group {
             let key = q.event.key.clone();
             let write = match &q.event.kind {
-                ChangeKind::Upsert(d) => Write::Replace { key, doc: d.clone() },
+                ChangeKind::Upsert(d) => Write::Replace {
+                    key,
+                    doc: d.clone(),
+                },
                 ChangeKind::Delete => Write::Delete { key },
             };
             plans.push(Side::Local, write, Why::Overwrite, None);
@@ -410,7 +484,11 @@ async fn overwrite_group(
     } else {
         let live: Vec<&QueuedEvent> = {
             let mut echo = lock(&sh.echo);
-            group.iter().copied().filter(|q| !echo.is_echo(Side::Local, &q.event.key, &q.event.kind)).collect()
+            group
+                .iter()
+                .copied()
+                .filter(|q| !echo.is_echo(Side::Local, &q.event.key, &q.event.kind))
+                .collect()
         };
         if live.is_empty() {
             return Ok(());
@@ -427,7 +505,10 @@ async fn overwrite_group(
             let write = match (truth.get(&key), &q.event.kind) {
                 (Some(c), ChangeKind::Upsert(d)) if same_content(c, d) => continue,
                 (None, ChangeKind::Delete) => continue,
-                (Some(c), _) => Write::Replace { key, doc: c.clone() },
+                (Some(c), _) => Write::Replace {
+                    key,
+                    doc: c.clone(),
+                },
                 (None, ChangeKind::Upsert(_)) => Write::Delete { key },
             };
             plans.push(Side::Local, write, Why::Overwrite, None);

@@ -25,18 +25,27 @@ pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) ->
         if !sh.config.mode.watches(side) {
             continue;
         }
-        let Some(safe) = lock(&sh.trackers[ix(side)]).safe() else { continue };
+        let Some(safe) = lock(&sh.trackers[ix(side)]).safe() else {
+            continue;
+        };
         if lock(&sh.saved)[ix(side)].as_ref() == Some(&safe) {
             continue;
         }
         let state = sh.stores.state.as_ref();
-        retry("save_checkpoint", cancel, None, || state.save_checkpoint(side, &safe)).await?;
+        retry("save_checkpoint", cancel, None, || {
+            state.save_checkpoint(side, &safe)
+        })
+        .await?;
         lock(&sh.saved)[ix(side)] = Some(safe);
     }
     Ok(())
 }
 
-async fn apply_one(sh: &Shared, batch: Vec<crate::core::queue::QueuedEvent>, cancel: &CancellationToken) -> Result<(), Stop> {
+async fn apply_one(
+    sh: &Shared,
+    batch: Vec<crate::core::queue::QueuedEvent>,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
     let _guard = sh.apply_lock.lock().await;
     let span = tracing::debug_span!("batch", size = batch.len());
     apply_batch(sh, &batch, cancel).instrument(span).await?;
