@@ -454,3 +454,23 @@ async fn write_back_after_own_side_delete_is_not_taken_for_a_delete() {
     assert_eq!(f.local.snapshot(), vec![d(2, 2, "l")]);
     assert_eq!(f.cloud.snapshot(), vec![d(2, 2, "l")]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_way_reconcile_makes_the_target_mirror_the_source() {
+    let f = fixture(Mode::LocalToCloud);
+    f.local.put(d(1, 10, "l"));
+    f.cloud.put(d(1, 20, "newer on cloud"));
+    f.cloud.put(d(2, 10, "only on cloud"));
+    f.cloud.put(doc! {"_id": 3, "v": "bad, only on cloud"});
+    let r = reconcile_once(&f.config, &f.stores, Mode::LocalToCloud, false, None)
+        .await
+        .expect("reconcile");
+    // LWW keeps cloud's newer version of a shared key; cloud-only keys follow the source.
+    assert_eq!(f.cloud.snapshot(), vec![d(1, 20, "newer on cloud")]);
+    assert_eq!(r.local_to_cloud.deleted, 2);
+    assert_eq!(
+        f.local.counters().apply_calls,
+        0,
+        "the source is never written"
+    );
+}

@@ -410,19 +410,21 @@ fn lww_item(
                 (None, Some(c)) => (Side::Cloud, c),
                 _ => return,
             };
-            let Some(u) = as_date(raw) else {
-                report.skipped += 1;
-                tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
-                return;
-            };
-            let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
             let source = mode.propagates(side);
             if mode != Mode::BothWays && !source {
                 // One-way, only on the target: the source no longer has it (its delete
                 // may be lost with the stream history): the target mirrors the source.
                 dir(report, side).deleted += 1;
                 plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
-            } else if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
+                return;
+            }
+            let Some(u) = as_date(raw) else {
+                report.skipped += 1;
+                tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
+                return;
+            };
+            let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
+            if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
                 // The other side deleted it after this version: the delete wins.
                 dir(report, side).deleted += 1;
                 plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
