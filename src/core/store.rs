@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use bson::{DateTime, Document};
 
 use crate::core::error::StoreError;
-use crate::core::types::{Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome};
+use crate::core::types::{
+    Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
+};
 
 /// An open change stream on one collection.
 #[async_trait]

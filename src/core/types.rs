@@ -53,7 +53,9 @@ impl FromStr for Side {
         match s {
             "local" => Ok(Side::Local),
             "cloud" => Ok(Side::Cloud),
-            other => Err(format!("unknown side '{other}' (expected 'local' or 'cloud')")),
+            other => Err(format!(
+                "unknown side '{other}' (expected 'local' or 'cloud')"
+            )),
         }
     }
 }

@@ -71,8 +71,10 @@ pub struct MongoChangeStream {
     side: Side,
     /// `db.coll`, for messages.
     ns: String,
-    /// When the last `Progress` was handed out.
-    last_progress: Instant,
+    /// When the last `Progress` was handed out; `None` until the first one, which is
+    /// handed out at once (the open's `postBatchResumeToken`) so a fresh stream can be
+    /// checkpointed before any event arrives.
+    last_progress: Option<Instant>,
     /// Set once the stream has ended for good; returned by every later `next`.
     ended: Option<StoreError>,
 }
@@ -84,7 +86,7 @@ impl MongoChangeStream {
             inner,
             side,
             ns,
-            last_progress: Instant::now(),
+            last_progress: None,
             ended: None,
         }
     }
@@ -163,6 +165,17 @@ impl ChangeStream for MongoChangeStream {
             if let Some(err) = &self.ended {
                 return Err(err.clone());
             }
+            if self.last_progress.is_none() {
+                self.last_progress = Some(Instant::now());
+                if let Some(token) = self
+                    .inner
+                    .resume_token()
+                    .as_ref()
+                    .and_then(from_driver_token)
+                {
+                    return Ok(StreamItem::Progress(token));
+                }
+            }
             let started = Instant::now();
             match self.inner.next_if_any().await {
                 Ok(Some(event)) => match convert(&event, self.side) {
@@ -182,14 +195,17 @@ impl ChangeStream for MongoChangeStream {
                     return Err(self.end(err));
                 }
                 Ok(None) => {
-                    if self.last_progress.elapsed() >= PROGRESS_INTERVAL {
+                    if self
+                        .last_progress
+                        .is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL)
+                    {
                         if let Some(token) = self
                             .inner
                             .resume_token()
                             .as_ref()
                             .and_then(from_driver_token)
                         {
-                            self.last_progress = Instant::now();
+                            self.last_progress = Some(Instant::now());
                             return Ok(StreamItem::Progress(token));
                         }
                     }

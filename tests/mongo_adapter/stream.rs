@@ -77,6 +77,13 @@ async fn idle_stream_reports_progress_about_once_a_second() {
     let b = Backend::start("stream_progress").await;
     let mut stream = b.store("items").open_stream(None).await.unwrap();
     let start = tokio::time::Instant::now();
+    // The open's postBatchResumeToken comes at once, so a fresh stream can be
+    // checkpointed before any event (otherwise a failure right after opening would force
+    // a full reconcile).
+    match tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        Ok(Ok(StreamItem::Progress(token))) => assert!(!token.0.is_empty()),
+        other => panic!("expected an immediate progress item, got {other:?}"),
+    }
     let mut progress = 0;
     while start.elapsed() < Duration::from_millis(3_300) {
         match tokio::time::timeout(Duration::from_secs(3), stream.next()).await {
