@@ -145,12 +145,17 @@ where
     None
 }
 
-async fn get(coll: &Collection<Document>, id: &str) -> Option<Document> {
-    coll.find_one(doc! {"_id": id}).await.ok().flatten()
+/// The document `id`: `Ok(None)` when absent, `Err` when the read failed (so a failed
+/// read never counts as "deleted").
+async fn get(coll: &Collection<Document>, id: &str) -> Result<Option<Document>, ()> {
+    coll.find_one(doc! {"_id": id}).await.map_err(|_| ())
 }
 
-fn value_of(d: &Option<Document>) -> Option<Bson> {
-    d.as_ref().and_then(|d| d.get("value").cloned())
+fn value_of(d: &Result<Option<Document>, ()>) -> Option<Bson> {
+    d.as_ref()
+        .ok()?
+        .as_ref()
+        .and_then(|d| d.get("value").cloned())
 }
 
 fn report(step: &str, took: Option<Duration>, how: &str) -> bool {
@@ -172,7 +177,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
         .insert_one(doc! {"_id": "demo-1", "name": "inserted on local", "value": 1, "updatedAt": DateTime::now()})
         .await?;
     let t = wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-1").await.is_some()
+        matches!(get(&s.cloud, "demo-1").await, Ok(Some(_)))
     })
     .await;
     ok &= report("insert on local → appears on cloud", t, "");
@@ -191,7 +196,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
 
     s.local.delete_one(doc! {"_id": "demo-1"}).await?;
     let t = wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-1").await.is_none()
+        matches!(get(&s.cloud, "demo-1").await, Ok(None))
     })
     .await;
     ok &= report("delete on local → gone from cloud", t, "");
@@ -205,7 +210,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
         )
         .await?;
     wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-2").await.is_some()
+        matches!(get(&s.cloud, "demo-2").await, Ok(Some(_)))
     })
     .await;
     s.cloud

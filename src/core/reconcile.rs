@@ -349,14 +349,15 @@ fn lww_item(
             };
             let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
             let source = mode.propagates(side);
-            let deleted_there = tomb.is_some() && (mode == Mode::BothWays || !source);
-            if deleted_there {
+            if mode != Mode::BothWays && !source {
+                // One-way, only on the target: the source no longer has it (its delete
+                // may be lost with the stream history): the target mirrors the source.
+                dir(report, side).deleted += 1;
+                plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
+            } else if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
                 // The other side deleted it after this version: the delete wins.
-                if mode.propagates(side.other()) {
-                    let deleted_at = tomb.map(|t| t.deleted_at).unwrap_or(u);
-                    dir(report, side).deleted += 1;
-                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at });
-                }
+                dir(report, side).deleted += 1;
+                plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at });
             } else if source {
                 let Some(doc) = docs[ix(side)].get(key) else { return };
                 if tombs.contains_key(key) {

@@ -80,8 +80,10 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> Result<(), DaemonError> {
-    let stores = stores::connect(&config).await?;
-    run_with_stores(config, stores, shutdown, opts).await
+    match stores::connect_retrying(&config, &shutdown).await? {
+        Some(stores) => run_with_stores(config, stores, shutdown, opts).await,
+        None => Ok(()),
+    }
 }
 
 /// Run the daemon over already-built stores.

@@ -147,8 +147,8 @@ async fn stream_loop(
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(QueuedEvent::new(ev, gen, seq)) => old,
                 };
-                if let Some(old) = pushed {
-                    lock(&sh.trackers[ix(side)]).done(old.gen, old.seq);
+                if let Some((gen, seq)) = pushed {
+                    lock(&sh.trackers[ix(side)]).done(gen, seq);
                 }
             }
             Ok(StreamItem::Progress(token)) => {

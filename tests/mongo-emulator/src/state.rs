@@ -252,13 +252,14 @@ impl Inner {
             .coll_mut(db, coll)
             .ok_or_else(|| CommandError::new(26, format!("ns does not exist: {ns}")))?;
         c.check_unique(&ns, &new, Some(&key))?;
-        c.docs.insert(key, new.clone());
+        // Computed before mutating so a failure cannot leave a change without its event.
         let kind = if replacement {
             EventKind::Replace
         } else {
             let (updated, removed) = crate::query::update_description(&before, &new);
             EventKind::Update(updated, removed)
         };
+        c.docs.insert(key, new.clone());
         let mut ev = self.event(db, Some(coll), kind);
         ev.id = Some(id);
         ev.before = Some(before);

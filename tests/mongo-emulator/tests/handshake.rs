@@ -51,8 +51,8 @@ async fn hello_reports_a_writable_primary_without_topology_version() {
         .await
         .unwrap();
     let host = emu.addr().to_string();
-    assert_eq!(hello.get_bool("isWritablePrimary").unwrap(), true);
-    assert_eq!(hello.get_bool("helloOk").unwrap(), true);
+    assert!(hello.get_bool("isWritablePrimary").unwrap());
+    assert!(hello.get_bool("helloOk").unwrap());
     assert_eq!(hello.get_str("setName").unwrap(), "rs0");
     assert_eq!(hello.get_str("me").unwrap(), host);
     assert_eq!(hello.get_str("primary").unwrap(), host);
@@ -78,7 +78,7 @@ async fn hello_reports_a_writable_primary_without_topology_version() {
         .run_command(doc! {"isMaster": 1})
         .await
         .unwrap();
-    assert_eq!(legacy.get_bool("ismaster").unwrap(), true);
+    assert!(legacy.get_bool("ismaster").unwrap());
     emu.shutdown().await;
 }
 
@@ -172,7 +172,7 @@ async fn legacy_op_query_handshake_gets_op_reply() {
         .unwrap();
     let (response_to, _, reply) = read_reply(&mut sock).await;
     assert_eq!(response_to, 7);
-    assert_eq!(reply.get_bool("ismaster").unwrap(), true);
+    assert!(reply.get_bool("ismaster").unwrap());
     assert_eq!(reply.get_str("setName").unwrap(), "rs0");
     // Anything but the handshake on OP_QUERY is an error reply, not a hang.
     sock.write_all(&op_query(8, "d.$cmd", &doc! {"find": "c"}))
