@@ -43,8 +43,10 @@ async fn crash_run(plan: Plan) {
             h.log_tail(30)
         );
         daemon.kill9();
-        tokio::time::sleep(Duration::from_millis(rng.range(plan.down_ms.0, plan.down_ms.1)))
-            .await;
+        tokio::time::sleep(Duration::from_millis(
+            rng.range(plan.down_ms.0, plan.down_ms.1),
+        ))
+        .await;
         daemon = h.spawn_daemon().await;
     }
     // Let the last incarnation run under load for a while too.
