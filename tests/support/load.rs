@@ -170,7 +170,8 @@ pub async fn writer(
                 done(&model, &key, ok.then_some((u, v)), false);
             }
             Op::Set(key, u, v) => {
-                let set = doc! {"$set": {"v": v, "by": side, "updatedAt": DateTime::from_millis(u)}};
+                let set =
+                    doc! {"$set": {"v": v, "by": side, "updatedAt": DateTime::from_millis(u)}};
                 let ok = retrying(&model, || async {
                     coll.update_one(doc! {"_id": &key}, set.clone())
                         .await

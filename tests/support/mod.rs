@@ -101,7 +101,9 @@ impl Harness {
         let config = dir.path().join("datasync.toml");
         let log = dir.path().join("daemon.log");
         let daemon_uri = match &opts.userinfo {
-            Some(u) => emulator.uri().replacen("mongodb://", &format!("mongodb://{u}@"), 1),
+            Some(u) => emulator
+                .uri()
+                .replacen("mongodb://", &format!("mongodb://{u}@"), 1),
             None => emulator.uri(),
         };
         let toml = format!(
@@ -254,7 +256,10 @@ format = "json"
         let mut out = BTreeMap::new();
         for d in docs {
             let id = id_text(d.get("_id").unwrap_or(&Bson::Null));
-            assert!(out.insert(id.clone(), d).is_none(), "duplicate _id {id} in {coll}");
+            assert!(
+                out.insert(id.clone(), d).is_none(),
+                "duplicate _id {id} in {coll}"
+            );
         }
         out
     }
