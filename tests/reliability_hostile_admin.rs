@@ -208,9 +208,9 @@ async fn hostile_admin_run(random_payloads: usize, concurrent: usize) {
         "{out:?}"
     );
     println!(
-        "hostile admin: uid 65534 refused (exit {:?}, stderr {:?})",
+        "hostile admin: uid 65534 refused (exit {:?}, reply {:?})",
         out.status.code(),
-        String::from_utf8_lossy(&out.stderr).trim()
+        String::from_utf8_lossy(&out.stdout).trim()
     );
     let out = h.ctl(&["status"]);
     assert!(out.status.success(), "owner no longer served: {out:?}");

@@ -118,3 +118,40 @@ async fn paused_daemon_memory_is_bounded_and_nothing_is_lost_long() {
     )
     .await;
 }
+
+/// Regression: the emulator looked a document up by `_id` only when the filter was
+/// exactly `{_id: v}`; the daemon's conditional writes (`{_id: v, updatedAt: {$lt: t}}`)
+/// scanned the whole collection per statement, so applying N events cost O(N²) and a
+/// paused-then-resumed daemon drained 30,000 events at ~60/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_by_id_do_not_scan_the_collection() {
+    let h = Harness::start(Options::default()).await;
+    let n = 50_000i64;
+    for start in (0..n).step_by(5000) {
+        let docs: Vec<Document> = (start..start + 5000)
+            .map(|k| doc! {"_id": k, "updatedAt": DateTime::from_millis(1000)})
+            .collect();
+        h.coll(CLOUD).insert_many(docs).await.unwrap();
+    }
+    let t = DateTime::from_millis(2000);
+    let started = Instant::now();
+    for k in (0..n).step_by(50) {
+        h.coll(CLOUD)
+            .update_one(
+                doc! {"_id": k, "updatedAt": {"$lt": t}},
+                doc! {"$set": {"updatedAt": t}},
+            )
+            .await
+            .unwrap();
+    }
+    let took = started.elapsed();
+    println!("1000 conditional updates by _id over {n} documents: {took:?}");
+    assert_eq!(
+        h.coll(CLOUD)
+            .count_documents(doc! {"updatedAt": t})
+            .await
+            .unwrap(),
+        1000
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
