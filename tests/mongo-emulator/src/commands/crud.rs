@@ -126,8 +126,8 @@ pub fn matching_ids(
     let Some(c) = inner.store.coll(db, coll) else {
         return Ok(out);
     };
-    // Fast path: {_id: <scalar>}.
-    if filter.len() == 1 {
+    // Fast path: {_id: <scalar>, ...}: only that document can match.
+    {
         if let Some(id) = filter.get("_id") {
             if !matches!(
                 id,
