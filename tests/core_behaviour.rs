@@ -351,3 +351,29 @@ async fn store_counts_and_tokens_are_exposed() {
     assert_eq!(f.local.count().await.expect("count"), 1);
     assert_eq!(token_seq(Some(f.local.latest_token())), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn write_back_after_own_side_delete_is_not_taken_for_a_delete() {
+    // Regression (found by proptest): the engine deletes a stale local version and
+    // writes the newer cloud version back; both echoes coalesce on local's stream and
+    // the engine's delete (stamped with the server clock) must not win.
+    let f = fixture(Mode::BothWays);
+    f.local.set_clock(at(6));
+    f.cloud.set_clock(at(5));
+    let mut f = f;
+    f.config.max_batch = 4;
+    f.config.queue_capacity = 4;
+    f.config.reconcile_batch = 2;
+    f.config.tie_break = Side::Local;
+    let eng = f.start().await;
+    f.local.put(d(2, 2, "l"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    f.local.lose_history();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    f.local.delete(&k(2), at(1));
+    f.local.put(d(2, 0, "l"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.local.snapshot(), vec![d(2, 2, "l")]);
+    assert_eq!(f.cloud.snapshot(), vec![d(2, 2, "l")]);
+}

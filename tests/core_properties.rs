@@ -5,6 +5,13 @@
 //! reference last-writer-wins model predicts, and the engine's writes must stay bounded
 //! by the client's (no ping-pong). One property per mode. `PROPTEST_CASES` overrides
 //! the default of 256 cases per property.
+//!
+//! Model assumptions (each documented where the schedule enforces it): a side never
+//! writes two different versions with the same `updatedAt`; a client never overwrites
+//! or deletes the only remaining copy of a version with an older `updatedAt` / delete
+//! time (LWW would pick content that exists nowhere any more); history is lost
+//! on a caught-up engine (what happens between the loss and the fresh stream is only
+//! visible as state, so a delete made exactly then cannot be known).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -143,6 +150,12 @@ impl World {
         World { local, cloud, stores, config, happened: Vec::new(), used: HashSet::new(), crashes: 0, losses: 0 }
     }
 
+    /// Current `updatedAt` (in schedule seconds) of `k` on `side`.
+    fn updated(&self, side: Side, k: u8) -> Option<i64> {
+        let d = self.store(side).get(&key(k))?;
+        Some((d.get_datetime("updatedAt").ok()?.timestamp_millis() - BASE_MS) / 1000)
+    }
+
     fn store(&self, side: Side) -> &MemoryStore {
         match side {
             Side::Local => &self.local,
@@ -155,7 +168,17 @@ impl World {
         for op in ops {
             match *op {
                 Op::Put { side, key: k, t, v } => {
-                    let t = i64::from(t);
+                    let mut t = i64::from(t);
+                    // A client never destroys the only copy of a newer version with an
+                    // older `updatedAt` (it would be lost on both sides, whatever LWW
+                    // says): then its clock reads just past that version.
+                    let (mine, theirs) = (self.updated(side, k), self.updated(side.other(), k));
+                    let copy_elsewhere = self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
+                    if let Some(m) = mine {
+                        if m >= t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
+                            t = m + 1;
+                        }
+                    }
                     // Two versions with the same updatedAt from the same side are
                     // ambiguous by design (no total order): not generated.
                     if !self.used.insert((side, k, t)) {
@@ -167,7 +190,16 @@ impl World {
                     }
                 }
                 Op::Del { side, key: k, t } => {
-                    let t = i64::from(t);
+                    let mut t = i64::from(t);
+                    // Same rule for deletes: a delete older than the only copy of a
+                    // version would have to resurrect content that no longer exists.
+                    let (mine, theirs) = (self.updated(side, k), self.updated(side.other(), k));
+                    let copy_elsewhere = self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
+                    if let Some(m) = mine {
+                        if m > t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
+                            t = m;
+                        }
+                    }
                     if self.store(side).delete(&key(k), time(t)) {
                         self.happened.push(Happened { side, key: k, time: t, doc: None });
                     }

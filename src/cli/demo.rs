@@ -73,7 +73,8 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     let started = Instant::now();
     let daemon = tokio::spawn(daemon::run_with(config, shutdown.clone(), opts));
 
-    let deadline = STEP_TIMEOUT + Duration::from_millis(docs / 20);
+    // The initial reconcile copies every seeded document: allow for big --docs.
+    let deadline = Duration::from_secs(10) + Duration::from_millis(docs * 10);
     let initial = wait_for(deadline, &shutdown, || async {
         sides.cloud.count_documents(doc! {}).await.ok() == Some(docs)
     })
@@ -86,6 +87,15 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
         None => println!("initial reconcile: cloud did not reach {docs} documents in time"),
     }
     let mut all_ok = initial.is_some();
+    let streaming = wait_for(STEP_TIMEOUT, &shutdown, || async {
+        streams_running(&socket).await
+    })
+    .await;
+    match streaming {
+        Some(_) => println!("change streams running on both sides"),
+        None => println!("change streams did not start in time"),
+    }
+    all_ok &= streaming.is_some();
     all_ok &= script(&sides, &shutdown).await?;
 
     println!();
@@ -109,6 +119,17 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(all_ok)
+}
+
+/// Whether `status` shows both change streams running.
+async fn streams_running(socket: &std::path::Path) -> bool {
+    let request = datasync::daemon::admin::AdminRequest::Status;
+    match datasync::daemon::admin::client::request(socket, &request, Duration::from_secs(1)).await {
+        Ok(v) => ["local", "cloud"]
+            .iter()
+            .all(|side| v["streams"][side]["state"] == "running"),
+        Err(_) => false,
+    }
 }
 
 async fn seed_local(local: &Collection<Document>, docs: u64) -> anyhow::Result<()> {

@@ -51,15 +51,18 @@ fn as_num(value: &Bson) -> Num {
     }
 }
 
+/// 2^63 as a double: the first value above every `i64`.
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// Compare an exact integer with a double without losing precision.
 fn cmp_int_float(i: i64, f: f64) -> Ordering {
     if f.is_nan() {
         return Ordering::Greater; // MongoDB: NaN sorts below every number
     }
-    if f >= 9.223_372_036_854_775_807e18 {
+    if f >= TWO_63 {
         return Ordering::Less;
     }
-    if f < -9.223_372_036_854_775_808e18 {
+    if f < -TWO_63 {
         return Ordering::Greater;
     }
     let t = f.trunc();
@@ -187,7 +190,7 @@ pub fn hash_bson<H: Hasher>(value: &Bson, state: &mut H) {
                 Num::Float(f) if f.is_nan() => state.write_u8(0xff),
                 Num::Float(f) => {
                     // Integral doubles in i64 range hash like the integer they equal.
-                    if f.trunc() == f && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_807e18).contains(&f) {
+                    if f.trunc() == f && (-TWO_63..TWO_63).contains(&f) {
                         state.write_i64(f as i64);
                     } else {
                         state.write_u64(f.to_bits());

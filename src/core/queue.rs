@@ -47,12 +47,15 @@ pub(crate) struct QueuedEvent {
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
+    /// `event` is a delete the engine itself made (its server time says nothing about
+    /// last-writer-wins), as recognised by the reader from the echo memory.
+    pub(crate) engine_delete: bool,
 }
 
 impl QueuedEvent {
     /// A fresh entry for `event`.
     pub(crate) fn new(event: ChangeEvent, gen: u64, seq: u64) -> Self {
-        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None, best_upsert: None }
+        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None, best_upsert: None, engine_delete: false }
     }
 }
 
@@ -126,7 +129,8 @@ impl Queue {
                 if let Some((old, _)) = inner.pending.get_mut(&id) {
                     ev.after_upsert = old.after_upsert || matches!(old.event.kind, ChangeKind::Upsert(_));
                     let old_delete = match old.event.kind {
-                        ChangeKind::Delete => Some(old.event.server_time),
+                        ChangeKind::Delete if !old.engine_delete => Some(old.event.server_time),
+                        ChangeKind::Delete => None,
                         ChangeKind::Upsert(_) => None,
                     };
                     ev.max_delete = old.max_delete.max(old_delete);

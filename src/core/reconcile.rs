@@ -12,13 +12,13 @@ use std::time::Instant;
 use bson::{Bson, DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::doc::{content_hash, key_of, same_content};
+use crate::core::doc::{key_of, same_content};
 use crate::core::echo::{Echo, EchoMemory};
 use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::types::{
-    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
+    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
 };
 
 /// What a reconcile needs besides the stores.
@@ -245,21 +245,25 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
         if writes.is_empty() {
             continue;
         }
-        if let Some(echo) = job.echo {
-            let mut echo = lock(echo);
-            for w in writes {
-                let e = match w {
-                    Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                    _ => Echo::Deleted,
-                };
-                echo.record(side, w.key(), e);
-            }
-        }
         let store = match side {
             Side::Local => job.stores.local.as_ref(),
             Side::Cloud => job.stores.cloud.as_ref(),
         };
-        retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
+        if let Some(echo) = job.echo {
+            let mut echo = lock(echo);
+            for w in writes {
+                echo.record(side, w.key(), Echo::of_write(w));
+            }
+        }
+        let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
+        if let Some(echo) = job.echo {
+            let mut echo = lock(echo);
+            for (w, o) in writes.iter().zip(&outcomes) {
+                if *o != WriteOutcome::Applied {
+                    echo.forget(side, w.key(), Echo::of_write(w));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::core::{Engine, EngineError, Side, Stores, StreamState};
 use crate::daemon::admin::{AdminError, AdminServer, Limits};
@@ -80,9 +81,67 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> Result<(), DaemonError> {
-    match stores::connect_retrying(&config, &shutdown).await? {
-        Some(stores) => run_with_stores(config, stores, shutdown, opts).await,
-        None => Ok(()),
+    // Signals are live while connecting too: a stop request during start-up retries
+    // ends the daemon cleanly.
+    let mut controls = Controls::new(opts.signals)?;
+    let stores = tokio::select! {
+        r = stores::connect_retrying(&config, &shutdown) => r?,
+        _ = controls.stop_requested() => None,
+    };
+    match stores {
+        Some(stores) => run_engine(config, stores, shutdown, opts, controls).await,
+        None => {
+            controls.close();
+            tracing::info!("stopped before MongoDB was reachable");
+            Ok(())
+        }
+    }
+}
+
+/// The control channel and, when enabled, the signal handlers feeding it.
+pub struct Controls {
+    /// Sender cloned by every control source.
+    tx: mpsc::Sender<Control>,
+    /// The dispatcher's end.
+    rx: mpsc::Receiver<Control>,
+    /// Signal forwarding, closed at the end of the run.
+    signals: Option<signal_hook_tokio::Handle>,
+}
+
+impl Controls {
+    /// A fresh channel; installs SIGTERM/SIGINT/SIGHUP handlers when `signals`.
+    pub fn new(signals: bool) -> Result<Controls, DaemonError> {
+        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        let signals = if signals {
+            Some(signals::spawn(tx.clone()).map_err(DaemonError::Signals)?)
+        } else {
+            None
+        };
+        Ok(Controls { tx, rx, signals })
+    }
+
+    /// Before the dispatcher exists: wait for a stop request, dropping anything else.
+    async fn stop_requested(&mut self) {
+        while let Some(msg) = self.rx.recv().await {
+            match msg {
+                Control::Shutdown(reason) => {
+                    tracing::info!(reason, "stop requested while connecting");
+                    return;
+                }
+                other => tracing::debug!(?other, "control input ignored while connecting"),
+            }
+        }
+    }
+
+    /// A sender for injecting control inputs (embedding, tests).
+    pub fn sender(&self) -> mpsc::Sender<Control> {
+        self.tx.clone()
+    }
+
+    fn close(self) {
+        if let Some(h) = self.signals {
+            h.close();
+        }
     }
 }
 
@@ -92,6 +151,17 @@ pub async fn run_with_stores(
     stores: Stores,
     shutdown: CancellationToken,
     opts: RunOptions,
+) -> Result<(), DaemonError> {
+    let controls = Controls::new(opts.signals)?;
+    run_engine(config, stores, shutdown, opts, controls).await
+}
+
+async fn run_engine(
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+    controls: Controls,
 ) -> Result<(), DaemonError> {
     let engine = Engine::new(config.engine_config(), stores);
     let handle = engine.handle();
@@ -103,6 +173,7 @@ pub async fn run_with_stores(
         move |token| engine.run(token, on_start, drain),
         shutdown,
         opts,
+        controls,
     )
     .await
 }
@@ -115,6 +186,7 @@ pub async fn run_shell<F, Fut>(
     engine: F,
     shutdown: CancellationToken,
     opts: RunOptions,
+    controls: Controls,
 ) -> Result<(), DaemonError>
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -125,28 +197,38 @@ where
     tracing::info!(mode = %config.mode, socket = %config.admin.socket.display(), "datasync starting");
 
     let tasks = TaskTracker::new();
-    let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
+    let Controls {
+        tx: control_tx,
+        rx: control_rx,
+        signals: signal_handle,
+    } = controls;
     let (schedule_tx, schedule_rx) = schedule_channel(&config);
     let (next_tx, next_rx) = watch::channel(None);
-    let signal_handle = if opts.signals {
-        Some(signals::spawn(control_tx.clone()).map_err(DaemonError::Signals)?)
-    } else {
-        None
-    };
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
-    tasks.spawn(admin.serve(
-        control_tx.clone(),
-        shutdown.child_token(),
-        opts.admin_limits,
-    ));
-    tasks.spawn(cron::run(
-        schedule_rx,
-        next_tx,
-        control_tx.clone(),
-        shutdown.child_token(),
-    ));
+    tasks.spawn(
+        admin
+            .serve(
+                control_tx.clone(),
+                shutdown.child_token(),
+                opts.admin_limits,
+            )
+            .instrument(tracing::info_span!("admin")),
+    );
+    tasks.spawn(
+        cron::run(
+            schedule_rx,
+            next_tx,
+            control_tx.clone(),
+            shutdown.child_token(),
+        )
+        .instrument(tracing::info_span!("cron")),
+    );
     if let Some(period) = notify::watchdog_period() {
+        tracing::info!(
+            ping_every_ms = period.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
     tasks.spawn(ready_when_started(
@@ -165,7 +247,11 @@ where
         shutdown.clone(),
         tasks.clone(),
     );
-    tasks.spawn(dispatcher.run(control_rx));
+    tasks.spawn(
+        dispatcher
+            .run(control_rx)
+            .instrument(tracing::info_span!("control")),
+    );
     drop(control_tx);
 
     let early = tokio::select! {
@@ -231,8 +317,8 @@ async fn watchdog(period: Duration, control: mpsc::Sender<Control>, stop: Cancel
     }
 }
 
-/// READY=1 once every watched stream has left `starting` (running, reconciling or
-/// down-and-retrying: the daemon is up either way).
+/// READY=1 once every watched stream is running, reconciling or down-and-retrying (the
+/// daemon is up either way), i.e. the engine has started its readers.
 async fn ready_when_started(
     controller: Arc<dyn Controller>,
     mode: crate::core::Mode,
@@ -246,7 +332,11 @@ async fn ready_when_started(
             } else {
                 &status.cloud
             };
-            !mode.watches(side) || s.state != StreamState::Starting
+            !mode.watches(side)
+                || matches!(
+                    s.state,
+                    StreamState::Running | StreamState::Reconciling | StreamState::Down
+                )
         });
         if started {
             tracing::info!(local = ?status.local.state, cloud = ?status.cloud.state, "streams started");

@@ -11,19 +11,27 @@
 //! any write, then sends `DeleteIfNotNewer{W}` to the other side; if the other side
 //! holds a newer version it is written back to S and the tombstone dropped. An upsert
 //! whose `updatedAt` is not after a tombstone is not propagated: the delete wins and is
-//! re-applied to the upsert's own side. A delete event for a key that already has a
-//! tombstone, whose queue entry saw no upsert, is the echo of a delete the engine made
-//! (unless it is the same delete re-delivered after a restart, recognised by its own
-//! origin and time) and is dropped.
+//! re-applied to the upsert's own side.
+//!
+//! Echoes: the engine's own writes are expected in the echo memory before they are
+//! made (and forgotten if they changed nothing); a change matching one is dropped.
+//! After a restart the memory is empty: a delete event for a key that already has a
+//! tombstone, whose queue entry saw no upsert, is then taken for the echo of a delete
+//! the engine made (unless it is the same delete re-delivered, recognised by its own
+//! origin and time). An echoed upsert costs one no-op conditional write or a compare.
+//!
+//! A queue entry may hide several changes of one side; its verdict is the greatest of
+//! them under last-writer-wins (see [`Effective`]), and the side itself is corrected
+//! when its newest change is not the winner.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, retry, Shared, Stop};
-use crate::core::doc::{content_hash, key_of, same_content, updated_at};
+use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
@@ -148,6 +156,26 @@ pub(crate) async fn apply_batch(
     Ok(())
 }
 
+/// Remember the writes about to be made, so their echoes are recognised even by the
+/// reader (which may see them before `apply` returns).
+fn expect_echoes(sh: &Shared, plans: &[Planned]) {
+    let mut echo = lock(&sh.echo);
+    for p in plans {
+        echo.record(p.target, p.write.key(), Echo::of_write(&p.write));
+    }
+}
+
+/// Forget the expected echoes of writes that changed nothing: no change event comes,
+/// and a stale entry would hide the next genuine change.
+fn remember(sh: &Shared, plans: &[Planned], outcomes: &[WriteOutcome]) {
+    let mut echo = lock(&sh.echo);
+    for (p, o) in plans.iter().zip(outcomes) {
+        if *o != WriteOutcome::Applied {
+            echo.forget(p.target, p.write.key(), Echo::of_write(&p.write));
+        }
+    }
+}
+
 fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
     sh.counters.skipped.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(%key, %side, reason, "document skipped");
@@ -209,7 +237,8 @@ async fn lww_group(
     let field = cfg.updated_at_field.as_str();
 
     // 1. Echoes and malformed documents cost nothing.
-    let mut live: Vec<(&QueuedEvent, Effective, bool)> = Vec::new(); // (.., engine wrote a doc to src)
+    // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
+    let mut live: Vec<(&QueuedEvent, Effective, bool, bool)> = Vec::new();
     {
         let mut echo = lock(&sh.echo);
         for q in group {
@@ -219,10 +248,11 @@ async fn lww_group(
                 continue;
             };
             let wrote_doc = echo.wrote_doc(src, &e.key);
+            let known = echo.knows(src, &e.key);
             if eff.is_latest() && echo.is_echo(src, &e.key, &e.kind) {
                 continue;
             }
-            live.push((q, eff, wrote_doc));
+            live.push((q, eff, wrote_doc, known));
         }
     }
     if live.is_empty() {
@@ -242,7 +272,7 @@ async fn lww_group(
     let mut plans: Vec<Planned> = Vec::new();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    for (q, eff, wrote_doc) in live {
+    for (q, eff, wrote_doc, known) in live {
         let key = &q.event.key;
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
@@ -268,8 +298,11 @@ async fn lww_group(
                 }
             }
             Effective::Delete { at: w, src_has_doc } => {
+                // Echo memory said this is not the engine's delete when it follows the
+                // key; otherwise (after a restart) an existing tombstone means the key
+                // was already deleted through the engine and this is its echo.
                 let plain = !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
-                if both && plain {
+                if both && plain && !known {
                     if let Some(t) = tombs.get(key) {
                         if !(t.origin == src && t.deleted_at == w) {
                             continue; // echo of the engine's own delete
@@ -304,17 +337,9 @@ async fn lww_group(
     if !remove.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&remove)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(p.target, p.write.key(), kind);
-        }
-    }
+    expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
     let lost: Vec<&Planned> = plans
@@ -339,7 +364,7 @@ async fn lww_group(
         .collect();
     let mut back: Vec<Planned> = Vec::new();
     let mut superseded: Vec<Key> = Vec::new();
-    let recorded: HashSet<&Key> = record.iter().map(|t| &t.key).collect();
+    let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
     for p in lost {
         let key = p.write.key();
         let Some(w) = winners.get(key) else { continue };
@@ -351,7 +376,13 @@ async fn lww_group(
             skip(sh, key, dst, "updatedAt missing or not a DateTime");
             continue;
         };
-        if recorded.contains(key) || tombs.contains_key(key) {
+        // The newest known delete of the key (recorded before, or by this batch).
+        let tomb = tombs.get(key).map(|t| t.deleted_at).max(recorded.get(key).copied());
+        if tomb.is_some_and(|t| t >= u) {
+            // The winner is itself older than a delete: its own event deletes it.
+            continue;
+        }
+        if tomb.is_some() {
             superseded.push(key.clone());
         }
         back.push(Planned {
@@ -364,15 +395,9 @@ async fn lww_group(
     if !superseded.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &back {
-            if let Write::UpsertIfNewer { doc, .. } = &p.write {
-                echo.record(src, p.write.key(), Echo::Doc(content_hash(doc)));
-            }
-        }
-    }
-    apply_plans(sh, &back, cancel).await?;
+    expect_echoes(sh, &back);
+    let outcomes = apply_plans(sh, &back, cancel).await?;
+    remember(sh, &back, &outcomes);
     Ok(())
 }
 
@@ -419,17 +444,9 @@ async fn overwrite_group(
             plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
         }
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(Side::Local, p.write.key(), kind);
-        }
-    }
     debug_assert!(plans.iter().all(|p| p.why == Why::Overwrite));
-    apply_plans(sh, &plans, cancel).await?;
+    expect_echoes(sh, &plans);
+    let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
     Ok(())
 }
