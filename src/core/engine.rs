@@ -239,6 +239,9 @@ pub(crate) async fn run_reconcile(
     let span = tracing::info_span!("reconcile", %mode, dry_run);
     let report = reconcile::run(&job).instrument(span).await?;
     tracing::info!(?report, "reconcile finished");
+    if !dry_run {
+        sh.counters.skipped.fetch_add(report.skipped, Ordering::Relaxed);
+    }
     if !dry_run && mode == sh.config.mode {
         *last_done = id;
     }
