@@ -26,6 +26,50 @@ pub fn matching_docs(
         .collect())
 }
 
+/// Whether a sort spec is exactly `{_id: 1}`.
+fn is_id_ascending(sort: &Document) -> bool {
+    sort.len() == 1
+        && sort
+            .get("_id")
+            .and_then(|v| match v {
+                Bson::Int32(n) => Some(*n as f64),
+                Bson::Int64(n) => Some(*n as f64),
+                Bson::Double(n) => Some(*n),
+                _ => None,
+            })
+            .is_some_and(|d| d == 1.0)
+}
+
+/// The first `want` documents matching `filter` in `_id` order, starting the walk at the
+/// filter's `_id` lower bound.
+fn id_range_docs(
+    inner: &Inner,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    want: usize,
+) -> CmdResult<Vec<Document>> {
+    query::validate_filter(filter)?;
+    let Some(c) = inner.store.coll(db, coll) else {
+        return Ok(Vec::new());
+    };
+    let start = match super::idrange::id_lower_bound(filter) {
+        Some(b) => std::ops::Bound::Included(crate::store::Key(b)),
+        None => std::ops::Bound::Unbounded,
+    };
+    let matcher = query::Filter::new(filter)?;
+    let mut out = Vec::new();
+    for (_, d) in c.docs.range((start, std::ops::Bound::Unbounded)) {
+        if out.len() >= want {
+            break;
+        }
+        if matcher.matches(d)? {
+            out.push(d.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn non_negative(body: &Document, field: &str) -> CmdResult<Option<i64>> {
     match opt_i64(body, field)? {
         Some(n) if n < 0 => Err(CommandError::bad_value(format!(
@@ -52,11 +96,19 @@ pub fn find(ctx: &Ctx<'_>) -> CmdResult<Document> {
         Some(n) => Some(n as usize),
     };
     let batch = batch_size(ctx.body, "batchSize")?;
+    // Sorted by `_id` (or unsorted: natural order is `_id` order here) with a limit:
+    // walk the ordered map from the filter's `_id` lower bound and stop at the limit.
+    let id_ordered = sort
+        .as_ref()
+        .is_none_or(|s| s.is_empty() || is_id_ascending(s));
     let mut docs = {
         let inner = ctx.shared.inner();
-        matching_docs(&inner, &ctx.db, &coll, &filter)?
+        match (id_ordered, limit) {
+            (true, Some(l)) => id_range_docs(&inner, &ctx.db, &coll, &filter, skip + l)?,
+            _ => matching_docs(&inner, &ctx.db, &coll, &filter)?,
+        }
     };
-    if let Some(s) = sort.as_ref().filter(|s| !s.is_empty()) {
+    if let Some(s) = sort.as_ref().filter(|s| !s.is_empty() && !id_ordered) {
         query::sort_documents(&mut docs, s)?;
     }
     let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();

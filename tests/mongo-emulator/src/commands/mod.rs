@@ -8,6 +8,7 @@ mod crud;
 mod cursors;
 mod find;
 mod handshake;
+mod idrange;
 mod indexes;
 mod update;
 
