@@ -500,3 +500,116 @@ async fn client_change_read_before_an_engine_write_keeps_its_echo_expected() {
     eng.stop().await;
     assert_eq!(f.local.get(&k(2)), Some(d(2, 1, "l")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn delete_made_while_down_is_not_resurrected_after_history_loss() {
+    let f = fixture(Mode::BothWays);
+    let eng = f.start().await;
+    f.local.put(d(1, 10, "doomed"));
+    f.local.put(d(2, 10, "kept"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "doomed")));
+    assert_eq!(f.state.synced(&k(1)), Some(at(10)), "sync recorded");
+    // While stopped: cloud deletes it, and cloud's history (with the delete) is lost.
+    f.cloud.delete(&k(1), at(50));
+    f.cloud.lose_history();
+    let eng = f.start().await;
+    let status = eng.handle.status();
+    let (_, report) = status.last_reconcile.expect("a reconcile ran");
+    assert_eq!(report.cloud_to_local.deleted, 1, "{report:?}");
+    assert_eq!(report.local_to_cloud.inserted, 0, "{report:?}");
+    eng.stop().await;
+    assert_eq!(
+        f.local.get(&k(1)),
+        None,
+        "delete made while down resurrected"
+    );
+    assert_eq!(f.cloud.get(&k(1)), None);
+    assert_eq!(f.local.get(&k(2)), Some(d(2, 10, "kept")));
+    assert_eq!(f.cloud.get(&k(2)), Some(d(2, 10, "kept")));
+    let tombs = f.state.all_tombstones();
+    assert_eq!(tombs.len(), 1);
+    assert_eq!(
+        (tombs[0].origin, tombs[0].deleted_at),
+        (Side::Cloud, at(10))
+    );
+    assert_eq!(
+        f.state.synced(&k(1)),
+        None,
+        "sync record of a deleted key removed"
+    );
+    assert_eq!(f.state.synced(&k(2)), Some(at(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn edit_made_after_the_last_sync_beats_a_delete_of_unknown_time() {
+    let f = fixture(Mode::BothWays);
+    let eng = f.start().await;
+    f.local.put(d(1, 10, "v1"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.state.synced(&k(1)), Some(at(10)));
+    // While stopped: local edits it, cloud deletes it (later, but that time is lost with
+    // the history): the edit made after the last sync wins.
+    f.local.put(d(1, 20, "edited"));
+    f.cloud.delete(&k(1), at(30));
+    f.local.lose_history();
+    f.cloud.lose_history();
+    let eng = f.start().await;
+    eng.stop().await;
+    assert_eq!(f.local.get(&k(1)), Some(d(1, 20, "edited")));
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 20, "edited")));
+    assert_eq!(f.state.synced(&k(1)), Some(at(20)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_way_reconcile_restores_a_source_document_deleted_on_the_target() {
+    let f = fixture(Mode::LocalToCloud);
+    f.local.put(d(1, 10, "x"));
+    let r = reconcile_once(&f.config, &f.stores, Mode::LocalToCloud, false, None)
+        .await
+        .expect("reconcile");
+    assert_eq!(r.local_to_cloud.inserted, 1);
+    assert_eq!(f.state.synced(&k(1)), Some(at(10)));
+    // The target deletes it: in a one-way mode the target follows the source, so the
+    // sync record does not turn this into a delete of the source.
+    f.cloud.delete(&k(1), at(20));
+    let r = reconcile_once(&f.config, &f.stores, Mode::LocalToCloud, false, None)
+        .await
+        .expect("reconcile");
+    assert_eq!(r.local_to_cloud.inserted, 1);
+    assert_eq!(r.cloud_to_local.deleted, 0);
+    assert_eq!(f.local.get(&k(1)), Some(d(1, 10, "x")));
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "x")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconcile_records_documents_already_equal_and_dry_run_records_nothing() {
+    let f = fixture(Mode::BothWays);
+    f.local.put(d(1, 10, "same"));
+    f.cloud.put(d(1, 10, "same"));
+    reconcile_once(&f.config, &f.stores, Mode::BothWays, true, None)
+        .await
+        .expect("dry run");
+    assert_eq!(f.state.synced(&k(1)), None, "a dry run records nothing");
+    reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None)
+        .await
+        .expect("reconcile");
+    assert_eq!(f.state.synced(&k(1)), Some(at(10)));
+    // Now a delete on cloud with no event at all (e.g. made while another tool ran):
+    // the next reconcile deletes local's synced copy instead of copying it back.
+    f.cloud.delete(&k(1), at(20));
+    let r = reconcile_once(&f.config, &f.stores, Mode::BothWays, true, None)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        r.cloud_to_local.deleted, 1,
+        "dry run counts the inferred delete"
+    );
+    assert!(f.local.get(&k(1)).is_some(), "dry run deletes nothing");
+    reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None)
+        .await
+        .expect("reconcile");
+    assert_eq!(f.local.get(&k(1)), None);
+}

@@ -683,11 +683,8 @@ async fn lost_history_triggers_a_reconcile_that_brings_the_offline_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known limitation (bug): with the stream history lost, a delete made while the daemon was down left no \
-            tombstone, so the reconcile cannot tell it from a create on the other side and copies the document \
-            back; fixing it needs a per-key sync record in the state database (a design change)"]
-async fn delete_made_while_down_is_resurrected_when_history_is_lost() {
-    let test = "delete_made_while_down_is_resurrected_when_history_is_lost";
+async fn delete_made_while_down_is_not_resurrected_when_history_is_lost() {
+    let test = "delete_made_while_down_is_not_resurrected_when_history_is_lost";
     let Some((_m, p, daemon)) = lost_history_run(test, "lostdel").await else {
         return;
     };

@@ -12,6 +12,7 @@ pub mod memory;
 mod queue;
 mod reconcile;
 pub mod store;
+mod synced;
 pub mod types;
 
 pub use engine::{

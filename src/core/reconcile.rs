@@ -2,8 +2,26 @@
 //! at most `reconcile_batch` keys at a time (memory is bounded by the page, never by the
 //! collection). Per page: one scan per side (when its buffer ran dry), one tombstone
 //! lookup, one fetch per side for the documents it must compare or copy, one `apply`
-//! per target side. Tombstones tell "deleted on B" from "created on A". The apply lock
-//! (when given) is held per page so unconditional writes cannot race a stream batch.
+//! per target side, and at most one sync-record lookup, record and removal. The apply
+//! lock (when given) is held per page so unconditional writes cannot race a stream batch.
+//!
+//! A document only on side A, both-ways: a tombstone at or after A's version means B
+//! deleted it (the delete wins). Without one, the key's sync record (the version both
+//! sides last agreed on, see [`crate::core::synced`]) decides, as in a 3-way merge:
+//! - A's version ≤ the record: A's copy was synced, so B deleted it since (its event
+//!   was lost, e.g. with the stream history): A's copy is deleted (`DeleteIfNotNewer`
+//!   at the record's version), a tombstone (origin B, `deleted_at` = the record's
+//!   version, the latest time the delete is known not to precede) is recorded and the
+//!   record removed;
+//! - A's version > the record: **an edit made after the last sync wins over a delete
+//!   whose time is unknown**: copied to B;
+//! - no record: created on A, copied to B.
+//!
+//! One-way modes and `overwrite-local` never infer deletes: the target mirrors the
+//! source, so a source-only key is copied (a delete on the target is undone) and a
+//! target-only key is deleted. All modes keep the records up to date (documents equal
+//! on both sides, copies and deletes made), so switching to both-ways later finds them.
+//! A dry run counts the same decisions and writes nothing, records included.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,6 +35,7 @@ use crate::core::echo::{Echo, EchoMemory};
 use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
+use crate::core::synced::SyncChanges;
 use crate::core::types::{
     DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
 };
@@ -175,6 +194,10 @@ struct Plan {
     writes: [Vec<Write>; 2],
     /// Tombstones superseded by a copy.
     remove: Vec<Key>,
+    /// Tombstones of deletes inferred from sync records.
+    record: Vec<Tombstone>,
+    /// Keys found equal on both sides whose sync record is missing or different.
+    agree: Vec<(Key, DateTime)>,
 }
 
 fn ix(side: Side) -> usize {
@@ -214,7 +237,6 @@ async fn fetch_map(
 
 async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Result<(), Stop> {
     let mode = job.mode;
-    let tie = job.config.tie_break;
     // What to fetch: both sides when the versions must be compared, else the one copied.
     let mut need: [Vec<Key>; 2] = Default::default();
     let mut one_sided: Vec<Key> = Vec::new();
@@ -265,23 +287,42 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
         .collect()
     };
 
+    let all: Vec<Key> = items.iter().map(|it| it.key.clone()).collect();
+    let state = job.stores.state.as_ref();
+    let synced: HashMap<Key, DateTime> = retry("synced_versions", job.cancel, job.attempts, || {
+        state.synced_versions(&all)
+    })
+    .await?
+    .into_iter()
+    .collect();
+
     let mut plan = Plan::default();
     for it in items {
         if mode == Mode::OverwriteLocal {
-            overwrite_item(it, &docs, &mut plan, report);
+            overwrite_item(it, &docs, &synced, &mut plan, report);
         } else {
-            lww_item(job, it, &docs, &tombs, tie, &mut plan, report);
+            lww_item(job, it, &docs, &tombs, &synced, &mut plan, report);
         }
     }
     if job.dry_run {
         return Ok(());
     }
-    let state = job.stores.state.as_ref();
+    // Tombstones first (as in the engine): a crash after the deletes still knows them.
+    if !plan.record.is_empty() {
+        retry("record_tombstones", job.cancel, job.attempts, || {
+            state.record_tombstones(&plan.record)
+        })
+        .await?;
+    }
     if !plan.remove.is_empty() {
         retry("remove_tombstones", job.cancel, job.attempts, || {
             state.remove_tombstones(&plan.remove)
         })
         .await?;
+    }
+    let mut sync = SyncChanges::default();
+    for (key, v) in &plan.agree {
+        sync.agreed(key, *v);
     }
     for side in Side::BOTH {
         let writes = &plan.writes[ix(side)];
@@ -307,13 +348,25 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
                 }
             }
         }
+        // Every upsert of a reconcile copies the other side's document.
+        sync.note_copies(writes, &outcomes, &job.config.updated_at_field);
     }
-    Ok(())
+    sync.flush(state, job.cancel, job.attempts).await
+}
+
+/// Plan recording `v` as the agreed version of `key` unless that is already recorded.
+fn agree(plan: &mut Plan, synced: &HashMap<Key, DateTime>, key: &Key, v: Option<DateTime>) {
+    if let Some(v) = v {
+        if synced.get(key) != Some(&v) {
+            plan.agree.push((key.clone(), v));
+        }
+    }
 }
 
 fn overwrite_item(
     it: &Item,
     docs: &[HashMap<Key, Document>; 2],
+    synced: &HashMap<Key, DateTime>,
     plan: &mut Plan,
     report: &mut ReconcileReport,
 ) {
@@ -337,6 +390,7 @@ fn overwrite_item(
             let Some(c) = c else { return };
             if l.is_some_and(|l| same_content(l, c)) {
                 report.cloud_to_local.unchanged += 1;
+                agree(plan, synced, &key, it.cloud.as_ref().and_then(as_date));
             } else {
                 report.conflicts += 1;
                 report.cloud_to_local.updated += 1;
@@ -355,11 +409,12 @@ fn lww_item(
     it: &Item,
     docs: &[HashMap<Key, Document>; 2],
     tombs: &HashMap<Key, Tombstone>,
-    tie: Side,
+    synced: &HashMap<Key, DateTime>,
     plan: &mut Plan,
     report: &mut ReconcileReport,
 ) {
     let mode = job.mode;
+    let tie = job.config.tie_break;
     let key = &it.key;
     let upsert = |doc: &Document, u: DateTime, from: Side| Write::UpsertIfNewer {
         key: key.clone(),
@@ -384,6 +439,7 @@ fn lww_item(
                             dir(report, s.other()).unchanged += 1;
                         }
                     }
+                    agree(plan, synced, key, Some(a));
                     return;
                 }
             }
@@ -423,13 +479,27 @@ fn lww_item(
                 tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
                 return;
             };
+            let both = mode == Mode::BothWays;
             let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
-            if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
+            // This version (or a newer one) was synced: the other side deleted it since.
+            let was_synced = synced.get(key).copied().filter(|r| u <= *r);
+            if let Some(t) = tomb.filter(|_| both) {
                 // The other side deleted it after this version: the delete wins.
                 dir(report, side).deleted += 1;
                 plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
                     key: key.clone(),
                     deleted_at: t.deleted_at,
+                });
+            } else if let Some(r) = was_synced.filter(|_| both) {
+                dir(report, side).deleted += 1;
+                plan.record.push(Tombstone {
+                    key: key.clone(),
+                    deleted_at: r,
+                    origin: side.other(),
+                });
+                plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                    key: key.clone(),
+                    deleted_at: r,
                 });
             } else if source {
                 let Some(doc) = docs[ix(side)].get(key) else {

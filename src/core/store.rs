@@ -50,8 +50,14 @@ pub trait CollectionStore: Send + Sync {
     async fn count(&self) -> Result<u64, StoreError>;
 }
 
-/// Engine state that must survive restarts: per-side checkpoints and tombstones.
-/// Lives on the local deployment (`state.database`).
+/// Engine state that must survive restarts: per-side checkpoints, tombstones and sync
+/// records. Lives on the local deployment (`state.database`).
+///
+/// A sync record is, per key, the `updatedAt` version both sides last agreed on (written
+/// after the engine made them agree, CouchDB-style): it lets a full reconcile tell "the
+/// other side deleted it since" (one-sided copy not newer than the record) from "created
+/// here" (no record) when no tombstone exists because the delete's event was lost.
+/// A missing record is always safe (the document is copied, as without records).
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// The last saved resume token of `side`'s stream.
@@ -72,4 +78,11 @@ pub trait StateStore: Send + Sync {
     /// Remove tombstones deleted before `before`; returns how many. (MongoDB also has a
     /// TTL index doing this.)
     async fn expire_tombstones(&self, before: DateTime) -> Result<u64, StoreError>;
+
+    /// The sync records that exist for `keys` (in any order; missing keys are absent).
+    async fn synced_versions(&self, keys: &[Key]) -> Result<Vec<(Key, DateTime)>, StoreError>;
+    /// Record that both sides hold version `updatedAt` of each key (upsert, overwrites).
+    async fn record_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError>;
+    /// Forget the sync records of `keys` (the documents were deleted).
+    async fn remove_synced(&self, keys: &[Key]) -> Result<(), StoreError>;
 }

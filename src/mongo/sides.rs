@@ -73,7 +73,10 @@ impl MongoSides {
                 || cfg.collection == tombstones
                 || cfg
                     .collection
-                    .starts_with(crate::mongo::state::TOMBSTONES_PREFIX);
+                    .starts_with(crate::mongo::state::TOMBSTONES_PREFIX)
+                || cfg
+                    .collection
+                    .starts_with(crate::mongo::state::SYNCED_PREFIX);
             if cfg.database == self.state_database && is_state_coll {
                 return Err(format!(
                     "{side}.database = {:?} with {side}.collection = {:?} is the daemon's own \
@@ -177,6 +180,14 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.contains("cloud.collection"), "{err}");
+    }
+
+    #[test]
+    fn syncing_a_sync_record_collection_is_refused() {
+        let err = sides("synced_x", "cloud_data", "app")
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("local.collection"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`MongoState`]: the engine's durable state (checkpoints, tombstones) in
+//! [`MongoState`]: the engine's durable state (checkpoints, tombstones, sync records) in
 //! `state.database` on the local deployment.
 //!
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
@@ -9,6 +9,8 @@
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`,
 //!   one collection per pair so keys of different pairs never collide, with a TTL index
 //!   on `deletedAt`.
+//! - `synced_<pair>`: `{_id: <document key>, updatedAt: Date}`, the version both sides
+//!   last agreed on (see [`crate::core::store::StateStore`]); one collection per pair.
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 pub const CHECKPOINTS: &str = "checkpoints";
 /// Prefix of the per-pair tombstone collections.
 pub const TOMBSTONES_PREFIX: &str = "tombstones_";
+/// Prefix of the per-pair sync-record collections.
+pub const SYNCED_PREFIX: &str = "synced_";
 /// Name of the TTL index on `deletedAt`.
 pub const TTL_INDEX: &str = "deletedAt_ttl";
 /// Keys per `$in` query or statement batch.
@@ -43,7 +47,12 @@ pub fn tombstones_collection(pair: &str) -> String {
     format!("{TOMBSTONES_PREFIX}{pair}")
 }
 
-/// Checkpoints and tombstones of one synced pair.
+/// Name of the sync-record collection of `pair`.
+pub fn synced_collection(pair: &str) -> String {
+    format!("{SYNCED_PREFIX}{pair}")
+}
+
+/// Checkpoints, tombstones and sync records of one synced pair.
 #[derive(Clone, Debug)]
 pub struct MongoState {
     /// The state database.
@@ -52,6 +61,8 @@ pub struct MongoState {
     checkpoints: Collection<Document>,
     /// This pair's tombstone collection.
     tombstones: Collection<Document>,
+    /// This pair's sync-record collection.
+    synced: Collection<Document>,
     /// The pair's name (part of checkpoint ids).
     pair: String,
 }
@@ -63,6 +74,7 @@ impl MongoState {
         MongoState {
             checkpoints: db.collection(CHECKPOINTS),
             tombstones: db.collection(&tombstones_collection(pair_name)),
+            synced: db.collection(&synced_collection(pair_name)),
             db,
             pair: pair_name.to_string(),
         }
@@ -71,6 +83,11 @@ impl MongoState {
     /// The tombstone collection (tests and tools).
     pub fn tombstone_collection(&self) -> &Collection<Document> {
         &self.tombstones
+    }
+
+    /// The sync-record collection (tests and tools).
+    pub fn synced_records(&self) -> &Collection<Document> {
+        &self.synced
     }
 
     /// Creates the TTL index removing tombstones `ttl` after their `deletedAt`, or
@@ -187,6 +204,17 @@ fn tombstone_statements(t: &Tombstone) -> [Document; 2] {
     ]
 }
 
+/// Reads a sync record back.
+fn parse_synced(d: &Document) -> Option<(Key, DateTime)> {
+    let key = Key(d.get("_id")?.clone());
+    Some((key, *d.get_datetime("updatedAt").ok()?))
+}
+
+/// The statement recording version `v` of `key` (overwrites, inserts if missing).
+fn synced_statement(key: &Key, v: DateTime) -> Document {
+    doc! { "q": { "_id": key.as_bson().clone() }, "u": { "$set": { "updatedAt": v } }, "upsert": true }
+}
+
 #[async_trait]
 impl StateStore for MongoState {
     async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError> {
@@ -290,6 +318,62 @@ impl StateStore for MongoState {
             .map(|r| r.deleted_count)
             .map_err(|e| self.err("expire tombstones", &e))
     }
+
+    async fn synced_versions(&self, keys: &[Key]) -> Result<Vec<(Key, DateTime)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            let docs: Vec<Document> = self
+                .synced
+                .find(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(|e| self.err("read sync records", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| self.err("read sync records", &e))?;
+            out.extend(docs.iter().filter_map(parse_synced));
+        }
+        Ok(out)
+    }
+
+    async fn record_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        for chunk in versions.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
+            let updates: Vec<Bson> = chunk
+                .iter()
+                .map(|(k, v)| Bson::Document(synced_statement(k, *v)))
+                .collect();
+            let cmd = doc! { "update": self.synced.name(), "updates": updates, "ordered": false };
+            let reply = self
+                .db
+                .run_command(cmd)
+                .await
+                .map_err(|e| self.err("record sync records", &e))?;
+            if let Some(e) = batch::write_errors(&reply).first() {
+                // A duplicate key is a concurrent upsert of the same key: retrying wins.
+                let kind = if e.code == DUPLICATE_KEY {
+                    StoreErrorKind::Transient
+                } else {
+                    StoreErrorKind::Fatal
+                };
+                return Err(StoreError::new(
+                    kind,
+                    format!("record sync records: error {}: {}", e.code, e.message),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_synced(&self, keys: &[Key]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            self.synced
+                .delete_many(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(|e| self.err("remove sync records", &e))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +407,22 @@ mod tests {
             newer,
             doc! {"q": {"_id": "k", "deletedAt": {"$lt": DateTime::from_millis(10)}}, "u": {"$set": fields}}
         );
+    }
+
+    #[test]
+    fn sync_records_are_upserted_with_set_and_read_back() {
+        let k = Key(Bson::String("k".into()));
+        let v = DateTime::from_millis(7);
+        assert_eq!(
+            synced_statement(&k, v),
+            doc! {"q": {"_id": "k"}, "u": {"$set": {"updatedAt": v}}, "upsert": true}
+        );
+        assert_eq!(
+            parse_synced(&doc! {"_id": "k", "updatedAt": v}),
+            Some((k, v))
+        );
+        assert_eq!(parse_synced(&doc! {"_id": "k", "updatedAt": 7}), None);
+        assert_eq!(synced_collection("a.b__c.d"), "synced_a.b__c.d");
     }
 
     #[test]

@@ -127,3 +127,53 @@ async fn tombstone_ttl_index_is_created_and_updated() {
     assert_eq!(ttl_of(&b, &state).await, 3_600);
     b.finish().await;
 }
+
+#[tokio::test]
+async fn sync_records_upsert_overwrite_read_and_remove_per_pair() {
+    let b = Backend::start("state_synced").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    let other_pair = MongoState::new(b.client.clone(), &b.db, "a.x__b.z");
+    let ms = |v: Vec<(Key, DateTime)>| {
+        let mut v: Vec<(String, i64)> = v
+            .into_iter()
+            .map(|(k, d)| {
+                let key = k.0.as_str().unwrap().to_string();
+                (key, d.timestamp_millis() - at(0).timestamp_millis())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(state.synced_versions(&[k("a")]).await.unwrap().is_empty());
+    state
+        .record_synced(&[(k("a"), at(10)), (k("b"), at(10))])
+        .await
+        .unwrap();
+    // Overwrites (also with an older version: the last agreement is what counts).
+    state
+        .record_synced(&[(k("a"), at(5)), (k("c"), at(30))])
+        .await
+        .unwrap();
+    let all = [k("a"), k("b"), k("c"), k("zz")];
+    assert_eq!(
+        ms(state.synced_versions(&all).await.unwrap()),
+        vec![("a".into(), 5), ("b".into(), 10), ("c".into(), 30)]
+    );
+    assert!(other_pair.synced_versions(&all).await.unwrap().is_empty());
+    let stored = state
+        .synced_records()
+        .find_one(doc! {"_id": "c"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, doc! {"_id": "c", "updatedAt": at(30)});
+    state
+        .remove_synced(&[k("a"), k("c"), k("zz")])
+        .await
+        .unwrap();
+    assert_eq!(
+        ms(state.synced_versions(&all).await.unwrap()),
+        vec![("b".into(), 10)]
+    );
+    b.finish().await;
+}

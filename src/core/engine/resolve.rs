@@ -13,6 +13,12 @@
 //! whose `updatedAt` is not after a tombstone is not propagated: the delete wins and is
 //! re-applied to the upsert's own side.
 //!
+//! Sync records (see [`crate::core::synced`]): an upsert applied on the other side, a
+//! winner written back, or a lost upsert whose target already holds the same document
+//! records the version both sides now hold; a propagated delete forgets the key's
+//! record. The whole batch's changes go out in at most one `record_synced` and one
+//! `remove_synced` call, after its writes.
+//!
 //! Echoes: the engine's own writes are expected in the echo memory before they are
 //! made (and forgotten if they changed nothing); a change matching one is dropped.
 //! After a restart the memory is empty: a delete event for a key that already has a
@@ -34,6 +40,7 @@ use super::shared::{ix, lock, retry, Shared, Stop};
 use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
+use crate::core::synced::SyncChanges;
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
 
 /// Why a write is made (drives what its outcome means).
@@ -164,17 +171,19 @@ pub(crate) async fn apply_batch(
     batch: &[QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
+    let mut sync = SyncChanges::default();
     for side in Side::BOTH {
         let group: Vec<&QueuedEvent> = batch.iter().filter(|q| q.event.side == side).collect();
         if group.is_empty() {
             continue;
         }
         if sh.config.mode == Mode::OverwriteLocal {
-            overwrite_group(sh, side, &group, cancel).await?;
+            overwrite_group(sh, side, &group, &mut sync, cancel).await?;
         } else {
-            lww_group(sh, side, &group, cancel).await?;
+            lww_group(sh, side, &group, &mut sync, cancel).await?;
         }
     }
+    sync.flush(sh.stores.state.as_ref(), cancel, None).await?;
     let now_applied: [Option<DateTime>; 2] = Side::BOTH.map(|s| {
         batch
             .iter()
@@ -254,6 +263,7 @@ async fn lww_group(
     sh: &Shared,
     src: Side,
     group: &[&QueuedEvent],
+    sync: &mut SyncChanges,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let cfg = &sh.config;
@@ -390,6 +400,21 @@ async fn lww_group(
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes);
+    for side in Side::BOTH {
+        let i = ix(side);
+        for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
+            match (w, m.why) {
+                // Only a propagated upsert proves the other side holds the version.
+                (Write::UpsertIfNewer { updated_at: u, .. }, Why::Upsert)
+                    if *o == WriteOutcome::Applied =>
+                {
+                    sync.agreed(w.key(), *u)
+                }
+                (Write::DeleteIfNotNewer { .. }, _) => sync.gone(w.key()),
+                _ => {}
+            }
+        }
+    }
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
     let lost: Vec<(&Key, &Meta<'_>)> = plans.writes[ix(dst)]
@@ -422,7 +447,11 @@ async fn lww_group(
     for (key, m) in lost {
         let Some(w) = winners.get(key) else { continue };
         if m.sent.is_some_and(|s| same_content(s, w)) {
-            continue; // the target already has exactly this document
+            // The target already has exactly this document: both sides agree on it.
+            if let Some(u) = updated_at(w, field) {
+                sync.agreed(key, u);
+            }
+            continue;
         }
         sh.counters.conflicts.fetch_add(1, Ordering::Relaxed);
         let Some(u) = updated_at(w, field) else {
@@ -458,6 +487,8 @@ async fn lww_group(
     expect_echoes(sh, &back);
     let outcomes = apply_plans(sh, &back, cancel).await?;
     remember(sh, &back, &outcomes);
+    // Winners written back: `dst` holds them already.
+    sync.note_copies(&back.writes[ix(src)], &outcomes[ix(src)], field);
     Ok(())
 }
 
@@ -466,6 +497,7 @@ async fn overwrite_group(
     sh: &Shared,
     src: Side,
     group: &[&QueuedEvent],
+    sync: &mut SyncChanges,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let mut plans = Plans::default();
@@ -513,5 +545,12 @@ async fn overwrite_group(
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes);
+    // Local is now a copy of cloud for these keys.
+    let field = sh.config.updated_at_field.as_str();
+    sync.note_copies(
+        &plans.writes[ix(Side::Local)],
+        &outcomes[ix(Side::Local)],
+        field,
+    );
     Ok(())
 }

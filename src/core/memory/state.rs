@@ -1,4 +1,4 @@
-//! In-memory [`StateStore`]: checkpoints and tombstones in a mutex, shared by clones so
+//! In-memory [`StateStore`]: checkpoints, tombstones and sync records in a mutex, shared by clones so
 //! a test can "restart" an engine on the same state.
 
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ struct Inner {
     checkpoints: HashMap<Side, ResumeToken>,
     /// Tombstones by key.
     tombstones: HashMap<Key, Tombstone>,
+    /// Sync records: the version both sides last agreed on, by key.
+    synced: HashMap<Key, DateTime>,
     /// Remaining injected failures.
     failures: u32,
     /// Number of successful checkpoint saves.
@@ -67,6 +69,11 @@ impl MemoryState {
     /// All tombstones.
     pub fn all_tombstones(&self) -> Vec<Tombstone> {
         self.lock().tombstones.values().cloned().collect()
+    }
+
+    /// The sync record of `key` (without going through the trait).
+    pub fn synced(&self, key: &Key) -> Option<DateTime> {
+        self.lock().synced.get(key).copied()
     }
 
     /// Number of successful checkpoint saves.
@@ -128,5 +135,29 @@ impl StateStore for MemoryState {
         let n = g.tombstones.len();
         g.tombstones.retain(|_, t| t.deleted_at >= before);
         Ok((n - g.tombstones.len()) as u64)
+    }
+
+    async fn synced_versions(&self, keys: &[Key]) -> Result<Vec<(Key, DateTime)>, StoreError> {
+        let g = self.check()?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| g.synced.get(k).map(|v| (k.clone(), *v)))
+            .collect())
+    }
+
+    async fn record_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        for (k, v) in versions {
+            g.synced.insert(k.clone(), *v);
+        }
+        Ok(())
+    }
+
+    async fn remove_synced(&self, keys: &[Key]) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        for k in keys {
+            g.synced.remove(k);
+        }
+        Ok(())
     }
 }
