@@ -240,7 +240,9 @@ pub(crate) async fn run_reconcile(
     let report = reconcile::run(&job).instrument(span).await?;
     tracing::info!(?report, "reconcile finished");
     if !dry_run {
-        sh.counters.skipped.fetch_add(report.skipped, Ordering::Relaxed);
+        sh.counters
+            .skipped
+            .fetch_add(report.skipped, Ordering::Relaxed);
     }
     if !dry_run && mode == sh.config.mode {
         *last_done = id;
