@@ -3,16 +3,27 @@
 //! loss and on request. PUBLIC API FROZEN (the daemon depends on it); internals are the
 //! core's to shape (split into submodules as it grows).
 
+mod reader;
+mod resolve;
+pub(crate) mod shared;
+mod worker;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bson::DateTime;
 use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::core::error::EngineError;
+use crate::core::reconcile;
 use crate::core::store::{CollectionStore, StateStore};
 use crate::core::types::{Mode, ReconcileReport, Side};
+use shared::{ix, lock, Shared, Stop};
 
 /// Validated engine settings.
 #[derive(Debug, Clone)]
@@ -119,27 +130,39 @@ pub struct EngineStatus {
 /// Cheap, cloneable control handle on a running (or not yet running) engine.
 #[derive(Clone)]
 pub struct EngineHandle {
-    // core helper: shared state lives here (Arc<...>).
-    _private: (),
+    /// State shared with the engine's tasks.
+    shared: Arc<Shared>,
 }
 
 impl EngineHandle {
     /// Current status snapshot.
     pub fn status(&self) -> EngineStatus {
-        todo!()
+        let sh = &self.shared;
+        let c = &sh.counters;
+        EngineStatus {
+            mode: sh.config.mode,
+            paused: sh.is_paused(),
+            queue_depth: sh.queue.len() as u64,
+            local: stream_status(sh, Side::Local),
+            cloud: stream_status(sh, Side::Cloud),
+            applied_local_to_cloud: c.local_to_cloud.load(Ordering::Relaxed),
+            applied_cloud_to_local: c.cloud_to_local.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            last_reconcile: lock(&sh.last_reconcile).clone(),
+        }
     }
     /// Stop applying events (they are still read and queued, up to the queue capacity).
     pub fn pause(&self) {
-        todo!()
+        self.shared.paused.send_replace(true);
     }
     /// Resume applying events.
     pub fn resume(&self) {
-        todo!()
+        self.shared.paused.send_replace(false);
     }
     /// Change the debounce window live (SIGHUP).
     pub fn set_debounce(&self, debounce: Duration) {
-        let _ = debounce;
-        todo!()
+        self.shared.queue.set_debounce(debounce);
     }
     /// Run one full reconcile in `mode` (default: the configured one). If one is already
     /// running, waits for it to finish and then runs. Applies even while paused.
@@ -148,26 +171,114 @@ impl EngineHandle {
         mode: Option<Mode>,
         dry_run: bool,
     ) -> Result<ReconcileReport, EngineError> {
-        let _ = (mode, dry_run);
-        todo!()
+        let sh = &self.shared;
+        run_reconcile(sh, mode, dry_run, None, &sh.hard_stop).await.map_err(engine_error)
     }
+}
+
+fn engine_error(stop: Stop) -> EngineError {
+    match stop {
+        Stop::Cancelled => EngineError::ShuttingDown,
+        Stop::Failed(source) => EngineError::Store { side: Side::Local, source },
+    }
+}
+
+fn stream_status(sh: &Shared, side: Side) -> StreamStatus {
+    let mut st = lock(&sh.streams)[ix(side)].clone();
+    if st.state == StreamState::Disabled {
+        return st;
+    }
+    let applied = lock(&sh.applied_time)[ix(side)];
+    let idle = lock(&sh.trackers[ix(side)]).idle() && !sh.queue.has_pending(side);
+    st.lag_ms = applied.map(|t| {
+        if idle {
+            0
+        } else {
+            (DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0) as u64
+        }
+    });
+    st
+}
+
+/// Run one reconcile inside the engine, serialised with other reconciles and (per page)
+/// with batch application. With `ticket`, a reconcile that started after the ticket
+/// was taken and has completed makes this one unnecessary.
+pub(crate) async fn run_reconcile(
+    sh: &Shared,
+    mode: Option<Mode>,
+    dry_run: bool,
+    ticket: Option<u64>,
+    cancel: &CancellationToken,
+) -> Result<ReconcileReport, Stop> {
+    let mut last_done = sh.reconcile_lock.lock().await;
+    if let Some(t) = ticket {
+        if *last_done > t {
+            if let Some((_, r)) = lock(&sh.last_reconcile).clone() {
+                return Ok(r);
+            }
+        }
+    }
+    let id = sh.reconcile_started.fetch_add(1, Ordering::SeqCst) + 1;
+    let mode = mode.unwrap_or(sh.config.mode);
+    let job = reconcile::Job {
+        config: &sh.config,
+        stores: &sh.stores,
+        mode,
+        dry_run,
+        cancel,
+        attempts: None,
+        apply_lock: Some(&sh.apply_lock),
+        echo: Some(&sh.echo),
+        progress: None,
+    };
+    let span = tracing::info_span!("reconcile", %mode, dry_run);
+    let report = reconcile::run(&job).instrument(span).await?;
+    tracing::info!(?report, "reconcile finished");
+    if !dry_run && mode == sh.config.mode {
+        *last_done = id;
+    }
+    *lock(&sh.last_reconcile) = Some((DateTime::now(), report.clone()));
+    Ok(report)
+}
+
+/// Aborts the engine's tasks when `run` is dropped (a simulated `kill -9`).
+struct AbortOnDrop(Vec<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+fn validate(config: &EngineConfig) -> Result<(), EngineError> {
+    if config.max_batch == 0 || config.queue_capacity == 0 || config.reconcile_batch == 0 {
+        return Err(EngineError::Config(
+            "max_batch, queue_capacity and reconcile_batch must be at least 1".into(),
+        ));
+    }
+    if config.updated_at_field.is_empty() {
+        return Err(EngineError::Config("updated_at_field must not be empty".into()));
+    }
+    Ok(())
 }
 
 /// The sync engine.
 pub struct Engine {
-    _private: (),
+    /// State shared with the handle and the tasks.
+    shared: Arc<Shared>,
 }
 
 impl Engine {
     /// Build an engine over `stores`.
     pub fn new(config: EngineConfig, stores: Stores) -> Self {
-        let _ = (config, stores);
-        todo!()
+        Engine { shared: Arc::new(Shared::new(config, stores)) }
     }
 
     /// A control handle (clone freely).
     pub fn handle(&self) -> EngineHandle {
-        todo!()
+        EngineHandle { shared: self.shared.clone() }
     }
 
     /// Run until `shutdown` is cancelled: reconcile first when there is no checkpoint,
@@ -180,8 +291,66 @@ impl Engine {
         reconcile_on_start: bool,
         drain_deadline: Duration,
     ) -> Result<(), EngineError> {
-        let _ = (shutdown, reconcile_on_start, drain_deadline);
-        todo!()
+        validate(&self.shared.config)?;
+        let sh = self.shared;
+        sh.running.store(true, Ordering::SeqCst);
+        let tasks = TaskTracker::new();
+        let mut aborts = AbortOnDrop(Vec::new());
+        let readers_stop = shutdown.child_token();
+        let drain = CancellationToken::new();
+        let hard = sh.hard_stop.clone();
+        let mut readers = Vec::new();
+        for side in Side::BOTH {
+            if !sh.config.mode.watches(side) {
+                continue;
+            }
+            let span = tracing::info_span!("reader", %side);
+            let h = tasks.spawn(reader::run(sh.clone(), side, readers_stop.clone()).instrument(span));
+            aborts.0.push(h.abort_handle());
+            readers.push(h);
+        }
+        let worker = {
+            let (sh, drain, hard) = (sh.clone(), drain.clone(), hard.clone());
+            let span = tracing::info_span!("worker");
+            tasks.spawn(async move { worker::run(&sh, drain, hard).await }.instrument(span))
+        };
+        aborts.0.push(worker.abort_handle());
+        let expiry = {
+            let (sh, stop) = (sh.clone(), readers_stop.clone());
+            tasks.spawn(async move { expire_tombstones(&sh, &stop).await })
+        };
+        aborts.0.push(expiry.abort_handle());
+        if reconcile_on_start {
+            let (sh, stop) = (sh.clone(), readers_stop.clone());
+            let h = tasks.spawn(async move {
+                if let Err(Stop::Failed(e)) = run_reconcile(&sh, None, false, None, &stop).await {
+                    tracing::error!(error = %e, "reconcile on start failed");
+                }
+            });
+            aborts.0.push(h.abort_handle());
+        }
+        tasks.close();
+
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: stopping readers, draining the queue");
+        for r in readers {
+            let _ = r.await;
+        }
+        drain.cancel();
+        let drained = tokio::time::timeout(drain_deadline, worker).await.is_ok();
+        if !drained {
+            tracing::warn!(?drain_deadline, "drain deadline passed; unapplied events stay behind the checkpoint");
+            hard.cancel();
+            for h in &aborts.0 {
+                h.abort();
+            }
+            let fresh = CancellationToken::new();
+            let _ = tokio::time::timeout(Duration::from_secs(1), worker::save_checkpoints(&sh, &fresh)).await;
+        }
+        hard.cancel();
+        tasks.wait().await;
+        sh.running.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -194,6 +363,37 @@ pub async fn reconcile_once(
     dry_run: bool,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 ) -> Result<ReconcileReport, EngineError> {
-    let _ = (config, stores, mode, dry_run, progress);
-    todo!()
+    validate(config)?;
+    let cancel = CancellationToken::new();
+    let job = reconcile::Job {
+        config,
+        stores,
+        mode,
+        dry_run,
+        cancel: &cancel,
+        attempts: Some(5),
+        apply_lock: None,
+        echo: None,
+        progress,
+    };
+    reconcile::run(&job).await.map_err(engine_error)
+}
+
+/// Hourly: drop tombstones older than the TTL (reconciles do it too).
+async fn expire_tombstones(sh: &Shared, stop: &CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        let ttl = chrono::Duration::from_std(sh.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
+        let before = DateTime::from_chrono(chrono::Utc::now() - ttl);
+        let state = sh.stores.state.as_ref();
+        match shared::retry("expire_tombstones", stop, Some(3), || state.expire_tombstones(before)).await {
+            Ok(n) if n > 0 => tracing::info!(expired = n, "tombstones expired"),
+            Ok(_) => {}
+            Err(Stop::Cancelled) => return,
+            Err(Stop::Failed(e)) => tracing::warn!(error = %e, "tombstone expiry failed"),
+        }
+    }
 }

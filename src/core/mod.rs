@@ -2,9 +2,15 @@
 //! conflict resolution, checkpoints, reconcile) and an in-memory store for tests. It
 //! never imports `mongodb`.
 
+mod checkpoint;
+pub mod doc;
+mod echo;
 pub mod engine;
 pub mod error;
 pub mod key;
+pub mod memory;
+mod queue;
+mod reconcile;
 pub mod store;
 pub mod types;
 

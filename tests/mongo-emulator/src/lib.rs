@@ -3,9 +3,26 @@
 
 pub mod query;
 
+mod changestream;
+mod commands;
+mod error;
+mod faults;
+mod oplog;
+mod server;
+mod state;
+mod store;
+mod token;
+mod wire;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::Shared;
 
 /// How to start an emulator.
 #[derive(Debug, Clone)]
@@ -48,61 +65,102 @@ pub struct Counters {
 /// Cloneable control handle: fault injection and counters. Usable from any thread.
 #[derive(Clone)]
 pub struct EmulatorHandle {
-    _private: (),
+    /// The running server's shared state.
+    shared: Arc<Shared>,
 }
 
 impl EmulatorHandle {
     /// Close every client connection now (clients see a network error).
     pub fn close_all_connections(&self) {
-        todo!()
+        self.shared.faults.close_all();
     }
     /// Fail the next `times` commands named `command` with error `code` (with the
     /// labels MongoDB attaches to that code, e.g. ResumableChangeStreamError,
     /// RetryableWriteError).
     pub fn fail_command(&self, command: &str, code: i32, times: u32) {
-        let _ = (command, code, times);
-        todo!()
+        self.shared.faults.fail_command(command, code, times);
     }
     /// Delay every reply by `delay` (zero to stop).
     pub fn set_reply_delay(&self, delay: Duration) {
-        let _ = delay;
-        todo!()
+        self.shared.faults.set_delay(delay);
     }
     /// Forget all change-stream history before now: resuming from an older token → 286.
     pub fn forget_history(&self) {
-        todo!()
+        self.shared.inner().oplog.forget();
     }
     /// Snapshot of the counters.
     pub fn counters(&self) -> Counters {
-        todo!()
+        self.shared.faults.counters()
     }
 }
 
 /// A running emulator. Dropping it does not stop it; call [`Emulator::shutdown`].
 pub struct Emulator {
-    _private: (),
+    /// Bound address.
+    addr: SocketAddr,
+    /// Connection string for clients.
+    uri: String,
+    /// Shared server state.
+    shared: Arc<Shared>,
+    /// Cancelled by [`Emulator::shutdown`].
+    shutdown: CancellationToken,
+    /// Accept loop and connection tasks.
+    tracker: TaskTracker,
 }
 
 impl Emulator {
     /// Bind and start serving on the current tokio runtime.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
-        let _ = config;
-        todo!()
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let advertised = config.advertised_host.clone().unwrap_or_else(|| {
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            SocketAddr::new(ip, addr.port()).to_string()
+        });
+        let uri = format!("mongodb://{advertised}/?replicaSet={}", config.replica_set);
+        let shared = Arc::new(Shared::new(
+            config.replica_set,
+            advertised,
+            config.history_limit,
+        ));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(server::serve(
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        Ok(Emulator {
+            addr,
+            uri,
+            shared,
+            shutdown,
+            tracker,
+        })
     }
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        todo!()
+        self.addr
     }
     /// `mongodb://127.0.0.1:PORT/?replicaSet=rs0` (the advertised host).
     pub fn uri(&self) -> String {
-        todo!()
+        self.uri.clone()
     }
     /// Fault injection and counters.
     pub fn handle(&self) -> EmulatorHandle {
-        todo!()
+        EmulatorHandle {
+            shared: self.shared.clone(),
+        }
     }
     /// Stop accepting, close connections, wait for tasks to end.
     pub async fn shutdown(self) {
-        todo!()
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
     }
 }

@@ -3,6 +3,20 @@
 //! no server state: the command layer calls into it. INTERFACE FROZEN (the server layer
 //! is written against these signatures); implement behind them, add submodules freely.
 
+mod arith;
+mod compare;
+mod diff;
+mod expr;
+mod fieldpath;
+mod matcher;
+mod path;
+mod pipeline;
+mod projection;
+mod seed;
+mod sort;
+mod types;
+mod update;
+
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
@@ -22,7 +36,11 @@ pub struct QueryError {
 impl QueryError {
     /// Build an error.
     pub fn new(code: i32, code_name: &'static str, message: impl Into<String>) -> Self {
-        QueryError { code, code_name, message: message.into() }
+        QueryError {
+            code,
+            code_name,
+            message: message.into(),
+        }
     }
     /// 2 BadValue.
     pub fn bad_value(message: impl Into<String>) -> Self {
@@ -46,8 +64,46 @@ impl UpdateSpec {
     /// Classify a `u` value from an update statement (document or array).
     /// Errors: mixed `$`/non-`$` keys, wrong type.
     pub fn parse(u: &Bson) -> Result<UpdateSpec, QueryError> {
-        let _ = u;
-        todo!()
+        match u {
+            Bson::Array(stages) => {
+                let mut out = Vec::with_capacity(stages.len());
+                for st in stages {
+                    match st {
+                        Bson::Document(d) => out.push(d.clone()),
+                        _ => {
+                            return Err(QueryError::new(
+                                14,
+                                "TypeMismatch",
+                                "Each element of the 'pipeline' array must be an object",
+                            ))
+                        }
+                    }
+                }
+                Ok(UpdateSpec::Pipeline(out))
+            }
+            Bson::Document(d) => match d.keys().next() {
+                Some(k) if k.starts_with('$') => Ok(UpdateSpec::Operators(d.clone())),
+                _ => {
+                    if let Some(k) = d.keys().find(|k| k.starts_with('$')) {
+                        return Err(QueryError::new(
+                            52,
+                            "DollarPrefixedFieldName",
+                            format!(
+                                "The dollar ($) prefixed field '{k}' in '{k}' is not allowed in the \
+                                 context of an update's replacement document. Consider using an \
+                                 aggregation pipeline with $replaceWith."
+                            ),
+                        ));
+                    }
+                    Ok(UpdateSpec::Replacement(d.clone()))
+                }
+            },
+            _ => Err(QueryError::new(
+                14,
+                "TypeMismatch",
+                "Update argument must be either an object or an array",
+            )),
+        }
     }
 }
 
@@ -55,8 +111,7 @@ impl UpdateSpec {
 /// < string < object < array < binary < ObjectId < bool < date < timestamp < regex <
 /// MaxKey; numbers by value across types).
 pub fn compare(a: &Bson, b: &Bson) -> Ordering {
-    let _ = (a, b);
-    todo!()
+    compare::compare(a, b)
 }
 
 /// Whether `doc` matches the query `filter` (`$eq $ne $gt $gte $lt $lte $in $nin
@@ -64,22 +119,19 @@ pub fn compare(a: &Bson, b: &Bson) -> Ordering {
 /// element matching, `$expr` optional). Unknown operator → 2 BadValue
 /// "unknown operator: $foo"; malformed operand → 2 BadValue.
 pub fn matches(doc: &Document, filter: &Document) -> Result<bool, QueryError> {
-    let _ = (doc, filter);
-    todo!()
+    matcher::eval(&matcher::parse(filter)?, doc)
 }
 
 /// Check a filter for errors without a document (so an invalid filter on an empty
 /// collection still errors, like MongoDB).
 pub fn validate_filter(filter: &Document) -> Result<(), QueryError> {
-    let _ = filter;
-    todo!()
+    matcher::parse(filter).map(|_| ())
 }
 
 /// The document an upsert starts from: the equality fields of `filter` (`{a: 1}`,
 /// `{a: {$eq: 1}}`, dotted paths expanded, fields under `$and`), per MongoDB.
 pub fn upsert_seed(filter: &Document) -> Result<Document, QueryError> {
-    let _ = filter;
-    todo!()
+    seed::upsert_seed(filter)
 }
 
 /// Apply `update` to `doc`, returning the new document. `is_upsert_insert` is true when
@@ -91,22 +143,19 @@ pub fn apply_update(
     update: &UpdateSpec,
     is_upsert_insert: bool,
 ) -> Result<Document, QueryError> {
-    let _ = (doc, update, is_upsert_insert);
-    todo!()
+    update::apply(doc, update, is_upsert_insert)
 }
 
 /// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,
 /// `$slice`/`$elemMatch` optional). Mixed inclusion/exclusion → 31254-style error.
 pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
-    let _ = (doc, projection);
-    todo!()
+    projection::project(doc, projection)
 }
 
 /// Sort documents by a sort spec (`{a: 1, b: -1}`; arrays sort by min/max element as
 /// MongoDB does). Stable.
 pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
-    let _ = (docs, sort);
-    todo!()
+    sort::sort_documents(docs, sort)
 }
 
 /// Run aggregation stages over `docs` (already the collection's documents in natural
@@ -114,22 +163,19 @@ pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), Quer
 /// (accumulators `$sum $avg $min $max $first $last $push` at least) `$replaceRoot
 /// $replaceWith`. Unknown stage → 40324 "Unrecognized pipeline stage name: '$foo'".
 pub fn run_pipeline(docs: Vec<Document>, stages: &[Document]) -> Result<Vec<Document>, QueryError> {
-    let _ = (docs, stages);
-    todo!()
+    pipeline::run(docs, stages)
 }
 
 /// Evaluate an aggregation expression against `root` (`$$ROOT`, `"$field.path"`,
 /// literals, `$literal`, arithmetic, comparison `$eq $ne $gt $gte $lt $lte $cmp`,
 /// boolean `$and $or $not`, `$cond`, `$ifNull`, `$type`, `$mergeObjects`, `$concat`…).
 pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Bson, QueryError> {
-    let _ = (expr, root);
-    todo!()
+    Ok(expr::eval_opt(expr, root)?.unwrap_or(Bson::Null))
 }
 
 /// The `updateDescription` of a change event for an update from `before` to `after`:
 /// `(updatedFields, removedFields)` with top-level (or dotted, for nested changes)
 /// paths, as MongoDB reports them.
 pub fn update_description(before: &Document, after: &Document) -> (Document, Vec<String>) {
-    let _ = (before, after);
-    todo!()
+    diff::update_description(before, after)
 }

@@ -1,0 +1,71 @@
+//! Human-readable rendering of reconcile reports and daemon status for the terminal.
+
+use datasync::core::{DirectionReport, ReconcileReport};
+use datasync::daemon::admin::StatusReply;
+
+fn direction(name: &str, d: &DirectionReport) -> String {
+    format!(
+        "  {name:<15} inserted {:>8}  updated {:>8}  deleted {:>8}  unchanged {:>8}",
+        d.inserted, d.updated, d.deleted, d.unchanged
+    )
+}
+
+/// Multi-line text of a reconcile report.
+pub fn report_text(r: &ReconcileReport) -> String {
+    let title = if r.dry_run {
+        "reconcile (dry run: nothing written)"
+    } else {
+        "reconcile"
+    };
+    [
+        format!("{title}  mode {}  {} ms", r.mode, r.duration_ms),
+        direction("local → cloud", &r.local_to_cloud),
+        direction("cloud → local", &r.cloud_to_local),
+        format!("  conflicts {}  skipped {}", r.conflicts, r.skipped),
+    ]
+    .join("\n")
+}
+
+/// Multi-line text of a status reply.
+pub fn status_text(s: &StatusReply) -> String {
+    let stream = |name: &str, st: &datasync::daemon::admin::protocol::StreamReply| {
+        let lag = st.lag_ms.map_or("-".to_string(), |l| format!("{l} ms"));
+        let err = st
+            .last_error
+            .as_deref()
+            .map_or(String::new(), |e| format!("  last error: {e}"));
+        format!(
+            "  {name:<6} {:<12} lag {lag}{err}",
+            format!("{:?}", st.state).to_lowercase()
+        )
+    };
+    let mut lines = vec![
+        format!(
+            "mode {}  {}  up {} s  queue {}",
+            s.mode,
+            if s.paused { "PAUSED" } else { "running" },
+            s.uptime_s,
+            s.queue_depth
+        ),
+        "streams".to_string(),
+        stream("local", &s.streams.local),
+        stream("cloud", &s.streams.cloud),
+        format!(
+            "applied  local → cloud {}  cloud → local {}  conflicts {}  skipped {}",
+            s.applied.local_to_cloud, s.applied.cloud_to_local, s.conflicts, s.skipped
+        ),
+    ];
+    match &s.last_reconcile {
+        Some(l) => lines.push(format!(
+            "last reconcile at {}:\n{}",
+            l.finished_at,
+            report_text(&l.report)
+        )),
+        None => lines.push("last reconcile: none".into()),
+    }
+    lines.push(format!(
+        "next reconcile: {}",
+        s.next_reconcile_at.as_deref().unwrap_or("not scheduled")
+    ));
+    lines.join("\n")
+}

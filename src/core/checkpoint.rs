@@ -1,0 +1,114 @@
+//! Which resume token of a side is safe to save. Every event read gets a read-sequence
+//! number; while it is pending (queued or in flight) we keep the token *before* it. The
+//! safe checkpoint is the token before the smallest pending sequence, or the newest token
+//! read when nothing is pending. Memory is one token per pending entry, not per event
+//! read, because an event superseded in the queue is done at once.
+
+use std::collections::BTreeMap;
+
+use crate::core::types::ResumeToken;
+
+/// Checkpoint bookkeeping of one side's stream.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    /// Generation of the current stream; bumped on history loss so stale pending
+    /// events cannot hold back (or leak tokens into) the new stream's checkpoint.
+    gen: u64,
+    /// Next read-sequence number.
+    next_seq: u64,
+    /// Pending events: read-sequence → token just before the event (`None` when the
+    /// stream was opened without a token and nothing was read before it).
+    pending: BTreeMap<u64, Option<ResumeToken>>,
+    /// Token after the newest item read (event or progress).
+    latest: Option<ResumeToken>,
+}
+
+impl Tracker {
+    /// A stream was (re)opened at `from` in the same generation: the next event's
+    /// predecessor is `from`.
+    pub(crate) fn reopened(&mut self, from: Option<ResumeToken>) {
+        self.latest = from;
+    }
+
+    /// Start a new generation (after history loss): forget everything pending.
+    pub(crate) fn reset(&mut self) {
+        self.gen += 1;
+        self.pending.clear();
+        self.latest = None;
+    }
+
+    /// Record a read event whose resume token is `token`; returns its (gen, seq).
+    pub(crate) fn read_event(&mut self, token: ResumeToken) -> (u64, u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let before = std::mem::replace(&mut self.latest, Some(token));
+        self.pending.insert(seq, before);
+        (self.gen, seq)
+    }
+
+    /// Record a progress token (nothing between the last item and it).
+    pub(crate) fn read_progress(&mut self, token: ResumeToken) {
+        self.latest = Some(token);
+    }
+
+    /// The event (gen, seq) was applied, skipped or superseded.
+    pub(crate) fn done(&mut self, gen: u64, seq: u64) {
+        if gen == self.gen {
+            self.pending.remove(&seq);
+        }
+    }
+
+    /// Whether nothing read is still waiting to be applied.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The token it is safe to resume after, if any.
+    pub(crate) fn safe(&self) -> Option<ResumeToken> {
+        match self.pending.values().next() {
+            Some(before) => before.clone(),
+            None => self.latest.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn t(n: i64) -> ResumeToken {
+        ResumeToken(doc! {"seq": n})
+    }
+
+    #[test]
+    fn checkpoint_never_passes_unapplied_event() {
+        let mut tr = Tracker::default();
+        tr.reopened(Some(t(0)));
+        let a = tr.read_event(t(1));
+        let b = tr.read_event(t(2));
+        let c = tr.read_event(t(3));
+        assert_eq!(tr.safe(), Some(t(0)));
+        tr.done(b.0, b.1);
+        tr.done(c.0, c.1);
+        // `a` is still unapplied: the checkpoint stays before it.
+        assert_eq!(tr.safe(), Some(t(0)));
+        tr.done(a.0, a.1);
+        assert_eq!(tr.safe(), Some(t(3)));
+        tr.read_progress(t(9));
+        assert_eq!(tr.safe(), Some(t(9)));
+    }
+
+    #[test]
+    fn stale_generation_is_ignored_after_reset() {
+        let mut tr = Tracker::default();
+        let a = tr.read_event(t(1));
+        tr.reset();
+        tr.read_progress(t(50));
+        let b = tr.read_event(t(51));
+        tr.done(a.0, a.1);
+        assert_eq!(tr.safe(), Some(t(50)));
+        tr.done(b.0, b.1);
+        assert_eq!(tr.safe(), Some(t(51)));
+    }
+}

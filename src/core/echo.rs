@@ -1,0 +1,115 @@
+//! Echo memory: the engine's own recent writes, so that when a write comes back on the
+//! target's change stream it is recognised and dropped without any store call. Bounded
+//! (oldest entries evicted first) and in memory only: after a restart, echoes are caught
+//! by the conditional writes instead (a byte-identical no-op, or a compare) and by the
+//! tombstone rule for deletes.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::core::doc::content_hash;
+use crate::core::types::{ChangeKind, Key, Side};
+
+/// Default number of remembered writes.
+pub(crate) const ECHO_CAPACITY: usize = 100_000;
+
+/// What the engine wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Echo {
+    /// A document with this content hash.
+    Doc(u64),
+    /// A delete.
+    Deleted,
+}
+
+impl Echo {
+    /// The echo a change of `kind` would be.
+    pub(crate) fn of(kind: &ChangeKind) -> Echo {
+        match kind {
+            ChangeKind::Upsert(d) => Echo::Doc(content_hash(d)),
+            ChangeKind::Delete => Echo::Deleted,
+        }
+    }
+}
+
+/// Recent engine writes by (target side, key).
+#[derive(Debug)]
+pub(crate) struct EchoMemory {
+    /// Latest write per (side, key).
+    entries: HashMap<(Side, Key), Echo>,
+    /// Insertion order for eviction.
+    order: VecDeque<(Side, Key)>,
+    /// Maximum entries.
+    capacity: usize,
+}
+
+impl EchoMemory {
+    /// Empty memory holding up to `capacity` writes.
+    pub(crate) fn new(capacity: usize) -> Self {
+        EchoMemory { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// Remember that the engine wrote `echo` to `side`.
+    pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
+        let id = (side, key.clone());
+        if self.entries.insert(id.clone(), echo).is_none() {
+            self.order.push_back(id);
+        }
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
+    pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
+        matches!(self.entries.get(&(side, key.clone())), Some(Echo::Doc(_)))
+    }
+
+    /// Whether a change read from `side` is the engine's own write. A change that does
+    /// not match forgets the entry (the key moved on; a later identical write by a
+    /// client must not be mistaken for an echo).
+    pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
+        let id = (side, key.clone());
+        match self.entries.get(&id) {
+            Some(e) if *e == Echo::of(kind) => true,
+            Some(_) => {
+                self.entries.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn matching_write_is_an_echo_and_a_different_one_forgets_it() {
+        let mut m = EchoMemory::new(2);
+        let k = Key(1.into());
+        let d = doc! {"_id": 1, "v": 1};
+        m.record(Side::Cloud, &k, Echo::of(&ChangeKind::Upsert(d.clone())));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut m = EchoMemory::new(2);
+        for i in 0..5 {
+            m.record(Side::Local, &Key(i.into()), Echo::Deleted);
+        }
+        assert_eq!(m.entries.len(), 2);
+        assert!(m.is_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete));
+        assert!(!m.is_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete));
+    }
+}

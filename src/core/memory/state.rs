@@ -1,0 +1,123 @@
+//! In-memory [`StateStore`]: checkpoints and tombstones in a mutex, shared by clones so
+//! a test can "restart" an engine on the same state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bson::DateTime;
+
+use super::FaultOp;
+use crate::core::error::StoreError;
+use crate::core::store::StateStore;
+use crate::core::types::{Key, ResumeToken, Side, Tombstone};
+
+/// Mutable state behind the lock.
+#[derive(Default)]
+struct Inner {
+    /// Saved checkpoint per side.
+    checkpoints: HashMap<Side, ResumeToken>,
+    /// Tombstones by key.
+    tombstones: HashMap<Key, Tombstone>,
+    /// Remaining injected failures.
+    failures: u32,
+    /// Number of successful checkpoint saves.
+    saves: u64,
+}
+
+/// In-memory checkpoints and tombstones. Clones share the same state.
+#[derive(Clone, Default)]
+pub struct MemoryState {
+    /// The shared state.
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemoryState {
+    /// Empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        let mut g = self.lock();
+        if g.failures > 0 {
+            g.failures -= 1;
+            return Err(StoreError::transient(format!("injected {:?} failure", FaultOp::State)));
+        }
+        Ok(g)
+    }
+
+    /// Make the next `n` state calls fail with a transient error.
+    pub fn fail_next(&self, n: u32) {
+        self.lock().failures += n;
+    }
+
+    /// The saved checkpoint of `side` (without going through the trait).
+    pub fn checkpoint(&self, side: Side) -> Option<ResumeToken> {
+        self.lock().checkpoints.get(&side).cloned()
+    }
+
+    /// All tombstones.
+    pub fn all_tombstones(&self) -> Vec<Tombstone> {
+        self.lock().tombstones.values().cloned().collect()
+    }
+
+    /// Number of successful checkpoint saves.
+    pub fn saves(&self) -> u64 {
+        self.lock().saves
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryState {
+    async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError> {
+        Ok(self.check()?.checkpoints.get(&side).cloned())
+    }
+
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        g.checkpoints.insert(side, token.clone());
+        g.saves += 1;
+        Ok(())
+    }
+
+    async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {
+        self.check()?.checkpoints.remove(&side);
+        Ok(())
+    }
+
+    async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError> {
+        let g = self.check()?;
+        Ok(keys.iter().filter_map(|k| g.tombstones.get(k).cloned()).collect())
+    }
+
+    async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        for t in tombstones {
+            let keep_old = g.tombstones.get(&t.key).is_some_and(|old| old.deleted_at > t.deleted_at);
+            if !keep_old {
+                g.tombstones.insert(t.key.clone(), t.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_tombstones(&self, keys: &[Key]) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        for k in keys {
+            g.tombstones.remove(k);
+        }
+        Ok(())
+    }
+
+    async fn expire_tombstones(&self, before: DateTime) -> Result<u64, StoreError> {
+        let mut g = self.check()?;
+        let n = g.tombstones.len();
+        g.tombstones.retain(|_, t| t.deleted_at >= before);
+        Ok((n - g.tombstones.len()) as u64)
+    }
+}

@@ -1,0 +1,371 @@
+//! Full reconcile: a streaming merge-join of both sides' `_id`-sorted scans, one page of
+//! at most `reconcile_batch` keys at a time (memory is bounded by the page, never by the
+//! collection). Per page: one scan per side (when its buffer ran dry), one tombstone
+//! lookup, one fetch per side for the documents it must compare or copy, one `apply`
+//! per target side. Tombstones tell "deleted on B" from "created on A". The apply lock
+//! (when given) is held per page so unconditional writes cannot race a stream batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bson::{Bson, DateTime, Document};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::doc::{content_hash, key_of, same_content};
+use crate::core::echo::{Echo, EchoMemory};
+use crate::core::engine::shared::{lock, retry, Stop};
+use crate::core::engine::{EngineConfig, Stores};
+use crate::core::store::CollectionStore;
+use crate::core::types::{
+    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
+};
+
+/// What a reconcile needs besides the stores.
+pub(crate) struct Job<'a> {
+    /// Engine settings (field, tie-break, page size, tombstone TTL).
+    pub(crate) config: &'a EngineConfig,
+    /// The stores.
+    pub(crate) stores: &'a Stores,
+    /// Mode to reconcile in.
+    pub(crate) mode: Mode,
+    /// Count without writing.
+    pub(crate) dry_run: bool,
+    /// Stops retries.
+    pub(crate) cancel: &'a CancellationToken,
+    /// Attempts per store call (`None`: forever).
+    pub(crate) attempts: Option<u32>,
+    /// Held per page, shared with the engine's apply worker.
+    pub(crate) apply_lock: Option<&'a tokio::sync::Mutex<()>>,
+    /// The engine's echo memory, so reconcile writes are not re-propagated.
+    pub(crate) echo: Option<&'a Mutex<EchoMemory>>,
+    /// Called with the number of keys examined so far.
+    pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// One side's sorted scan, read a page at a time.
+struct Cursor<'a> {
+    /// The side's collection.
+    store: &'a dyn CollectionStore,
+    /// Entries read and not yet joined.
+    buf: VecDeque<ScanEntry>,
+    /// Last key read.
+    last: Option<Key>,
+    /// The scan reached the end.
+    done: bool,
+}
+
+impl Cursor<'_> {
+    async fn fill(&mut self, job: &Job<'_>) -> Result<(), Stop> {
+        if !self.buf.is_empty() || self.done {
+            return Ok(());
+        }
+        let limit = job.config.reconcile_batch.max(1);
+        let store = self.store;
+        let after = self.last.clone();
+        let page = retry("scan", job.cancel, job.attempts, || store.scan(after.as_ref(), limit)).await?;
+        self.done = page.len() < limit;
+        self.last = page.last().map(|e| e.key.clone());
+        self.buf.extend(page);
+        Ok(())
+    }
+}
+
+/// A key of the page: its raw `updatedAt` on each side where present.
+struct Item {
+    /// The key.
+    key: Key,
+    /// Local presence and raw `updatedAt`.
+    local: Option<Option<Bson>>,
+    /// Cloud presence and raw `updatedAt`.
+    cloud: Option<Option<Bson>>,
+}
+
+fn as_date(v: &Option<Bson>) -> Option<DateTime> {
+    match v {
+        Some(Bson::DateTime(d)) => Some(*d),
+        _ => None,
+    }
+}
+
+/// Run one full reconcile.
+pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
+    let started = Instant::now();
+    let mut report = ReconcileReport { mode: job.mode, dry_run: job.dry_run, ..Default::default() };
+    let mut local = Cursor { store: job.stores.local.as_ref(), buf: VecDeque::new(), last: None, done: false };
+    let mut cloud = Cursor { store: job.stores.cloud.as_ref(), buf: VecDeque::new(), last: None, done: false };
+    let batch = job.config.reconcile_batch.max(1);
+    let mut examined = 0u64;
+    loop {
+        let _guard = match job.apply_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let mut items = Vec::with_capacity(batch);
+        while items.len() < batch {
+            local.fill(job).await?;
+            cloud.fill(job).await?;
+            let ord = match (local.buf.front(), cloud.buf.front()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(l), Some(c)) => l.key.cmp(&c.key),
+            };
+            let (l, c) = match ord {
+                std::cmp::Ordering::Less => (local.buf.pop_front(), None),
+                std::cmp::Ordering::Greater => (None, cloud.buf.pop_front()),
+                std::cmp::Ordering::Equal => (local.buf.pop_front(), cloud.buf.pop_front()),
+            };
+            let key = l.as_ref().or(c.as_ref()).map(|e| e.key.clone()).unwrap_or(Key(Bson::Null));
+            items.push(Item { key, local: l.map(|e| e.updated_at), cloud: c.map(|e| e.updated_at) });
+        }
+        if items.is_empty() {
+            break;
+        }
+        examined += items.len() as u64;
+        page(job, &items, &mut report).await?;
+        drop(_guard);
+        if let Some(p) = &job.progress {
+            p(examined);
+        }
+    }
+    if !job.dry_run {
+        let ttl = chrono::Duration::from_std(job.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
+        let before = DateTime::from_chrono(chrono::Utc::now() - ttl);
+        let state = job.stores.state.as_ref();
+        retry("expire_tombstones", job.cancel, job.attempts, || state.expire_tombstones(before)).await?;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Per-page decision state.
+#[derive(Default)]
+struct Plan {
+    /// Writes per target side (local, cloud).
+    writes: [Vec<Write>; 2],
+    /// Tombstones superseded by a copy.
+    remove: Vec<Key>,
+}
+
+fn ix(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Cloud => 1,
+    }
+}
+
+fn dir(report: &mut ReconcileReport, target: Side) -> &mut DirectionReport {
+    match target {
+        Side::Cloud => &mut report.local_to_cloud,
+        Side::Local => &mut report.cloud_to_local,
+    }
+}
+
+async fn fetch_map(job: &Job<'_>, side: Side, keys: &[Key]) -> Result<HashMap<Key, Document>, Stop> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let store = match side {
+        Side::Local => job.stores.local.as_ref(),
+        Side::Cloud => job.stores.cloud.as_ref(),
+    };
+    Ok(retry("fetch", job.cancel, job.attempts, || store.fetch(keys))
+        .await?
+        .into_iter()
+        .map(|d| (key_of(&d), d))
+        .collect())
+}
+
+async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Result<(), Stop> {
+    let mode = job.mode;
+    let tie = job.config.tie_break;
+    // What to fetch: both sides when the versions must be compared, else the one copied.
+    let mut need: [Vec<Key>; 2] = Default::default();
+    let mut one_sided: Vec<Key> = Vec::new();
+    for it in items {
+        match (&it.local, &it.cloud) {
+            (Some(l), Some(c)) => {
+                let (dl, dc) = (as_date(l), as_date(c));
+                if mode == Mode::OverwriteLocal {
+                    if dl.is_none() || dl == dc {
+                        need[ix(Side::Local)].push(it.key.clone());
+                    }
+                    need[ix(Side::Cloud)].push(it.key.clone());
+                } else if let (Some(a), Some(b)) = (dl, dc) {
+                    if a == b {
+                        need[0].push(it.key.clone());
+                        need[1].push(it.key.clone());
+                    } else {
+                        let w = if a > b { Side::Local } else { Side::Cloud };
+                        need[ix(w)].push(it.key.clone());
+                    }
+                }
+            }
+            (Some(_), None) => {
+                need[ix(Side::Local)].push(it.key.clone());
+                one_sided.push(it.key.clone());
+            }
+            (None, Some(_)) => {
+                need[ix(Side::Cloud)].push(it.key.clone());
+                one_sided.push(it.key.clone());
+            }
+            (None, None) => {}
+        }
+    }
+    let docs = [fetch_map(job, Side::Local, &need[0]).await?, fetch_map(job, Side::Cloud, &need[1]).await?];
+    let tombs: HashMap<Key, Tombstone> = if mode == Mode::OverwriteLocal || one_sided.is_empty() {
+        HashMap::new()
+    } else {
+        let state = job.stores.state.as_ref();
+        retry("tombstones", job.cancel, job.attempts, || state.tombstones(&one_sided))
+            .await?
+            .into_iter()
+            .map(|t| (t.key.clone(), t))
+            .collect()
+    };
+
+    let mut plan = Plan::default();
+    for it in items {
+        if mode == Mode::OverwriteLocal {
+            overwrite_item(it, &docs, &mut plan, report);
+        } else {
+            lww_item(job, it, &docs, &tombs, tie, &mut plan, report);
+        }
+    }
+    if job.dry_run {
+        return Ok(());
+    }
+    let state = job.stores.state.as_ref();
+    if !plan.remove.is_empty() {
+        retry("remove_tombstones", job.cancel, job.attempts, || state.remove_tombstones(&plan.remove)).await?;
+    }
+    for side in Side::BOTH {
+        let writes = &plan.writes[ix(side)];
+        if writes.is_empty() {
+            continue;
+        }
+        if let Some(echo) = job.echo {
+            let mut echo = lock(echo);
+            for w in writes {
+                let e = match w {
+                    Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
+                    _ => Echo::Deleted,
+                };
+                echo.record(side, w.key(), e);
+            }
+        }
+        let store = match side {
+            Side::Local => job.stores.local.as_ref(),
+            Side::Cloud => job.stores.cloud.as_ref(),
+        };
+        retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
+    }
+    Ok(())
+}
+
+fn overwrite_item(it: &Item, docs: &[HashMap<Key, Document>; 2], plan: &mut Plan, report: &mut ReconcileReport) {
+    let key = it.key.clone();
+    let (l, c) = (docs[0].get(&key), docs[1].get(&key));
+    match (&it.local, &it.cloud) {
+        (Some(_), None) => {
+            report.cloud_to_local.deleted += 1;
+            plan.writes[0].push(Write::Delete { key });
+        }
+        (None, Some(_)) => {
+            if let Some(c) = c {
+                report.cloud_to_local.inserted += 1;
+                plan.writes[0].push(Write::Replace { key, doc: c.clone() });
+            }
+        }
+        (Some(_), Some(_)) => {
+            let Some(c) = c else { return };
+            if l.is_some_and(|l| same_content(l, c)) {
+                report.cloud_to_local.unchanged += 1;
+            } else {
+                report.conflicts += 1;
+                report.cloud_to_local.updated += 1;
+                plan.writes[0].push(Write::Replace { key, doc: c.clone() });
+            }
+        }
+        (None, None) => {}
+    }
+}
+
+fn lww_item(
+    job: &Job<'_>,
+    it: &Item,
+    docs: &[HashMap<Key, Document>; 2],
+    tombs: &HashMap<Key, Tombstone>,
+    tie: Side,
+    plan: &mut Plan,
+    report: &mut ReconcileReport,
+) {
+    let mode = job.mode;
+    let key = &it.key;
+    let upsert = |doc: &Document, u: DateTime, from: Side| Write::UpsertIfNewer {
+        key: key.clone(),
+        doc: doc.clone(),
+        updated_at: u,
+        or_equal: from == tie,
+    };
+    match (&it.local, &it.cloud) {
+        (Some(l), Some(c)) => {
+            let (Some(a), Some(b)) = (as_date(l), as_date(c)) else {
+                report.skipped += 1;
+                tracing::warn!(%key, "reconcile: updatedAt missing or not a DateTime; skipped");
+                return;
+            };
+            if a == b {
+                let (Some(dl), Some(dc)) = (docs[0].get(key), docs[1].get(key)) else { return };
+                if same_content(dl, dc) {
+                    for s in Side::BOTH {
+                        if mode.propagates(s) {
+                            dir(report, s.other()).unchanged += 1;
+                        }
+                    }
+                    return;
+                }
+            }
+            report.conflicts += 1;
+            let winner = if a > b { Side::Local } else if b > a { Side::Cloud } else { tie };
+            if !mode.propagates(winner) {
+                return;
+            }
+            let Some(doc) = docs[ix(winner)].get(key) else { return };
+            dir(report, winner.other()).updated += 1;
+            plan.writes[ix(winner.other())].push(upsert(doc, a.max(b), winner));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let (side, raw) = match (&it.local, &it.cloud) {
+                (Some(l), None) => (Side::Local, l),
+                (None, Some(c)) => (Side::Cloud, c),
+                _ => return,
+            };
+            let Some(u) = as_date(raw) else {
+                report.skipped += 1;
+                tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
+                return;
+            };
+            let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
+            let source = mode.propagates(side);
+            let deleted_there = tomb.is_some() && (mode == Mode::BothWays || !source);
+            if deleted_there {
+                // The other side deleted it after this version: the delete wins.
+                if mode.propagates(side.other()) {
+                    let deleted_at = tomb.map(|t| t.deleted_at).unwrap_or(u);
+                    dir(report, side).deleted += 1;
+                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at });
+                }
+            } else if source {
+                let Some(doc) = docs[ix(side)].get(key) else { return };
+                if tombs.contains_key(key) {
+                    plan.remove.push(key.clone());
+                }
+                dir(report, side.other()).inserted += 1;
+                plan.writes[ix(side.other())].push(upsert(doc, u, side));
+            }
+        }
+        (None, None) => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! The admin protocol: newline-delimited JSON, one request per line, one reply per line.
+//! Parsing is strict (unknown commands, fields and modes are refused with a specific
+//! message) so that a typo in a script is an error, not a silent default.
+
+use bson::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::core::{EngineStatus, Mode, ReconcileReport, StreamState, StreamStatus};
+
+/// Longest accepted request line, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A parsed admin request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminRequest {
+    /// `{"cmd":"status"}`.
+    Status,
+    /// `{"cmd":"sync","mode":…,"dry_run":…}`: one full reconcile.
+    Sync {
+        /// Mode to reconcile in; `None`: the configured mode.
+        mode: Option<Mode>,
+        /// Report what would change without writing.
+        dry_run: bool,
+    },
+    /// `{"cmd":"pause"}`.
+    Pause,
+    /// `{"cmd":"resume"}`.
+    Resume,
+}
+
+impl AdminRequest {
+    /// The JSON line a client sends (without the newline).
+    pub fn to_json(&self) -> String {
+        match self {
+            AdminRequest::Status => json!({"cmd": "status"}),
+            AdminRequest::Pause => json!({"cmd": "pause"}),
+            AdminRequest::Resume => json!({"cmd": "resume"}),
+            AdminRequest::Sync { mode, dry_run } => {
+                let mut m = Map::new();
+                m.insert("cmd".into(), "sync".into());
+                if let Some(mode) = mode {
+                    m.insert("mode".into(), mode.as_str().into());
+                }
+                m.insert("dry_run".into(), (*dry_run).into());
+                Value::Object(m)
+            }
+        }
+        .to_string()
+    }
+}
+
+/// Parse one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Result<AdminRequest, String> {
+    let text =
+        std::str::from_utf8(line).map_err(|e| format!("request is not valid UTF-8 ({e})"))?;
+    let value: Value =
+        serde_json::from_str(text.trim()).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(obj) = value else {
+        return Err("request must be a JSON object like {\"cmd\":\"status\"}".into());
+    };
+    let cmd = match obj.get("cmd") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => return Err(format!("field \"cmd\" must be a string, got {other}")),
+        None => return Err("missing field \"cmd\"".into()),
+    };
+    let allowed: &[&str] = match cmd {
+        "sync" => &["cmd", "mode", "dry_run"],
+        "status" | "pause" | "resume" => &["cmd"],
+        other => {
+            return Err(format!(
+                "unknown cmd \"{other}\" (expected status, sync, pause or resume)"
+            ))
+        }
+    };
+    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown field \"{extra}\" for cmd \"{cmd}\""));
+    }
+    Ok(match cmd {
+        "status" => AdminRequest::Status,
+        "pause" => AdminRequest::Pause,
+        "resume" => AdminRequest::Resume,
+        _ => {
+            let mode = match obj.get("mode") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.parse::<Mode>()?),
+                Some(other) => return Err(format!("field \"mode\" must be a string, got {other}")),
+            };
+            let dry_run = match obj.get("dry_run") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(format!(
+                        "field \"dry_run\" must be true or false, got {other}"
+                    ))
+                }
+            };
+            AdminRequest::Sync { mode, dry_run }
+        }
+    })
+}
+
+/// One stream in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamReply {
+    /// Lifecycle state (`disabled`, `starting`, `running`, `down`, `reconciling`, `stopped`).
+    pub state: StreamState,
+    /// Lag of the newest applied event, `null` before the first event.
+    pub lag_ms: Option<u64>,
+    /// Last error on this stream, secrets removed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl From<&StreamStatus> for StreamReply {
+    fn from(s: &StreamStatus) -> Self {
+        StreamReply {
+            state: s.state,
+            lag_ms: s.lag_ms,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+/// Both streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamsReply {
+    /// Local stream.
+    pub local: StreamReply,
+    /// Cloud stream.
+    pub cloud: StreamReply,
+}
+
+/// Applied change-stream writes per direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedReply {
+    /// Writes made on cloud from local events.
+    pub local_to_cloud: u64,
+    /// Writes made on local from cloud events.
+    pub cloud_to_local: u64,
+}
+
+/// The last finished reconcile: its report plus `finished_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastReconcile {
+    /// The report.
+    #[serde(flatten)]
+    pub report: ReconcileReport,
+    /// When it finished (RFC 3339, UTC).
+    pub finished_at: String,
+}
+
+/// Reply to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Always true.
+    pub ok: bool,
+    /// Configured mode.
+    pub mode: Mode,
+    /// Whether applying is paused.
+    pub paused: bool,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Distinct documents waiting to be applied.
+    pub queue_depth: u64,
+    /// Per-side stream state and lag.
+    pub streams: StreamsReply,
+    /// Applied writes per direction.
+    pub applied: AppliedReply,
+    /// Conflicts decided.
+    pub conflicts: u64,
+    /// Documents skipped as malformed.
+    pub skipped: u64,
+    /// Last finished reconcile, or null.
+    pub last_reconcile: Option<LastReconcile>,
+    /// Next scheduled reconcile (RFC 3339, UTC), null when unscheduled.
+    pub next_reconcile_at: Option<String>,
+}
+
+impl StatusReply {
+    /// Build from an engine snapshot.
+    pub fn new(
+        s: &EngineStatus,
+        uptime_s: u64,
+        next_reconcile_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        StatusReply {
+            ok: true,
+            mode: s.mode,
+            paused: s.paused,
+            uptime_s,
+            queue_depth: s.queue_depth,
+            streams: StreamsReply {
+                local: (&s.local).into(),
+                cloud: (&s.cloud).into(),
+            },
+            applied: AppliedReply {
+                local_to_cloud: s.applied_local_to_cloud,
+                cloud_to_local: s.applied_cloud_to_local,
+            },
+            conflicts: s.conflicts,
+            skipped: s.skipped,
+            last_reconcile: s.last_reconcile.as_ref().map(|(at, r)| LastReconcile {
+                report: r.clone(),
+                finished_at: rfc3339(*at),
+            }),
+            next_reconcile_at: next_reconcile_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        }
+    }
+}
+
+fn rfc3339(t: DateTime) -> String {
+    t.to_chrono()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A reply line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminReply {
+    /// Reply to `status`.
+    Status(Box<StatusReply>),
+    /// Reply to `sync`: `{"ok":true,"report":{…}}`.
+    Report(ReconcileReport),
+    /// `{"ok":true}` (pause, resume).
+    Ok,
+    /// `{"ok":false,"error":"…"}`.
+    Error(String),
+}
+
+impl AdminReply {
+    /// The JSON line sent back (without the newline).
+    pub fn to_json(&self) -> String {
+        match self {
+            AdminReply::Status(s) => serde_json::to_value(s),
+            AdminReply::Report(r) => {
+                serde_json::to_value(r).map(|r| json!({"ok": true, "report": r}))
+            }
+            AdminReply::Ok => Ok(json!({"ok": true})),
+            AdminReply::Error(e) => Ok(json!({"ok": false, "error": e})),
+        }
+        // Plain data with string keys: serialising to a Value cannot fail.
+        .expect("reply serialises to JSON")
+        .to_string()
+    }
+}

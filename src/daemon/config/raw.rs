@@ -1,0 +1,136 @@
+//! Stage one of the configuration: the values exactly as written in the TOML file and
+//! the `DATASYNC_*` environment, with the documented defaults. Unknown keys are refused
+//! here (`deny_unknown_fields`); meaning (modes, cron, URIs) is checked in
+//! [`super::validate`].
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Sync direction: `both-ways`, `local-to-cloud`, `cloud-to-local`, `overwrite-local`.
+    pub mode: String,
+    /// The local deployment and collection.
+    pub local: RawSide,
+    /// The cloud deployment and collection.
+    pub cloud: RawSide,
+    /// Change-stream sync tuning.
+    pub sync: RawSync,
+    /// Scheduled and start-up full reconciles.
+    pub reconcile: RawReconcile,
+    /// Where checkpoints and tombstones live (on the local deployment).
+    pub state: RawState,
+    /// The admin Unix socket.
+    pub admin: RawAdmin,
+    /// Logging.
+    pub log: RawLog,
+}
+
+/// One side: a deployment and a collection in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSide {
+    /// MongoDB connection string (must reach a replica set: change streams need one).
+    pub uri: String,
+    /// Database holding the synced collection.
+    pub database: String,
+    /// The synced collection.
+    pub collection: String,
+}
+
+/// `[sync]`: how change events are queued, batched and decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// Last-modified field (BSON DateTime) compared by last-writer-wins.
+    pub updated_at_field: String,
+    /// Events for the same document within this many milliseconds collapse into one.
+    pub debounce_ms: u64,
+    /// Maximum writes per batch sent to one side.
+    pub max_batch: u64,
+    /// Maximum distinct documents pending; stream readers wait beyond it.
+    pub queue_capacity: u64,
+    /// Side that wins when `updatedAt` is equal and contents differ: `local` or `cloud`.
+    pub tie_break: String,
+}
+
+/// `[reconcile]`: full comparisons of both collections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReconcile {
+    /// Cron expression (5 fields, or 6 with seconds first), UTC; empty disables.
+    pub schedule: String,
+    /// Run a full reconcile at start-up even when checkpoints exist.
+    pub on_start: bool,
+}
+
+/// `[state]`: the daemon's own bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Database on the local deployment for checkpoints and tombstones.
+    pub database: String,
+    /// Tombstones older than this many days are expired (TTL index).
+    pub tombstone_ttl_days: u64,
+}
+
+/// `[admin]`: the control socket used by `datasync ctl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Path of the Unix socket (created mode 0600, parent directory created if missing).
+    pub socket: String,
+}
+
+/// `[log]`: tracing output (to stderr).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Filter directive (`info`, `debug`, `datasync=debug,mongodb=warn`…); `RUST_LOG` wins.
+    pub level: String,
+    /// `pretty` (human) or `json` (one object per line).
+    pub format: String,
+}
+
+/// Default connection string of both sides (the original system's single replica set).
+pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017/?replicaSet=rs0";
+/// Default admin socket path (systemd `RuntimeDirectory=datasync`).
+pub const DEFAULT_SOCKET: &str = "/run/datasync/admin.sock";
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let side = |collection: &str| RawSide {
+            uri: DEFAULT_URI.into(),
+            database: "datasync".into(),
+            collection: collection.into(),
+        };
+        RawConfig {
+            mode: "both-ways".into(),
+            local: side("local_data"),
+            cloud: side("cloud_data"),
+            sync: RawSync {
+                updated_at_field: "updatedAt".into(),
+                debounce_ms: 50,
+                max_batch: 1000,
+                queue_capacity: 100_000,
+                tie_break: "cloud".into(),
+            },
+            reconcile: RawReconcile {
+                schedule: "*/5 * * * *".into(),
+                on_start: true,
+            },
+            state: RawState {
+                database: "datasync_state".into(),
+                tombstone_ttl_days: 30,
+            },
+            admin: RawAdmin {
+                socket: DEFAULT_SOCKET.into(),
+            },
+            log: RawLog {
+                level: "info".into(),
+                format: "pretty".into(),
+            },
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! SIGHUP: re-read the configuration file and apply what can change live (log level,
+//! debounce, reconcile schedule). Anything else that changed is logged as needing a
+//! restart; an invalid new file is logged and the running configuration is kept.
+
+use std::time::Duration;
+
+use crate::daemon::config::{self, Config, ConfigSource, Schedule};
+use crate::daemon::logging::LogReload;
+
+/// What a reload changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReloadPlan {
+    /// New log filter.
+    pub log_level: Option<String>,
+    /// New debounce window.
+    pub debounce: Option<Duration>,
+    /// New schedule (`Some(None)`: disable).
+    pub schedule: Option<Option<Schedule>>,
+    /// Keys that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Compare the running configuration with a newly loaded one.
+pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
+    let mut p = ReloadPlan::default();
+    if old.log.level != new.log.level {
+        p.log_level = Some(new.log.level.clone());
+    }
+    if old.sync.debounce != new.sync.debounce {
+        p.debounce = Some(new.sync.debounce);
+    }
+    if old.reconcile.schedule != new.reconcile.schedule {
+        p.schedule = Some(new.reconcile.schedule.clone());
+    }
+    let restart = [
+        ("mode", old.mode != new.mode),
+        ("local", old.local != new.local),
+        ("cloud", old.cloud != new.cloud),
+        (
+            "sync.updated_at_field",
+            old.sync.updated_at_field != new.sync.updated_at_field,
+        ),
+        ("sync.max_batch", old.sync.max_batch != new.sync.max_batch),
+        (
+            "sync.queue_capacity",
+            old.sync.queue_capacity != new.sync.queue_capacity,
+        ),
+        ("sync.tie_break", old.sync.tie_break != new.sync.tie_break),
+        (
+            "reconcile.on_start",
+            old.reconcile.on_start != new.reconcile.on_start,
+        ),
+        ("state", old.state != new.state),
+        ("admin.socket", old.admin != new.admin),
+        ("log.format", old.log.format != new.log.format),
+    ];
+    p.needs_restart = restart
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(k, _)| *k)
+        .collect();
+    p
+}
+
+/// Holds what a reload needs between signals.
+pub struct Reloader {
+    /// Where the configuration came from.
+    source: ConfigSource,
+    /// The configuration in force.
+    current: Config,
+    /// Handle on the log filter; `None` when `RUST_LOG` fixed it.
+    log: Option<LogReload>,
+}
+
+impl Reloader {
+    /// A reloader for a daemon started with `current` from `source`.
+    pub fn new(source: ConfigSource, current: Config, log: Option<LogReload>) -> Self {
+        Reloader {
+            source,
+            current,
+            log,
+        }
+    }
+
+    /// Re-read and apply the log level here; returns the plan for the engine and cron
+    /// (or `None` when the new file is invalid).
+    pub fn reload(&mut self) -> Option<ReloadPlan> {
+        let new = match config::load(&self.source) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration not reloaded, keeping the running one");
+                return None;
+            }
+        };
+        let plan = plan(&self.current, &new);
+        if let Some(level) = &plan.log_level {
+            match &self.log {
+                Some(log) => match log.set(level) {
+                    Ok(()) => tracing::info!(level = %level, "SIGHUP: log level changed"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
+                },
+                None => tracing::info!("SIGHUP: log.level changed but RUST_LOG is set and wins"),
+            }
+        }
+        if let Some(d) = plan.debounce {
+            tracing::info!(
+                debounce_ms = d.as_millis() as u64,
+                "SIGHUP: debounce changed"
+            );
+        }
+        if let Some(s) = &plan.schedule {
+            let expr = s.as_ref().map_or("", |s| s.expr.as_str());
+            tracing::info!(schedule = expr, "SIGHUP: reconcile schedule changed");
+        }
+        if !plan.needs_restart.is_empty() {
+            tracing::warn!(keys = ?plan.needs_restart, "SIGHUP: these changes need a restart to take effect");
+        }
+        if plan == ReloadPlan::default() {
+            tracing::info!("SIGHUP: configuration re-read, nothing changed");
+        }
+        self.current = new;
+        Some(plan)
+    }
+}

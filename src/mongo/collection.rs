@@ -1,0 +1,308 @@
+//! [`MongoStore`]: one synchronised collection as a core [`CollectionStore`]. Scans are
+//! keyset pages in `_id` order, fetches are `$in` finds, and a batch of writes becomes
+//! one unordered `update` command and one unordered `delete` command, sent with
+//! `runCommand` so every statement's own error can be read.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use bson::{doc, Bson, Document};
+use futures::TryStreamExt;
+use mongodb::{Client, Collection, Database};
+
+use crate::core::error::{StoreError, StoreErrorKind};
+use crate::core::store::{ChangeStream, CollectionStore};
+use crate::core::types::{Key, ResumeToken, ScanEntry, Side, Write, WriteOutcome};
+use crate::mongo::batch::{self, as_count, Statement};
+use crate::mongo::error::map_error;
+use crate::mongo::scan_filter::after_filter;
+use crate::mongo::stream::{self, MongoChangeStream};
+
+/// Keys per `$in` query: keeps the filter far below the 16 MiB document limit for
+/// any reasonable `_id`.
+const KEYS_PER_QUERY: usize = 10_000;
+
+/// One collection on one side.
+#[derive(Clone, Debug)]
+pub struct MongoStore {
+    /// Database holding the collection (write commands run here).
+    db: Database,
+    /// The collection.
+    coll: Collection<Document>,
+    /// `db.coll`, for messages.
+    ns: String,
+    /// Last-modified field used by the conditional writes (may be a dotted path).
+    updated_at_field: String,
+    /// Side stamped on change events.
+    side: Side,
+}
+
+impl MongoStore {
+    /// The collection `db.coll` reached through `client`, whose documents carry their
+    /// last-modified time in `updated_at_field`. Change events are stamped
+    /// [`Side::Local`] unless [`MongoStore::with_side`] says otherwise.
+    pub fn new(client: Client, db: &str, coll: &str, updated_at_field: &str) -> Self {
+        let database = client.database(db);
+        MongoStore {
+            coll: database.collection(coll),
+            db: database,
+            ns: format!("{db}.{coll}"),
+            updated_at_field: updated_at_field.to_string(),
+            side: Side::Local,
+        }
+    }
+
+    /// The same store, stamping change events with `side`.
+    pub fn with_side(mut self, side: Side) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// `db.coll` of this store.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// The driver collection (tests and tools).
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.coll
+    }
+
+    /// Maps a driver error, naming what was being done.
+    fn err(&self, what: &str, e: &mongodb::error::Error) -> StoreError {
+        map_error(e, &format!("{what} {}", self.ns), &[])
+    }
+
+    /// Runs one write command made of `statements[range]` under `array` (`updates` or
+    /// `deletes`) and returns the reply.
+    async fn run_write(
+        &self,
+        command: &str,
+        array: &str,
+        statements: &[Statement],
+    ) -> Result<Document, StoreError> {
+        let body: Vec<Bson> = statements
+            .iter()
+            .map(|s| Bson::Document(s.body.clone()))
+            .collect();
+        let cmd = doc! { command: self.coll.name(), array: body, "ordered": false };
+        let reply = self
+            .db
+            .run_command(cmd)
+            .await
+            .map_err(|e| self.err(command, &e))?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(StoreError::new(
+                StoreErrorKind::Transient,
+                format!("{command} {}: write concern error: {wce}", self.ns),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// Sends the upserts/replacements and records each statement's outcome.
+    async fn apply_updates(
+        &self,
+        writes: &[Write],
+        statements: &[Statement],
+        outcomes: &mut [Option<WriteOutcome>],
+    ) -> Result<(), StoreError> {
+        for range in batch::chunks(statements) {
+            let chunk = &statements[range];
+            let reply = self.run_write("update", "updates", chunk).await?;
+            let errors = batch::write_errors(&reply);
+            for (i, s) in chunk.iter().enumerate() {
+                let error = errors.iter().find(|e| e.index == i);
+                outcomes[s.index] = Some(batch::update_outcome(&writes[s.index], error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the deletes. The reply only has a total `n`, so when some but not all
+    /// statements deleted, one `find` tells which keys are gone.
+    async fn apply_deletes(
+        &self,
+        writes: &[Write],
+        statements: &[Statement],
+        outcomes: &mut [Option<WriteOutcome>],
+    ) -> Result<(), StoreError> {
+        for range in batch::chunks(statements) {
+            let chunk = &statements[range];
+            let reply = self.run_write("delete", "deletes", chunk).await?;
+            let errors = batch::write_errors(&reply);
+            let mut pending = Vec::new();
+            for (i, s) in chunk.iter().enumerate() {
+                match errors.iter().find(|e| e.index == i) {
+                    Some(e) => {
+                        outcomes[s.index] = Some(WriteOutcome::Failed(format!(
+                            "error {}: {}",
+                            e.code, e.message
+                        )))
+                    }
+                    None => pending.push(s.index),
+                }
+            }
+            let n = as_count(reply.get("n")).unwrap_or(0);
+            if n == pending.len() as i64 {
+                pending
+                    .iter()
+                    .for_each(|&i| outcomes[i] = Some(WriteOutcome::Applied));
+            } else if n <= 0 {
+                pending
+                    .iter()
+                    .for_each(|&i| outcomes[i] = Some(WriteOutcome::NotApplied));
+            } else {
+                let keys: Vec<Key> = pending.iter().map(|&i| writes[i].key().clone()).collect();
+                let present: HashSet<Key> = self.existing_keys(&keys).await?.into_iter().collect();
+                for &i in &pending {
+                    outcomes[i] = Some(if present.contains(writes[i].key()) {
+                        WriteOutcome::NotApplied
+                    } else {
+                        WriteOutcome::Applied
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `keys` exist now.
+    async fn existing_keys(&self, keys: &[Key]) -> Result<Vec<Key>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            let docs: Vec<Document> = self
+                .coll
+                .find(doc! { "_id": { "$in": ids } })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(|e| self.err("find", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| self.err("find", &e))?;
+            out.extend(
+                docs.into_iter()
+                    .filter_map(|mut d| d.remove("_id"))
+                    .map(Key),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Value at a dotted `path` inside `doc`.
+fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut value = doc.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_document()?.get(part)?;
+    }
+    Some(value)
+}
+
+#[async_trait]
+impl CollectionStore for MongoStore {
+    async fn open_stream(
+        &self,
+        resume_after: Option<ResumeToken>,
+    ) -> Result<Box<dyn ChangeStream>, StoreError> {
+        let token = resume_after
+            .as_ref()
+            .map(stream::to_driver_token)
+            .transpose()?;
+        let inner = stream::open(&self.coll, token)
+            .await
+            .map_err(|e| self.err("watch", &e))?;
+        Ok(Box::new(MongoChangeStream::new(
+            inner,
+            self.side,
+            self.ns.clone(),
+        )))
+    }
+
+    async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
+        let docs: Vec<Document> = self
+            .coll
+            .find(after_filter(after.map(Key::as_bson)))
+            .sort(doc! { "_id": 1 })
+            .projection(doc! { "_id": 1, self.updated_at_field.as_str(): 1 })
+            .limit(limit_i64)
+            .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
+            .await
+            .map_err(|e| self.err("scan", &e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.err("scan", &e))?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| {
+                let updated_at = get_path(&d, &self.updated_at_field).cloned();
+                d.get("_id").cloned().map(|id| ScanEntry {
+                    key: Key(id),
+                    updated_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Document>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            let docs: Vec<Document> = self
+                .coll
+                .find(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(|e| self.err("fetch", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| self.err("fetch", &e))?;
+            out.extend(docs);
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let batch::Plan {
+            updates,
+            deletes,
+            mut outcomes,
+        } = batch::plan(writes, &self.updated_at_field);
+        if !updates.is_empty() {
+            self.apply_updates(writes, &updates, &mut outcomes).await?;
+        }
+        if !deletes.is_empty() {
+            self.apply_deletes(writes, &deletes, &mut outcomes).await?;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| WriteOutcome::Failed("no reply for this write".into())))
+            .collect())
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.coll
+            .estimated_document_count()
+            .await
+            .map_err(|e| self.err("count", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_updated_at_path_is_followed() {
+        let d = doc! {"_id": 1, "meta": {"updatedAt": 5}, "top": 1};
+        assert_eq!(get_path(&d, "meta.updatedAt"), Some(&Bson::Int32(5)));
+        assert_eq!(get_path(&d, "top"), Some(&Bson::Int32(1)));
+        assert_eq!(get_path(&d, "top.x"), None);
+        assert_eq!(get_path(&d, "missing"), None);
+    }
+}

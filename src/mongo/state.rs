@@ -1,0 +1,341 @@
+//! [`MongoState`]: the engine's durable state (checkpoints, tombstones) in
+//! `state.database` on the local deployment.
+//!
+//! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
+//! (see [`pair_name`]):
+//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`.
+//!   The pair (both namespaces) is in the id, so changing either collection in the
+//!   config never resumes from a token that belongs to another sync.
+//! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`,
+//!   one collection per pair so keys of different pairs never collide, with a TTL index
+//!   on `deletedAt`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::{doc, Bson, DateTime, Document};
+use futures::TryStreamExt;
+use mongodb::options::ReplaceOptions;
+use mongodb::{Client, Collection, Database};
+
+use crate::core::error::{StoreError, StoreErrorKind};
+use crate::core::store::StateStore;
+use crate::core::types::{Key, ResumeToken, Side, Tombstone};
+use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
+use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
+
+/// Collection holding the resume tokens.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Prefix of the per-pair tombstone collections.
+pub const TOMBSTONES_PREFIX: &str = "tombstones_";
+/// Name of the TTL index on `deletedAt`.
+pub const TTL_INDEX: &str = "deletedAt_ttl";
+/// Keys per `$in` query or statement batch.
+const KEYS_PER_QUERY: usize = 10_000;
+
+/// Name of a synced pair: both namespaces, local first.
+pub fn pair_name(local_db: &str, local_coll: &str, cloud_db: &str, cloud_coll: &str) -> String {
+    format!("{local_db}.{local_coll}__{cloud_db}.{cloud_coll}")
+}
+
+/// Name of the tombstone collection of `pair`.
+pub fn tombstones_collection(pair: &str) -> String {
+    format!("{TOMBSTONES_PREFIX}{pair}")
+}
+
+/// Checkpoints and tombstones of one synced pair.
+#[derive(Clone, Debug)]
+pub struct MongoState {
+    /// The state database.
+    db: Database,
+    /// `checkpoints` collection.
+    checkpoints: Collection<Document>,
+    /// This pair's tombstone collection.
+    tombstones: Collection<Document>,
+    /// The pair's name (part of checkpoint ids).
+    pair: String,
+}
+
+impl MongoState {
+    /// State of the pair `pair_name` (see [`pair_name`]) in database `state_db`.
+    pub fn new(client: Client, state_db: &str, pair_name: &str) -> Self {
+        let db = client.database(state_db);
+        MongoState {
+            checkpoints: db.collection(CHECKPOINTS),
+            tombstones: db.collection(&tombstones_collection(pair_name)),
+            db,
+            pair: pair_name.to_string(),
+        }
+    }
+
+    /// The tombstone collection (tests and tools).
+    pub fn tombstone_collection(&self) -> &Collection<Document> {
+        &self.tombstones
+    }
+
+    /// Creates the TTL index removing tombstones `ttl` after their `deletedAt`, or
+    /// changes its expiry (`collMod`) when it exists with another one.
+    pub async fn ensure_indexes(&self, ttl: Duration) -> Result<(), StoreError> {
+        let seconds = i64::try_from(ttl.as_secs())
+            .unwrap_or(i64::MAX)
+            .min(i64::from(i32::MAX));
+        match self.ttl_index_seconds().await? {
+            Some(Some(current)) if current == seconds => Ok(()),
+            Some(_) => self.change_ttl(seconds).await,
+            None => match self.create_ttl_index(seconds).await {
+                // 85 IndexOptionsConflict / 86 IndexKeySpecsConflict: created meanwhile.
+                Err(e) if matches!(error_code(&e), Some(85 | 86)) => self.change_ttl(seconds).await,
+                other => other.map_err(|e| self.err("createIndexes", &e)),
+            },
+        }
+    }
+
+    /// `None` when the TTL index is missing, else its `expireAfterSeconds`.
+    async fn ttl_index_seconds(&self) -> Result<Option<Option<i64>>, StoreError> {
+        let indexes: Vec<Document> = match self.tombstones.list_indexes().await {
+            Ok(cursor) => cursor
+                .map_ok(|model| {
+                    let mut d = doc! { "key": model.keys };
+                    if let Some(o) = model.options {
+                        d.insert("name", o.name.unwrap_or_default());
+                        if let Some(ttl) = o.expire_after {
+                            d.insert("expireAfterSeconds", ttl.as_secs() as i64);
+                        }
+                    }
+                    d
+                })
+                .try_collect()
+                .await
+                .map_err(|e| self.err("listIndexes", &e))?,
+            // 26 NamespaceNotFound: no collection yet, so no index.
+            Err(e) if error_code(&e) == Some(26) => Vec::new(),
+            Err(e) => return Err(self.err("listIndexes", &e)),
+        };
+        Ok(indexes
+            .iter()
+            .find(|i| i.get_str("name") == Ok(TTL_INDEX))
+            .map(|i| batch::as_count(i.get("expireAfterSeconds"))))
+    }
+
+    /// Creates the TTL index.
+    async fn create_ttl_index(&self, seconds: i64) -> Result<(), mongodb::error::Error> {
+        let create = doc! {
+            "createIndexes": self.tombstones.name(),
+            "indexes": [{ "key": { "deletedAt": 1 }, "name": TTL_INDEX, "expireAfterSeconds": seconds }],
+        };
+        self.db.run_command(create).await.map(drop)
+    }
+
+    /// Changes the TTL of the existing index; where `collMod` is not available
+    /// (59 CommandNotFound), drops and re-creates the index instead.
+    async fn change_ttl(&self, seconds: i64) -> Result<(), StoreError> {
+        let coll_mod = doc! {
+            "collMod": self.tombstones.name(),
+            "index": { "name": TTL_INDEX, "expireAfterSeconds": seconds },
+        };
+        match self.db.run_command(coll_mod).await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some(59) => {
+                let drop_index = doc! { "dropIndexes": self.tombstones.name(), "index": TTL_INDEX };
+                self.db
+                    .run_command(drop_index)
+                    .await
+                    .map_err(|e| self.err("dropIndexes", &e))?;
+                self.create_ttl_index(seconds)
+                    .await
+                    .map_err(|e| self.err("createIndexes", &e))
+            }
+            Err(e) => Err(self.err("collMod", &e)),
+        }
+    }
+
+    /// Maps a driver error, naming the state database.
+    fn err(&self, what: &str, e: &mongodb::error::Error) -> StoreError {
+        map_error(
+            e,
+            &format!("{what} in state database {}", self.db.name()),
+            &[],
+        )
+    }
+
+    /// Id of `side`'s checkpoint document.
+    fn checkpoint_id(&self, side: Side) -> String {
+        format!("{side}:{}", self.pair)
+    }
+}
+
+/// Reads a tombstone document back.
+fn parse_tombstone(mut d: Document) -> Option<Tombstone> {
+    let key = Key(d.remove("_id")?);
+    let deleted_at = d.get_datetime("deletedAt").ok().copied()?;
+    let origin = d.get_str("origin").ok()?.parse().ok()?;
+    Some(Tombstone {
+        key,
+        deleted_at,
+        origin,
+    })
+}
+
+/// The two statements recording `t` so that the later `deletedAt` wins: insert it if
+/// there is no tombstone yet, and overwrite an existing one only when it is older.
+fn tombstone_statements(t: &Tombstone) -> [Document; 2] {
+    let id = t.key.as_bson().clone();
+    let fields = doc! { "deletedAt": t.deleted_at, "origin": t.origin.as_str() };
+    [
+        doc! { "q": { "_id": id.clone() }, "u": { "$setOnInsert": fields.clone() }, "upsert": true },
+        doc! { "q": { "_id": id, "deletedAt": { "$lt": t.deleted_at } }, "u": { "$set": fields } },
+    ]
+}
+
+#[async_trait]
+impl StateStore for MongoState {
+    async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError> {
+        let found = self
+            .checkpoints
+            .find_one(doc! { "_id": self.checkpoint_id(side) })
+            .await
+            .map_err(|e| self.err("load checkpoint", &e))?;
+        Ok(found
+            .and_then(|d| d.get_document("token").ok().cloned())
+            .map(ResumeToken))
+    }
+
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
+        let id = self.checkpoint_id(side);
+        let replacement = doc! {
+            "_id": id.clone(),
+            "side": side.as_str(),
+            "pair": self.pair.as_str(),
+            "token": token.0.clone(),
+            "savedAt": DateTime::now(),
+        };
+        self.checkpoints
+            .replace_one(doc! { "_id": id }, replacement)
+            .with_options(ReplaceOptions::builder().upsert(true).build())
+            .await
+            .map(drop)
+            .map_err(|e| self.err("save checkpoint", &e))
+    }
+
+    async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {
+        self.checkpoints
+            .delete_one(doc! { "_id": self.checkpoint_id(side) })
+            .await
+            .map(drop)
+            .map_err(|e| self.err("clear checkpoint", &e))
+    }
+
+    async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            let docs: Vec<Document> = self
+                .tombstones
+                .find(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(|e| self.err("read tombstones", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| self.err("read tombstones", &e))?;
+            out.extend(docs.into_iter().filter_map(parse_tombstone));
+        }
+        Ok(out)
+    }
+
+    async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
+        for chunk in tombstones.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE / 2)) {
+            let updates: Vec<Bson> = chunk
+                .iter()
+                .flat_map(tombstone_statements)
+                .map(Bson::Document)
+                .collect();
+            let cmd =
+                doc! { "update": self.tombstones.name(), "updates": updates, "ordered": true };
+            let reply = self
+                .db
+                .run_command(cmd)
+                .await
+                .map_err(|e| self.err("record tombstones", &e))?;
+            if let Some(e) = batch::write_errors(&reply).first() {
+                // A duplicate key here is a concurrent upsert of the same key: retrying wins.
+                let kind = if e.code == DUPLICATE_KEY {
+                    StoreErrorKind::Transient
+                } else {
+                    StoreErrorKind::Fatal
+                };
+                return Err(StoreError::new(
+                    kind,
+                    format!("record tombstones: error {}: {}", e.code, e.message),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_tombstones(&self, keys: &[Key]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
+            self.tombstones
+                .delete_many(doc! { "_id": { "$in": ids } })
+                .await
+                .map_err(|e| self.err("remove tombstones", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn expire_tombstones(&self, before: DateTime) -> Result<u64, StoreError> {
+        self.tombstones
+            .delete_many(doc! { "deletedAt": { "$lt": before } })
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(|e| self.err("expire tombstones", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_name_holds_both_namespaces() {
+        let p = pair_name("app", "items", "cloud", "items");
+        assert_eq!(p, "app.items__cloud.items");
+        assert_eq!(
+            tombstones_collection(&p),
+            "tombstones_app.items__cloud.items"
+        );
+    }
+
+    #[test]
+    fn tombstone_statements_insert_missing_and_overwrite_only_older() {
+        let t = Tombstone {
+            key: Key(Bson::String("k".into())),
+            deleted_at: DateTime::from_millis(10),
+            origin: Side::Cloud,
+        };
+        let [insert, newer] = tombstone_statements(&t);
+        let fields = doc! {"deletedAt": DateTime::from_millis(10), "origin": "cloud"};
+        assert_eq!(
+            insert,
+            doc! {"q": {"_id": "k"}, "u": {"$setOnInsert": fields.clone()}, "upsert": true}
+        );
+        assert_eq!(
+            newer,
+            doc! {"q": {"_id": "k", "deletedAt": {"$lt": DateTime::from_millis(10)}}, "u": {"$set": fields}}
+        );
+    }
+
+    #[test]
+    fn malformed_tombstones_are_ignored() {
+        let good = doc! {"_id": 1, "deletedAt": DateTime::from_millis(3), "origin": "local"};
+        let t = parse_tombstone(good).unwrap();
+        assert_eq!(t.key.as_bson(), &Bson::Int32(1));
+        assert_eq!(t.deleted_at, DateTime::from_millis(3));
+        assert_eq!(t.origin, Side::Local);
+        assert!(parse_tombstone(doc! {"_id": 1, "origin": "local"}).is_none());
+        assert!(parse_tombstone(
+            doc! {"_id": 1, "deletedAt": DateTime::from_millis(3), "origin": "x"}
+        )
+        .is_none());
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration: documented defaults, errors that name the key and its source (file or
+//! environment variable), validation messages, exit code 2, and `check-config` output.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use datasync::core::{Mode, Side};
+use datasync::daemon::config::{self, raw::RawConfig, Config, ConfigSource, LogFormat};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/datasync.example.toml");
+
+fn file(contents: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(contents.as_bytes()).unwrap();
+    f
+}
+
+fn load(contents: &str) -> (Result<Config, config::ConfigError>, tempfile::NamedTempFile) {
+    let f = file(contents);
+    (
+        config::load(&ConfigSource::Explicit(f.path().to_path_buf())),
+        f,
+    )
+}
+
+fn problems(contents: &str) -> (String, String) {
+    let (r, f) = load(contents);
+    let err = r.err().expect("config should be refused");
+    (err.problems.join("\n"), f.path().display().to_string())
+}
+
+fn datasync(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_datasync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn empty_file_gives_the_documented_defaults() {
+    let (c, _f) = load("");
+    let c = c.unwrap();
+    let uri = "mongodb://127.0.0.1:27017/?replicaSet=rs0";
+    assert_eq!(c.mode, Mode::BothWays);
+    assert_eq!(
+        (
+            c.local.uri.as_str(),
+            c.local.database.as_str(),
+            c.local.collection.as_str()
+        ),
+        (uri, "datasync", "local_data")
+    );
+    assert_eq!(
+        (
+            c.cloud.uri.as_str(),
+            c.cloud.database.as_str(),
+            c.cloud.collection.as_str()
+        ),
+        (uri, "datasync", "cloud_data")
+    );
+    assert_eq!(c.sync.updated_at_field, "updatedAt");
+    assert_eq!(c.sync.debounce, Duration::from_millis(50));
+    assert_eq!(c.sync.max_batch, 1000);
+    assert_eq!(c.sync.queue_capacity, 100_000);
+    assert_eq!(c.sync.tie_break, Side::Cloud);
+    assert_eq!(c.reconcile.schedule.as_ref().unwrap().expr, "*/5 * * * *");
+    assert!(c.reconcile.on_start);
+    assert_eq!(c.state.database, "datasync_state");
+    assert_eq!(c.state.tombstone_ttl, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.admin.socket, Path::new("/run/datasync/admin.sock"));
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Pretty);
+}
+
+#[test]
+fn example_file_parses_validates_and_states_every_default() {
+    let raw = config::load_raw(&ConfigSource::Explicit(EXAMPLE.into())).unwrap();
+    assert_eq!(raw, RawConfig::default());
+    Config::validate(&raw).unwrap();
+}
+
+#[test]
+fn unknown_key_in_file_names_the_key_and_the_file() {
+    let (msg, path) = problems("[sync]\ndebounce = 5\n");
+    assert!(msg.contains("sync.debounce"), "{msg}");
+    assert!(msg.contains(&path), "{msg}");
+    let (msg, path) = problems("modes = \"both-ways\"\n");
+    assert!(msg.contains("modes"), "{msg}");
+    assert!(msg.contains(&path), "{msg}");
+}
+
+#[test]
+fn wrong_type_in_file_names_the_key_and_the_file() {
+    let (msg, path) = problems("[sync]\ndebounce_ms = \"fast\"\n");
+    assert!(msg.contains("sync.debounce_ms"), "{msg}");
+    assert!(msg.contains(&path), "{msg}");
+}
+
+#[test]
+fn invalid_values_are_refused_with_a_message_per_key() {
+    let (msg, _) = problems(
+        r#"
+mode = "sideways"
+[sync]
+debounce_ms = 0
+max_batch = 0
+tie_break = "both"
+[reconcile]
+schedule = "every five minutes"
+[local]
+uri = "http://example.com"
+[log]
+format = "xml"
+"#,
+    );
+    for needle in [
+        "`mode`",
+        "sideways",
+        "`sync.debounce_ms` must be greater than 0",
+        "`sync.max_batch` must be greater than 0",
+        "`sync.tie_break`",
+        "`reconcile.schedule`",
+        "`local.uri`",
+        "`log.format`",
+    ] {
+        assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+    }
+}
+
+#[test]
+fn state_database_may_not_be_a_synced_database() {
+    let (msg, _) = problems("[state]\ndatabase = \"datasync\"\n");
+    assert!(msg.contains("`state.database`"), "{msg}");
+}
+
+#[test]
+fn same_collection_on_both_sides_is_refused() {
+    let (msg, _) = problems("[cloud]\ncollection = \"local_data\"\n");
+    assert!(msg.contains("same collection"), "{msg}");
+}
+
+#[test]
+fn empty_schedule_disables_cron_and_seconds_field_is_accepted() {
+    let (c, _f) = load("[reconcile]\nschedule = \"\"\n");
+    assert!(c.unwrap().reconcile.schedule.is_none());
+    let (c, _f) = load("[reconcile]\nschedule = \"*/10 * * * * *\"\n");
+    assert!(c.unwrap().reconcile.schedule.is_some());
+}
+
+#[test]
+fn wrong_type_in_env_names_the_variable_and_exits_2() {
+    let f = file("");
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[("DATASYNC_SYNC__DEBOUNCE_MS", "soon")],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DATASYNC_SYNC__DEBOUNCE_MS"), "{err}");
+    assert!(err.contains("sync.debounce_ms"), "{err}");
+}
+
+#[test]
+fn unknown_key_in_env_names_the_variable() {
+    let f = file("");
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[("DATASYNC_SYNC__DEBOUNCE", "5")],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DATASYNC_SYNC__DEBOUNCE"), "{err}");
+}
+
+#[test]
+fn env_overrides_the_file_and_unrelated_datasync_vars_are_ignored() {
+    let f = file("mode = \"local-to-cloud\"\n[sync]\ndebounce_ms = 20\n");
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[
+            ("DATASYNC_SYNC__DEBOUNCE_MS", "75"),
+            ("DATASYNC_MODE", "cloud-to-local"),
+            ("DATASYNC_LOCAL__COLLECTION", "edge"),
+            ("DATASYNC_TEST_MONGODB_URI", "mongodb://elsewhere/"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed: RawConfig = toml::from_str(&stdout).unwrap();
+    assert_eq!(printed.sync.debounce_ms, 75);
+    assert_eq!(printed.mode, "cloud-to-local");
+    assert_eq!(printed.local.collection, "edge");
+}
+
+#[test]
+fn check_config_redacts_passwords_and_prints_valid_toml() {
+    let f = file("[local]\nuri = \"mongodb://app:hunter2@db.example:27017/?replicaSet=rs0\"\n");
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains("mongodb://app:***@db.example:27017/"),
+        "{stdout}"
+    );
+    let printed: RawConfig = toml::from_str(&stdout).unwrap();
+    assert_eq!(printed.cloud, RawConfig::default().cloud);
+}
+
+#[test]
+fn bad_or_missing_config_exits_2_for_every_command() {
+    let bad = file("[sync]\nmax_batch = -1\n");
+    let bad = bad.path().to_str().unwrap();
+    let missing = "/nonexistent/datasync.toml";
+    for path in [bad, missing] {
+        for args in [
+            vec!["run", "--config", path],
+            vec!["check-config", "--config", path],
+            vec!["reconcile", "--config", path],
+            vec!["seed", "--config", path, "--count", "1"],
+        ] {
+            let out = datasync(&args, &[]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+            assert!(text(&out.stderr).contains("invalid configuration"));
+        }
+    }
+    let out = datasync(&["check-config", "--config", missing], &[]);
+    assert!(text(&out.stderr).contains(missing));
+}

@@ -1,0 +1,439 @@
+//! Change streams: opening a `$changeStream` (scope, fullDocument options, resume
+//! options), turning retained history into change event documents, running the
+//! user's later stages over each event, and batching with postBatchResumeTokens.
+
+use bson::{doc, Bson, Document, Timestamp};
+
+use crate::error::{CmdResult, CommandError};
+use crate::oplog::{ts_before, ts_key, Event, EventKind};
+use crate::query;
+use crate::state::Inner;
+use crate::store::{Key, Store};
+use crate::token::{ResumeToken, TokenKind};
+
+/// Which events a stream sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    /// `aggregate: "coll"`.
+    Collection(String, String),
+    /// `aggregate: 1` on a database.
+    Database(String),
+    /// `aggregate: 1` on admin with `allChangesForCluster`.
+    Cluster,
+}
+
+/// `fullDocument` option.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FullDocument {
+    Default,
+    UpdateLookup,
+    WhenAvailable,
+    Required,
+}
+
+/// `fullDocumentBeforeChange` option.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BeforeChange {
+    Off,
+    WhenAvailable,
+    Required,
+}
+
+/// Stages allowed after `$changeStream`.
+const ALLOWED_STAGES: &[&str] = &[
+    "$match",
+    "$project",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+    "$redact",
+];
+
+/// An open change stream cursor's state.
+#[derive(Debug, Clone)]
+pub struct ChangeStream {
+    /// Namespace reported in cursor replies.
+    pub ns: String,
+    /// Which events are seen.
+    scope: Scope,
+    /// fullDocument option.
+    full_document: FullDocument,
+    /// fullDocumentBeforeChange option.
+    before_change: BeforeChange,
+    /// The user's stages after `$changeStream`.
+    pipeline: Vec<Document>,
+    /// History is consumed through this cluster time.
+    after: Timestamp,
+    /// Resumed right after an invalidating event: the next batch is the invalidate.
+    pending_invalidate: Option<Timestamp>,
+    /// An invalidate was returned; the cursor is finished.
+    pub closed: bool,
+}
+
+/// One batch from a stream.
+#[derive(Debug)]
+pub struct StreamBatch {
+    /// Change event documents.
+    pub events: Vec<Document>,
+    /// postBatchResumeToken.
+    pub post_batch_resume_token: Document,
+}
+
+impl ChangeStream {
+    /// Open a stream for `aggregate` on `db` (`target` = the `aggregate` field), with the
+    /// `$changeStream` options and the following stages.
+    pub fn open(
+        inner: &Inner,
+        db: &str,
+        target: &Bson,
+        opts: &Document,
+        stages: Vec<Document>,
+    ) -> CmdResult<ChangeStream> {
+        let mut cluster = false;
+        let mut full_document = FullDocument::Default;
+        let mut before_change = BeforeChange::Off;
+        let mut resume: Option<(&str, &Bson)> = None;
+        for (k, v) in opts {
+            match k.as_str() {
+                "fullDocument" => {
+                    full_document = match v.as_str() {
+                        Some("default") => FullDocument::Default,
+                        Some("updateLookup") => FullDocument::UpdateLookup,
+                        Some("whenAvailable") => FullDocument::WhenAvailable,
+                        Some("required") => FullDocument::Required,
+                        _ => {
+                            return Err(CommandError::bad_value(format!(
+                                "'{v}' is not a valid value for $changeStream.fullDocument"
+                            )))
+                        }
+                    }
+                }
+                "fullDocumentBeforeChange" => {
+                    before_change = match v.as_str() {
+                        Some("off") => BeforeChange::Off,
+                        Some("whenAvailable") => BeforeChange::WhenAvailable,
+                        Some("required") => BeforeChange::Required,
+                        _ => {
+                            return Err(CommandError::bad_value(format!(
+                            "'{v}' is not a valid value for $changeStream.fullDocumentBeforeChange"
+                        )))
+                        }
+                    }
+                }
+                "resumeAfter" | "startAfter" | "startAtOperationTime" => {
+                    if resume.is_some() {
+                        return Err(CommandError::new(
+                            40674,
+                            "Only one type of resume option is allowed, but multiple were found.",
+                        ));
+                    }
+                    resume = Some((k.as_str(), v));
+                }
+                "allChangesForCluster" => cluster = v.as_bool().unwrap_or(false),
+                "showExpandedEvents" | "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {}
+                other => {
+                    return Err(CommandError::new(
+                        40415,
+                        format!("BSON field '$changeStream.{other}' is an unknown field."),
+                    ))
+                }
+            }
+        }
+        let (scope, ns) = match target {
+            Bson::String(coll) => {
+                if cluster {
+                    return Err(CommandError::new(
+                        40415,
+                        "allChangesForCluster requires aggregate: 1 on admin",
+                    ));
+                }
+                if is_internal_db(db) {
+                    return Err(CommandError::new(
+                        73,
+                        format!("$changeStream may not be opened on the internal {db} database"),
+                    ));
+                }
+                (
+                    Scope::Collection(db.to_string(), coll.clone()),
+                    format!("{db}.{coll}"),
+                )
+            }
+            _ if cluster => {
+                if db != "admin" {
+                    return Err(CommandError::new(
+                        73,
+                        "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database",
+                    ));
+                }
+                (Scope::Cluster, "admin.$cmd.aggregate".to_string())
+            }
+            _ => {
+                if is_internal_db(db) {
+                    return Err(CommandError::new(
+                        73,
+                        format!("$changeStream may not be opened on the internal {db} database"),
+                    ));
+                }
+                (
+                    Scope::Database(db.to_string()),
+                    format!("{db}.$cmd.aggregate"),
+                )
+            }
+        };
+        for st in &stages {
+            let name = st.keys().next().map(String::as_str).unwrap_or("");
+            if !ALLOWED_STAGES.contains(&name) {
+                return Err(CommandError::new(
+                    20,
+                    format!("{name} is not permitted in a $changeStream pipeline"),
+                ));
+            }
+        }
+        if !stages.is_empty() {
+            query::run_pipeline(Vec::new(), &stages)?;
+        }
+        let mut stream = ChangeStream {
+            ns,
+            scope,
+            full_document,
+            before_change,
+            pipeline: stages,
+            after: inner.oplog.now(),
+            pending_invalidate: None,
+            closed: false,
+        };
+        match resume {
+            None => {}
+            Some(("startAtOperationTime", v)) => {
+                let Bson::Timestamp(t) = v else {
+                    return Err(CommandError::type_mismatch(
+                        "$changeStream.startAtOperationTime",
+                        "timestamp",
+                    ));
+                };
+                if inner.oplog.resume_lost(*t) {
+                    return Err(history_lost());
+                }
+                stream.after = ts_before(*t);
+            }
+            Some((option, v)) => {
+                let token = ResumeToken::parse(v)?;
+                if token.kind == TokenKind::Invalidate && option == "resumeAfter" {
+                    return Err(CommandError::new(
+                        260,
+                        "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
+                    ));
+                }
+                if inner.oplog.resume_lost(token.ts) {
+                    return Err(history_lost());
+                }
+                stream.after = token.ts;
+                if token.kind == TokenKind::Event {
+                    if let Some(ev) = inner.oplog.event_at(token.ts) {
+                        if stream.invalidated_by(ev) {
+                            stream.pending_invalidate = Some(ev.ts);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Take up to `max` events from history (without waiting).
+    pub fn poll(&mut self, inner: &Inner, max: usize) -> CmdResult<StreamBatch> {
+        if let Some(ts) = self.pending_invalidate.take() {
+            self.closed = true;
+            let wall = inner
+                .oplog
+                .event_at(ts)
+                .map(|e| e.wall)
+                .unwrap_or_else(bson::DateTime::now);
+            return Ok(StreamBatch {
+                events: vec![invalidate_event(ts, wall)],
+                post_batch_resume_token: ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
+            });
+        }
+        if inner.oplog.stream_lost(self.after) {
+            return Err(history_lost());
+        }
+        let mut events = Vec::new();
+        let mut more = false;
+        let mut last_returned: Option<Timestamp> = None;
+        for ev in inner.oplog.events_after(self.after) {
+            if events.len() >= max {
+                more = true;
+                break;
+            }
+            self.after = ev.ts;
+            if !self.sees(ev) {
+                continue;
+            }
+            let rendered = self.render(ev, &inner.store);
+            if let Some(out) = self.apply_pipeline(rendered)? {
+                events.push(out);
+                last_returned = Some(ev.ts);
+            }
+            if self.invalidated_by(ev) {
+                self.closed = true;
+                events.push(invalidate_event(ev.ts, ev.wall));
+                return Ok(StreamBatch {
+                    events,
+                    post_batch_resume_token: ResumeToken::new(ev.ts, TokenKind::Invalidate)
+                        .to_document(),
+                });
+            }
+        }
+        if !more {
+            let now = inner.oplog.now();
+            if ts_key(now) > ts_key(self.after) {
+                self.after = now;
+            }
+        }
+        let kind = if last_returned == Some(self.after) {
+            TokenKind::Event
+        } else {
+            TokenKind::HighWater
+        };
+        Ok(StreamBatch {
+            events,
+            post_batch_resume_token: ResumeToken::new(self.after, kind).to_document(),
+        })
+    }
+
+    fn sees(&self, ev: &Event) -> bool {
+        match &self.scope {
+            Scope::Collection(db, coll) => {
+                ev.db == *db && ev.coll.as_deref() == Some(coll.as_str())
+            }
+            Scope::Database(db) => {
+                ev.db == *db && !ev.coll.as_deref().unwrap_or("").starts_with("system.")
+            }
+            Scope::Cluster => !is_internal_db(&ev.db),
+        }
+    }
+
+    fn invalidated_by(&self, ev: &Event) -> bool {
+        match &self.scope {
+            Scope::Collection(..) => {
+                self.sees(ev) && matches!(ev.kind, EventKind::Drop | EventKind::Rename(..))
+            }
+            Scope::Database(db) => ev.db == *db && matches!(ev.kind, EventKind::DropDatabase),
+            Scope::Cluster => false,
+        }
+    }
+
+    fn render(&self, ev: &Event, store: &Store) -> Document {
+        let op = match ev.kind {
+            EventKind::Insert => "insert",
+            EventKind::Update(..) => "update",
+            EventKind::Replace => "replace",
+            EventKind::Delete => "delete",
+            EventKind::Drop => "drop",
+            EventKind::DropDatabase => "dropDatabase",
+            EventKind::Rename(..) => "rename",
+        };
+        let mut d = doc! {
+            "_id": ResumeToken::new(ev.ts, TokenKind::Event).to_document(),
+            "operationType": op,
+            "clusterTime": ev.ts,
+            "wallTime": ev.wall,
+        };
+        if matches!(ev.kind, EventKind::Insert | EventKind::Replace) {
+            d.insert(
+                "fullDocument",
+                ev.after.clone().map(Bson::Document).unwrap_or(Bson::Null),
+            );
+        }
+        let mut ns = doc! { "db": ev.db.clone() };
+        if let Some(c) = &ev.coll {
+            ns.insert("coll", c.clone());
+        }
+        d.insert("ns", ns);
+        if let EventKind::Rename(to_db, to_coll) = &ev.kind {
+            d.insert("to", doc! { "db": to_db.clone(), "coll": to_coll.clone() });
+        }
+        if let Some(id) = &ev.id {
+            d.insert("documentKey", doc! { "_id": id.clone() });
+        }
+        if let EventKind::Update(updated, removed) = &ev.kind {
+            let removed: Vec<Bson> = removed.iter().map(|s| Bson::String(s.clone())).collect();
+            d.insert(
+                "updateDescription",
+                doc! { "updatedFields": updated.clone(), "removedFields": removed, "truncatedArrays": [] },
+            );
+            let full = match self.full_document {
+                FullDocument::Default => None,
+                FullDocument::UpdateLookup => Some(
+                    ev.id
+                        .as_ref()
+                        .and_then(|id| {
+                            let coll = store.coll(&ev.db, ev.coll.as_deref()?)?;
+                            coll.docs.get(&Key(id.clone())).cloned()
+                        })
+                        .map(Bson::Document)
+                        .unwrap_or(Bson::Null),
+                ),
+                FullDocument::WhenAvailable | FullDocument::Required => {
+                    Some(ev.after.clone().map(Bson::Document).unwrap_or(Bson::Null))
+                }
+            };
+            if let Some(f) = full {
+                d.insert("fullDocument", f);
+            }
+        }
+        if self.before_change != BeforeChange::Off
+            && matches!(
+                ev.kind,
+                EventKind::Update(..) | EventKind::Replace | EventKind::Delete
+            )
+        {
+            d.insert(
+                "fullDocumentBeforeChange",
+                ev.before.clone().map(Bson::Document).unwrap_or(Bson::Null),
+            );
+        }
+        d
+    }
+
+    fn apply_pipeline(&self, event: Document) -> CmdResult<Option<Document>> {
+        if self.pipeline.is_empty() {
+            return Ok(Some(event));
+        }
+        let id = event.get("_id").cloned();
+        let mut out = query::run_pipeline(vec![event], &self.pipeline)?;
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let d = out.swap_remove(0);
+        if d.get("_id") != id.as_ref() {
+            return Err(CommandError::new(
+                280,
+                "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed.",
+            ));
+        }
+        Ok(Some(d))
+    }
+}
+
+fn is_internal_db(db: &str) -> bool {
+    matches!(db, "admin" | "config" | "local")
+}
+
+fn history_lost() -> CommandError {
+    CommandError::new(
+        286,
+        "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+    )
+}
+
+fn invalidate_event(ts: Timestamp, wall: bson::DateTime) -> Document {
+    doc! {
+        "_id": ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
+        "operationType": "invalidate",
+        "clusterTime": ts,
+        "wallTime": wall,
+    }
+}

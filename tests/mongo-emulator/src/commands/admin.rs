@@ -1,0 +1,257 @@
+//! Catalog and administration commands: `listDatabases`, `listCollections`, `create`,
+//! `drop`, `dropDatabase`, `renameCollection`, and the emulator's own
+//! `emulatorFault` (fault injection and counters for other processes).
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+
+use super::cursors::{batch_size, cursor_reply};
+use super::{collection_name, opt_bool, opt_doc, opt_i64, Ctx};
+use crate::error::{CmdResult, CommandError};
+use crate::query;
+use crate::store::Collection;
+
+/// Fields every command may carry that are not options of the command itself.
+const GENERIC_FIELDS: &[&str] = &[
+    "lsid",
+    "txnNumber",
+    "$db",
+    "$readPreference",
+    "readConcern",
+    "writeConcern",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+    "comment",
+    "maxTimeMS",
+    "$clusterTime",
+    "autocommit",
+];
+
+/// `listDatabases`.
+pub fn list_databases(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let filter = opt_doc(ctx.body, "filter")?.unwrap_or_default();
+    let name_only = opt_bool(ctx.body, "nameOnly", false)?;
+    let mut entries: Vec<(String, i64)> = {
+        let inner = ctx.shared.inner();
+        inner
+            .store
+            .dbs
+            .iter()
+            .map(|(name, colls)| {
+                let size: usize = colls.values().map(|c| c.docs.len() * 64 + 4096).sum();
+                (name.clone(), size as i64)
+            })
+            .collect()
+    };
+    for internal in ["admin", "config", "local"] {
+        if !entries.iter().any(|(n, _)| n == internal) {
+            entries.push((internal.to_string(), 8192));
+        }
+    }
+    entries.sort();
+    let mut dbs = Vec::new();
+    let mut total = 0i64;
+    for (name, size) in entries {
+        let entry = if name_only {
+            doc! { "name": name }
+        } else {
+            doc! { "name": name, "sizeOnDisk": size, "empty": false }
+        };
+        if filter.is_empty() || query::matches(&entry, &filter)? {
+            total += size;
+            dbs.push(Bson::Document(entry));
+        }
+    }
+    if name_only {
+        return Ok(doc! { "databases": dbs });
+    }
+    Ok(doc! { "databases": dbs, "totalSize": total, "totalSizeMb": total / (1024 * 1024) })
+}
+
+/// `listCollections`.
+pub fn list_collections(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let filter = opt_doc(ctx.body, "filter")?.unwrap_or_default();
+    let name_only = opt_bool(ctx.body, "nameOnly", false)?;
+    let batch = batch_size(
+        &opt_doc(ctx.body, "cursor")?.unwrap_or_default(),
+        "batchSize",
+    )?;
+    let entries: Vec<Document> = {
+        let inner = ctx.shared.inner();
+        inner
+            .store
+            .dbs
+            .get(&ctx.db)
+            .map(|colls| {
+                colls
+                    .iter()
+                    .map(|(name, c)| {
+                        if name_only {
+                            doc! { "name": name.clone(), "type": "collection" }
+                        } else {
+                            doc! {
+                                "name": name.clone(),
+                                "type": "collection",
+                                "options": c.options.clone(),
+                                "info": { "readOnly": false, "uuid": c.uuid.clone() },
+                                "idIndex": Collection::id_index_spec(),
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        if filter.is_empty() || query::matches(&e, &filter)? {
+            out.push(e);
+        }
+    }
+    Ok(cursor_reply(
+        ctx.shared,
+        format!("{}.$cmd.listCollections", ctx.db),
+        out,
+        batch,
+        false,
+    ))
+}
+
+/// `create`.
+pub fn create(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let coll = collection_name(ctx, "create")?;
+    if ctx.body.contains_key("viewOn") {
+        return Err(CommandError::bad_value(
+            "views are not supported by the MongoDB emulator",
+        ));
+    }
+    let mut options = Document::new();
+    for (k, v) in ctx.body.iter().skip(1) {
+        if !GENERIC_FIELDS.contains(&k.as_str()) {
+            options.insert(k.clone(), v.clone());
+        }
+    }
+    let mut inner = ctx.shared.inner();
+    if inner.store.coll(&ctx.db, &coll).is_some() {
+        return Err(CommandError::new(
+            48,
+            format!("Collection {}.{coll} already exists.", ctx.db),
+        ));
+    }
+    inner
+        .store
+        .dbs
+        .entry(ctx.db.clone())
+        .or_default()
+        .insert(coll, Collection::new(options));
+    Ok(doc! {})
+}
+
+/// `drop` (MongoDB 7.0: dropping a missing collection succeeds).
+pub fn drop(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let coll = collection_name(ctx, "drop")?;
+    let dropped = ctx.shared.inner().drop_collection(&ctx.db, &coll);
+    match dropped {
+        Some(n) => {
+            ctx.shared.notify_changes();
+            Ok(doc! { "nIndexesWas": n as i32, "ns": format!("{}.{coll}", ctx.db) })
+        }
+        None => Ok(doc! {}),
+    }
+}
+
+/// `dropDatabase`.
+pub fn drop_database(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    ctx.shared.inner().drop_database(&ctx.db);
+    ctx.shared.notify_changes();
+    Ok(doc! { "dropped": ctx.db.clone() })
+}
+
+/// `renameCollection` (admin only).
+pub fn rename_collection(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    if ctx.db != "admin" {
+        return Err(CommandError::new(
+            13,
+            "renameCollection may only be run against the admin database.",
+        ));
+    }
+    let split = |field: &str| -> CmdResult<(String, String)> {
+        let s = ctx
+            .body
+            .get_str(field)
+            .map_err(|_| CommandError::type_mismatch(field, "string"))?;
+        match s.split_once('.') {
+            Some((d, c)) if !d.is_empty() && !c.is_empty() => Ok((d.to_string(), c.to_string())),
+            _ => Err(CommandError::new(
+                73,
+                format!("Invalid namespace specified '{s}'"),
+            )),
+        }
+    };
+    let from = split("renameCollection")?;
+    let to = split("to")?;
+    let drop_target = opt_bool(ctx.body, "dropTarget", false)?;
+    ctx.shared
+        .inner()
+        .rename((&from.0, &from.1), (&to.0, &to.1), drop_target)?;
+    ctx.shared.notify_changes();
+    Ok(doc! {})
+}
+
+/// `emulatorFault` on admin: closeConnections, failCommand, delay, forgetHistory,
+/// counters.
+pub fn emulator_fault(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    if ctx.db != "admin" {
+        return Err(CommandError::new(
+            13,
+            "emulatorFault may only be run against the admin database.",
+        ));
+    }
+    let faults = &ctx.shared.faults;
+    match ctx.body.get_str("emulatorFault").unwrap_or("") {
+        "closeConnections" => {
+            // Close after this reply has gone out.
+            let shared = ctx.shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                shared.faults.close_all();
+            });
+            Ok(doc! {})
+        }
+        "failCommand" => {
+            let command = ctx
+                .body
+                .get_str("command")
+                .map_err(|_| CommandError::type_mismatch("command", "string"))?;
+            let code = opt_i64(ctx.body, "code")?.unwrap_or(91) as i32;
+            let times = opt_i64(ctx.body, "times")?.unwrap_or(1).max(0) as u32;
+            faults.fail_command(command, code, times);
+            Ok(doc! {})
+        }
+        "delay" => {
+            let ms = opt_i64(ctx.body, "ms")?.unwrap_or(0).max(0) as u64;
+            faults.set_delay(Duration::from_millis(ms));
+            Ok(doc! {})
+        }
+        "forgetHistory" => {
+            ctx.shared.inner().oplog.forget();
+            Ok(doc! {})
+        }
+        "counters" => {
+            let c = faults.counters();
+            let map = |m: &std::collections::BTreeMap<String, u64>| -> Document {
+                m.iter().map(|(k, v)| (k.clone(), Bson::Int64(*v as i64))).collect()
+            };
+            Ok(doc! {
+                "commands": map(&c.commands),
+                "writeStatements": map(&c.write_statements),
+                "documentsChanged": map(&c.documents_changed),
+            })
+        }
+        other => Err(CommandError::bad_value(format!(
+            "unknown emulatorFault '{other}' (closeConnections, failCommand, delay, forgetHistory, counters)"
+        ))),
+    }
+}

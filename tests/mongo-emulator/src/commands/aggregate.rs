@@ -1,0 +1,121 @@
+//! `aggregate`: ordinary pipelines run through the query module over the collection's
+//! documents; a pipeline starting with `$changeStream` opens a change stream cursor.
+
+use bson::{doc, Bson, Document};
+
+use super::cursors::{batch_size, cursor_reply};
+use super::find::matching_docs;
+use super::{opt_doc, Ctx};
+use crate::changestream::ChangeStream;
+use crate::error::{CmdResult, CommandError};
+use crate::query;
+use crate::state::Cursor;
+
+/// `aggregate`.
+pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let target = ctx.body.get("aggregate").cloned().unwrap_or(Bson::Null);
+    let pipeline: Vec<Document> = match ctx.body.get("pipeline") {
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|s| match s {
+                Bson::Document(d) if d.len() == 1 => Ok(d.clone()),
+                _ => Err(CommandError::new(
+                    40323,
+                    "A pipeline stage specification object must contain exactly one field.",
+                )),
+            })
+            .collect::<CmdResult<_>>()?,
+        _ => return Err(CommandError::type_mismatch("aggregate.pipeline", "array")),
+    };
+    let cursor_opts = opt_doc(ctx.body, "cursor")?;
+    if cursor_opts.is_none() && !ctx.body.contains_key("explain") {
+        return Err(CommandError::failed_to_parse(
+            "The 'cursor' option is required, except for aggregate with the explain argument",
+        ));
+    }
+    if ctx.body.contains_key("explain") {
+        return Err(CommandError::bad_value(
+            "explain is not supported by the MongoDB emulator",
+        ));
+    }
+    let batch = batch_size(&cursor_opts.unwrap_or_default(), "batchSize")?;
+    for (i, st) in pipeline.iter().enumerate() {
+        if i > 0 && st.contains_key("$changeStream") {
+            return Err(CommandError::new(
+                40602,
+                "$changeStream is only valid as the first stage in a pipeline",
+            ));
+        }
+    }
+    if let Some(Ok(opts)) = pipeline
+        .first()
+        .and_then(|s| s.get("$changeStream"))
+        .map(|v| match v {
+            Bson::Document(d) => Ok(d.clone()),
+            _ => Err(()),
+        })
+    {
+        return open_change_stream(ctx, &target, &opts, pipeline[1..].to_vec(), batch);
+    }
+    if pipeline
+        .first()
+        .is_some_and(|s| s.contains_key("$changeStream"))
+    {
+        return Err(CommandError::type_mismatch("$changeStream", "object"));
+    }
+    let coll = match &target {
+        Bson::String(s) if !s.is_empty() => s.clone(),
+        Bson::String(_) => {
+            return Err(CommandError::new(
+                73,
+                format!("Invalid namespace specified '{}.'", ctx.db),
+            ))
+        }
+        _ => {
+            return Err(CommandError::bad_value(
+                "aggregate: 1 is only supported with $changeStream by the MongoDB emulator",
+            ))
+        }
+    };
+    let docs = {
+        let inner = ctx.shared.inner();
+        matching_docs(&inner, &ctx.db, &coll, &Document::new())?
+    };
+    let out = query::run_pipeline(docs, &pipeline)?;
+    Ok(cursor_reply(
+        ctx.shared,
+        format!("{}.{coll}", ctx.db),
+        out,
+        batch,
+        false,
+    ))
+}
+
+fn open_change_stream(
+    ctx: &Ctx<'_>,
+    target: &Bson,
+    opts: &Document,
+    stages: Vec<Document>,
+    batch: Option<usize>,
+) -> CmdResult<Document> {
+    let (stream, first) = {
+        let inner = ctx.shared.inner();
+        let mut stream = ChangeStream::open(&inner, &ctx.db, target, opts, stages)?;
+        let first = stream.poll(&inner, batch.unwrap_or(usize::MAX))?;
+        (stream, first)
+    };
+    let ns = stream.ns.clone();
+    let id = if stream.closed {
+        0i64
+    } else {
+        ctx.shared.add_cursor(Cursor::Stream(Box::new(stream)))
+    };
+    Ok(doc! {
+        "cursor": {
+            "firstBatch": first.events,
+            "postBatchResumeToken": first.post_batch_resume_token,
+            "id": id,
+            "ns": ns,
+        }
+    })
+}

@@ -1,0 +1,240 @@
+//! Command dispatch: picks the handler by command name, applies injected faults,
+//! refuses transactions, answers retried writes from the cache, and adds
+//! `operationTime`/`$clusterTime` to every reply.
+
+mod admin;
+mod aggregate;
+mod crud;
+mod cursors;
+mod find;
+mod handshake;
+mod indexes;
+mod update;
+
+use std::sync::Arc;
+
+use bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
+
+use crate::error::{CmdResult, CommandError};
+use crate::state::{lock, Shared};
+
+/// What a handler gets.
+pub struct Ctx<'a> {
+    /// Shared server state.
+    pub shared: &'a Arc<Shared>,
+    /// Target database (`$db`).
+    pub db: String,
+    /// The command document.
+    pub body: &'a Document,
+    /// This connection's id.
+    pub connection_id: i64,
+}
+
+/// Commands that are retryable writes (cached by lsid + txnNumber).
+const WRITE_COMMANDS: &[&str] = &["insert", "update", "delete", "findAndModify"];
+
+/// Run one command and build the complete reply document.
+pub async fn run(
+    shared: &Arc<Shared>,
+    body: &Document,
+    db: String,
+    connection_id: i64,
+) -> Document {
+    let name = body.keys().next().cloned().unwrap_or_default();
+    shared.faults.count_command(&name);
+    let ctx = Ctx {
+        shared,
+        db,
+        body,
+        connection_id,
+    };
+    let result = match shared.faults.take_failure(&name) {
+        Some(err) => Err(err),
+        None => run_checked(&ctx, &name).await,
+    };
+    let mut reply = match result {
+        Ok(mut d) => {
+            if !d.contains_key("ok") {
+                d.insert("ok", 1.0);
+            }
+            d
+        }
+        Err(e) => e.to_reply(),
+    };
+    let now = shared.inner().oplog.last_write();
+    reply.insert(
+        "$clusterTime",
+        doc! {
+            "clusterTime": now,
+            "signature": {
+                "hash": Binary { subtype: BinarySubtype::Generic, bytes: vec![0u8; 20] },
+                "keyId": 0i64,
+            },
+        },
+    );
+    reply.insert("operationTime", now);
+    reply
+}
+
+async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+    if ctx.body.contains_key("startTransaction") || ctx.body.contains_key("autocommit") {
+        return Err(CommandError::new(
+            20,
+            "Transactions are not supported by the MongoDB emulator",
+        ));
+    }
+    let retry_key = if WRITE_COMMANDS.contains(&name) {
+        retry_key(ctx.body)
+    } else {
+        None
+    };
+    if let Some(key) = &retry_key {
+        if let Some(reply) = lock(&ctx.shared.retry).get(key) {
+            return Ok(reply);
+        }
+    }
+    let out = dispatch(ctx, name).await;
+    if let (Some(key), Ok(reply)) = (retry_key, &out) {
+        lock(&ctx.shared.retry).put(key, reply.clone());
+    }
+    out
+}
+
+fn retry_key(body: &Document) -> Option<(Vec<u8>, i64)> {
+    let lsid = body.get_document("lsid").ok()?;
+    let txn = match body.get("txnNumber")? {
+        Bson::Int64(n) => *n,
+        Bson::Int32(n) => *n as i64,
+        _ => return None,
+    };
+    let mut bytes = Vec::new();
+    lsid.to_writer(&mut bytes).ok()?;
+    Some((bytes, txn))
+}
+
+async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+    match name {
+        "hello" | "isMaster" | "ismaster" => Ok(handshake::hello(ctx, name)),
+        "ping" => Ok(doc! {}),
+        "buildInfo" | "buildinfo" => Ok(handshake::build_info()),
+        "endSessions" | "killSessions" | "refreshSessions" | "killAllSessions" => Ok(doc! {}),
+        "getParameter" => Ok(handshake::get_parameter(ctx)),
+        "serverStatus" => Ok(handshake::server_status(ctx)),
+        "commitTransaction" | "abortTransaction" => Err(CommandError::new(
+            20,
+            "Transactions are not supported by the MongoDB emulator",
+        )),
+        "insert" => crud::insert(ctx),
+        "delete" => crud::delete(ctx),
+        "update" => update::update(ctx),
+        "findAndModify" | "findandmodify" => update::find_and_modify(ctx),
+        "find" => find::find(ctx),
+        "count" => find::count(ctx),
+        "distinct" => find::distinct(ctx),
+        "getMore" => cursors::get_more(ctx).await,
+        "killCursors" => cursors::kill_cursors(ctx),
+        "aggregate" => aggregate::aggregate(ctx),
+        "listDatabases" => admin::list_databases(ctx),
+        "listCollections" => admin::list_collections(ctx),
+        "create" => admin::create(ctx),
+        "drop" => admin::drop(ctx),
+        "dropDatabase" => admin::drop_database(ctx),
+        "renameCollection" => admin::rename_collection(ctx),
+        "emulatorFault" => admin::emulator_fault(ctx),
+        "createIndexes" => indexes::create_indexes(ctx),
+        "listIndexes" => indexes::list_indexes(ctx),
+        "dropIndexes" | "deleteIndexes" => indexes::drop_indexes(ctx),
+        other => Err(CommandError::new(59, format!("no such command: '{other}'"))),
+    }
+}
+
+/// The collection named by the command field `field`.
+pub fn collection_name(ctx: &Ctx<'_>, field: &str) -> CmdResult<String> {
+    match ctx.body.get(field) {
+        Some(Bson::String(s)) if !s.is_empty() && !s.contains('\0') && !s.starts_with('$') => {
+            Ok(s.clone())
+        }
+        Some(Bson::String(s)) => Err(CommandError::new(
+            73,
+            format!("Invalid namespace specified '{}.{s}'", ctx.db),
+        )),
+        Some(other) => Err(CommandError::new(
+            73,
+            format!("collection name has invalid type {}", type_name(other)),
+        )),
+        None => Err(CommandError::new(73, "missing collection name")),
+    }
+}
+
+/// MongoDB's name of a BSON type.
+pub fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Null => "null",
+        Bson::RegularExpression(_) => "regex",
+        Bson::Int32(_) => "int",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::MinKey => "minKey",
+        Bson::MaxKey => "maxKey",
+        _ => "unknown",
+    }
+}
+
+/// An optional document field.
+pub fn opt_doc(body: &Document, field: &str) -> CmdResult<Option<Document>> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(_) => Err(CommandError::type_mismatch(field, "object")),
+    }
+}
+
+/// An optional integer field (any numeric type).
+pub fn opt_i64(body: &Document, field: &str) -> CmdResult<Option<i64>> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(n)) => Ok(Some(*n as i64)),
+        Some(Bson::Int64(n)) => Ok(Some(*n)),
+        Some(Bson::Double(f)) if f.fract() == 0.0 => Ok(Some(*f as i64)),
+        Some(_) => Err(CommandError::type_mismatch(field, "long")),
+    }
+}
+
+/// An optional boolean field (numbers accepted, as MongoDB does).
+pub fn opt_bool(body: &Document, field: &str, default: bool) -> CmdResult<bool> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(default),
+        Some(Bson::Boolean(b)) => Ok(*b),
+        Some(Bson::Int32(n)) => Ok(*n != 0),
+        Some(Bson::Int64(n)) => Ok(*n != 0),
+        Some(Bson::Double(f)) => Ok(*f != 0.0),
+        Some(_) => Err(CommandError::type_mismatch(field, "bool")),
+    }
+}
+
+/// The array of statements/documents `field` (a body array or a kind-1 sequence).
+pub fn doc_array(body: &Document, field: &str) -> CmdResult<Vec<Document>> {
+    match body.get(field) {
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Bson::Document(d) => Ok(d.clone()),
+                _ => Err(CommandError::type_mismatch(&format!("{field}.0"), "object")),
+            })
+            .collect(),
+        Some(_) => Err(CommandError::type_mismatch(field, "array")),
+        None => Err(CommandError::new(
+            40414,
+            format!("BSON field '{field}' is missing but a required field"),
+        )),
+    }
+}

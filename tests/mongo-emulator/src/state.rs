@@ -1,0 +1,340 @@
+//! Server state shared by every connection: the catalog and change history behind one
+//! short-lived std mutex (so every stream sees one write order and no lock is held
+//! across an await), open cursors, the retryable-write cache, faults and counters.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, Document};
+use tokio::sync::watch;
+
+use crate::changestream::ChangeStream;
+use crate::error::{CmdResult, CommandError};
+use crate::faults::Faults;
+use crate::oplog::{Event, EventKind, Oplog};
+use crate::store::{Key, Store};
+
+/// Largest document (`maxBsonObjectSize`).
+pub const MAX_BSON_SIZE: usize = 16 * 1024 * 1024;
+
+/// Catalog plus history, always changed together.
+#[derive(Debug)]
+pub struct Inner {
+    /// Databases and documents.
+    pub store: Store,
+    /// Clock and change history.
+    pub oplog: Oplog,
+}
+
+/// An open cursor.
+#[derive(Debug)]
+pub enum Cursor {
+    /// Remaining documents of a find/aggregate/list command.
+    Docs {
+        /// Namespace of the cursor (`db.coll`).
+        ns: String,
+        /// Documents not yet returned.
+        docs: VecDeque<Document>,
+    },
+    /// A change stream.
+    Stream(Box<ChangeStream>),
+}
+
+impl Cursor {
+    /// The cursor's namespace.
+    pub fn ns(&self) -> &str {
+        match self {
+            Cursor::Docs { ns, .. } => ns,
+            Cursor::Stream(s) => &s.ns,
+        }
+    }
+}
+
+/// Replies of recent retryable writes, by (lsid, txnNumber).
+#[derive(Debug, Default)]
+pub struct RetryCache {
+    /// Reply by key.
+    replies: HashMap<(Vec<u8>, i64), Document>,
+    /// Insertion order, for eviction.
+    order: VecDeque<(Vec<u8>, i64)>,
+}
+
+/// How many retryable-write replies are remembered.
+const RETRY_CACHE_SIZE: usize = 10_000;
+
+impl RetryCache {
+    /// A remembered reply.
+    pub fn get(&self, key: &(Vec<u8>, i64)) -> Option<Document> {
+        self.replies.get(key).cloned()
+    }
+    /// Remember a reply.
+    pub fn put(&mut self, key: (Vec<u8>, i64), reply: Document) {
+        if self.replies.insert(key.clone(), reply).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RETRY_CACHE_SIZE {
+            if let Some(k) = self.order.pop_front() {
+                self.replies.remove(&k);
+            }
+        }
+    }
+}
+
+/// Everything the connection tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Replica set name.
+    pub replica_set: String,
+    /// `host:port` reported in `hello`.
+    pub advertised: String,
+    /// electionId reported in `hello`.
+    pub election_id: ObjectId,
+    /// Catalog and history.
+    inner: Mutex<Inner>,
+    /// Bumped after each batch of change events (wakes awaiting getMores).
+    changes: watch::Sender<u64>,
+    /// Open cursors by id.
+    cursors: Mutex<HashMap<i64, Arc<Mutex<Cursor>>>>,
+    /// Next cursor id.
+    next_cursor: AtomicI64,
+    /// Next connection id.
+    next_connection: AtomicI64,
+    /// Faults and counters.
+    pub faults: Faults,
+    /// Retryable write replies.
+    pub retry: Mutex<RetryCache>,
+}
+
+/// Lock a std mutex, recovering from poisoning (state stays consistent: writers
+/// validate before mutating).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Fresh state.
+    pub fn new(replica_set: String, advertised: String, history_limit: usize) -> Self {
+        let seed = i64::from_le_bytes(
+            crate::store::random_bytes16()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        Shared {
+            replica_set,
+            advertised,
+            election_id: ObjectId::parse_str("7fffffff0000000000000001").expect("valid hex"),
+            inner: Mutex::new(Inner {
+                store: Store::default(),
+                oplog: Oplog::new(history_limit),
+            }),
+            changes: watch::channel(0).0,
+            cursors: Mutex::new(HashMap::new()),
+            next_cursor: AtomicI64::new((seed & 0x0000_7fff_ffff_0000).max(1 << 20)),
+            next_connection: AtomicI64::new(1),
+            faults: Faults::default(),
+            retry: Mutex::new(RetryCache::default()),
+        }
+    }
+
+    /// Lock catalog + history. Never hold across an await.
+    pub fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Wake change stream waiters (call after writes that produced events).
+    pub fn notify_changes(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Subscribe to change notifications.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A new connection id.
+    pub fn connection_id(&self) -> i64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Register a cursor; returns its id.
+    pub fn add_cursor(&self, cursor: Cursor) -> i64 {
+        let id = self.next_cursor.fetch_add(1, Ordering::Relaxed);
+        lock(&self.cursors).insert(id, Arc::new(Mutex::new(cursor)));
+        id
+    }
+
+    /// An open cursor.
+    pub fn cursor(&self, id: i64) -> Option<Arc<Mutex<Cursor>>> {
+        lock(&self.cursors).get(&id).cloned()
+    }
+
+    /// Remove a cursor; whether it existed.
+    pub fn remove_cursor(&self, id: i64) -> bool {
+        lock(&self.cursors).remove(&id).is_some()
+    }
+}
+
+/// Size of a document as BSON.
+pub fn bson_size(doc: &Document) -> usize {
+    let mut buf = Vec::new();
+    doc.to_writer(&mut buf)
+        .map(|_| buf.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Refuse documents over 16 MiB (10334 BSONObjectTooLarge).
+pub fn check_size(doc: &Document) -> CmdResult<()> {
+    let size = bson_size(doc);
+    if size > MAX_BSON_SIZE {
+        return Err(CommandError::new(
+            10334,
+            format!("BSONObj size: {size} (0x{size:X}) is invalid. Size must be between 0 and 16793600(16MB)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn event(&mut self, db: &str, coll: Option<&str>, kind: EventKind) -> Event {
+        Event {
+            ts: self.oplog.tick(),
+            wall: DateTime::now(),
+            db: db.to_string(),
+            coll: coll.map(str::to_string),
+            kind,
+            id: None,
+            before: None,
+            after: None,
+        }
+    }
+
+    /// Insert a validated document (`_id` first). Duplicate `_id` → 11000.
+    pub fn insert(&mut self, db: &str, coll: &str, doc: Document) -> CmdResult<()> {
+        let ns = format!("{db}.{coll}");
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let key = Key(id.clone());
+        let c = self.store.coll_or_create(db, coll);
+        if c.docs.contains_key(&key) {
+            return Err(crate::store::duplicate_key(
+                &ns,
+                "_id_",
+                &bson::doc! {"_id": 1},
+                &bson::doc! {"_id": id},
+            ));
+        }
+        c.check_unique(&ns, &doc, None)?;
+        c.docs.insert(key, doc.clone());
+        let mut ev = self.event(db, Some(coll), EventKind::Insert);
+        ev.id = Some(id);
+        ev.after = Some(doc);
+        self.oplog.push(ev);
+        Ok(())
+    }
+
+    /// Store `new` over the existing document `before` (same `_id`), recording an
+    /// update (with its description) or a replace event.
+    pub fn overwrite(
+        &mut self,
+        db: &str,
+        coll: &str,
+        before: Document,
+        new: Document,
+        replacement: bool,
+    ) -> CmdResult<()> {
+        let ns = format!("{db}.{coll}");
+        check_size(&new)?;
+        let id = before.get("_id").cloned().unwrap_or(Bson::Null);
+        let key = Key(id.clone());
+        let c = self
+            .store
+            .coll_mut(db, coll)
+            .ok_or_else(|| CommandError::new(26, format!("ns does not exist: {ns}")))?;
+        c.check_unique(&ns, &new, Some(&key))?;
+        c.docs.insert(key, new.clone());
+        let kind = if replacement {
+            EventKind::Replace
+        } else {
+            let (updated, removed) = crate::query::update_description(&before, &new);
+            EventKind::Update(updated, removed)
+        };
+        let mut ev = self.event(db, Some(coll), kind);
+        ev.id = Some(id);
+        ev.before = Some(before);
+        ev.after = Some(new);
+        self.oplog.push(ev);
+        Ok(())
+    }
+
+    /// Delete the document with `_id` `id`, recording a delete event.
+    pub fn delete(&mut self, db: &str, coll: &str, id: &Bson) -> Option<Document> {
+        let c = self.store.coll_mut(db, coll)?;
+        let before = c.docs.remove(&Key(id.clone()))?;
+        let mut ev = self.event(db, Some(coll), EventKind::Delete);
+        ev.id = Some(id.clone());
+        ev.before = Some(before.clone());
+        self.oplog.push(ev);
+        Some(before)
+    }
+
+    /// Drop a collection (drop event); whether it existed.
+    pub fn drop_collection(&mut self, db: &str, coll: &str) -> Option<usize> {
+        let c = self.store.remove_coll(db, coll)?;
+        let ev = self.event(db, Some(coll), EventKind::Drop);
+        self.oplog.push(ev);
+        Some(c.indexes.len() + 1)
+    }
+
+    /// Drop a database: a drop event per collection, then dropDatabase.
+    pub fn drop_database(&mut self, db: &str) {
+        let names: Vec<String> = self
+            .store
+            .dbs
+            .get(db)
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            return;
+        }
+        for n in names {
+            self.drop_collection(db, &n);
+        }
+        let ev = self.event(db, None, EventKind::DropDatabase);
+        self.oplog.push(ev);
+    }
+
+    /// Rename a collection (rename event on the source namespace).
+    pub fn rename(
+        &mut self,
+        from: (&str, &str),
+        to: (&str, &str),
+        drop_target: bool,
+    ) -> CmdResult<()> {
+        if self.store.coll(from.0, from.1).is_none() {
+            return Err(CommandError::new(26, "Source collection does not exist"));
+        }
+        if self.store.coll(to.0, to.1).is_some() {
+            if !drop_target {
+                return Err(CommandError::new(48, "target namespace exists"));
+            }
+            self.drop_collection(to.0, to.1);
+        }
+        let c = self
+            .store
+            .remove_coll(from.0, from.1)
+            .expect("checked above");
+        self.store
+            .dbs
+            .entry(to.0.to_string())
+            .or_default()
+            .insert(to.1.to_string(), c);
+        let ev = self.event(
+            from.0,
+            Some(from.1),
+            EventKind::Rename(to.0.into(), to.1.into()),
+        );
+        self.oplog.push(ev);
+        Ok(())
+    }
+}
