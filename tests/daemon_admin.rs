@@ -14,7 +14,7 @@ use datasync::core::{
 use datasync::daemon::admin::{AdminError, AdminServer, Limits};
 use datasync::daemon::config::{raw::RawConfig, Config};
 use datasync::daemon::control::Controller;
-use datasync::daemon::{run_shell, DaemonError, RunOptions};
+use datasync::daemon::{run_shell, Controls, DaemonError, RunOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -124,6 +124,7 @@ async fn start(schedule: &str, limits: Limits) -> Shell {
         },
         stop.clone(),
         opts,
+        Controls::new(false).unwrap(),
     ));
     for _ in 0..200 {
         if socket.exists() {

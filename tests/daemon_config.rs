@@ -136,9 +136,10 @@ format = "xml"
 }
 
 #[test]
-fn state_database_may_not_be_a_synced_database() {
-    let (msg, _) = problems("[state]\ndatabase = \"datasync\"\n");
-    assert!(msg.contains("`state.database`"), "{msg}");
+fn syncing_the_daemons_own_state_collection_is_refused() {
+    let (msg, _) =
+        problems("[state]\ndatabase = \"datasync\"\n[local]\ncollection = \"checkpoints\"\n");
+    assert!(msg.contains("state.database") && msg.contains("checkpoints"), "{msg}");
 }
 
 #[test]

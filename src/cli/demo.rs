@@ -86,6 +86,15 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
         None => println!("initial reconcile: cloud did not reach {docs} documents in time"),
     }
     let mut all_ok = initial.is_some();
+    let streaming = wait_for(STEP_TIMEOUT, &shutdown, || async {
+        streams_running(&socket).await
+    })
+    .await;
+    match streaming {
+        Some(_) => println!("change streams running on both sides"),
+        None => println!("change streams did not start in time"),
+    }
+    all_ok &= streaming.is_some();
     all_ok &= script(&sides, &shutdown).await?;
 
     println!();
@@ -109,6 +118,17 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(all_ok)
+}
+
+/// Whether `status` shows both change streams running.
+async fn streams_running(socket: &std::path::Path) -> bool {
+    let request = datasync::daemon::admin::AdminRequest::Status;
+    match datasync::daemon::admin::client::request(socket, &request, Duration::from_secs(1)).await {
+        Ok(v) => ["local", "cloud"]
+            .iter()
+            .all(|side| v["streams"][side]["state"] == "running"),
+        Err(_) => false,
+    }
 }
 
 async fn seed_local(local: &Collection<Document>, docs: u64) -> anyhow::Result<()> {
@@ -145,12 +165,17 @@ where
     None
 }
 
-async fn get(coll: &Collection<Document>, id: &str) -> Option<Document> {
-    coll.find_one(doc! {"_id": id}).await.ok().flatten()
+/// The document `id`: `Ok(None)` when absent, `Err` when the read failed (so a failed
+/// read never counts as "deleted").
+async fn get(coll: &Collection<Document>, id: &str) -> Result<Option<Document>, ()> {
+    coll.find_one(doc! {"_id": id}).await.map_err(|_| ())
 }
 
-fn value_of(d: &Option<Document>) -> Option<Bson> {
-    d.as_ref().and_then(|d| d.get("value").cloned())
+fn value_of(d: &Result<Option<Document>, ()>) -> Option<Bson> {
+    d.as_ref()
+        .ok()?
+        .as_ref()
+        .and_then(|d| d.get("value").cloned())
 }
 
 fn report(step: &str, took: Option<Duration>, how: &str) -> bool {
@@ -172,7 +197,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
         .insert_one(doc! {"_id": "demo-1", "name": "inserted on local", "value": 1, "updatedAt": DateTime::now()})
         .await?;
     let t = wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-1").await.is_some()
+        matches!(get(&s.cloud, "demo-1").await, Ok(Some(_)))
     })
     .await;
     ok &= report("insert on local → appears on cloud", t, "");
@@ -191,7 +216,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
 
     s.local.delete_one(doc! {"_id": "demo-1"}).await?;
     let t = wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-1").await.is_none()
+        matches!(get(&s.cloud, "demo-1").await, Ok(None))
     })
     .await;
     ok &= report("delete on local → gone from cloud", t, "");
@@ -205,7 +230,7 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
         )
         .await?;
     wait_for(STEP_TIMEOUT, stop, || async {
-        get(&s.cloud, "demo-2").await.is_some()
+        matches!(get(&s.cloud, "demo-2").await, Ok(Some(_)))
     })
     .await;
     s.cloud

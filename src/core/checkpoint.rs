@@ -1,8 +1,9 @@
 //! Which resume token of a side is safe to save. Every event read gets a read-sequence
 //! number; while it is pending (queued or in flight) we keep the token *before* it. The
 //! safe checkpoint is the token before the smallest pending sequence, or the newest token
-//! read when nothing is pending. Memory is one token per pending entry, not per event
-//! read, because an event superseded in the queue is done at once.
+//! read when nothing is pending. Memory is one token per pending queue entry, not per
+//! event read: an event coalesced into an existing entry is done at once, the entry
+//! keeping the position of its first event.
 
 use std::collections::BTreeMap;
 

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::core::doc::content_hash;
-use crate::core::types::{ChangeKind, Key, Side};
+use crate::core::types::{ChangeKind, Key, Side, Write};
 
 /// Default number of remembered writes.
 pub(crate) const ECHO_CAPACITY: usize = 100_000;
@@ -29,30 +29,50 @@ impl Echo {
             ChangeKind::Delete => Echo::Deleted,
         }
     }
+
+    /// The echo `write` will produce if applied.
+    pub(crate) fn of_write(write: &Write) -> Echo {
+        match write {
+            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
+            Write::DeleteIfNotNewer { .. } | Write::Delete { .. } => Echo::Deleted,
+        }
+    }
 }
+
+/// Writes remembered per (side, key): the engine may write a key twice in a row (a
+/// delete, then the winner written back) and both come back on the stream.
+const PER_KEY: usize = 4;
 
 /// Recent engine writes by (target side, key).
 #[derive(Debug)]
 pub(crate) struct EchoMemory {
-    /// Latest write per (side, key).
-    entries: HashMap<(Side, Key), Echo>,
+    /// Latest writes per (side, key), oldest first.
+    entries: HashMap<(Side, Key), Vec<Echo>>,
     /// Insertion order for eviction.
     order: VecDeque<(Side, Key)>,
-    /// Maximum entries.
+    /// Maximum (side, key) entries.
     capacity: usize,
 }
 
 impl EchoMemory {
-    /// Empty memory holding up to `capacity` writes.
+    /// Empty memory holding up to `capacity` keys.
     pub(crate) fn new(capacity: usize) -> Self {
         EchoMemory { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
     }
 
-    /// Remember that the engine wrote `echo` to `side`.
+    /// Remember that the engine is writing `echo` to `side` (call before the write, so
+    /// the reader can recognise the echo whenever it arrives; [`Self::forget`] it if the
+    /// write changed nothing).
     pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
         let id = (side, key.clone());
-        if self.entries.insert(id.clone(), echo).is_none() {
+        let list = self.entries.entry(id.clone()).or_default();
+        if list.is_empty() {
             self.order.push_back(id);
+        }
+        list.retain(|e| *e != echo);
+        list.push(echo);
+        if list.len() > PER_KEY {
+            list.remove(0);
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
@@ -64,20 +84,32 @@ impl EchoMemory {
         }
     }
 
+    /// Drop a remembered write that did not happen.
+    pub(crate) fn forget(&mut self, side: Side, key: &Key, echo: Echo) {
+        if let Some(list) = self.entries.get_mut(&(side, key.clone())) {
+            list.retain(|e| *e != echo);
+        }
+    }
+
     /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
     pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
-        matches!(self.entries.get(&(side, key.clone())), Some(Echo::Doc(_)))
+        self.entries.get(&(side, key.clone())).is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
+    }
+
+    /// Whether a delete read from `side` may be the engine's own (without consuming).
+    pub(crate) fn deleted(&self, side: Side, key: &Key) -> bool {
+        self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
     }
 
     /// Whether a change read from `side` is the engine's own write. A change that does
-    /// not match forgets the entry (the key moved on; a later identical write by a
-    /// client must not be mistaken for an echo).
+    /// not match forgets the key (it moved on; a later identical write by a client must
+    /// not be mistaken for an echo).
     pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
         let id = (side, key.clone());
-        match self.entries.get(&id) {
-            Some(e) if *e == Echo::of(kind) => true,
-            Some(_) => {
-                self.entries.remove(&id);
+        match self.entries.get_mut(&id) {
+            Some(list) if list.contains(&Echo::of(kind)) => true,
+            Some(list) => {
+                list.clear();
                 false
             }
             None => false,
@@ -109,6 +141,9 @@ mod tests {
             m.record(Side::Local, &Key(i.into()), Echo::Deleted);
         }
         assert_eq!(m.entries.len(), 2);
+        m.record(Side::Local, &Key(7.into()), Echo::Doc(1));
+        m.forget(Side::Local, &Key(7.into()), Echo::Doc(1));
+        assert!(!m.wrote_doc(Side::Local, &Key(7.into())));
         assert!(m.is_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete));
         assert!(!m.is_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete));
     }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use bson::DateTime;
+use bson::{DateTime, Document};
+
+use crate::core::doc::updated_at;
 
 use crate::core::types::{ChangeEvent, ChangeKind, Key, Side};
 
@@ -41,12 +43,19 @@ pub(crate) struct QueuedEvent {
     /// before `event` (a delete followed by an upsert must not be forgotten: the upsert
     /// may be an older version re-created by the engine itself).
     pub(crate) max_delete: Option<DateTime>,
+    /// The coalesced earlier upsert with the greatest valid `updatedAt` (ties: the
+    /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
+    /// when a side's own clock went backwards.
+    pub(crate) best_upsert: Option<(Document, DateTime)>,
+    /// `event` is a delete the engine itself made (its server time says nothing about
+    /// last-writer-wins), as recognised by the reader from the echo memory.
+    pub(crate) engine_delete: bool,
 }
 
 impl QueuedEvent {
     /// A fresh entry for `event`.
     pub(crate) fn new(event: ChangeEvent, gen: u64, seq: u64) -> Self {
-        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None }
+        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None, best_upsert: None, engine_delete: false }
     }
 }
 
@@ -68,16 +77,19 @@ pub(crate) struct Queue {
     capacity: usize,
     /// Debounce window in milliseconds (changeable live; applies to new entries).
     debounce_ms: AtomicU64,
+    /// Name of the `updatedAt` field (to keep the newest coalesced upsert).
+    field: String,
 }
 
 impl Queue {
     /// An empty queue.
-    pub(crate) fn new(capacity: usize, debounce: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, debounce: Duration, field: &str) -> Self {
         Queue {
             inner: Mutex::new(Inner { timers: DelayQueue::new(), pending: HashMap::new() }),
             space: Notify::new(),
             capacity: capacity.max(1),
             debounce_ms: AtomicU64::new(debounce.as_millis() as u64),
+            field: field.to_string(),
         }
     }
 
@@ -101,8 +113,12 @@ impl Queue {
     }
 
     /// Queue `ev`, waiting while the queue is full and `ev` would be a new entry.
-    /// Returns the event it superseded, if any (that one is done for checkpointing).
-    pub(crate) async fn push(&self, mut ev: QueuedEvent) -> Option<QueuedEvent> {
+    ///
+    /// When `ev` joins an existing entry, the entry keeps the read-sequence of its
+    /// *first* event (the resolution of a coalesced entry depends on every event in it,
+    /// so a restart must re-read them all) and the (gen, seq) returned is done for
+    /// checkpointing at once.
+    pub(crate) async fn push(&self, mut ev: QueuedEvent) -> Option<(u64, u64)> {
         let id = (ev.event.side, ev.event.key.clone());
         loop {
             let notified = self.space.notified();
@@ -113,11 +129,28 @@ impl Queue {
                 if let Some((old, _)) = inner.pending.get_mut(&id) {
                     ev.after_upsert = old.after_upsert || matches!(old.event.kind, ChangeKind::Upsert(_));
                     let old_delete = match old.event.kind {
-                        ChangeKind::Delete => Some(old.event.server_time),
+                        ChangeKind::Delete if !old.engine_delete => Some(old.event.server_time),
+                        ChangeKind::Delete => None,
                         ChangeKind::Upsert(_) => None,
                     };
                     ev.max_delete = old.max_delete.max(old_delete);
-                    return Some(std::mem::replace(old, ev));
+                    let old_up = match &old.event.kind {
+                        ChangeKind::Upsert(d) => updated_at(d, &self.field).map(|u| (d.clone(), u)),
+                        ChangeKind::Delete => None,
+                    };
+                    ev.best_upsert = match (old.best_upsert.take(), old_up) {
+                        (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+                        (a, b) => a.or(b),
+                    };
+                    let done = if old.gen == ev.gen {
+                        let own = ev.seq;
+                        ev.seq = old.seq;
+                        (ev.gen, own)
+                    } else {
+                        (old.gen, old.seq)
+                    };
+                    *old = ev;
+                    return Some(done);
                 }
                 if inner.pending.len() < self.capacity {
                     let delay = Duration::from_millis(self.debounce_ms.load(Ordering::Relaxed));
@@ -194,23 +227,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn first_event_sets_the_deadline_and_later_ones_replace_content() {
-        let q = Queue::new(10, Duration::from_millis(50));
+        let q = Queue::new(10, Duration::from_millis(50), "u");
         assert!(q.push(ev(1, 1)).await.is_none());
         tokio::time::sleep(Duration::from_millis(40)).await;
-        let old = q.push(ev(1, 2)).await.expect("superseded");
-        assert_eq!(old.seq, 1);
+        let done = q.push(ev(1, 2)).await.expect("coalesced");
+        assert_eq!(done, (0, 2));
         let start = tokio::time::Instant::now();
         let batch = q.next_batch(10).await;
         // Deadline came from the first event (50 ms), not extended by the second.
         assert!(start.elapsed() <= Duration::from_millis(15));
         assert_eq!(batch.len(), 1);
-        assert_eq!(batch[0].seq, 2);
+        // Content is the newest event's; the checkpoint position is the first one's.
+        assert_eq!(batch[0].event.token, ResumeToken(doc! {"seq": 2_i64}));
+        assert_eq!(batch[0].seq, 1);
         assert!(batch[0].after_upsert);
     }
 
     #[tokio::test(start_paused = true)]
     async fn queue_backpressure_bounds_pending_keys() {
-        let q = std::sync::Arc::new(Queue::new(2, Duration::from_millis(10)));
+        let q = std::sync::Arc::new(Queue::new(2, Duration::from_millis(10), "u"));
         q.push(ev(1, 1)).await;
         q.push(ev(2, 2)).await;
         let q2 = q.clone();

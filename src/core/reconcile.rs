@@ -12,13 +12,13 @@ use std::time::Instant;
 use bson::{Bson, DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::doc::{content_hash, key_of, same_content};
+use crate::core::doc::{key_of, same_content};
 use crate::core::echo::{Echo, EchoMemory};
 use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::types::{
-    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
+    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
 };
 
 /// What a reconcile needs besides the stores.
@@ -245,21 +245,25 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
         if writes.is_empty() {
             continue;
         }
-        if let Some(echo) = job.echo {
-            let mut echo = lock(echo);
-            for w in writes {
-                let e = match w {
-                    Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                    _ => Echo::Deleted,
-                };
-                echo.record(side, w.key(), e);
-            }
-        }
         let store = match side {
             Side::Local => job.stores.local.as_ref(),
             Side::Cloud => job.stores.cloud.as_ref(),
         };
-        retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
+        if let Some(echo) = job.echo {
+            let mut echo = lock(echo);
+            for w in writes {
+                echo.record(side, w.key(), Echo::of_write(w));
+            }
+        }
+        let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
+        if let Some(echo) = job.echo {
+            let mut echo = lock(echo);
+            for (w, o) in writes.iter().zip(&outcomes) {
+                if *o != WriteOutcome::Applied {
+                    echo.forget(side, w.key(), Echo::of_write(w));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -349,14 +353,15 @@ fn lww_item(
             };
             let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
             let source = mode.propagates(side);
-            let deleted_there = tomb.is_some() && (mode == Mode::BothWays || !source);
-            if deleted_there {
+            if mode != Mode::BothWays && !source {
+                // One-way, only on the target: the source no longer has it (its delete
+                // may be lost with the stream history): the target mirrors the source.
+                dir(report, side).deleted += 1;
+                plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
+            } else if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
                 // The other side deleted it after this version: the delete wins.
-                if mode.propagates(side.other()) {
-                    let deleted_at = tomb.map(|t| t.deleted_at).unwrap_or(u);
-                    dir(report, side).deleted += 1;
-                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at });
-                }
+                dir(report, side).deleted += 1;
+                plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at });
             } else if source {
                 let Some(doc) = docs[ix(side)].get(key) else { return };
                 if tombs.contains_key(key) {

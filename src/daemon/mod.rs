@@ -13,4 +13,4 @@ pub mod run;
 pub mod signals;
 pub mod stores;
 
-pub use run::{run, run_shell, run_with, run_with_stores, DaemonError, RunOptions};
+pub use run::{run, run_shell, run_with, run_with_stores, Controls, DaemonError, RunOptions};

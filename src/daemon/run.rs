@@ -80,8 +80,63 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> Result<(), DaemonError> {
-    let stores = stores::connect(&config).await?;
-    run_with_stores(config, stores, shutdown, opts).await
+    // Signals are live while connecting too: a stop request during start-up retries
+    // ends the daemon cleanly.
+    let mut controls = Controls::new(opts.signals)?;
+    let stores = tokio::select! {
+        r = stores::connect_retrying(&config, &shutdown) => r?,
+        _ = controls.stop_requested() => None,
+    };
+    match stores {
+        Some(stores) => run_engine(config, stores, shutdown, opts, controls).await,
+        None => {
+            controls.close();
+            tracing::info!("stopped before MongoDB was reachable");
+            Ok(())
+        }
+    }
+}
+
+/// The control channel and, when enabled, the signal handlers feeding it.
+pub struct Controls {
+    /// Sender cloned by every control source.
+    tx: mpsc::Sender<Control>,
+    /// The dispatcher's end.
+    rx: mpsc::Receiver<Control>,
+    /// Signal forwarding, closed at the end of the run.
+    signals: Option<signal_hook_tokio::Handle>,
+}
+
+impl Controls {
+    /// A fresh channel; installs SIGTERM/SIGINT/SIGHUP handlers when `signals`.
+    pub fn new(signals: bool) -> Result<Controls, DaemonError> {
+        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        let signals = if signals {
+            Some(signals::spawn(tx.clone()).map_err(DaemonError::Signals)?)
+        } else {
+            None
+        };
+        Ok(Controls { tx, rx, signals })
+    }
+
+    /// Before the dispatcher exists: wait for a stop request, dropping anything else.
+    async fn stop_requested(&mut self) {
+        while let Some(msg) = self.rx.recv().await {
+            match msg {
+                Control::Shutdown(reason) => {
+                    tracing::info!(reason, "stop requested while connecting");
+                    return;
+                }
+                other => tracing::debug!(?other, "control input ignored while connecting"),
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Some(h) = self.signals {
+            h.close();
+        }
+    }
 }
 
 /// Run the daemon over already-built stores.
@@ -90,6 +145,17 @@ pub async fn run_with_stores(
     stores: Stores,
     shutdown: CancellationToken,
     opts: RunOptions,
+) -> Result<(), DaemonError> {
+    let controls = Controls::new(opts.signals)?;
+    run_engine(config, stores, shutdown, opts, controls).await
+}
+
+async fn run_engine(
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+    controls: Controls,
 ) -> Result<(), DaemonError> {
     let engine = Engine::new(config.engine_config(), stores);
     let handle = engine.handle();
@@ -101,6 +167,7 @@ pub async fn run_with_stores(
         move |token| engine.run(token, on_start, drain),
         shutdown,
         opts,
+        controls,
     )
     .await
 }
@@ -113,6 +180,7 @@ pub async fn run_shell<F, Fut>(
     engine: F,
     shutdown: CancellationToken,
     opts: RunOptions,
+    controls: Controls,
 ) -> Result<(), DaemonError>
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -123,14 +191,13 @@ where
     tracing::info!(mode = %config.mode, socket = %config.admin.socket.display(), "datasync starting");
 
     let tasks = TaskTracker::new();
-    let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
+    let Controls {
+        tx: control_tx,
+        rx: control_rx,
+        signals: signal_handle,
+    } = controls;
     let (schedule_tx, schedule_rx) = schedule_channel(&config);
     let (next_tx, next_rx) = watch::channel(None);
-    let signal_handle = if opts.signals {
-        Some(signals::spawn(control_tx.clone()).map_err(DaemonError::Signals)?)
-    } else {
-        None
-    };
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
     tasks.spawn(admin.serve(

@@ -120,7 +120,10 @@ impl MongoStore {
     }
 
     /// Sends the deletes. The reply only has a total `n`, so when some but not all
-    /// statements deleted, one `find` tells which keys are gone.
+    /// statements deleted, one `find` tells which keys are gone. In that mixed case a
+    /// key that was already absent before the command is reported `Applied` (the
+    /// server cannot tell us otherwise without a read before the delete); the end
+    /// state, "absent", is the same.
     async fn apply_deletes(
         &self,
         writes: &[Write],

@@ -14,7 +14,7 @@ use super::{run_reconcile, StreamState};
 use crate::core::error::StoreError;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::ChangeStream;
-use crate::core::types::{ResumeToken, Side, StreamItem};
+use crate::core::types::{ChangeKind, ResumeToken, Side, StreamItem};
 
 /// How a streaming session ended.
 enum End {
@@ -143,12 +143,15 @@ async fn stream_loop(
                 *failures = 0;
                 ev.side = side;
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(ev.token.clone());
+                let engine_delete = ev.kind == ChangeKind::Delete && lock(&sh.echo).deleted(side, &ev.key);
+                let mut queued = QueuedEvent::new(ev, gen, seq);
+                queued.engine_delete = engine_delete;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
-                    old = sh.queue.push(QueuedEvent::new(ev, gen, seq)) => old,
+                    old = sh.queue.push(queued) => old,
                 };
-                if let Some(old) = pushed {
-                    lock(&sh.trackers[ix(side)]).done(old.gen, old.seq);
+                if let Some((gen, seq)) = pushed {
+                    lock(&sh.trackers[ix(side)]).done(gen, seq);
                 }
             }
             Ok(StreamItem::Progress(token)) => {

@@ -16,14 +16,14 @@
 //! (unless it is the same delete re-delivered after a restart, recognised by its own
 //! origin and time) and is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, retry, Shared, Stop};
-use crate::core::doc::{content_hash, key_of, same_content, updated_at};
+use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
@@ -35,8 +35,8 @@ enum Why {
     Upsert,
     /// Propagating a delete to the other side.
     Delete,
-    /// Re-applying a delete to the event's own side (the delete is the last writer).
-    SelfDelete,
+    /// Correcting the event's own side (the delete or an older version is the last writer).
+    OwnSide,
     /// Making local identical to cloud (`overwrite-local`).
     Overwrite,
 }
@@ -51,6 +51,69 @@ struct Planned {
     why: Why,
     /// For propagated upserts: the document sent (to compare with the winner).
     sent: Option<Document>,
+}
+
+/// What a queue entry amounts to under last-writer-wins: the greatest of its
+/// coalesced changes (a delete wins a tie with an upsert).
+enum Effective {
+    /// An upsert wins; `latest` when it is also the side's current state.
+    Upsert {
+        /// The winning document.
+        doc: Document,
+        /// Its `updatedAt`.
+        u: DateTime,
+        /// Whether it is the entry's newest event.
+        latest: bool,
+    },
+    /// A delete at `at` wins.
+    Delete {
+        /// Delete time.
+        at: DateTime,
+        /// The side still holds a (losing) document.
+        src_has_doc: bool,
+    },
+}
+
+impl Effective {
+    fn is_latest(&self) -> bool {
+        match self {
+            Effective::Upsert { latest, .. } => *latest,
+            Effective::Delete { src_has_doc, .. } => !src_has_doc,
+        }
+    }
+}
+
+/// The winner of `q`'s coalesced changes; `None` when the newest is malformed. One-way
+/// modes mirror the source's newest state, so only both-ways looks at older ones.
+fn effective(q: &QueuedEvent, field: &str, both: bool) -> Option<Effective> {
+    let mut best = match &q.event.kind {
+        ChangeKind::Upsert(d) => Effective::Upsert { doc: d.clone(), u: updated_at(d, field)?, latest: true },
+        ChangeKind::Delete => Effective::Delete { at: q.event.server_time, src_has_doc: false },
+    };
+    if !both {
+        return Some(best);
+    }
+    let rank = |e: &Effective| match e {
+        Effective::Upsert { u, .. } => (*u, 0),
+        Effective::Delete { at, .. } => (*at, 1),
+    };
+    let latest_is_doc = matches!(q.event.kind, ChangeKind::Upsert(_));
+    if let Some((d, u)) = &q.best_upsert {
+        let cand = Effective::Upsert { doc: d.clone(), u: *u, latest: false };
+        if rank(&cand) > rank(&best) {
+            best = cand;
+        }
+    }
+    if let Some(w) = q.max_delete {
+        let cand = Effective::Delete { at: w, src_has_doc: latest_is_doc };
+        if rank(&cand) > rank(&best) {
+            best = cand;
+        }
+    }
+    if let Effective::Delete { src_has_doc, .. } = &mut best {
+        *src_has_doc = latest_is_doc;
+    }
+    Some(best)
 }
 
 /// Resolve and apply `batch`, then mark its events done for checkpointing.
@@ -83,6 +146,26 @@ pub(crate) async fn apply_batch(
         lock(&sh.trackers[ix(q.event.side)]).done(q.gen, q.seq);
     }
     Ok(())
+}
+
+/// Remember the writes about to be made, so their echoes are recognised even by the
+/// reader (which may see them before `apply` returns).
+fn expect_echoes(sh: &Shared, plans: &[Planned]) {
+    let mut echo = lock(&sh.echo);
+    for p in plans {
+        echo.record(p.target, p.write.key(), Echo::of_write(&p.write));
+    }
+}
+
+/// Forget the expected echoes of writes that changed nothing: no change event comes,
+/// and a stale entry would hide the next genuine change.
+fn remember(sh: &Shared, plans: &[Planned], outcomes: &[WriteOutcome]) {
+    let mut echo = lock(&sh.echo);
+    for (p, o) in plans.iter().zip(outcomes) {
+        if *o != WriteOutcome::Applied {
+            echo.forget(p.target, p.write.key(), Echo::of_write(&p.write));
+        }
+    }
 }
 
 fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
@@ -146,23 +229,20 @@ async fn lww_group(
     let field = cfg.updated_at_field.as_str();
 
     // 1. Echoes and malformed documents cost nothing.
-    let mut live: Vec<(&QueuedEvent, bool)> = Vec::new(); // (event, engine wrote a doc to src)
+    let mut live: Vec<(&QueuedEvent, Effective, bool)> = Vec::new(); // (.., engine wrote a doc to src)
     {
         let mut echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
-            let pure = q.max_delete.is_none() && !(q.after_upsert && e.kind == ChangeKind::Delete);
+            let Some(eff) = effective(q, field, both) else {
+                skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
+                continue;
+            };
             let wrote_doc = echo.wrote_doc(src, &e.key);
-            if pure && echo.is_echo(src, &e.key, &e.kind) {
+            if eff.is_latest() && echo.is_echo(src, &e.key, &e.kind) {
                 continue;
             }
-            if let ChangeKind::Upsert(d) = &e.kind {
-                if updated_at(d, field).is_none() {
-                    skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
-                    continue;
-                }
-            }
-            live.push((q, wrote_doc));
+            live.push((q, eff, wrote_doc));
         }
     }
     if live.is_empty() {
@@ -170,7 +250,7 @@ async fn lww_group(
     }
 
     // 2. Tombstones of the group's keys, in one call.
-    let keys: Vec<Key> = live.iter().map(|(q, _)| q.event.key.clone()).collect();
+    let keys: Vec<Key> = live.iter().map(|(q, ..)| q.event.key.clone()).collect();
     let state = sh.stores.state.as_ref();
     let tombs: HashMap<Key, Tombstone> = retry("tombstones", cancel, None, || state.tombstones(&keys))
         .await?
@@ -182,64 +262,57 @@ async fn lww_group(
     let mut plans: Vec<Planned> = Vec::new();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    for (q, wrote_doc) in live {
-        let e = &q.event;
-        let key = &e.key;
-        // The effective delete time of this entry, if it is (or hides) a delete.
-        let (doc, delete_at) = match &e.kind {
-            ChangeKind::Upsert(d) => {
-                let u = updated_at(d, field).unwrap_or(DateTime::MIN);
-                match q.max_delete {
-                    Some(w) if both && w >= u => (None, Some(w)),
-                    _ => (Some((d, u)), None),
+    for (q, eff, wrote_doc) in live {
+        let key = &q.event.key;
+        match eff {
+            Effective::Upsert { doc: d, u, latest } => {
+                let tomb = tombs.get(key).filter(|_| both);
+                if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
+                    plans.push(Planned {
+                        target: src,
+                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at },
+                        why: Why::OwnSide,
+                        sent: None,
+                    });
+                    continue;
+                }
+                if tomb.is_some() {
+                    remove.push(key.clone());
+                }
+                let upsert = |or_equal: bool| Write::UpsertIfNewer { key: key.clone(), doc: d.clone(), updated_at: u, or_equal };
+                plans.push(Planned { target: dst, write: upsert(src == cfg.tie_break), why: Why::Upsert, sent: Some(d.clone()) });
+                if !latest {
+                    // The side's newest change is older than a version it had: that
+                    // version wins on this side too.
+                    plans.push(Planned { target: src, write: upsert(false), why: Why::OwnSide, sent: None });
                 }
             }
-            ChangeKind::Delete => (None, Some(e.server_time.max(q.max_delete.unwrap_or(DateTime::MIN)))),
-        };
-        if let Some((d, u)) = doc {
-            let tomb = tombs.get(key).filter(|_| both);
-            if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
-                plans.push(Planned {
-                    target: src,
-                    write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at },
-                    why: Why::SelfDelete,
-                    sent: None,
-                });
-                continue;
-            }
-            if tomb.is_some() {
-                remove.push(key.clone());
-            }
-            plans.push(Planned {
-                target: dst,
-                write: Write::UpsertIfNewer { key: key.clone(), doc: d.clone(), updated_at: u, or_equal: src == cfg.tie_break },
-                why: Why::Upsert,
-                sent: Some(d.clone()),
-            });
-        } else if let Some(w) = delete_at {
-            if both && !q.after_upsert && q.max_delete.is_none() && e.kind == ChangeKind::Delete {
-                if let Some(t) = tombs.get(key) {
-                    if !(t.origin == src && t.deleted_at == w) {
-                        continue; // echo of the engine's own delete
+            Effective::Delete { at: w, src_has_doc } => {
+                let plain = !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
+                if both && plain {
+                    if let Some(t) = tombs.get(key) {
+                        if !(t.origin == src && t.deleted_at == w) {
+                            continue; // echo of the engine's own delete
+                        }
                     }
                 }
-            }
-            record.push(Tombstone { key: key.clone(), deleted_at: w, origin: src });
-            plans.push(Planned {
-                target: dst,
-                write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                why: Why::Delete,
-                sent: None,
-            });
-            // The engine may have re-created an older version on `src` after this
-            // delete happened (it had not seen it yet): the delete wins there too.
-            if both && (wrote_doc || e.kind != ChangeKind::Delete) {
+                record.push(Tombstone { key: key.clone(), deleted_at: w, origin: src });
                 plans.push(Planned {
-                    target: src,
+                    target: dst,
                     write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                    why: Why::SelfDelete,
+                    why: Why::Delete,
                     sent: None,
                 });
+                // The engine may have re-created an older version on `src` after this
+                // delete happened (it had not seen it yet): the delete wins there too.
+                if both && (wrote_doc || src_has_doc) {
+                    plans.push(Planned {
+                        target: src,
+                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
+                        why: Why::OwnSide,
+                        sent: None,
+                    });
+                }
             }
         }
     }
@@ -251,17 +324,9 @@ async fn lww_group(
     if !remove.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&remove)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(p.target, p.write.key(), kind);
-        }
-    }
+    expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
     let lost: Vec<&Planned> = plans
@@ -286,7 +351,7 @@ async fn lww_group(
         .collect();
     let mut back: Vec<Planned> = Vec::new();
     let mut superseded: Vec<Key> = Vec::new();
-    let recorded: HashSet<&Key> = record.iter().map(|t| &t.key).collect();
+    let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
     for p in lost {
         let key = p.write.key();
         let Some(w) = winners.get(key) else { continue };
@@ -298,7 +363,13 @@ async fn lww_group(
             skip(sh, key, dst, "updatedAt missing or not a DateTime");
             continue;
         };
-        if recorded.contains(key) || tombs.contains_key(key) {
+        // The newest known delete of the key (recorded before, or by this batch).
+        let tomb = tombs.get(key).map(|t| t.deleted_at).max(recorded.get(key).copied());
+        if tomb.is_some_and(|t| t >= u) {
+            // The winner is itself older than a delete: its own event deletes it.
+            continue;
+        }
+        if tomb.is_some() {
             superseded.push(key.clone());
         }
         back.push(Planned {
@@ -311,15 +382,9 @@ async fn lww_group(
     if !superseded.is_empty() {
         retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &back {
-            if let Write::UpsertIfNewer { doc, .. } = &p.write {
-                echo.record(src, p.write.key(), Echo::Doc(content_hash(doc)));
-            }
-        }
-    }
-    apply_plans(sh, &back, cancel).await?;
+    expect_echoes(sh, &back);
+    let outcomes = apply_plans(sh, &back, cancel).await?;
+    remember(sh, &back, &outcomes);
     Ok(())
 }
 
@@ -366,17 +431,9 @@ async fn overwrite_group(
             plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
         }
     }
-    {
-        let mut echo = lock(&sh.echo);
-        for p in &plans {
-            let kind = match &p.write {
-                Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
-                _ => Echo::Deleted,
-            };
-            echo.record(Side::Local, p.write.key(), kind);
-        }
-    }
     debug_assert!(plans.iter().all(|p| p.why == Why::Overwrite));
-    apply_plans(sh, &plans, cancel).await?;
+    expect_echoes(sh, &plans);
+    let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes);
     Ok(())
 }

@@ -99,7 +99,7 @@ impl Shared {
             last_error: None,
         };
         Shared {
-            queue: Queue::new(config.queue_capacity, config.debounce),
+            queue: Queue::new(config.queue_capacity, config.debounce, &config.updated_at_field),
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
             echo: Mutex::new(EchoMemory::new(ECHO_CAPACITY)),

@@ -4,7 +4,6 @@
 //! [`validate::Config`] (typed, checked). Every error names the key and its source.
 
 pub mod raw;
-pub mod redact;
 pub mod validate;
 
 use std::fmt;

@@ -10,9 +10,9 @@ use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
 use super::raw::{RawAdmin, RawConfig, RawLog, RawReconcile, RawSide, RawState, RawSync};
-use super::redact::redact_uri;
 use super::ConfigError;
 use crate::core::{EngineConfig, Mode, Side};
+use crate::mongo::{redact_text, redact_uri, MongoSides};
 
 /// Validated configuration of the daemon and the one-shot commands.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ fn side(name: &str, raw: &RawSide, problems: &mut Vec<String>) -> SideConfig {
         problems.push(format!(
             "key `{name}.uri` is not a valid MongoDB connection string ({}): {}",
             redact_uri(&raw.uri),
-            crate::daemon::config::redact::redact_uri(&e.to_string())
+            redact_text(&e.to_string(), &[&raw.uri])
         ));
     }
     for (key, v) in [("database", &raw.database), ("collection", &raw.collection)] {
@@ -228,22 +228,10 @@ impl Config {
         if raw.sync.updated_at_field == "_id" {
             problems.push("key `sync.updated_at_field` must not be `_id`".into());
         }
-        for (name, s) in [("local", &local), ("cloud", &cloud)] {
-            if s.database == raw.state.database {
-                problems.push(format!(
-                    "key `state.database` ('{}') must differ from `{name}.database`: the daemon never syncs its own state",
-                    raw.state.database
-                ));
+        if problems.is_empty() {
+            if let Err(e) = sides(&local, &cloud, &raw.state.database).validate() {
+                problems.push(e);
             }
-        }
-        if local.uri == cloud.uri
-            && local.database == cloud.database
-            && local.collection == cloud.collection
-        {
-            problems.push(format!(
-                "keys `local` and `cloud` name the same collection {}.{} on the same deployment",
-                local.database, local.collection
-            ));
         }
         let format = match raw.log.format.as_str() {
             "pretty" => LogFormat::Pretty,
@@ -291,6 +279,15 @@ impl Config {
                 format,
             },
         })
+    }
+
+    /// The adapter's view: both sides and the state database.
+    pub fn mongo_sides(&self) -> MongoSides {
+        MongoSides {
+            updated_at_field: self.sync.updated_at_field.clone(),
+            tombstone_ttl: self.state.tombstone_ttl,
+            ..sides(&self.local, &self.cloud, &self.state.database)
+        }
     }
 
     /// The engine's settings.
@@ -356,5 +353,23 @@ impl Config {
     pub fn to_toml_redacted(&self) -> String {
         // RawConfig holds only strings, integers and booleans: serialising cannot fail.
         toml::to_string(&self.to_raw_redacted()).expect("RawConfig serialises to TOML")
+    }
+}
+
+/// Sides for the adapter's namespace checks (settings filled in by
+/// [`Config::mongo_sides`]).
+fn sides(local: &SideConfig, cloud: &SideConfig, state_database: &str) -> MongoSides {
+    let side = |s: &SideConfig| crate::mongo::SideConfig {
+        uri: s.uri.clone(),
+        database: s.database.clone(),
+        collection: s.collection.clone(),
+    };
+    MongoSides {
+        local: side(local),
+        cloud: side(cloud),
+        state_database: state_database.to_string(),
+        updated_at_field: "updatedAt".into(),
+        tombstone_ttl: Duration::from_secs(30 * 86_400),
+        app_name: "datasync".into(),
     }
 }

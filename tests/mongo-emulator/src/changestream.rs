@@ -262,8 +262,10 @@ impl ChangeStream {
         let mut events = Vec::new();
         let mut more = false;
         let mut last_returned: Option<Timestamp> = None;
+        let mut bytes = 0usize;
         for ev in inner.oplog.events_after(self.after) {
-            if events.len() >= max {
+            // A batch stays within one 16 MiB document, as MongoDB's do.
+            if events.len() >= max || bytes >= crate::state::MAX_BSON_SIZE {
                 more = true;
                 break;
             }
@@ -273,6 +275,7 @@ impl ChangeStream {
             }
             let rendered = self.render(ev, &inner.store);
             if let Some(out) = self.apply_pipeline(rendered)? {
+                bytes += crate::state::bson_size(&out);
                 events.push(out);
                 last_returned = Some(ev.ts);
             }

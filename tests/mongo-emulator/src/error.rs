@@ -15,8 +15,9 @@ pub struct CommandError {
     pub code_name: &'static str,
     /// Human message (`errmsg`).
     pub message: String,
-    /// Extra reply fields (`keyPattern`, `keyValue` for duplicate keys).
-    pub extra: Document,
+    /// Extra reply fields (`keyPattern`, `keyValue` for duplicate keys); boxed to keep
+    /// `Result`s small.
+    pub extra: Option<Box<Document>>,
     /// Error labels (`RetryableWriteError`, `ResumableChangeStreamError`).
     pub labels: Vec<String>,
 }
@@ -31,9 +32,16 @@ impl CommandError {
             code,
             code_name: code_name(code),
             message: message.into(),
-            extra: Document::new(),
+            extra: None,
             labels: Vec::new(),
         }
+    }
+    /// Add an extra reply field.
+    pub fn with_extra(mut self, key: &str, value: impl Into<Bson>) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key, value.into());
+        self
     }
     /// 2 BadValue.
     pub fn bad_value(message: impl Into<String>) -> Self {
@@ -74,7 +82,7 @@ impl CommandError {
             "code": self.code,
             "codeName": self.code_name,
         };
-        for (k, v) in &self.extra {
+        for (k, v) in self.extra.iter().flat_map(|e| e.iter()) {
             d.insert(k.clone(), v.clone());
         }
         if !self.labels.is_empty() {
@@ -90,7 +98,7 @@ impl CommandError {
     /// The `writeErrors` entry for statement `index`.
     pub fn to_write_error(&self, index: usize) -> Document {
         let mut d = doc! { "index": index as i32, "code": self.code };
-        for (k, v) in &self.extra {
+        for (k, v) in self.extra.iter().flat_map(|e| e.iter()) {
             d.insert(k.clone(), v.clone());
         }
         d.insert("errmsg", self.message.clone());
@@ -104,7 +112,7 @@ impl From<QueryError> for CommandError {
             code: e.code,
             code_name: e.code_name,
             message: e.message,
-            extra: Document::new(),
+            extra: None,
             labels: Vec::new(),
         }
     }

@@ -94,16 +94,22 @@ fn unix_secs() -> u32 {
 impl Oplog {
     /// Empty history keeping at most `limit` events.
     pub fn new(limit: usize) -> Self {
-        Oplog {
+        let start = Timestamp {
+            time: unix_secs(),
+            increment: 0,
+        };
+        let mut log = Oplog {
             events: VecDeque::new(),
             limit: limit.max(1),
-            last: Timestamp {
-                time: unix_secs(),
-                increment: 0,
-            },
-            lost_through: None,
+            last: start,
+            // Nothing before this server started is known: tokens from an earlier
+            // server (or times before the start) cannot be resumed, as with a new oplog.
+            lost_through: Some(start),
             last_dropped_event: None,
-        }
+        };
+        // Positions handed out from now on are strictly after `start`.
+        log.tick();
+        log
     }
 
     /// Allocate the next cluster time (a write happened).

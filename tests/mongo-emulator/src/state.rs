@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document};
@@ -15,6 +16,9 @@ use crate::error::{CmdResult, CommandError};
 use crate::faults::Faults;
 use crate::oplog::{Event, EventKind, Oplog};
 use crate::store::{Key, Store};
+
+/// Idle time after which a cursor is killed (MongoDB's default `cursorTimeoutMillis`).
+const CURSOR_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Largest document (`maxBsonObjectSize`).
 pub const MAX_BSON_SIZE: usize = 16 * 1024 * 1024;
@@ -51,6 +55,9 @@ impl Cursor {
         }
     }
 }
+
+/// A registered cursor and when it was last used.
+type CursorEntry = (Arc<Mutex<Cursor>>, Instant);
 
 /// Replies of recent retryable writes, by (lsid, txnNumber).
 #[derive(Debug, Default)]
@@ -95,8 +102,8 @@ pub struct Shared {
     inner: Mutex<Inner>,
     /// Bumped after each batch of change events (wakes awaiting getMores).
     changes: watch::Sender<u64>,
-    /// Open cursors by id.
-    cursors: Mutex<HashMap<i64, Arc<Mutex<Cursor>>>>,
+    /// Open cursors by id, with when each was last used (idle ones are reaped).
+    cursors: Mutex<HashMap<i64, CursorEntry>>,
     /// Next cursor id.
     next_cursor: AtomicI64,
     /// Next connection id.
@@ -161,13 +168,20 @@ impl Shared {
     /// Register a cursor; returns its id.
     pub fn add_cursor(&self, cursor: Cursor) -> i64 {
         let id = self.next_cursor.fetch_add(1, Ordering::Relaxed);
-        lock(&self.cursors).insert(id, Arc::new(Mutex::new(cursor)));
+        let now = Instant::now();
+        let mut cursors = lock(&self.cursors);
+        // MongoDB kills cursors idle for 10 minutes (cursorTimeoutMillis).
+        cursors.retain(|_, (_, used)| now.duration_since(*used) < CURSOR_IDLE_TIMEOUT);
+        cursors.insert(id, (Arc::new(Mutex::new(cursor)), now));
         id
     }
 
-    /// An open cursor.
+    /// An open cursor (marks it used).
     pub fn cursor(&self, id: i64) -> Option<Arc<Mutex<Cursor>>> {
-        lock(&self.cursors).get(&id).cloned()
+        let mut cursors = lock(&self.cursors);
+        let entry = cursors.get_mut(&id)?;
+        entry.1 = Instant::now();
+        Some(entry.0.clone())
     }
 
     /// Remove a cursor; whether it existed.
@@ -252,13 +266,14 @@ impl Inner {
             .coll_mut(db, coll)
             .ok_or_else(|| CommandError::new(26, format!("ns does not exist: {ns}")))?;
         c.check_unique(&ns, &new, Some(&key))?;
-        c.docs.insert(key, new.clone());
+        // Computed before mutating so a failure cannot leave a change without its event.
         let kind = if replacement {
             EventKind::Replace
         } else {
             let (updated, removed) = crate::query::update_description(&before, &new);
             EventKind::Update(updated, removed)
         };
+        c.docs.insert(key, new.clone());
         let mut ev = self.event(db, Some(coll), kind);
         ev.id = Some(id);
         ev.before = Some(before);

@@ -164,16 +164,15 @@ pub fn duplicate_key(ns: &str, index: &str, pattern: &Document, value: &Document
         .iter()
         .map(|(k, v)| format!("{k}: {}", shell_repr(v)))
         .collect();
-    let mut e = CommandError::new(
+    CommandError::new(
         11000,
         format!(
             "E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}",
             shown.join(", ")
         ),
-    );
-    e.extra.insert("keyPattern", pattern.clone());
-    e.extra.insert("keyValue", value.clone());
-    e
+    )
+    .with_extra("keyPattern", pattern.clone())
+    .with_extra("keyValue", value.clone())
 }
 
 /// A value written the way the server prints it in error messages.

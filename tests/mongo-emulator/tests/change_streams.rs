@@ -282,7 +282,11 @@ async fn drop_emits_drop_then_invalidate_and_start_after_continues() {
     assert_eq!(next(&mut stream).await.operation_type, OperationType::Drop);
     let inv = next(&mut stream).await;
     assert_eq!(inv.operation_type, OperationType::Invalidate);
-    assert!(stream.is_alive() == false || stream.next().await.is_none());
+    let after_invalidate = tokio::time::timeout(Duration::from_secs(2), stream.next()).await;
+    assert!(
+        after_invalidate.unwrap().is_none(),
+        "the stream ends after invalidate"
+    );
     // resumeAfter an invalidate is refused; startAfter continues after it.
     let err = coll.watch().resume_after(inv.id.clone()).await.unwrap_err();
     assert_eq!(common::code(&err), 260);
@@ -522,4 +526,53 @@ async fn rename_emits_rename_then_invalidate() {
         OperationType::Invalidate
     );
     emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn live_stream_that_falls_behind_the_history_limit_gets_286() {
+    let emu = common::start_with_history(2).await;
+    let client = common::client(&emu).await;
+    let coll = client.database("d").collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap();
+    for i in 0..5 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(common::code(&err), 286);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn stage_not_allowed_in_change_stream_is_refused() {
+    let (emu, _client, coll) = setup().await;
+    let err = coll
+        .watch()
+        .pipeline(vec![doc! {"$group": {"_id": null}}])
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 20);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_from_another_server_instance_is_286() {
+    let (emu, _client, coll) = setup().await;
+    let (token, _) = token_after_two_inserts(&coll).await;
+    emu.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (emu2, _client2, coll2) = setup().await;
+    let err = coll2.watch().resume_after(token).await.unwrap_err();
+    assert_eq!(common::code(&err), 286);
+    // Tokens of the new server resume fine.
+    let (first, _) = token_after_two_inserts(&coll2).await;
+    let mut resumed = coll2.watch().resume_after(first).await.unwrap();
+    assert_eq!(
+        next(&mut resumed).await.document_key.unwrap(),
+        doc! {"_id": 2}
+    );
+    emu2.shutdown().await;
 }

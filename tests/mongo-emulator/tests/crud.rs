@@ -242,6 +242,22 @@ async fn error_codes_for_bad_requests() {
         .await
         .unwrap_err();
     assert_eq!(common::code(&err), 66, "immutable _id");
+    let err = coll
+        .replace_one(doc! {"_id": 1}, doc! {"_id": 2, "a": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 66, "replacement cannot change _id");
+    let err = client
+        .database("d")
+        .run_command(
+            doc! {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"$set": {"a": 1}, "b": 2}}]},
+        )
+        .await
+        .unwrap();
+    assert!(
+        err.contains_key("writeErrors"),
+        "mixed operator/replacement update is refused"
+    );
     let err = client
         .database("d")
         .run_command(doc! {"insert": "c", "documents": [{"$bad": 1}]})
@@ -470,5 +486,33 @@ async fn retried_write_is_answered_from_cache() {
         .unwrap()
         .unwrap();
     assert_eq!(doc.get_i32("n").unwrap(), 1, "applied once");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn conditional_upserts_by_id_do_not_scan_the_collection() {
+    let (emu, client, coll) = setup().await;
+    const N: i32 = 3000;
+    coll.insert_many((0..N).map(|i| doc! {"_id": i, "updatedAt": 10}))
+        .await
+        .unwrap();
+    let updates: Vec<Document> = (0..N)
+        .map(|i| {
+            doc! {
+                "q": {"_id": i, "updatedAt": {"$lt": 20}},
+                "u": {"_id": i, "updatedAt": 20},
+                "upsert": true,
+            }
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let reply = client
+        .database("d")
+        .run_command(doc! {"update": "c", "updates": updates, "ordered": false})
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(reply.get_i32("nModified").unwrap(), N);
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     emu.shutdown().await;
 }

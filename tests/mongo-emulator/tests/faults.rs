@@ -179,3 +179,29 @@ async fn emulator_fault_command_controls_faults_from_other_processes() {
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn injected_errors_carry_mongodb_labels() {
+    let emu = common::start().await;
+    let client = common::client(&emu).await;
+    let db = client.database("d");
+    emu.handle().fail_command("getMore", 91, 1);
+    let err = db
+        .run_command(doc! {"getMore": 1i64, "collection": "c"})
+        .await
+        .unwrap_err();
+    assert!(err.contains_label("ResumableChangeStreamError"), "{err:?}");
+    emu.handle().fail_command("update", 189, 1);
+    let err = db
+        .run_command(doc! {"update": "c", "updates": [{"q": {}, "u": {"$set": {"a": 1}}}]})
+        .await
+        .unwrap_err();
+    assert!(err.contains_label("RetryableWriteError"), "{err:?}");
+    emu.handle().fail_command("update", 11000, 1);
+    let err = db
+        .run_command(doc! {"update": "c", "updates": [{"q": {}, "u": {"$set": {"a": 1}}}]})
+        .await
+        .unwrap_err();
+    assert!(!err.contains_label("RetryableWriteError"));
+    emu.shutdown().await;
+}

@@ -51,8 +51,8 @@ async fn hello_reports_a_writable_primary_without_topology_version() {
         .await
         .unwrap();
     let host = emu.addr().to_string();
-    assert_eq!(hello.get_bool("isWritablePrimary").unwrap(), true);
-    assert_eq!(hello.get_bool("helloOk").unwrap(), true);
+    assert!(hello.get_bool("isWritablePrimary").unwrap());
+    assert!(hello.get_bool("helloOk").unwrap());
     assert_eq!(hello.get_str("setName").unwrap(), "rs0");
     assert_eq!(hello.get_str("me").unwrap(), host);
     assert_eq!(hello.get_str("primary").unwrap(), host);
@@ -78,7 +78,7 @@ async fn hello_reports_a_writable_primary_without_topology_version() {
         .run_command(doc! {"isMaster": 1})
         .await
         .unwrap();
-    assert_eq!(legacy.get_bool("ismaster").unwrap(), true);
+    assert!(legacy.get_bool("ismaster").unwrap());
     emu.shutdown().await;
 }
 
@@ -172,7 +172,7 @@ async fn legacy_op_query_handshake_gets_op_reply() {
         .unwrap();
     let (response_to, _, reply) = read_reply(&mut sock).await;
     assert_eq!(response_to, 7);
-    assert_eq!(reply.get_bool("ismaster").unwrap(), true);
+    assert!(reply.get_bool("ismaster").unwrap());
     assert_eq!(reply.get_str("setName").unwrap(), "rs0");
     // Anything but the handshake on OP_QUERY is an error reply, not a hang.
     sock.write_all(&op_query(8, "d.$cmd", &doc! {"find": "c"}))
@@ -180,5 +180,59 @@ async fn legacy_op_query_handshake_gets_op_reply() {
         .unwrap();
     let (_, _, reply) = read_reply(&mut sock).await;
     assert_eq!(reply.get_f64("ok").unwrap(), 0.0);
+    emu.shutdown().await;
+}
+
+fn op_msg(
+    request_id: i32,
+    flags: u32,
+    body: &Document,
+    sequence: Option<(&str, Vec<Document>)>,
+) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&flags.to_le_bytes());
+    payload.push(0);
+    body.to_writer(&mut payload).unwrap();
+    if let Some((ident, docs)) = sequence {
+        let mut sec = Vec::new();
+        sec.extend_from_slice(ident.as_bytes());
+        sec.push(0);
+        for d in docs {
+            d.to_writer(&mut sec).unwrap();
+        }
+        payload.push(1);
+        payload.extend_from_slice(&((sec.len() + 4) as i32).to_le_bytes());
+        payload.extend_from_slice(&sec);
+    }
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&((payload.len() + 16) as i32).to_le_bytes());
+    msg.extend_from_slice(&request_id.to_le_bytes());
+    msg.extend_from_slice(&0i32.to_le_bytes());
+    msg.extend_from_slice(&2013i32.to_le_bytes());
+    msg.extend_from_slice(&payload);
+    msg
+}
+
+#[tokio::test]
+async fn more_to_come_write_gets_no_reply_and_kind1_sequences_are_documents() {
+    let emu = common::start().await;
+    let mut sock = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
+    let insert = doc! {"insert": "c", "$db": "d", "writeConcern": {"w": 0}};
+    let docs = vec![doc! {"_id": 1}, doc! {"_id": 2}];
+    sock.write_all(&op_msg(10, 1 << 1, &insert, Some(("documents", docs))))
+        .await
+        .unwrap();
+    sock.write_all(&op_msg(11, 0, &doc! {"count": "c", "$db": "d"}, None))
+        .await
+        .unwrap();
+    let mut header = [0u8; 16];
+    sock.read_exact(&mut header).await.unwrap();
+    let len = i32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    let response_to = i32::from_le_bytes(header[8..12].try_into().unwrap());
+    assert_eq!(response_to, 11, "the moreToCome insert was not answered");
+    let mut rest = vec![0u8; len - 16];
+    sock.read_exact(&mut rest).await.unwrap();
+    let reply = Document::from_reader(&mut &rest[5..]).unwrap();
+    assert_eq!(reply.get_i32("n").unwrap(), 2);
     emu.shutdown().await;
 }

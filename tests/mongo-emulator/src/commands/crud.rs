@@ -9,6 +9,7 @@ use super::{collection_name, doc_array, opt_bool, opt_doc, opt_i64, Ctx};
 use crate::error::{CmdResult, CommandError};
 use crate::query;
 use crate::state::{check_size, Inner};
+use crate::store::Key;
 
 /// `insert`.
 pub fn insert(ctx: &Ctx<'_>) -> CmdResult<Document> {
@@ -121,36 +122,75 @@ pub fn matching_ids(
     filter: &Document,
     just_one: bool,
 ) -> CmdResult<Vec<Bson>> {
+    Ok(select(inner, db, coll, filter, just_one)?
+        .into_iter()
+        .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+        .collect())
+}
+
+/// The documents matching `filter`, in natural (`_id`) order. A filter that pins `_id`
+/// (`{_id: v}`, `{_id: {$eq: v}}`, `{_id: {$in: [...]}}`, plus other conditions) looks
+/// those documents up instead of scanning, so conditional upserts stay O(log n).
+pub fn select<'a>(
+    inner: &'a Inner,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    just_one: bool,
+) -> CmdResult<Vec<&'a Document>> {
     query::validate_filter(filter)?;
     let mut out = Vec::new();
     let Some(c) = inner.store.coll(db, coll) else {
         return Ok(out);
     };
-    // Fast path: {_id: <scalar>}.
-    if filter.len() == 1 {
-        if let Some(id) = filter.get("_id") {
-            if !matches!(
-                id,
-                Bson::Document(_) | Bson::Array(_) | Bson::RegularExpression(_)
-            ) {
-                if let Some(d) = c.docs.get(&crate::store::Key(id.clone())) {
-                    if query::matches(d, filter)? {
-                        out.push(d.get("_id").cloned().unwrap_or(Bson::Null));
+    if let Some(mut ids) = pinned_ids(filter) {
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            if let Some(d) = c.docs.get(&id) {
+                if query::matches(d, filter)? {
+                    out.push(d);
+                    if just_one {
+                        break;
                     }
                 }
-                return Ok(out);
             }
         }
+        return Ok(out);
     }
     for d in c.docs.values() {
-        if query::matches(d, filter)? {
-            out.push(d.get("_id").cloned().unwrap_or(Bson::Null));
+        if filter.is_empty() || query::matches(d, filter)? {
+            out.push(d);
             if just_one {
                 break;
             }
         }
     }
     Ok(out)
+}
+
+/// `_id` values a filter restricts matches to, when it does so simply.
+fn pinned_ids(filter: &Document) -> Option<Vec<Key>> {
+    let plain = |v: &Bson| {
+        !matches!(
+            v,
+            Bson::Document(_)
+                | Bson::Array(_)
+                | Bson::RegularExpression(_)
+                | Bson::JavaScriptCode(_)
+        )
+    };
+    match filter.get("_id")? {
+        v if plain(v) => Some(vec![Key(v.clone())]),
+        Bson::Document(op) if op.len() == 1 => match op.iter().next()? {
+            (k, v) if k == "$eq" && plain(v) => Some(vec![Key(v.clone())]),
+            (k, Bson::Array(vs)) if k == "$in" && vs.iter().all(plain) => {
+                Some(vs.iter().cloned().map(Key).collect())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Make a document storable: no top-level `$` field names, a valid `_id` placed first

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use bson::{doc, Bson, Document};
 
+use super::crud::select;
 use super::cursors::{batch_size, cursor_reply};
 use super::{collection_name, opt_bool, opt_doc, opt_i64, Ctx};
 use crate::error::{CmdResult, CommandError};
@@ -19,16 +20,10 @@ pub fn matching_docs(
     coll: &str,
     filter: &Document,
 ) -> CmdResult<Vec<Document>> {
-    query::validate_filter(filter)?;
-    let mut out = Vec::new();
-    if let Some(c) = inner.store.coll(db, coll) {
-        for d in c.docs.values() {
-            if filter.is_empty() || query::matches(d, filter)? {
-                out.push(d.clone());
-            }
-        }
-    }
-    Ok(out)
+    Ok(select(inner, db, coll, filter, false)?
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 fn non_negative(body: &Document, field: &str) -> CmdResult<Option<i64>> {

@@ -2,8 +2,9 @@
 //! (`updatedFields`, with their new values) and which were removed (`removedFields`).
 //! Sub-documents that were edited in place (their surviving fields keep their order and
 //! new fields were appended, as `$set`/`$unset` on dotted paths leave them) are reported
-//! with dotted paths; any other change to a sub-document, and every array change, is
-//! reported as the whole new value.
+//! with dotted paths, and so are arrays that kept at least one element in place and did
+//! not shrink (`$push`, `$set` of `a.1`: `{"a.2": v}`); any other change to a
+//! sub-document or array is reported as the whole new value.
 
 use bson::{Bson, Document};
 
@@ -46,6 +47,9 @@ fn diff(
             (Some(Bson::Document(bd)), Bson::Document(ad)) if edited_in_place(bd, ad) => {
                 diff(bd, ad, &format!("{path}."), updated, removed);
             }
+            (Some(Bson::Array(ba)), Bson::Array(aa)) if array_edited_in_place(ba, aa) => {
+                diff_array(ba, aa, &path, updated, removed);
+            }
             _ => {
                 updated.insert(path, v.clone());
             }
@@ -54,6 +58,33 @@ fn diff(
     for k in before.keys() {
         if !after.contains_key(k.as_str()) {
             removed.push(format!("{prefix}{k}"));
+        }
+    }
+}
+
+/// Whether `after` is `before` with elements changed or appended (never shrunk) and at
+/// least one element left as it was.
+fn array_edited_in_place(before: &[Bson], after: &[Bson]) -> bool {
+    after.len() >= before.len() && before.iter().zip(after).any(|(b, a)| b == a)
+}
+
+fn diff_array(
+    before: &[Bson],
+    after: &[Bson],
+    path: &str,
+    updated: &mut Document,
+    removed: &mut Vec<String>,
+) {
+    for (i, a) in after.iter().enumerate() {
+        let p = format!("{path}.{i}");
+        match (before.get(i), a) {
+            (Some(b), _) if b == a => {}
+            (Some(Bson::Document(bd)), Bson::Document(ad)) if edited_in_place(bd, ad) => {
+                diff(bd, ad, &format!("{p}."), updated, removed);
+            }
+            _ => {
+                updated.insert(p, a.clone());
+            }
         }
     }
 }
@@ -91,10 +122,19 @@ mod tests {
 
     #[test]
     fn replaced_sub_document_and_arrays_are_reported_whole() {
-        let before = doc! {"_id": 1, "o": {"x": 1}, "l": [1, 2]};
-        let after = doc! {"_id": 1, "o": {"q": 1}, "l": [1, 2, 3]};
+        let before = doc! {"_id": 1, "o": {"x": 1}, "l": [1, 2], "m": [1, 2]};
+        let after = doc! {"_id": 1, "o": {"q": 1}, "l": [1], "m": [3, 4, 5]};
         let (u, r) = update_description(&before, &after);
-        assert_eq!(u, doc! {"o": {"q": 1}, "l": [1, 2, 3]});
+        assert_eq!(u, doc! {"o": {"q": 1}, "l": [1], "m": [3, 4, 5]});
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn pushed_and_changed_array_elements_are_reported_by_index() {
+        let before = doc! {"_id": 1, "l": [1, {"k": 1}]};
+        let after = doc! {"_id": 1, "l": [1, {"k": 2}, 3]};
+        let (u, r) = update_description(&before, &after);
+        assert_eq!(u, doc! {"l.1.k": 2, "l.2": 3});
         assert!(r.is_empty());
     }
 

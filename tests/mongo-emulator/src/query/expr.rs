@@ -8,6 +8,9 @@ use bson::{Bson, DateTime, Document};
 
 use super::arith::{self, is_number, to_f64};
 use super::compare::compare;
+pub use super::convert::reduce;
+use super::convert::{convert, int_rem, to_string};
+use super::expr_extra::{self, EXTRA_OPERATORS};
 use super::types::type_name;
 use super::QueryError;
 
@@ -106,7 +109,7 @@ pub fn validate(e: &Bson) -> Result<(), QueryError> {
                         format!("an expression specification must contain exactly one field, the name of the expression. Found {} fields in {d}", d.len()),
                     ));
                 }
-                if !OPERATORS.contains(&k.as_str()) {
+                if !OPERATORS.contains(&k.as_str()) && !EXTRA_OPERATORS.contains(&k.as_str()) {
                     return Err(unknown(k));
                 }
                 if k == "$literal" {
@@ -245,7 +248,13 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
         return Ok(Some(operand.clone()));
     }
     if op == "$cond" {
-        return cond(operand, root);
+        return expr_extra::cond(operand, root);
+    }
+    if op == "$switch" {
+        return expr_extra::switch(operand, root);
+    }
+    if EXTRA_OPERATORS.contains(&op) {
+        return expr_extra::operator(op, args(operand, root)?);
     }
     if !OPERATORS.contains(&op) {
         return Err(unknown(op));
@@ -281,7 +290,7 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
             }
             match date {
                 Some(ms) => some(Bson::DateTime(DateTime::from_millis(
-                    ms + to_f64(&acc).round() as i64,
+                    ms.saturating_add(to_f64(&acc).round() as i64),
                 ))),
                 None => some(acc),
             }
@@ -292,12 +301,15 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
                 return some(Bson::Null);
             }
             match (a[0].as_ref(), a[1].as_ref()) {
-                (Some(Bson::DateTime(x)), Some(Bson::DateTime(y))) => {
-                    some(Bson::Int64(x.timestamp_millis() - y.timestamp_millis()))
-                }
-                (Some(Bson::DateTime(x)), Some(n)) if is_number(n) => some(Bson::DateTime(
-                    DateTime::from_millis(x.timestamp_millis() - to_f64(n).round() as i64),
+                (Some(Bson::DateTime(x)), Some(Bson::DateTime(y))) => some(Bson::Int64(
+                    x.timestamp_millis().saturating_sub(y.timestamp_millis()),
                 )),
+                (Some(Bson::DateTime(x)), Some(n)) if is_number(n) => {
+                    some(Bson::DateTime(DateTime::from_millis(
+                        x.timestamp_millis()
+                            .saturating_sub(to_f64(n).round() as i64),
+                    )))
+                }
                 (Some(x), Some(y)) => arith::sub(x, y).map(Some).ok_or_else(|| {
                     err(
                         16556,
@@ -362,8 +374,7 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
             }
             match (&x, &y) {
                 (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
-                    let q = arith::sub(&x, &arith::mul(&y, &int_div(&x, &y)).unwrap_or(Bson::Null));
-                    some(q.unwrap_or(Bson::Null))
+                    some(int_rem(&x, &y))
                 }
                 _ => some(Bson::Double(to_f64(&x) % to_f64(&y))),
             }
@@ -585,145 +596,6 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
         }
         _ => Err(unknown(op)),
     }
-}
-
-fn int_div(x: &Bson, y: &Bson) -> Bson {
-    let (a, b) = (to_f64(x) as i64, to_f64(y) as i64);
-    Bson::Int64(a.checked_div(b).unwrap_or(0))
-}
-
-/// `$max $min $sum $avg` over values, as both expressions and accumulators compute them.
-pub fn reduce(op: &str, items: &[Bson]) -> Bson {
-    match op {
-        "$sum" | "$avg" => {
-            let nums: Vec<&Bson> = items.iter().filter(|x| is_number(x)).collect();
-            if op == "$avg" {
-                if nums.is_empty() {
-                    return Bson::Null;
-                }
-                let total: f64 = nums.iter().map(|x| to_f64(x)).sum();
-                return Bson::Double(total / nums.len() as f64);
-            }
-            nums.into_iter()
-                .fold(Bson::Int32(0), |acc, x| arith::add(&acc, x).unwrap_or(acc))
-        }
-        _ => {
-            let vals = items
-                .iter()
-                .filter(|x| !matches!(x, Bson::Null | Bson::Undefined));
-            let pick = if op == "$max" {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-            vals.fold(None::<&Bson>, |best, x| match best {
-                Some(b) if compare(x, b) != pick => Some(b),
-                _ => Some(x),
-            })
-            .cloned()
-            .unwrap_or(Bson::Null)
-        }
-    }
-}
-
-fn cond(operand: &Bson, root: &Document) -> Result<Option<Bson>, QueryError> {
-    let (i, t, e) = match operand {
-        Bson::Array(a) if a.len() == 3 => (&a[0], &a[1], &a[2]),
-        Bson::Array(a) => {
-            return Err(err(
-                16020,
-                format!(
-                    "Expression $cond takes exactly 3 arguments. {} were passed in.",
-                    a.len()
-                ),
-            ))
-        }
-        Bson::Document(d) => {
-            let get = |k: &str| {
-                d.get(k)
-                    .ok_or_else(|| err(17080, format!("Missing '{k}' parameter to $cond")))
-            };
-            (get("if")?, get("then")?, get("else")?)
-        }
-        _ => {
-            return Err(err(
-                16020,
-                "Expression $cond takes exactly 3 arguments. 1 were passed in.",
-            ))
-        }
-    };
-    if truthy(eval_opt(i, root)?.as_ref()) {
-        eval_opt(t, root)
-    } else {
-        eval_opt(e, root)
-    }
-}
-
-/// `$toString` conversion; `None` when the type cannot be converted.
-pub fn to_string(v: &Bson) -> Option<String> {
-    Some(match v {
-        Bson::String(s) => s.clone(),
-        Bson::Int32(i) => i.to_string(),
-        Bson::Int64(i) => i.to_string(),
-        Bson::Double(f) => format_double(*f),
-        Bson::Decimal128(d) => d.to_string(),
-        Bson::Boolean(b) => b.to_string(),
-        Bson::ObjectId(o) => o.to_hex(),
-        Bson::DateTime(d) => d.try_to_rfc3339_string().ok()?,
-        _ => return None,
-    })
-}
-
-fn format_double(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
-    }
-}
-
-fn convert(op: &str, v: &Option<Bson>) -> Result<Option<Bson>, QueryError> {
-    let Some(x) = v
-        .as_ref()
-        .filter(|x| !matches!(x, Bson::Null | Bson::Undefined))
-    else {
-        return Ok(Some(Bson::Null));
-    };
-    let fail = || {
-        QueryError::new(
-            241,
-            "ConversionFailure",
-            format!(
-                "Unsupported conversion from {} in $convert with no onError value",
-                type_name(x)
-            ),
-        )
-    };
-    let f = match x {
-        Bson::Boolean(b) => f64::from(u8::from(*b)),
-        Bson::String(s) if op != "$toBool" => s.trim().parse::<f64>().map_err(|_| fail())?,
-        Bson::DateTime(d) => d.timestamp_millis() as f64,
-        n if is_number(n) => to_f64(n),
-        _ if op == "$toBool" => return Ok(Some(Bson::Boolean(true))),
-        _ => return Err(fail()),
-    };
-    Ok(Some(match op {
-        "$toInt" => Bson::Int32(f.trunc() as i32),
-        "$toLong" => match x {
-            Bson::Int64(i) => Bson::Int64(*i),
-            _ => Bson::Int64(f.trunc() as i64),
-        },
-        "$toDouble" => Bson::Double(f),
-        _ => Bson::Boolean(f != 0.0),
-    }))
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ fn arithmetic_promotes_and_handles_null_and_dates() {
     );
     assert_eq!(
         ev(Bson::Document(doc! {"$mod": ["$a", 3]})),
-        Some(Bson::Int64(2))
+        Some(Bson::Int32(2))
     );
     let d = DateTime::from_millis(1000);
     assert_eq!(

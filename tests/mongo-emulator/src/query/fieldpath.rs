@@ -7,6 +7,9 @@ use super::path::is_index;
 use super::types::type_name;
 use super::QueryError;
 
+/// How far `$set` may pad an array with nulls (MongoDB's limit).
+const MAX_BACKFILL: usize = 1_500_000;
+
 fn not_viable(part: &str, parent: &str, v: &Bson) -> QueryError {
     QueryError::new(
         28,
@@ -38,6 +41,11 @@ fn set_in(cur: &mut Bson, name: &str, parts: &[&str], val: Bson) -> Result<(), Q
                 .parse()
                 .map_err(|_| not_viable(first, name, &Bson::Array(a.clone())))?;
             if idx >= a.len() {
+                if idx - a.len() > MAX_BACKFILL {
+                    return Err(QueryError::bad_value(format!(
+                        "can't backfill more than {MAX_BACKFILL} elements"
+                    )));
+                }
                 a.resize(idx + 1, Bson::Null);
             }
             if rest.is_empty() {

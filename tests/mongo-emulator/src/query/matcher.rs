@@ -241,18 +241,19 @@ fn parse_ops(d: &Document) -> Result<Vec<Pred>, QueryError> {
                     Some(Bson::String(s)) => s.clone(),
                     Some(_) => return Err(bad("$options has to be a string")),
                 };
-                let re = match v {
-                    Bson::String(s) => build_regex(s, &opts)?,
+                let (pattern, opts) = match v {
+                    Bson::String(s) => (s.clone(), opts),
                     Bson::RegularExpression(r) if opts.is_empty() => {
-                        build_regex(&r.pattern, &r.options)?
+                        (r.pattern.clone(), r.options.clone())
                     }
                     Bson::RegularExpression(_) => {
                         return Err(bad("options set in both $regex and $options"))
                     }
                     _ => return Err(bad("$regex has to be a string")),
                 };
+                let re = build_regex(&pattern, &opts)?;
                 let orig = Bson::RegularExpression(bson::Regex {
-                    pattern: re.as_str().to_string(),
+                    pattern,
                     options: opts,
                 });
                 Pred::Regex(re, orig)
@@ -428,8 +429,7 @@ pub fn eval(node: &Node, doc: &Document) -> Result<bool, QueryError> {
 fn any_leaf(vals: &[Option<&Bson>], missing: bool, test: &dyn Fn(&Bson) -> bool) -> bool {
     vals.iter().any(|v| match v {
         None => missing,
-        Some(Bson::Array(a)) => test(&Bson::Array(a.clone())) || a.iter().any(test),
-        Some(x) => test(x),
+        Some(x) => test(x) || matches!(x, Bson::Array(a) if a.iter().any(test)),
     })
 }
 

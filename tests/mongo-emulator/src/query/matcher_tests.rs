@@ -186,3 +186,39 @@ fn expr_compares_fields_of_the_document() {
     ));
     assert_eq!(err(doc! {"$expr": {"$bogus": 1}}).0, 168);
 }
+
+#[test]
+fn compiled_filter_matches_like_matches() {
+    let f = super::super::Filter::new(&doc! {"a": {"$regex": "^x"}}).unwrap();
+    assert!(f.matches(&doc! {"a": "xy"}).unwrap());
+    assert!(!f.matches(&doc! {"a": "yx"}).unwrap());
+    assert!(super::super::Filter::new(&doc! {"a": {"$bad": 1}}).is_err());
+}
+
+#[test]
+fn nested_logic_regex_on_arrays_and_exists_false() {
+    let d = doc! {"tags": ["red", "blue"], "n": 3};
+    assert!(m(
+        d.clone(),
+        doc! {"$and": [{"$or": [{"n": 1}, {"n": 3}]}, {"tags": {"$regex": "^bl"}}]}
+    ));
+    assert!(m(
+        d.clone(),
+        doc! {"tags": {"$not": Bson::RegularExpression(bson::Regex{pattern: "^g".into(), options: String::new()})}}
+    ));
+    assert!(m(d.clone(), doc! {"gone": {"$exists": false}}));
+    assert!(!m(d.clone(), doc! {"n": {"$exists": false}}));
+    assert!(m(d, doc! {"tags": {"$all": ["blue"], "$size": 2}}));
+}
+
+#[test]
+fn object_ids_and_dates_compare_by_value() {
+    let id = bson::oid::ObjectId::new();
+    let d = doc! {"_id": id, "t": bson::DateTime::from_millis(10)};
+    assert!(m(d.clone(), doc! {"_id": id}));
+    assert!(m(
+        d.clone(),
+        doc! {"t": {"$gte": bson::DateTime::from_millis(10)}}
+    ));
+    assert!(!m(d, doc! {"t": {"$gt": 5}}));
+}

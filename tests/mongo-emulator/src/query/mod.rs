@@ -5,8 +5,10 @@
 
 mod arith;
 mod compare;
+mod convert;
 mod diff;
 mod expr;
+mod expr_extra;
 mod fieldpath;
 mod matcher;
 mod path;
@@ -16,6 +18,9 @@ mod seed;
 mod sort;
 mod types;
 mod update;
+
+#[cfg(test)]
+mod robustness_tests;
 
 use std::cmp::Ordering;
 
@@ -62,7 +67,9 @@ pub enum UpdateSpec {
 
 impl UpdateSpec {
     /// Classify a `u` value from an update statement (document or array).
-    /// Errors: mixed `$`/non-`$` keys, wrong type.
+    /// Errors: mixed `$`/non-`$` keys, wrong type. Operator documents and pipelines are
+    /// also validated here (unknown/empty modifier, conflicting paths, stages not allowed
+    /// in an update), so a malformed update fails even when it matches no document.
     pub fn parse(u: &Bson) -> Result<UpdateSpec, QueryError> {
         match u {
             Bson::Array(stages) => {
@@ -79,10 +86,16 @@ impl UpdateSpec {
                         }
                     }
                 }
-                Ok(UpdateSpec::Pipeline(out))
+                let spec = UpdateSpec::Pipeline(out);
+                update::validate(&spec)?;
+                Ok(spec)
             }
             Bson::Document(d) => match d.keys().next() {
-                Some(k) if k.starts_with('$') => Ok(UpdateSpec::Operators(d.clone())),
+                Some(k) if k.starts_with('$') => {
+                    let spec = UpdateSpec::Operators(d.clone());
+                    update::validate(&spec)?;
+                    Ok(spec)
+                }
                 _ => {
                     if let Some(k) = d.keys().find(|k| k.starts_with('$')) {
                         return Err(QueryError::new(
@@ -120,6 +133,29 @@ pub fn compare(a: &Bson, b: &Bson) -> Ordering {
 /// "unknown operator: $foo"; malformed operand → 2 BadValue.
 pub fn matches(doc: &Document, filter: &Document) -> Result<bool, QueryError> {
     matcher::eval(&matcher::parse(filter)?, doc)
+}
+
+/// A filter parsed once for matching many documents (same semantics as [`matches`];
+/// added next to the frozen API so a scan does not re-parse the filter and recompile
+/// its regexes for every document).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// The parsed filter tree.
+    node: matcher::Node,
+}
+
+impl Filter {
+    /// Parse and validate `filter`.
+    pub fn new(filter: &Document) -> Result<Filter, QueryError> {
+        Ok(Filter {
+            node: matcher::parse(filter)?,
+        })
+    }
+
+    /// Whether `doc` matches.
+    pub fn matches(&self, doc: &Document) -> Result<bool, QueryError> {
+        matcher::eval(&self.node, doc)
+    }
 }
 
 /// Check a filter for errors without a document (so an invalid filter on an empty

@@ -79,9 +79,15 @@ fn stage(docs: Vec<Document>, name: &str, arg: &Bson) -> Result<Vec<Document>, Q
         }
         "$project" => {
             let spec = need_doc()?;
-            docs.iter()
-                .map(|d| projection::project(d, spec))
-                .collect::<Result<_, _>>()?
+            if spec.is_empty() {
+                return Err(QueryError::new(
+                    51272,
+                    "Location51272",
+                    "$project requires at least one output field",
+                ));
+            }
+            let p = projection::Projection::parse(spec)?;
+            docs.iter().map(|d| p.apply(d)).collect::<Result<_, _>>()?
         }
         "$unset" => {
             let fields: Vec<String> = match arg {
@@ -95,9 +101,8 @@ fn stage(docs: Vec<Document>, name: &str, arg: &Bson) -> Result<Vec<Document>, Q
             for f in fields {
                 spec.insert(f, 0);
             }
-            docs.iter()
-                .map(|d| projection::project(d, &spec))
-                .collect::<Result<_, _>>()?
+            let p = projection::Projection::parse(&spec)?;
+            docs.iter().map(|d| p.apply(d)).collect::<Result<_, _>>()?
         }
         "$addFields" | "$set" => {
             let spec = need_doc()?;
@@ -159,6 +164,7 @@ fn stage(docs: Vec<Document>, name: &str, arg: &Bson) -> Result<Vec<Document>, Q
             } else {
                 arg
             };
+            expr::validate(e)?;
             let mut out = Vec::with_capacity(docs.len());
             for d in &docs {
                 match eval_opt(e, d)? {
@@ -175,10 +181,19 @@ fn stage(docs: Vec<Document>, name: &str, arg: &Bson) -> Result<Vec<Document>, Q
             out
         }
         "$unwind" => unwind(docs, arg)?,
-        "$lookup" | "$graphLookup" | "$facet" | "$bucket" | "$bucketAuto" | "$sortByCount"
-        | "$sample" | "$out" | "$merge" | "$unionWith" | "$geoNear" | "$search" | "$densify"
-        | "$fill" | "$setWindowFields" | "$redact" | "$indexStats" | "$collStats"
-        | "$currentOp" | "$listSessions" | "$planCacheStats" | "$documents" | "$changeStream" => {
+        "$sortByCount" => {
+            expr::validate(arg)?;
+            let mut g = Document::new();
+            g.insert("_id", arg.clone());
+            g.insert("count", bson::doc! {"$sum": 1});
+            let mut out = group(docs, &g)?;
+            sort::sort_documents(&mut out, &bson::doc! {"count": -1})?;
+            out
+        }
+        "$lookup" | "$graphLookup" | "$facet" | "$bucket" | "$bucketAuto" | "$sample" | "$out"
+        | "$merge" | "$unionWith" | "$geoNear" | "$search" | "$densify" | "$fill"
+        | "$setWindowFields" | "$redact" | "$indexStats" | "$collStats" | "$currentOp"
+        | "$listSessions" | "$planCacheStats" | "$documents" | "$changeStream" => {
             return Err(QueryError::bad_value(format!(
                 "pipeline stage {name} is not supported by the emulator"
             )))

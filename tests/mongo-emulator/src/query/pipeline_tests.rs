@@ -121,3 +121,57 @@ fn unknown_stage_is_40324() {
         15952
     );
 }
+
+#[test]
+fn set_with_dotted_path_and_unset_list() {
+    let out = run(
+        vec![doc! {"_id": 1, "a": {"x": 1}, "b": 1, "c": 2}],
+        &[
+            doc! {"$set": {"a.y": {"$add": ["$b", 1]}}},
+            doc! {"$unset": ["b", "c"]},
+        ],
+    )
+    .unwrap();
+    assert_eq!(out, vec![doc! {"_id": 1, "a": {"x": 1, "y": 2}}]);
+}
+
+#[test]
+fn stages_are_validated_even_without_documents() {
+    assert_eq!(
+        run(vec![], &[doc! {"$project": {"a": 1, "b": 0}}])
+            .unwrap_err()
+            .code,
+        31254
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$match": {"$bad": 1}}])
+            .unwrap_err()
+            .code,
+        2
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$replaceWith": {"$bogus": 1}}])
+            .unwrap_err()
+            .code,
+        168
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$addFields": {"x": {"$bogus": 1}}}])
+            .unwrap_err()
+            .code,
+        168
+    );
+    assert_eq!(
+        run(vec![], &[doc! {"$sort": {"a": 3}}]).unwrap_err().code,
+        15975
+    );
+}
+
+#[test]
+fn sort_by_count_groups_and_orders() {
+    let out = run(docs(), &[doc! {"$sortByCount": "$k"}]).unwrap();
+    assert_eq!(
+        out,
+        vec![doc! {"_id": "a", "count": 2}, doc! {"_id": "b", "count": 1}]
+    );
+}

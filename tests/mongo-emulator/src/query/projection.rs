@@ -299,15 +299,41 @@ fn exclude_value(v: &Bson, c: &[(String, PNode)]) -> Result<Bson, QueryError> {
     })
 }
 
+/// A parsed projection, applied to many documents.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// The projection tree.
+    tree: Vec<(String, PNode)>,
+    /// Inclusion (true) or exclusion.
+    inclusion: bool,
+}
+
+impl Projection {
+    /// Parse and validate a projection spec.
+    pub fn parse(spec: &Document) -> Result<Projection, QueryError> {
+        let mut tree = Vec::new();
+        let mut mode = Mode::Undecided;
+        parse(spec, "", &mut tree, &mut mode)?;
+        let id_kept = tree
+            .iter()
+            .any(|(k, n)| k == "_id" && !matches!(n, PNode::Exclude));
+        let inclusion = mode == Mode::Inclusion || (mode == Mode::Undecided && id_kept);
+        Ok(Projection { tree, inclusion })
+    }
+
+    /// Project one document.
+    pub fn apply(&self, doc: &Document) -> Result<Document, QueryError> {
+        if self.inclusion {
+            include(doc, &self.tree, doc, true)
+        } else {
+            exclude(doc, &self.tree)
+        }
+    }
+}
+
 /// See [`super::project`].
 pub fn project(doc: &Document, spec: &Document) -> Result<Document, QueryError> {
-    let mut tree = Vec::new();
-    let mut mode = Mode::Undecided;
-    parse(spec, "", &mut tree, &mut mode)?;
-    match mode {
-        Mode::Inclusion => include(doc, &tree, doc, true),
-        _ => exclude(doc, &tree),
-    }
+    Projection::parse(spec)?.apply(doc)
 }
 
 #[cfg(test)]

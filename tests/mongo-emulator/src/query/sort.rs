@@ -72,13 +72,19 @@ pub fn sort_documents(docs: &mut [Document], spec: &Document) -> Result<(), Quer
         return Ok(());
     }
     // Precompute keys once per document; stable sort keeps natural order on ties.
+    // `$natural` sorts by position in the input.
     let mut keyed: Vec<(Vec<Bson>, Document)> = docs
         .iter()
-        .map(|d| {
-            (
-                keys.iter().map(|(p, asc)| key_value(d, p, *asc)).collect(),
-                d.clone(),
-            )
+        .enumerate()
+        .map(|(i, d)| {
+            let k = keys
+                .iter()
+                .map(|(p, asc)| match p.as_str() {
+                    "$natural" => Bson::Int64(i as i64),
+                    _ => key_value(d, p, *asc),
+                })
+                .collect();
+            (k, d.clone())
         })
         .collect();
     keyed.sort_by(|(ka, _), (kb, _)| {
@@ -161,6 +167,13 @@ mod tests {
         ];
         sort_documents(&mut docs, &doc! {"b": -1, "a": 1}).unwrap();
         assert_eq!(ids(&docs), vec![3, 2, 4, 1]);
+    }
+
+    #[test]
+    fn natural_descending_reverses_input_order() {
+        let mut docs = vec![doc! {"_id": 1}, doc! {"_id": 2}, doc! {"_id": 3}];
+        sort_documents(&mut docs, &doc! {"$natural": -1}).unwrap();
+        assert_eq!(ids(&docs), vec![3, 2, 1]);
     }
 
     #[test]

@@ -111,7 +111,17 @@ fn replace(doc: &Document, r: &Document) -> Result<Document, QueryError> {
     with_kept_id(doc, r.clone())
 }
 
-fn pipeline(doc: &Document, stages: &[Document]) -> Result<Document, QueryError> {
+/// Check an update before any document is touched (MongoDB rejects a malformed update
+/// even when it matches nothing).
+pub fn validate(spec: &UpdateSpec) -> Result<(), QueryError> {
+    match spec {
+        UpdateSpec::Replacement(_) => Ok(()),
+        UpdateSpec::Operators(ops) => check_conflicts(&parse_entries(ops)?),
+        UpdateSpec::Pipeline(stages) => check_stages(stages),
+    }
+}
+
+fn check_stages(stages: &[Document]) -> Result<(), QueryError> {
     for st in stages {
         let name = st.keys().next().map(String::as_str).unwrap_or("");
         if !matches!(
@@ -125,6 +135,11 @@ fn pipeline(doc: &Document, stages: &[Document]) -> Result<Document, QueryError>
             ));
         }
     }
+    Ok(())
+}
+
+fn pipeline(doc: &Document, stages: &[Document]) -> Result<Document, QueryError> {
+    check_stages(stages)?;
     let out = run_pipeline(vec![doc.clone()], stages)?
         .into_iter()
         .next()

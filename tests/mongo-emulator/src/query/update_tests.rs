@@ -235,3 +235,84 @@ fn pipeline_updates_set_unset_and_replace() {
     let u = Bson::Array(vec![Bson::Document(doc! {"$group": {"_id": null}})]);
     assert_eq!(up(d, u).unwrap_err().0, 72);
 }
+
+#[test]
+fn parse_rejects_malformed_updates_before_any_document() {
+    let e = UpdateSpec::parse(&Bson::Document(doc! {"$set": {}})).unwrap_err();
+    assert_eq!(e.code, 9);
+    let stages = Bson::Array(vec![Bson::Document(doc! {"$match": {}})]);
+    assert_eq!(UpdateSpec::parse(&stages).unwrap_err().code, 72);
+    let e = UpdateSpec::parse(&Bson::Document(doc! {"$set": {"a": 1}, "b": 1})).unwrap_err();
+    assert_eq!(e.code, 9);
+    assert!(matches!(
+        UpdateSpec::parse(&Bson::Document(doc! {"a": 1})),
+        Ok(UpdateSpec::Replacement(_))
+    ));
+    assert_eq!(UpdateSpec::parse(&Bson::Int32(1)).unwrap_err().code, 14);
+}
+
+#[test]
+fn upsert_insert_builds_from_seed_then_update() {
+    let seed = super::super::upsert_seed(&doc! {"k": "x", "n": {"$gt": 1}}).unwrap();
+    let spec = UpdateSpec::parse(&Bson::Document(
+        doc! {"$inc": {"n": 2}, "$setOnInsert": {"c": 1}},
+    ))
+    .unwrap();
+    assert_eq!(
+        apply_update(&seed, &spec, true).unwrap(),
+        doc! {"k": "x", "c": 1, "n": 2}
+    );
+    let repl = UpdateSpec::parse(&Bson::Document(doc! {"v": 1})).unwrap();
+    let seed = super::super::upsert_seed(&doc! {"_id": 5, "k": "x"}).unwrap();
+    assert_eq!(
+        apply_update(&seed, &repl, true).unwrap(),
+        doc! {"_id": 5, "v": 1}
+    );
+}
+
+#[test]
+fn new_fields_from_several_operators_append_in_name_order() {
+    let out = ok(
+        doc! {"_id": 1, "m": 0},
+        doc! {"$set": {"b": 1, "x.z": 1, "x.a": 2}, "$inc": {"a": 1}},
+    );
+    assert_eq!(
+        out,
+        doc! {"_id": 1, "m": 0, "a": 1, "b": 1, "x": {"a": 2, "z": 1}}
+    );
+    let out = ok(
+        doc! {"_id": 1, "l": []},
+        doc! {"$set": {"l.10": 1, "l.2": 2}},
+    );
+    assert_eq!(out.get_array("l").unwrap().len(), 11);
+}
+
+#[test]
+fn rename_moves_nested_values_and_ignores_missing_sources() {
+    let out = ok(
+        doc! {"_id": 1, "a": {"b": 1}, "c": 2},
+        doc! {"$rename": {"a.b": "d.e", "zz": "yy"}},
+    );
+    assert_eq!(out, doc! {"_id": 1, "a": {}, "c": 2, "d": {"e": 1}});
+}
+
+#[test]
+fn add_to_set_compares_documents_order_sensitively() {
+    let d = doc! {"_id": 1, "s": [{"a": 1, "b": 2}]};
+    let out = ok(d.clone(), doc! {"$addToSet": {"s": {"a": 1, "b": 2}}});
+    assert_eq!(out, d);
+    let out = ok(d, doc! {"$addToSet": {"s": {"b": 2, "a": 1}}});
+    assert_eq!(out.get_array("s").unwrap().len(), 2);
+}
+
+#[test]
+fn unchanged_update_returns_identical_document() {
+    let d = doc! {"_id": 1, "a": 1, "l": [1]};
+    assert_eq!(
+        ok(
+            d.clone(),
+            doc! {"$set": {"a": 1}, "$addToSet": {"l": 1}, "$unset": {"zz": ""}}
+        ),
+        d
+    );
+}
