@@ -90,7 +90,9 @@ fn lww_expected(events: &[Happened], tie: Side) -> Vec<Document> {
             (Some(_), false) => 0,
         };
         let cand = (e.time, class, e.doc.clone());
-        let better = best.get(&e.key).is_none_or(|b| (cand.0, cand.1) > (b.0, b.1));
+        let better = best
+            .get(&e.key)
+            .is_none_or(|b| (cand.0, cand.1) > (b.0, b.1));
         if better {
             best.insert(e.key, cand);
         }
@@ -110,7 +112,10 @@ fn start(config: &EngineConfig, stores: &Stores) -> Running {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        engine.run(s, false, Duration::from_secs(30)).await.expect("engine run");
+        engine
+            .run(s, false, Duration::from_secs(30))
+            .await
+            .expect("engine run");
     });
     Running { task, stop, handle }
 }
@@ -147,7 +152,16 @@ impl World {
             tombstone_ttl: Duration::from_secs(3650 * 86_400),
             ..EngineConfig::default()
         };
-        World { local, cloud, stores, config, happened: Vec::new(), used: HashSet::new(), crashes: 0, losses: 0 }
+        World {
+            local,
+            cloud,
+            stores,
+            config,
+            happened: Vec::new(),
+            used: HashSet::new(),
+            crashes: 0,
+            losses: 0,
+        }
     }
 
     /// Current `updatedAt` (in schedule seconds) of `k` on `side`.
@@ -173,9 +187,10 @@ impl World {
                     // older `updatedAt` (it would be lost on both sides, whatever LWW
                     // says): then its clock reads just past that version.
                     let (mine, theirs) = (self.updated(side, k), self.updated(side.other(), k));
-                    let copy_elsewhere = self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
+                    let copy_elsewhere =
+                        self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
                     if let Some(m) = mine {
-                        if m > t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
+                        if m >= t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
                             t = m + 1;
                         }
                     }
@@ -186,7 +201,12 @@ impl World {
                     }
                     let d = doc! {"_id": i32::from(k), "updatedAt": time(t), "v": i32::from(v), "by": side.as_str()};
                     if self.store(side).put(d.clone()) {
-                        self.happened.push(Happened { side, key: k, time: t, doc: Some(d) });
+                        self.happened.push(Happened {
+                            side,
+                            key: k,
+                            time: t,
+                            doc: Some(d),
+                        });
                     }
                 }
                 Op::Del { side, key: k, t } => {
@@ -194,14 +214,20 @@ impl World {
                     // Same rule for deletes: a delete older than the only copy of a
                     // version would have to resurrect content that no longer exists.
                     let (mine, theirs) = (self.updated(side, k), self.updated(side.other(), k));
-                    let copy_elsewhere = self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
+                    let copy_elsewhere =
+                        self.store(side).get(&key(k)) == self.store(side.other()).get(&key(k));
                     if let Some(m) = mine {
                         if m > t && !copy_elsewhere && theirs.is_none_or(|o| o <= m) {
                             t = m;
                         }
                     }
                     if self.store(side).delete(&key(k), time(t)) {
-                        self.happened.push(Happened { side, key: k, time: t, doc: None });
+                        self.happened.push(Happened {
+                            side,
+                            key: k,
+                            time: t,
+                            doc: None,
+                        });
                     }
                 }
                 Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(u64::from(ms))).await,
@@ -258,7 +284,9 @@ impl World {
     }
 }
 
-fn block_on<F: std::future::Future<Output = Result<(), TestCaseError>>>(f: F) -> Result<(), TestCaseError> {
+fn block_on<F: std::future::Future<Output = Result<(), TestCaseError>>>(
+    f: F,
+) -> Result<(), TestCaseError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -268,8 +296,15 @@ fn block_on<F: std::future::Future<Output = Result<(), TestCaseError>>>(f: F) ->
 }
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, max_shrink_iters: 2000, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    }
 }
 
 async fn two_way(ops: Vec<Op>, tie: Side) -> Result<(), TestCaseError> {
@@ -282,22 +317,39 @@ async fn two_way(ops: Vec<Op>, tie: Side) -> Result<(), TestCaseError> {
     w.quiesce(eng).await;
     let expected = lww_expected(&w.happened, tie);
     prop_assert_eq!(w.local.snapshot(), w.cloud.snapshot(), "sides differ");
-    prop_assert_eq!(w.local.snapshot(), expected, "not the last-writer-wins state");
+    prop_assert_eq!(
+        w.local.snapshot(),
+        expected,
+        "not the last-writer-wins state"
+    );
     w.check_write_bound()
 }
 
 /// One-way modes: clients write the source only, each with a clock that moves forward
 /// (one writer per side); the target must become identical to the source.
 async fn one_way(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let source = if mode == Mode::LocalToCloud { Side::Local } else { Side::Cloud };
+    let source = if mode == Mode::LocalToCloud {
+        Side::Local
+    } else {
+        Side::Cloud
+    };
     let mut w = World::new(mode, Side::Cloud);
     // Monotonic client time per side: rewrite each write's time to its position.
     let ops: Vec<Op> = ops
         .into_iter()
         .enumerate()
         .map(|(i, op)| match op {
-            Op::Put { key, v, .. } => Op::Put { side: source, key, t: i as u8, v },
-            Op::Del { key, .. } => Op::Del { side: source, key, t: i as u8 },
+            Op::Put { key, v, .. } => Op::Put {
+                side: source,
+                key,
+                t: i as u8,
+                v,
+            },
+            Op::Del { key, .. } => Op::Del {
+                side: source,
+                key,
+                t: i as u8,
+            },
             other => other,
         })
         .collect();
@@ -307,10 +359,17 @@ async fn one_way(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let eng = w.play(&ops, eng).await;
     w.quiesce(eng).await;
-    let (src, dst) = (w.store(source).snapshot(), w.store(source.other()).snapshot());
+    let (src, dst) = (
+        w.store(source).snapshot(),
+        w.store(source.other()).snapshot(),
+    );
     prop_assert_eq!(&dst, &src, "target is not a copy of the source");
     prop_assert_eq!(src, lww_expected(&w.happened, Side::Cloud));
-    prop_assert_eq!(w.store(source).counters().apply_statements, 0, "one-way wrote to its source");
+    prop_assert_eq!(
+        w.store(source).counters().apply_statements,
+        0,
+        "one-way wrote to its source"
+    );
     w.check_write_bound()
 }
 
@@ -324,14 +383,27 @@ async fn overwrite(ops: Vec<Op>) -> Result<(), TestCaseError> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let eng = w.play(&ops, eng).await;
     w.quiesce(eng).await;
-    let cloud_events: Vec<Happened> = w.happened.iter().filter(|h| h.side == Side::Cloud).cloned().collect();
+    let cloud_events: Vec<Happened> = w
+        .happened
+        .iter()
+        .filter(|h| h.side == Side::Cloud)
+        .cloned()
+        .collect();
     let mut last: BTreeMap<u8, Option<Document>> = BTreeMap::new();
     for h in cloud_events {
         last.insert(h.key, h.doc);
     }
     let cloud_expected: Vec<Document> = last.into_values().flatten().collect();
-    prop_assert_eq!(w.cloud.snapshot(), cloud_expected, "cloud changed by the engine");
-    prop_assert_eq!(w.local.snapshot(), w.cloud.snapshot(), "local is not identical to cloud");
+    prop_assert_eq!(
+        w.cloud.snapshot(),
+        cloud_expected,
+        "cloud changed by the engine"
+    );
+    prop_assert_eq!(
+        w.local.snapshot(),
+        w.cloud.snapshot(),
+        "local is not identical to cloud"
+    );
     prop_assert_eq!(w.cloud.counters().apply_statements, 0);
     w.check_write_bound()
 }

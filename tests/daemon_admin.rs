@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datasync::core::{
     DirectionReport, EngineError, EngineStatus, Mode, ReconcileReport, StreamState, StreamStatus,
 };
-use datasync::daemon::admin::{AdminError, AdminServer, Limits};
+use datasync::daemon::admin::{client, AdminError, AdminServer, Limits};
 use datasync::daemon::config::{raw::RawConfig, Config};
 use datasync::daemon::control::Controller;
 use datasync::daemon::{run_shell, Controls, DaemonError, RunOptions};
@@ -29,6 +29,8 @@ struct FakeEngine {
     paused: Mutex<bool>,
     /// Reconciles requested: (mode, dry_run).
     reconciles: Mutex<Vec<(Option<Mode>, bool)>>,
+    /// Debounce windows set live.
+    debounces: Mutex<Vec<Duration>>,
 }
 
 #[async_trait]
@@ -58,7 +60,9 @@ impl Controller for FakeEngine {
     fn resume(&self) {
         *self.paused.lock().unwrap() = false;
     }
-    fn set_debounce(&self, _: Duration) {}
+    fn set_debounce(&self, d: Duration) {
+        self.debounces.lock().unwrap().push(d);
+    }
     async fn reconcile(
         &self,
         mode: Option<Mode>,
@@ -466,4 +470,128 @@ async fn ctl_prints_replies_and_exits_non_zero_on_errors() {
         .unwrap();
     assert_eq!(gone.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_users_are_refused_by_their_peer_uid() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        eprintln!("skipped: switching to another uid needs root");
+        return;
+    }
+    let shell = start("", Limits::default()).await;
+    // Open the file permissions so only the peer-uid check stands in the way.
+    let mut dir = shell.socket.parent();
+    while let Some(d) =
+        dir.filter(|d| d.starts_with(std::env::temp_dir()) && *d != std::env::temp_dir())
+    {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir = d.parent();
+    }
+    std::fs::set_permissions(&shell.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let socket = shell.socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_datasync"))
+            .args(["ctl", "--json", "--socket"])
+            .arg(&socket)
+            .arg("pause")
+            .output()
+            .expect("setpriv (util-linux) is needed for this test")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("permission denied"), "{stdout}");
+    assert!(
+        !*shell.engine.paused.lock().unwrap(),
+        "refused request reached the engine"
+    );
+    shell.stop().await;
+}
+
+#[tokio::test]
+async fn reload_applies_debounce_and_schedule_from_the_rewritten_file() {
+    use datasync::daemon::config::{self as cfg, ConfigSource};
+    use datasync::daemon::control::Control;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let file = dir.path().join("datasync.toml");
+    let text = |schedule: &str, debounce: u64| {
+        format!(
+            "[admin]\nsocket = \"{}\"\n[reconcile]\nschedule = \"{schedule}\"\n[sync]\ndebounce_ms = {debounce}\n",
+            socket.display()
+        )
+    };
+    std::fs::write(&file, text("", 50)).unwrap();
+    let source = ConfigSource::Explicit(file.clone());
+    let config = cfg::load(&source).unwrap();
+    let engine = Arc::new(FakeEngine::default());
+    let stop = CancellationToken::new();
+    let controls = Controls::new(false).unwrap();
+    let inject = controls.sender();
+    let opts = RunOptions {
+        config_source: Some(source),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(run_shell(
+        config,
+        engine.clone(),
+        |token: CancellationToken| async move {
+            token.cancelled().await;
+            Ok(())
+        },
+        stop.clone(),
+        opts,
+        controls,
+    ));
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        if let Ok(v) =
+            client::request_line(&socket, r#"{"cmd":"status"}"#, Duration::from_secs(1)).await
+        {
+            status = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status["next_reconcile_at"], Value::Null, "{status}");
+
+    std::fs::write(&file, text("*/5 * * * *", 120)).unwrap();
+    inject.send(Control::Reload).await.unwrap();
+    let mut next = Value::Null;
+    for _ in 0..200 {
+        let v = client::request_line(&socket, r#"{"cmd":"status"}"#, Duration::from_secs(1))
+            .await
+            .unwrap();
+        next = v["next_reconcile_at"].clone();
+        if next.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(next.is_string(), "schedule not applied: {next}");
+    assert_eq!(
+        *engine.debounces.lock().unwrap(),
+        vec![Duration::from_millis(120)]
+    );
+
+    // An invalid file is refused and the running settings stay.
+    std::fs::write(&file, text("not cron", 7)).unwrap();
+    inject.send(Control::Reload).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(engine.debounces.lock().unwrap().len(), 1);
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

@@ -27,7 +27,7 @@ fn load(contents: &str) -> (Result<Config, config::ConfigError>, tempfile::Named
 
 fn problems(contents: &str) -> (String, String) {
     let (r, f) = load(contents);
-    let err = r.err().expect("config should be refused");
+    let err = r.expect_err("config should be refused");
     (err.problems.join("\n"), f.path().display().to_string())
 }
 
@@ -139,7 +139,10 @@ format = "xml"
 fn syncing_the_daemons_own_state_collection_is_refused() {
     let (msg, _) =
         problems("[state]\ndatabase = \"datasync\"\n[local]\ncollection = \"checkpoints\"\n");
-    assert!(msg.contains("state.database") && msg.contains("checkpoints"), "{msg}");
+    assert!(
+        msg.contains("state.database") && msg.contains("checkpoints"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -73,7 +73,8 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     let started = Instant::now();
     let daemon = tokio::spawn(daemon::run_with(config, shutdown.clone(), opts));
 
-    let deadline = STEP_TIMEOUT + Duration::from_millis(docs / 20);
+    // The initial reconcile copies every seeded document: allow for big --docs.
+    let deadline = Duration::from_secs(10) + Duration::from_millis(docs * 10);
     let initial = wait_for(deadline, &shutdown, || async {
         sides.cloud.count_documents(doc! {}).await.ok() == Some(docs)
     })

@@ -1,9 +1,10 @@
 //! Progress bars for long one-shot work, shown only when stderr is a terminal (logs
 //! only otherwise).
 
+use std::fmt::Write;
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// A bar of `total` documents with a rate, or a hidden bar when not on a terminal.
 pub fn bar(total: u64, what: &str) -> ProgressBar {
@@ -12,11 +13,15 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     let template = format!(
-        "{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} docs ({{per_sec}}, eta {{eta}})"
+        "{what} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} docs ({{rate}}, eta {{eta}})"
     );
-    // The template is a constant apart from `what`, which holds no braces.
-    bar.set_style(
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    // `what` is one of our fixed labels (no braces), so the template parses; fall back
+    // to the default bar rather than fail a long job over its progress display.
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn Write| {
+            let _ = write!(w, "{:.0} docs/s", state.per_sec());
+        });
+    bar.set_style(style);
     bar
 }

@@ -42,7 +42,7 @@ impl Tracker {
     pub(crate) fn read_event(&mut self, token: ResumeToken) -> (u64, u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let before = std::mem::replace(&mut self.latest, Some(token));
+        let before = self.latest.replace(token);
         self.pending.insert(seq, before);
         (self.gen, seq)
     }

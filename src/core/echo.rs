@@ -33,7 +33,9 @@ impl Echo {
     /// The echo `write` will produce if applied.
     pub(crate) fn of_write(write: &Write) -> Echo {
         match write {
-            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
+            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => {
+                Echo::Doc(content_hash(doc))
+            }
             Write::DeleteIfNotNewer { .. } | Write::Delete { .. } => Echo::Deleted,
         }
     }
@@ -57,7 +59,11 @@ pub(crate) struct EchoMemory {
 impl EchoMemory {
     /// Empty memory holding up to `capacity` keys.
     pub(crate) fn new(capacity: usize) -> Self {
-        EchoMemory { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        EchoMemory {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Remember that the engine is writing `echo` to `side` (call before the write, so
@@ -91,28 +97,59 @@ impl EchoMemory {
         }
     }
 
+    /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
+    /// unknown key may still see echoes of writes from before a restart).
+    pub(crate) fn knows(&self, side: Side, key: &Key) -> bool {
+        self.entries.contains_key(&(side, key.clone()))
+    }
+
     /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
     pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
     }
 
     /// Whether a delete read from `side` may be the engine's own (without consuming).
     pub(crate) fn deleted(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|l| l.contains(&Echo::Deleted))
     }
 
-    /// Whether a change read from `side` is the engine's own write. A change that does
-    /// not match forgets the key (it moved on; a later identical write by a client must
-    /// not be mistaken for an echo).
+    /// Like [`Self::is_echo`], but a mismatch leaves the memory alone (the reader's early
+    /// check; the worker's check decides what a mismatch means).
+    pub(crate) fn take_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
+        let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
+            return false;
+        };
+        match list.iter().position(|e| *e == Echo::of(kind)) {
+            Some(i) => {
+                list.drain(..=i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a change read from `side` is the engine's own write. A match consumes
+    /// that write and the ones before it (the stream reports writes in order); a change
+    /// that does not match forgets the key (it moved on; a later identical write by a
+    /// client must not be mistaken for an echo).
     pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
         let id = (side, key.clone());
-        match self.entries.get_mut(&id) {
-            Some(list) if list.contains(&Echo::of(kind)) => true,
-            Some(list) => {
+        let Some(list) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        match list.iter().position(|e| *e == Echo::of(kind)) {
+            Some(i) => {
+                list.drain(..=i);
+                true
+            }
+            None => {
                 list.clear();
                 false
             }
-            None => false,
         }
     }
 }
@@ -128,10 +165,18 @@ mod tests {
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         m.record(Side::Cloud, &k, Echo::of(&ChangeKind::Upsert(d.clone())));
+        m.record(Side::Cloud, &k, Echo::Deleted);
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
         assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        // Consumed: the same change again is not an echo.
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        m.record(Side::Cloud, &k, Echo::Deleted);
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
+        assert!(
+            !m.is_echo(Side::Cloud, &k, &ChangeKind::Delete),
+            "a mismatch forgets the key"
+        );
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub struct ChangeEvent {
 
 /// An item read from a change stream.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // frozen API; one item at a time, never stored in bulk
 pub enum StreamItem {
     /// A change to a document of the watched collection.
     Event(ChangeEvent),

@@ -93,15 +93,7 @@ impl Reloader {
             }
         };
         let plan = plan(&self.current, &new);
-        if let Some(level) = &plan.log_level {
-            match &self.log {
-                Some(log) => match log.set(level) {
-                    Ok(()) => tracing::info!(level = %level, "SIGHUP: log level changed"),
-                    Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
-                },
-                None => tracing::info!("SIGHUP: log.level changed but RUST_LOG is set and wins"),
-            }
-        }
+        // Report first, then switch the level, so the report is logged at the old one.
         if let Some(d) = plan.debounce {
             tracing::info!(
                 debounce_ms = d.as_millis() as u64,
@@ -118,7 +110,55 @@ impl Reloader {
         if plan == ReloadPlan::default() {
             tracing::info!("SIGHUP: configuration re-read, nothing changed");
         }
+        if let Some(level) = &plan.log_level {
+            match &self.log {
+                Some(log) => {
+                    tracing::info!(level = %level, "SIGHUP: log level changing");
+                    if let Err(e) = log.set(level) {
+                        tracing::warn!(error = %e, "SIGHUP: log level not changed");
+                    }
+                }
+                None => tracing::info!("SIGHUP: log.level changed but RUST_LOG is set and wins"),
+            }
+        }
         self.current = new;
         Some(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::raw::RawConfig;
+
+    fn config(edit: impl FnOnce(&mut RawConfig)) -> Config {
+        let mut raw = RawConfig::default();
+        edit(&mut raw);
+        Config::validate(&raw).unwrap()
+    }
+
+    #[test]
+    fn unchanged_config_plans_nothing() {
+        assert_eq!(
+            plan(&config(|_| {}), &config(|_| {})),
+            ReloadPlan::default()
+        );
+    }
+
+    #[test]
+    fn live_settings_are_applied_and_others_need_a_restart() {
+        let old = config(|_| {});
+        let new = config(|r| {
+            r.log.level = "debug".into();
+            r.sync.debounce_ms = 200;
+            r.reconcile.schedule = String::new();
+            r.mode = "cloud-to-local".into();
+            r.cloud.collection = "elsewhere".into();
+        });
+        let p = plan(&old, &new);
+        assert_eq!(p.log_level.as_deref(), Some("debug"));
+        assert_eq!(p.debounce, Some(Duration::from_millis(200)));
+        assert_eq!(p.schedule, Some(None));
+        assert_eq!(p.needs_restart, vec!["mode", "cloud"]);
     }
 }

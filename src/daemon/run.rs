@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::core::{Engine, EngineError, Side, Stores, StreamState};
 use crate::daemon::admin::{AdminError, AdminServer, Limits};
@@ -132,6 +133,11 @@ impl Controls {
         }
     }
 
+    /// A sender for injecting control inputs (embedding, tests).
+    pub fn sender(&self) -> mpsc::Sender<Control> {
+        self.tx.clone()
+    }
+
     fn close(self) {
         if let Some(h) = self.signals {
             h.close();
@@ -200,18 +206,29 @@ where
     let (next_tx, next_rx) = watch::channel(None);
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
-    tasks.spawn(admin.serve(
-        control_tx.clone(),
-        shutdown.child_token(),
-        opts.admin_limits,
-    ));
-    tasks.spawn(cron::run(
-        schedule_rx,
-        next_tx,
-        control_tx.clone(),
-        shutdown.child_token(),
-    ));
+    tasks.spawn(
+        admin
+            .serve(
+                control_tx.clone(),
+                shutdown.child_token(),
+                opts.admin_limits,
+            )
+            .instrument(tracing::info_span!("admin")),
+    );
+    tasks.spawn(
+        cron::run(
+            schedule_rx,
+            next_tx,
+            control_tx.clone(),
+            shutdown.child_token(),
+        )
+        .instrument(tracing::info_span!("cron")),
+    );
     if let Some(period) = notify::watchdog_period() {
+        tracing::info!(
+            ping_every_ms = period.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
     tasks.spawn(ready_when_started(
@@ -230,7 +247,11 @@ where
         shutdown.clone(),
         tasks.clone(),
     );
-    tasks.spawn(dispatcher.run(control_rx));
+    tasks.spawn(
+        dispatcher
+            .run(control_rx)
+            .instrument(tracing::info_span!("control")),
+    );
     drop(control_tx);
 
     let early = tokio::select! {
@@ -296,8 +317,8 @@ async fn watchdog(period: Duration, control: mpsc::Sender<Control>, stop: Cancel
     }
 }
 
-/// READY=1 once every watched stream has left `starting` (running, reconciling or
-/// down-and-retrying: the daemon is up either way).
+/// READY=1 once every watched stream is running, reconciling or down-and-retrying (the
+/// daemon is up either way), i.e. the engine has started its readers.
 async fn ready_when_started(
     controller: Arc<dyn Controller>,
     mode: crate::core::Mode,
@@ -311,7 +332,11 @@ async fn ready_when_started(
             } else {
                 &status.cloud
             };
-            !mode.watches(side) || s.state != StreamState::Starting
+            !mode.watches(side)
+                || matches!(
+                    s.state,
+                    StreamState::Running | StreamState::Reconciling | StreamState::Down
+                )
         });
         if started {
             tracing::info!(local = ?status.local.state, cloud = ?status.cloud.state, "streams started");

@@ -64,17 +64,19 @@ pub async fn request_line(
             source,
         })?;
     let (read, mut write) = stream.into_split();
-    write
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(|e| exchange(e.to_string()))?;
+    // The daemon may refuse a connection (other user, too many connections) with a
+    // reply before reading anything: a failed write still leaves that reply to read.
+    let sent = write.write_all(format!("{line}\n").as_bytes()).await;
     let mut reply = String::new();
     BufReader::new(read)
         .read_line(&mut reply)
         .await
         .map_err(|e| exchange(e.to_string()))?;
     if reply.is_empty() {
-        return Err(exchange("connection closed without a reply".into()));
+        return Err(exchange(match sent {
+            Err(e) => e.to_string(),
+            Ok(()) => "connection closed without a reply".into(),
+        }));
     }
     serde_json::from_str(&reply).map_err(|e| exchange(format!("invalid reply: {e}")))
 }

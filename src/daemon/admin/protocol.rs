@@ -16,7 +16,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum AdminRequest {
     /// `{"cmd":"status"}`.
     Status,
-    /// `{"cmd":"sync","mode":…,"dry_run":…}`: one full reconcile.
+    /// `{"cmd":"sync","mode":…,"dry_run":…}`: one full reconcile. If one is already
+    /// running (cron, start-up, another client), this waits for it, then runs its own.
     Sync {
         /// Mode to reconcile in; `None`: the configured mode.
         mode: Option<Mode>,

@@ -1,0 +1,129 @@
+//! `MongoState`: checkpoints, tombstones, the TTL index.
+
+use super::*;
+
+#[tokio::test]
+async fn checkpoints_round_trip_per_side() {
+    let b = Backend::start("state_ckpt").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    let other_pair = MongoState::new(b.client.clone(), &b.db, "a.x__b.z");
+    assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
+    let t1 = ResumeToken(doc! {"_data": "01"});
+    let t2 = ResumeToken(doc! {"_data": "02"});
+    state.save_checkpoint(Side::Local, &t1).await.unwrap();
+    state.save_checkpoint(Side::Cloud, &t2).await.unwrap();
+    assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), Some(t1));
+    state.save_checkpoint(Side::Local, &t2).await.unwrap();
+    assert_eq!(
+        state.load_checkpoint(Side::Local).await.unwrap(),
+        Some(t2.clone())
+    );
+    assert_eq!(other_pair.load_checkpoint(Side::Local).await.unwrap(), None);
+    state.clear_checkpoint(Side::Local).await.unwrap();
+    assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
+    assert_eq!(state.load_checkpoint(Side::Cloud).await.unwrap(), Some(t2));
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn later_tombstone_wins_and_tombstones_expire() {
+    let b = Backend::start("state_tomb").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    let ts = |key: &str, t: i64, origin: Side| Tombstone {
+        key: k(key),
+        deleted_at: at(t),
+        origin,
+    };
+    state
+        .record_tombstones(&[ts("a", 10, Side::Local), ts("b", 10, Side::Local)])
+        .await
+        .unwrap();
+    // Older for "a" (ignored), newer for "b" (wins with its origin), new key "c".
+    state
+        .record_tombstones(&[
+            ts("a", 5, Side::Cloud),
+            ts("b", 20, Side::Cloud),
+            ts("c", 30, Side::Cloud),
+        ])
+        .await
+        .unwrap();
+    let mut got: Vec<(String, i64, Side)> = state
+        .tombstones(&[k("a"), k("b"), k("c"), k("zz")])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let key = t.key.0.as_str().unwrap().to_string();
+            (
+                key,
+                t.deleted_at.timestamp_millis() - at(0).timestamp_millis(),
+                t.origin,
+            )
+        })
+        .collect();
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        got,
+        [
+            ("a".to_string(), 10, Side::Local),
+            ("b".to_string(), 20, Side::Cloud),
+            ("c".to_string(), 30, Side::Cloud)
+        ]
+    );
+    state.remove_tombstones(&[k("c")]).await.unwrap();
+    assert!(state.tombstones(&[k("c")]).await.unwrap().is_empty());
+    assert_eq!(state.expire_tombstones(at(15)).await.unwrap(), 1);
+    let left = state.tombstones(&[k("a"), k("b")]).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key.0, Bson::String("b".into()));
+    b.finish().await;
+}
+
+/// `expireAfterSeconds` of the tombstone TTL index of `state`.
+async fn ttl_of(b: &Backend, state: &MongoState) -> i64 {
+    let indexes: Vec<Document> = b
+        .client
+        .database(&b.db)
+        .run_command(doc! {"listIndexes": state.tombstone_collection().name()})
+        .await
+        .unwrap()
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_document().cloned())
+        .collect();
+    let ttl = indexes
+        .iter()
+        .find(|i| i.get_str("name") == Ok(TTL_INDEX))
+        .unwrap_or_else(|| panic!("no TTL index in {indexes:?}"));
+    assert_eq!(ttl.get_document("key").unwrap(), &doc! {"deletedAt": 1});
+    match ttl.get("expireAfterSeconds") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        other => panic!("expireAfterSeconds = {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tombstone_ttl_index_is_created_and_updated() {
+    let b = Backend::start("state_ttl").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    state
+        .ensure_indexes(Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    state
+        .ensure_indexes(Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(ttl_of(&b, &state).await, 86_400);
+    state
+        .ensure_indexes(Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    assert_eq!(ttl_of(&b, &state).await, 3_600);
+    b.finish().await;
+}
