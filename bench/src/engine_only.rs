@@ -86,3 +86,30 @@ pub async fn run(n: usize) -> anyhow::Result<EngineOnly> {
         bare: n as f64 / bare_secs,
     })
 }
+
+/// Runs the core's own benchmark (`cargo bench --bench engine`, issue 3) from the
+/// workspace root and returns its ratio line and ratio; `None` when cargo or the bench
+/// is not available.
+pub async fn cargo_bench(quick: bool) -> Option<(String, f64)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    if !root.join("benches/engine.rs").is_file() {
+        return None;
+    }
+    let out = tokio::process::Command::new("cargo")
+        .args(["bench", "--bench", "engine"])
+        .env("BENCH_ROUNDS", if quick { "1" } else { "3" })
+        .current_dir(root)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("ratio:"))?.trim().to_string();
+    let ratio = line
+        .split("ratio:")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((line, ratio))
+}
