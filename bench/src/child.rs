@@ -73,7 +73,11 @@ pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
 }
 
 /// find → batched inserts.
-async fn copy(from: &Collection<Document>, to: &Collection<Document>, batch: usize) -> anyhow::Result<u64> {
+async fn copy(
+    from: &Collection<Document>,
+    to: &Collection<Document>,
+    batch: usize,
+) -> anyhow::Result<u64> {
     let mut cursor = from.find(doc! {}).batch_size(batch as u32).await?;
     let mut buf = Vec::with_capacity(batch);
     let mut n = 0;

@@ -27,7 +27,11 @@ pub struct Ctx {
 
 impl Ctx {
     /// Starts the emulator unless `uri` is given, and finds the binaries.
-    pub async fn new(uri: Option<String>, quick: bool, bin_dir: Option<&Path>) -> anyhow::Result<Ctx> {
+    pub async fn new(
+        uri: Option<String>,
+        quick: bool,
+        bin_dir: Option<&Path>,
+    ) -> anyhow::Result<Ctx> {
         let me = std::env::current_exe().context("cannot locate the harness binary")?;
         let dir = match bin_dir {
             Some(d) => d.to_path_buf(),

@@ -31,7 +31,11 @@ fn toml_str(s: &str) -> String {
 }
 
 /// Writes the config file of `spec` into `dir`; returns its path and the socket path.
-pub fn write_config(ctx: &Ctx, spec: &DaemonSpec, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn write_config(
+    ctx: &Ctx,
+    spec: &DaemonSpec,
+    dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let socket = dir.join("admin.sock");
     let uri = toml_str(&ctx.uri);
     let db = toml_str(&spec.db);
@@ -125,7 +129,10 @@ impl Daemon {
             .output()
             .await?;
         if !out.status.success() {
-            bail!("ctl status: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "ctl status: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
@@ -136,7 +143,9 @@ impl Daemon {
         while start.elapsed() < limit {
             if let Ok(s) = self.status().await {
                 let state = |side: &str| s["streams"][side]["state"].as_str().map(str::to_owned);
-                if state("local").as_deref() == Some("running") && state("cloud").as_deref() == Some("running") {
+                if state("local").as_deref() == Some("running")
+                    && state("cloud").as_deref() == Some("running")
+                {
                     return Ok(());
                 }
                 last = s.to_string();
@@ -147,7 +156,10 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("datasync run not running after {limit:?} (last status {last}): {}", self.log_tail())
+        bail!(
+            "datasync run not running after {limit:?} (last status {last}): {}",
+            self.log_tail()
+        )
     }
 
     /// The end of the daemon's log.

@@ -46,7 +46,11 @@ pub fn pair(i: i64) -> Pair {
 }
 
 /// Inserts `docs` in batches.
-pub async fn insert_all(coll: &Collection<Document>, docs: &mut Vec<Document>, force: bool) -> anyhow::Result<()> {
+pub async fn insert_all(
+    coll: &Collection<Document>,
+    docs: &mut Vec<Document>,
+    force: bool,
+) -> anyhow::Result<()> {
     if docs.len() >= LOAD_BATCH || (force && !docs.is_empty()) {
         coll.insert_many(std::mem::take(docs)).await?;
     }
@@ -59,7 +63,8 @@ pub async fn load_reconcile_set(db: &Database, state_db: &Database, n: i64) -> a
     let local = db.collection::<Document>("local_data");
     let cloud = db.collection::<Document>("cloud_data");
     let pair_name = datasync::mongo::pair_name(db.name(), "local_data", db.name(), "cloud_data");
-    let tombs = state_db.collection::<Document>(&datasync::mongo::state::tombstones_collection(&pair_name));
+    let tombs =
+        state_db.collection::<Document>(&datasync::mongo::state::tombstones_collection(&pair_name));
     let (mut l, mut c, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let at = BASE_MS + i;

@@ -41,7 +41,9 @@ pub async fn run(n: usize) -> anyhow::Result<EngineOnly> {
     let cloud = MemoryStore::new(Side::Cloud, "updatedAt", 1_000_000);
     let state = MemoryState::new();
     state.save_checkpoint(Side::Local, &before).await?;
-    state.save_checkpoint(Side::Cloud, &cloud.latest_token()).await?;
+    state
+        .save_checkpoint(Side::Cloud, &cloud.latest_token())
+        .await?;
     let config = EngineConfig {
         mode: Mode::LocalToCloud,
         ..EngineConfig::default()
@@ -103,7 +105,11 @@ pub async fn cargo_bench(quick: bool) -> Option<(String, f64)> {
         .await
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("ratio:"))?.trim().to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("ratio:"))?
+        .trim()
+        .to_string();
     let ratio = line
         .split("ratio:")
         .nth(1)?

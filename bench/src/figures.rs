@@ -36,7 +36,9 @@ pub fn machine() -> String {
         })
         .map(|k| k / 1024.0 / 1024.0)
         .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cores} cores, {cpu}, {mem_gib:.1} GiB RAM")
 }
 
@@ -79,7 +81,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             judge_ratio(ratio, Goal::AtLeast(0.5)),
         );
         if !t.backlog.is_empty() {
-            if let Err(e) = plot::backlog(&cli.out.join("throughput_backlog.svg"), t.sustained, &t.backlog) {
+            if let Err(e) = plot::backlog(
+                &cli.out.join("throughput_backlog.svg"),
+                t.sustained,
+                &t.backlog,
+            ) {
                 plot_err("the backlog plot", e);
             }
         }
@@ -107,7 +113,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             r.figure(
                 "3",
                 &format!("reconcile peak RSS at {}k docs", n / 1000),
-                format!("{:.1} MiB (streaming copy: {:.1} MiB)", run.reconcile.rss_mib(), run.copy.rss_mib()),
+                format!(
+                    "{:.1} MiB (streaming copy: {:.1} MiB)",
+                    run.reconcile.rss_mib(),
+                    run.copy.rss_mib()
+                ),
                 "≤ 150 MiB",
                 judge(run.reconcile.rss_mib(), Goal::AtMost(RSS_TARGET_MIB)),
             );
@@ -117,15 +127,33 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         if let (Some(a), Some(b), true) = (rss.first(), rss.last(), rss.len() > 1) {
             r.figure(
                 "3",
-                &format!("reconcile peak RSS, {}k vs {}k docs", a.0 / 1000, b.0 / 1000),
-                format!("{:.1} MiB vs {:.1} MiB (×{:.2} for ×{:.0} the data)", a.1, b.1, b.1 / a.1, b.0 as f64 / a.0 as f64),
+                &format!(
+                    "reconcile peak RSS, {}k vs {}k docs",
+                    a.0 / 1000,
+                    b.0 / 1000
+                ),
+                format!(
+                    "{:.1} MiB vs {:.1} MiB (×{:.2} for ×{:.0} the data)",
+                    a.1,
+                    b.1,
+                    b.1 / a.1,
+                    b.0 as f64 / a.0 as f64
+                ),
                 "independent of size",
-                if b.1 <= a.1 * 1.5 { Verdict::Pass } else { Verdict::Fail },
+                if b.1 <= a.1 * 1.5 {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
             );
         }
     }
     if want("naive") {
-        let n = reconcile_sizes(cli, &ctx).into_iter().filter(|&n| n <= 100_000).max().unwrap_or(100_000);
+        let n = reconcile_sizes(cli, &ctx)
+            .into_iter()
+            .filter(|&n| n <= 100_000)
+            .max()
+            .unwrap_or(100_000);
         let ours = match ours.iter().find(|o| o.0 == n) {
             Some(o) => o.1,
             None => reconcile::run(&ctx, n).await?.reconcile.wall.as_secs_f64(),
@@ -146,7 +174,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     }
     if want("engine") {
         // The core's benchmark compiles a bench target: too slow for --quick in CI.
-        let official = if ctx.quick { None } else { engine_only::cargo_bench(false).await };
+        let official = if ctx.quick {
+            None
+        } else {
+            engine_only::cargo_bench(false).await
+        };
         match &official {
             Some((line, ratio)) => r.figure(
                 "5",
@@ -168,8 +200,14 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         let ratio = e.engine / e.bare;
         r.figure(
             "5b",
-            &format!("engine only, {}k distinct keys, default config (debounce 50 ms), in process", e.n / 1000),
-            format!("engine {:.0} events/s vs bare loop {:.0} events/s → ratio {ratio:.2}", e.engine, e.bare),
+            &format!(
+                "engine only, {}k distinct keys, default config (debounce 50 ms), in process",
+                e.n / 1000
+            ),
+            format!(
+                "engine {:.0} events/s vs bare loop {:.0} events/s → ratio {ratio:.2}",
+                e.engine, e.bare
+            ),
             "none (unique keys: no coalescing; shows per-event engine cost)",
             Verdict::Info,
         );
@@ -192,7 +230,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
 
 /// Figure 1 at each rate, and its plots.
 async fn lag_figures(ctx: &Ctx, r: &mut Report, out: &Path) -> anyhow::Result<()> {
-    let (rates, secs): (&[u32], f64) = if ctx.quick { (&[100, 1000], 5.0) } else { (&[100, 1000, 5000], 20.0) };
+    let (rates, secs): (&[u32], f64) = if ctx.quick {
+        (&[100, 1000], 5.0)
+    } else {
+        (&[100, 1000, 5000], 20.0)
+    };
     let p50_target = (DEBOUNCE_MS + 15) as f64;
     let p99_target = (DEBOUNCE_MS + 60) as f64;
     let mut runs = Vec::new();

@@ -48,7 +48,6 @@ pub struct Cli {
     pub child: Option<child::ChildCmd>,
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -22,7 +22,11 @@ fn buckets(samples: &[(f64, f64)]) -> Vec<(f64, f64, f64)> {
     by.into_iter()
         .map(|(b, mut v)| {
             v.sort_by(f64::total_cmp);
-            (b as f64 / 10.0, quantile(&v, 0.5), *v.last().unwrap_or(&0.0))
+            (
+                b as f64 / 10.0,
+                quantile(&v, 0.5),
+                *v.last().unwrap_or(&0.0),
+            )
         })
         .collect()
 }
@@ -35,7 +39,10 @@ pub fn lag_over_time(path: &Path, run: &LagRun) -> PlotResult {
     let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Replication lag over time at {} writes/s", run.rate), ("sans-serif", 20))
+        .caption(
+            format!("Replication lag over time at {} writes/s", run.rate),
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -86,7 +93,10 @@ pub fn lag_distribution(path: &Path, runs: &[LagRun]) -> PlotResult {
     let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Replication lag distribution (cumulative)", ("sans-serif", 20))
+        .caption(
+            "Replication lag distribution (cumulative)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -120,7 +130,10 @@ pub fn backlog(path: &Path, rate: f64, trace: &[(f64, f64)]) -> PlotResult {
     let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Backlog at a sustained {rate:.0} writes/s"), ("sans-serif", 20))
+        .caption(
+            format!("Backlog at a sustained {rate:.0} writes/s"),
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)

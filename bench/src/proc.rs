@@ -46,12 +46,19 @@ pub fn wait_rusage(pid: i32) -> std::io::Result<(i32, u64)> {
 }
 
 /// Runs `cmd` to completion (stderr to `stderr_log`), measuring it; fails on a non-zero exit.
-pub async fn run_measured(mut cmd: Command, stderr_log: &std::path::Path) -> anyhow::Result<Measured> {
+pub async fn run_measured(
+    mut cmd: Command,
+    stderr_log: &std::path::Path,
+) -> anyhow::Result<Measured> {
     let log = std::fs::File::create(stderr_log)?;
-    cmd.stdout(Stdio::piped()).stderr(Stdio::from(log)).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .stdin(Stdio::null());
     let what = format!("{cmd:?}");
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
     let mut out = child.stdout.take().context("no stdout pipe")?;
     let reader = std::thread::spawn(move || {
         let mut s = String::new();

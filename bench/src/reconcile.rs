@@ -41,9 +41,26 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
     let dir = tempfile::tempdir()?;
 
     let mut copy = Command::new(&ctx.me);
-    copy.args(["copy", "--uri", &ctx.uri, "--db", &db, "--from", "local_data", "--to", "copy_data"]);
-    let copy = run_measured(copy, &dir.path().join("copy.log")).await.context("streaming copy")?;
-    let _ = ctx.client.database(&db).collection::<bson::Document>("copy_data").drop().await;
+    copy.args([
+        "copy",
+        "--uri",
+        &ctx.uri,
+        "--db",
+        &db,
+        "--from",
+        "local_data",
+        "--to",
+        "copy_data",
+    ]);
+    let copy = run_measured(copy, &dir.path().join("copy.log"))
+        .await
+        .context("streaming copy")?;
+    let _ = ctx
+        .client
+        .database(&db)
+        .collection::<bson::Document>("copy_data")
+        .drop()
+        .await;
 
     let spec = DaemonSpec {
         db: db.clone(),
@@ -53,8 +70,13 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
     };
     let (config, _) = write_config(ctx, &spec, dir.path())?;
     let mut rec = Command::new(&ctx.datasync);
-    rec.arg("reconcile").arg("--config").arg(&config).arg("--json");
-    let reconcile = run_measured(rec, &dir.path().join("reconcile.log")).await.context("datasync reconcile")?;
+    rec.arg("reconcile")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json");
+    let reconcile = run_measured(rec, &dir.path().join("reconcile.log"))
+        .await
+        .context("datasync reconcile")?;
     let report = serde_json::from_str(reconcile.stdout.trim()).unwrap_or(serde_json::Value::Null);
 
     ctx.drop_db(&db).await;
@@ -74,7 +96,9 @@ pub async fn naive(ctx: &Ctx, n: i64) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let mut cmd = Command::new(&ctx.me);
     cmd.args(["naive", "--uri", &ctx.uri, "--db", &db]);
-    let m = run_measured(cmd, &dir.path().join("naive.log")).await.context("naive baseline")?;
+    let m = run_measured(cmd, &dir.path().join("naive.log"))
+        .await
+        .context("naive baseline")?;
     ctx.drop_db(&db).await;
     ctx.drop_db(&format!("{db}_state")).await;
     Ok(m)

@@ -63,7 +63,11 @@ async fn write_batch(local: &Collection<Document>, from: i64, to: i64) -> anyhow
 }
 
 /// Waits until cloud holds `n` documents; returns when (or `None` after `limit`).
-async fn wait_count(cloud: &Collection<Document>, n: u64, limit: Duration) -> anyhow::Result<Option<Instant>> {
+async fn wait_count(
+    cloud: &Collection<Document>,
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<Option<Instant>> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if cloud_count(cloud).await? >= n {
@@ -115,7 +119,12 @@ async fn offer(
 }
 
 /// Runs figure 2 with `n` documents for the raw and saturation phases.
-pub async fn run(ctx: &Ctx, n: usize, confirm_secs: f64, debounce_ms: u64) -> anyhow::Result<Throughput> {
+pub async fn run(
+    ctx: &Ctx,
+    n: usize,
+    confirm_secs: f64,
+    debounce_ms: u64,
+) -> anyhow::Result<Throughput> {
     let raw_db_name = ctx.db("raw");
     let raw = raw_upsert_rate(&ctx.client.database(&raw_db_name), n).await?;
     ctx.drop_db(&raw_db_name).await;
