@@ -474,3 +474,29 @@ async fn one_way_reconcile_makes_the_target_mirror_the_source() {
         "the source is never written"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn client_change_read_before_an_engine_write_keeps_its_echo_expected() {
+    // Regression (found by proptest): a cloud client change read after the engine had
+    // planned a delete on cloud made the echo memory forget that delete; its echo then
+    // came back as a genuine delete stamped with the server clock.
+    let mut f = fixture(Mode::BothWays);
+    f.local.set_clock(at(0));
+    f.cloud.set_clock(at(0));
+    f.config.max_batch = 4;
+    f.config.queue_capacity = 4;
+    f.config.reconcile_batch = 2;
+    f.config.tie_break = Side::Local;
+    let eng = f.start().await;
+    f.local.set_clock(at(5));
+    f.cloud.set_clock(at(5));
+    f.local.put(d(3, 5, "l"));
+    f.local.put(d(2, 0, "l"));
+    f.cloud.put(d(2, 0, "c"));
+    f.local.delete(&k(2), at(0));
+    tokio::time::sleep(Duration::from_millis(51)).await;
+    f.local.put(d(2, 1, "l"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.local.get(&k(2)), Some(d(2, 1, "l")));
+}

@@ -47,9 +47,10 @@ pub(crate) struct QueuedEvent {
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
-    /// `event` is a delete the engine itself made (its server time says nothing about
-    /// last-writer-wins), as recognised by the reader from the echo memory.
-    pub(crate) engine_delete: bool,
+    /// `event` is the engine's own write coming back (recognised by the reader from the
+    /// echo memory, in stream order); an engine delete's server time says nothing
+    /// about last-writer-wins.
+    pub(crate) engine_write: bool,
 }
 
 impl QueuedEvent {
@@ -62,7 +63,7 @@ impl QueuedEvent {
             after_upsert: false,
             max_delete: None,
             best_upsert: None,
-            engine_delete: false,
+            engine_write: false,
         }
     }
 }
@@ -152,7 +153,7 @@ impl Queue {
                     slot.after_upsert =
                         prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
                     let prev_delete = match prev.event.kind {
-                        ChangeKind::Delete if !prev.engine_delete => Some(prev.event.server_time),
+                        ChangeKind::Delete if !prev.engine_write => Some(prev.event.server_time),
                         _ => None,
                     };
                     slot.max_delete = prev.max_delete.max(prev_delete);

@@ -14,7 +14,7 @@ use super::{run_reconcile, StreamState};
 use crate::core::error::StoreError;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::ChangeStream;
-use crate::core::types::{ChangeKind, ResumeToken, Side, StreamItem};
+use crate::core::types::{ResumeToken, Side, StreamItem};
 
 /// How a streaming session ended.
 enum End {
@@ -156,18 +156,17 @@ async fn stream_loop(
                 *failures = 0;
                 ev.side = side;
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(ev.token.clone());
-                // The engine's own write coming back, with nothing pending for the key:
-                // done at once (the worker would drop it anyway).
-                if !sh.queue.contains(side, &ev.key)
-                    && lock(&sh.echo).take_echo(side, &ev.key, &ev.kind)
-                {
+                // The engine's own write coming back: recognised here, in stream order.
+                // With nothing pending for the key it is done at once; otherwise it
+                // joins the entry flagged, so it neither counts as a client change nor
+                // hides one.
+                let engine_write = lock(&sh.echo).take_echo(side, &ev.key, &ev.kind);
+                if engine_write && !sh.queue.contains(side, &ev.key) {
                     lock(&sh.trackers[ix(side)]).done(gen, seq);
                     continue;
                 }
-                let engine_delete =
-                    ev.kind == ChangeKind::Delete && lock(&sh.echo).deleted(side, &ev.key);
                 let mut queued = QueuedEvent::new(ev, gen, seq);
-                queued.engine_delete = engine_delete;
+                queued.engine_write = engine_write;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(queued) => old,

@@ -268,7 +268,7 @@ async fn lww_group(
     // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
     let mut live: Vec<(&QueuedEvent, Effective<'_>, bool, bool)> = Vec::new();
     {
-        let mut echo = lock(&sh.echo);
+        let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
             let Some(eff) = effective(q, field, both) else {
@@ -277,8 +277,8 @@ async fn lww_group(
             };
             let wrote_doc = echo.wrote_doc(src, &e.key);
             let known = echo.knows(src, &e.key);
-            if eff.is_latest() && echo.is_echo(src, &e.key, &e.kind) {
-                continue;
+            if q.engine_write && eff.is_latest() {
+                continue; // the engine's own write came back
             }
             live.push((q, eff, wrote_doc, known));
         }
@@ -482,14 +482,7 @@ async fn overwrite_group(
             plans.push(Side::Local, write, Why::Overwrite, None);
         }
     } else {
-        let live: Vec<&QueuedEvent> = {
-            let mut echo = lock(&sh.echo);
-            group
-                .iter()
-                .copied()
-                .filter(|q| !echo.is_echo(Side::Local, &q.event.key, &q.event.kind))
-                .collect()
-        };
+        let live: Vec<&QueuedEvent> = group.iter().copied().filter(|q| !q.engine_write).collect();
         if live.is_empty() {
             return Ok(());
         }
