@@ -1,0 +1,140 @@
+//! The comparison programs, run by the harness as child processes so their wall time
+//! and peak RSS are measured exactly like `datasync reconcile`'s:
+//! - `copy`: the plain streaming copy (find → batched inserts), the yardstick of a
+//!   full reconcile;
+//! - `naive`: the original system's algorithm (load both collections into memory,
+//!   compare, write one document per round trip), the baseline to beat.
+
+use std::collections::HashMap;
+
+use bson::{doc, Document};
+use clap::Subcommand;
+use futures::TryStreamExt;
+use mongodb::options::ReplaceOptions;
+use mongodb::{Client, Collection};
+
+use crate::data::updated_ms;
+
+/// A comparison program.
+#[derive(Subcommand, Debug)]
+pub enum ChildCmd {
+    /// Streaming copy of `db.from` into `db.to` (internal).
+    #[command(hide = true)]
+    Copy {
+        /// Server.
+        #[arg(long)]
+        uri: String,
+        /// Database.
+        #[arg(long)]
+        db: String,
+        /// Source collection.
+        #[arg(long)]
+        from: String,
+        /// Target collection.
+        #[arg(long)]
+        to: String,
+        /// Documents per insert (and per cursor batch).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// The naive full sync of `db.local_data` and `db.cloud_data` (internal).
+    #[command(hide = true)]
+    Naive {
+        /// Server.
+        #[arg(long)]
+        uri: String,
+        /// Database.
+        #[arg(long)]
+        db: String,
+    },
+}
+
+/// Runs a comparison program; prints a one-line JSON summary.
+pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
+    match cmd {
+        ChildCmd::Copy {
+            uri,
+            db,
+            from,
+            to,
+            batch,
+        } => {
+            let db = Client::with_uri_str(&uri).await?.database(&db);
+            let copied = copy(&db.collection(&from), &db.collection(&to), batch).await?;
+            println!("{}", serde_json::json!({ "copied": copied }));
+        }
+        ChildCmd::Naive { uri, db } => {
+            let db = Client::with_uri_str(&uri).await?.database(&db);
+            let written = naive(&db.collection("local_data"), &db.collection("cloud_data")).await?;
+            println!("{}", serde_json::json!({ "written": written }));
+        }
+    }
+    Ok(())
+}
+
+/// find → batched inserts.
+async fn copy(
+    from: &Collection<Document>,
+    to: &Collection<Document>,
+    batch: usize,
+) -> anyhow::Result<u64> {
+    let mut cursor = from.find(doc! {}).batch_size(batch as u32).await?;
+    let mut buf = Vec::with_capacity(batch);
+    let mut n = 0;
+    while let Some(d) = cursor.try_next().await? {
+        buf.push(d);
+        if buf.len() == batch {
+            n += buf.len() as u64;
+            to.insert_many(std::mem::take(&mut buf)).await?;
+        }
+    }
+    if !buf.is_empty() {
+        n += buf.len() as u64;
+        to.insert_many(buf).await?;
+    }
+    Ok(n)
+}
+
+/// Loads a whole collection keyed by `_id` (as text, like the original's `toString()`).
+async fn load(coll: &Collection<Document>) -> anyhow::Result<HashMap<String, Document>> {
+    let mut map = HashMap::new();
+    let mut cursor = coll.find(doc! {}).await?;
+    while let Some(d) = cursor.try_next().await? {
+        let key = d.get("_id").map(ToString::to_string).unwrap_or_default();
+        map.insert(key, d);
+    }
+    Ok(map)
+}
+
+/// Upserts one document, one round trip.
+async fn put(coll: &Collection<Document>, d: &Document) -> anyhow::Result<()> {
+    let id = d.get("_id").cloned().unwrap_or(bson::Bson::Null);
+    coll.replace_one(doc! { "_id": id }, d.clone())
+        .with_options(ReplaceOptions::builder().upsert(true).build())
+        .await?;
+    Ok(())
+}
+
+/// The original algorithm: newer `updatedAt` wins, missing documents are copied (so a
+/// deletion is undone: it has no tombstones), one write per round trip.
+async fn naive(local: &Collection<Document>, cloud: &Collection<Document>) -> anyhow::Result<u64> {
+    let l = load(local).await?;
+    let c = load(cloud).await?;
+    let mut written = 0;
+    for (k, ld) in &l {
+        match c.get(k) {
+            None => put(cloud, ld).await?,
+            Some(cd) if updated_ms(ld) > updated_ms(cd) => put(cloud, ld).await?,
+            Some(cd) if updated_ms(cd) > updated_ms(ld) => put(local, cd).await?,
+            Some(_) => continue,
+        }
+        written += 1;
+    }
+    for (k, cd) in &c {
+        if !l.contains_key(k) {
+            put(local, cd).await?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}

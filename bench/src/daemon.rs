@@ -1,0 +1,195 @@
+//! The daemon under test: the real release `datasync` binary run as a subprocess with a
+//! temporary config and admin socket; readiness and state read through `datasync ctl
+//! --json status`; its peak RSS read from `/proc/PID/status` (VmHWM); stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tempfile::TempDir;
+
+use crate::ctx::Ctx;
+use crate::proc::{tail, vm_hwm_kib, wait_rusage};
+
+/// Settings that differ between figures.
+#[derive(Debug, Clone)]
+pub struct DaemonSpec {
+    /// Database of both synced collections (`local_data`, `cloud_data`).
+    pub db: String,
+    /// `sync.debounce_ms`.
+    pub debounce_ms: u64,
+    /// `sync.max_batch`.
+    pub max_batch: u64,
+    /// `mode`.
+    pub mode: &'static str,
+}
+
+/// Quotes `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Writes the config file of `spec` into `dir`; returns its path and the socket path.
+pub fn write_config(
+    ctx: &Ctx,
+    spec: &DaemonSpec,
+    dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let socket = dir.join("admin.sock");
+    let uri = toml_str(&ctx.uri);
+    let db = toml_str(&spec.db);
+    let text = format!(
+        r#"mode = "{mode}"
+[local]
+uri = {uri}
+database = {db}
+collection = "local_data"
+[cloud]
+uri = {uri}
+database = {db}
+collection = "cloud_data"
+[sync]
+updated_at_field = "updatedAt"
+debounce_ms = {debounce}
+max_batch = {max_batch}
+queue_capacity = 100000
+tie_break = "cloud"
+[reconcile]
+schedule = ""
+on_start = false
+[state]
+database = {state}
+tombstone_ttl_days = 30
+[admin]
+socket = {socket}
+[log]
+level = "warn"
+format = "pretty"
+"#,
+        mode = spec.mode,
+        debounce = spec.debounce_ms,
+        max_batch = spec.max_batch,
+        state = toml_str(&format!("{}_state", spec.db)),
+        socket = toml_str(&socket.to_string_lossy()),
+    );
+    let path = dir.join("datasync.toml");
+    std::fs::write(&path, text)?;
+    Ok((path, socket))
+}
+
+/// A running `datasync run`.
+pub struct Daemon {
+    /// Process id (reaped by [`Daemon::stop`]).
+    pid: i32,
+    /// Holds the config, socket and log; removed on drop.
+    dir: TempDir,
+    /// Admin socket path.
+    socket: PathBuf,
+    /// The `datasync` binary (for `ctl`).
+    bin: PathBuf,
+    /// Set once reaped.
+    reaped: bool,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until both change streams are running.
+    pub async fn start(ctx: &Ctx, spec: &DaemonSpec) -> anyhow::Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        let (config, socket) = write_config(ctx, spec, dir.path())?;
+        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        let child = Command::new(&ctx.datasync)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("cannot start datasync run")?;
+        let mut d = Daemon {
+            pid: child.id() as i32,
+            dir,
+            socket,
+            bin: ctx.datasync.clone(),
+            reaped: false,
+        };
+        d.wait_running(Duration::from_secs(60)).await?;
+        Ok(d)
+    }
+
+    /// `datasync ctl --json status`, parsed.
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let out = tokio::process::Command::new(&self.bin)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--json")
+            .arg("status")
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "ctl status: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    async fn wait_running(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < limit {
+            if let Ok(s) = self.status().await {
+                let state = |side: &str| s["streams"][side]["state"].as_str().map(str::to_owned);
+                if state("local").as_deref() == Some("running")
+                    && state("cloud").as_deref() == Some("running")
+                {
+                    return Ok(());
+                }
+                last = s.to_string();
+            }
+            // SAFETY: kill with signal 0 only checks the process exists.
+            if unsafe { libc::kill(self.pid, 0) } != 0 {
+                bail!("datasync run exited early: {}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "datasync run not running after {limit:?} (last status {last}): {}",
+            self.log_tail()
+        )
+    }
+
+    /// The end of the daemon's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        tail(&log, 1500).to_string()
+    }
+
+    /// SIGTERM, reap, and return the daemon's peak RSS (`VmHWM` just before the signal)
+    /// in KiB.
+    pub async fn stop(mut self) -> anyhow::Result<u64> {
+        let rss = vm_hwm_kib(self.pid).unwrap_or(0);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let pid = self.pid;
+        let (code, _) = tokio::task::spawn_blocking(move || wait_rusage(pid)).await??;
+        self.reaped = true;
+        if code != 0 {
+            bail!("datasync run exited with {code}: {}", self.log_tail());
+        }
+        Ok(rss)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling and reaping our own child on an error path.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = wait_rusage(self.pid);
+        }
+    }
+}

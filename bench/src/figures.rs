@@ -1,0 +1,309 @@
+//! Runs the figures in order, prints one line each with target and verdict, writes the
+//! plots and the results text under `--out`, and decides the exit status.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::ctx::Ctx;
+use crate::report::{judge, judge_ratio, Goal, Report, Verdict};
+use crate::stats::summarize;
+use crate::{engine_only, lag, plot, reconcile, throughput, Cli};
+
+/// `sync.debounce_ms` used throughout (the default).
+const DEBOUNCE_MS: u64 = 50;
+/// Peak RSS target of a reconcile, MiB.
+const RSS_TARGET_MIB: f64 = 150.0;
+
+/// The machine, for the results header.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|k| k / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}, {mem_gib:.1} GiB RAM")
+}
+
+fn plot_err(what: &str, e: Box<dyn std::error::Error>) {
+    eprintln!("datasync-bench: cannot draw {what}: {e}");
+}
+
+/// Runs everything asked for; `Ok(false)` when a ratio missed its target by > 2×.
+pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
+    let t0 = Instant::now();
+    let ctx = Ctx::new(cli.uri.clone(), cli.quick, cli.bin_dir.as_deref()).await?;
+    let want = |f: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == f);
+    std::fs::create_dir_all(&cli.out)?;
+    let kind = if ctx.quick { "quick" } else { "full" };
+    let header = format!(
+        "datasync-bench ({kind}) on {}; server: {}; debounce {DEBOUNCE_MS} ms, batch {}",
+        machine(),
+        ctx.server_name(),
+        throughput::BATCH
+    );
+    println!("{header}");
+    let mut r = Report::default();
+
+    if want("lag") {
+        lag_figures(&ctx, &mut r, &cli.out).await?;
+    }
+    if want("throughput") {
+        let n = if ctx.quick { 30_000 } else { 200_000 };
+        let confirm = if ctx.quick { 4.0 } else { 10.0 };
+        let t = throughput::run(&ctx, n, confirm, DEBOUNCE_MS).await?;
+        let ratio = t.sustained / t.raw;
+        r.figure(
+            "2",
+            "sustained throughput",
+            format!(
+                "daemon keeps up with {:.0} docs/s (drains {:.0}/s saturated) vs raw batched upserts {:.0}/s → ratio {ratio:.2}",
+                t.sustained, t.saturated, t.raw
+            ),
+            "≥ 0.5 (goal 0.8)",
+            judge_ratio(ratio, Goal::AtLeast(0.5)),
+        );
+        if !t.backlog.is_empty() {
+            if let Err(e) = plot::backlog(
+                &cli.out.join("throughput_backlog.svg"),
+                t.sustained,
+                &t.backlog,
+            ) {
+                plot_err("the backlog plot", e);
+            }
+        }
+    }
+    let mut ours: Vec<(i64, f64)> = Vec::new();
+    if want("reconcile") {
+        let sizes = reconcile_sizes(cli, &ctx);
+        let mut rss = Vec::new();
+        for &n in &sizes {
+            let run = reconcile::run(&ctx, n).await?;
+            let ratio = run.reconcile.wall.as_secs_f64() / run.copy.wall.as_secs_f64();
+            r.figure(
+                "3",
+                &format!("full reconcile of {}k docs (10% differ, 1% tombstoned)", run.n / 1000),
+                format!(
+                    "{:.2} s vs streaming copy {:.2} s → ratio {ratio:.2} (data set loaded in {:.1} s; report {})",
+                    run.reconcile.wall.as_secs_f64(),
+                    run.copy.wall.as_secs_f64(),
+                    run.load_secs,
+                    compact_report(&run.report)
+                ),
+                "≤ 1.5",
+                judge_ratio(ratio, Goal::AtMost(1.5)),
+            );
+            r.figure(
+                "3",
+                &format!("reconcile peak RSS at {}k docs", n / 1000),
+                format!(
+                    "{:.1} MiB (streaming copy: {:.1} MiB)",
+                    run.reconcile.rss_mib(),
+                    run.copy.rss_mib()
+                ),
+                "≤ 150 MiB",
+                judge(run.reconcile.rss_mib(), Goal::AtMost(RSS_TARGET_MIB)),
+            );
+            rss.push((n, run.reconcile.rss_mib()));
+            ours.push((n, run.reconcile.wall.as_secs_f64()));
+        }
+        if let (Some(a), Some(b), true) = (rss.first(), rss.last(), rss.len() > 1) {
+            r.figure(
+                "3",
+                &format!(
+                    "reconcile peak RSS, {}k vs {}k docs",
+                    a.0 / 1000,
+                    b.0 / 1000
+                ),
+                format!(
+                    "{:.1} MiB vs {:.1} MiB (×{:.2} for ×{:.0} the data)",
+                    a.1,
+                    b.1,
+                    b.1 / a.1,
+                    b.0 as f64 / a.0 as f64
+                ),
+                "independent of size",
+                if b.1 <= a.1 * 1.5 {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+            );
+        }
+    }
+    if want("naive") {
+        let n = reconcile_sizes(cli, &ctx)
+            .into_iter()
+            .filter(|&n| n <= 100_000)
+            .max()
+            .unwrap_or(100_000);
+        let ours = match ours.iter().find(|o| o.0 == n) {
+            Some(o) => o.1,
+            None => reconcile::run(&ctx, n).await?.reconcile.wall.as_secs_f64(),
+        };
+        let naive = reconcile::naive(&ctx, n).await?;
+        let speedup = naive.wall.as_secs_f64() / ours;
+        r.figure(
+            "4",
+            &format!("naive baseline at {}k docs (load all, compare, 1 write per round trip)", n / 1000),
+            format!(
+                "{:.2} s, peak RSS {:.1} MiB; datasync reconcile {ours:.2} s → speed-up {speedup:.1}×",
+                naive.wall.as_secs_f64(),
+                naive.rss_mib()
+            ),
+            "≥ 10× (at 100k)",
+            judge_ratio(speedup, Goal::AtLeast(10.0)),
+        );
+    }
+    if want("engine") {
+        // The core's benchmark compiles a bench target: too slow for --quick in CI.
+        let official = if ctx.quick {
+            None
+        } else {
+            engine_only::cargo_bench(false).await
+        };
+        match &official {
+            Some((line, ratio)) => r.figure(
+                "5",
+                "engine only (cargo bench --bench engine)",
+                line.clone(),
+                "≥ 0.5",
+                judge_ratio(*ratio, Goal::AtLeast(0.5)),
+            ),
+            None => r.figure(
+                "5",
+                "engine only (cargo bench --bench engine)",
+                "not run (--quick, or cargo/benches/engine.rs unavailable)".into(),
+                "≥ 0.5",
+                Verdict::Info,
+            ),
+        }
+        let n = if ctx.quick { 100_000 } else { 500_000 };
+        let e = engine_only::run(n).await?;
+        let ratio = e.engine / e.bare;
+        r.figure(
+            "5b",
+            &format!(
+                "engine only, {}k distinct keys, default config (debounce 50 ms), in process",
+                e.n / 1000
+            ),
+            format!(
+                "engine {:.0} events/s vs bare loop {:.0} events/s → ratio {ratio:.2}",
+                e.engine, e.bare
+            ),
+            "none (unique keys: no coalescing; shows per-event engine cost)",
+            Verdict::Info,
+        );
+    }
+
+    let total = t0.elapsed().as_secs_f64();
+    println!("total {total:.0} s");
+    let mut text = String::new();
+    let _ = writeln!(text, "{header}\n{}total {total:.0} s", r.text());
+    std::fs::write(cli.out.join(format!("results-{kind}.txt")), text)?;
+    if let Some(emu) = ctx.emulator {
+        emu.shutdown().await;
+    }
+    let hard = r.hard_failures();
+    for l in &hard {
+        eprintln!("ratio missed its target by more than 2x: {l}");
+    }
+    Ok(hard.is_empty())
+}
+
+/// Figure 1 at each rate, and its plots.
+async fn lag_figures(ctx: &Ctx, r: &mut Report, out: &Path) -> anyhow::Result<()> {
+    let (rates, secs): (&[u32], f64) = if ctx.quick {
+        (&[100, 1000], 5.0)
+    } else {
+        (&[100, 1000, 5000], 20.0)
+    };
+    let p50_target = (DEBOUNCE_MS + 15) as f64;
+    let p99_target = (DEBOUNCE_MS + 60) as f64;
+    let mut runs = Vec::new();
+    for &rate in rates {
+        let run = lag::run_rate(ctx, rate, secs, DEBOUNCE_MS).await?;
+        let lags: Vec<f64> = run.samples.iter().map(|s| s.1).collect();
+        let s = summarize(&lags);
+        let ok = s.p50 <= p50_target && s.p99 <= p99_target && run.missing == 0;
+        let verdict = if rate == 1000 {
+            if ok {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            }
+        } else {
+            Verdict::Info
+        };
+        r.figure(
+            "1",
+            &format!("replication lag at {rate} writes/s for {secs:.0} s"),
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} writes, {} arrived, {} missing; daemon peak RSS {:.1} MiB)",
+                s.p50,
+                s.p99,
+                s.max,
+                run.sent,
+                s.n,
+                run.missing,
+                run.daemon_rss_kib as f64 / 1024.0
+            ),
+            &format!("p50 ≤ {p50_target:.0} ms, p99 ≤ {p99_target:.0} ms at 1000/s"),
+            verdict,
+        );
+        if let Err(e) = plot::lag_over_time(&out.join(format!("lag_over_time_{rate}.svg")), &run) {
+            plot_err("lag over time", e);
+        }
+        runs.push(run);
+    }
+    if let Err(e) = plot::lag_distribution(&out.join("lag_distribution.svg"), &runs) {
+        plot_err("the lag distribution", e);
+    }
+    Ok(())
+}
+
+/// Reconcile sizes: `--reconcile-docs`, else 100k (quick) or 100k and 1M (full) on a
+/// replica set. On the emulator 20k (quick) or 20k and 100k (full): its `find` copies
+/// every document after the resume key for each page, so a reconcile is quadratic in
+/// the collection size there (see BENCHMARKS.md, profile).
+fn reconcile_sizes(cli: &Cli, ctx: &Ctx) -> Vec<i64> {
+    match (&cli.reconcile_docs[..], ctx.quick, ctx.emulator.is_some()) {
+        ([], true, true) => vec![20_000],
+        ([], false, true) => vec![20_000, 100_000],
+        ([], true, false) => vec![100_000],
+        ([], false, false) => vec![100_000, 1_000_000],
+        (s, _, _) => s.to_vec(),
+    }
+}
+
+/// The reconcile report in a few words.
+fn compact_report(rep: &serde_json::Value) -> String {
+    let d = |dir: &str| {
+        let x = &rep[dir];
+        format!(
+            "{}:+{} ~{} -{}",
+            dir,
+            x["inserted"].as_u64().unwrap_or(0),
+            x["updated"].as_u64().unwrap_or(0),
+            x["deleted"].as_u64().unwrap_or(0)
+        )
+    };
+    format!("{} {}", d("local_to_cloud"), d("cloud_to_local"))
+}

@@ -1,0 +1,105 @@
+//! Figures 3 and 4: `datasync reconcile` (a child process, timed and its peak RSS read
+//! by `wait4`) against a plain streaming copy of the same data in the same run, and
+//! against the naive baseline on an identical copy of the data set.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::ctx::Ctx;
+use crate::daemon::{write_config, DaemonSpec};
+use crate::data::load_reconcile_set;
+use crate::proc::{run_measured, Measured};
+
+/// Result of one reconcile size.
+pub struct ReconcileRun {
+    /// Documents on local.
+    pub n: i64,
+    /// Seconds spent loading the data set (not measured against anything).
+    pub load_secs: f64,
+    /// The plain streaming copy.
+    pub copy: Measured,
+    /// `datasync reconcile`.
+    pub reconcile: Measured,
+    /// Its JSON report.
+    pub report: serde_json::Value,
+}
+
+/// Loads the data set of `n` documents into a fresh database; returns its name.
+async fn fresh_set(ctx: &Ctx, tag: &str, n: i64) -> anyhow::Result<(String, f64)> {
+    let db = ctx.db(tag);
+    let start = Instant::now();
+    let state = ctx.client.database(&format!("{db}_state"));
+    load_reconcile_set(&ctx.client.database(&db), &state, n).await?;
+    Ok((db, start.elapsed().as_secs_f64()))
+}
+
+/// Figure 3 at `n` documents.
+pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
+    let (db, load_secs) = fresh_set(ctx, &format!("rc{n}"), n).await?;
+    let dir = tempfile::tempdir()?;
+
+    let mut copy = Command::new(&ctx.me);
+    copy.args([
+        "copy",
+        "--uri",
+        &ctx.uri,
+        "--db",
+        &db,
+        "--from",
+        "local_data",
+        "--to",
+        "copy_data",
+    ]);
+    let copy = run_measured(copy, &dir.path().join("copy.log"))
+        .await
+        .context("streaming copy")?;
+    let _ = ctx
+        .client
+        .database(&db)
+        .collection::<bson::Document>("copy_data")
+        .drop()
+        .await;
+
+    let spec = DaemonSpec {
+        db: db.clone(),
+        debounce_ms: 50,
+        max_batch: 1000,
+        mode: "both-ways",
+    };
+    let (config, _) = write_config(ctx, &spec, dir.path())?;
+    let mut rec = Command::new(&ctx.datasync);
+    rec.arg("reconcile")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json");
+    let reconcile = run_measured(rec, &dir.path().join("reconcile.log"))
+        .await
+        .context("datasync reconcile")?;
+    let report = serde_json::from_str(reconcile.stdout.trim()).unwrap_or(serde_json::Value::Null);
+
+    ctx.drop_db(&db).await;
+    ctx.drop_db(&format!("{db}_state")).await;
+    Ok(ReconcileRun {
+        n,
+        load_secs,
+        copy,
+        reconcile,
+        report,
+    })
+}
+
+/// Figure 4: the naive baseline on a fresh copy of the `n`-document data set.
+pub async fn naive(ctx: &Ctx, n: i64) -> anyhow::Result<Measured> {
+    let (db, _) = fresh_set(ctx, &format!("nv{n}"), n).await?;
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(&ctx.me);
+    cmd.args(["naive", "--uri", &ctx.uri, "--db", &db]);
+    let m = run_measured(cmd, &dir.path().join("naive.log"))
+        .await
+        .context("naive baseline")?;
+    ctx.drop_db(&db).await;
+    ctx.drop_db(&format!("{db}_state")).await;
+    Ok(m)
+}

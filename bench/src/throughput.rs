@@ -1,0 +1,182 @@
+//! Figure 2, sustained throughput: the raw batched upsert rate a plain client gets from
+//! the server, then the daemon's drain rate under saturation (all writes at once), then
+//! a confirmation at a fixed offered rate below it where the backlog must not grow.
+//! Ratio = confirmed sustained rate ÷ raw rate.
+
+use std::time::{Duration, Instant};
+
+use bson::{doc, Bson, DateTime, Document};
+use mongodb::{Collection, Database};
+
+use crate::ctx::Ctx;
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::data::document;
+
+/// Documents per batch, for the raw client and the daemon (`sync.max_batch`).
+pub const BATCH: usize = 1000;
+
+/// Result of figure 2.
+pub struct Throughput {
+    /// Raw batched upserts per second (plain client).
+    pub raw: f64,
+    /// Documents per second the daemon drained when saturated.
+    pub saturated: f64,
+    /// Highest offered rate at which the backlog did not grow.
+    pub sustained: f64,
+    /// Backlog samples of the accepted confirmation run: `(s, documents behind)`.
+    pub backlog: Vec<(f64, f64)>,
+}
+
+/// Upserts `n` documents in batches of [`BATCH`] with one plain client; returns docs/s.
+pub async fn raw_upsert_rate(db: &Database, n: usize) -> anyhow::Result<f64> {
+    let coll = db.collection::<Document>("raw_upserts");
+    let now = DateTime::now().timestamp_millis();
+    let start = Instant::now();
+    for chunk in (0..n as i64).collect::<Vec<_>>().chunks(BATCH) {
+        let updates: Vec<Bson> = chunk
+            .iter()
+            .map(|&i| {
+                let mut d = document(i, 0, now);
+                d.remove("_id");
+                Bson::Document(doc! { "q": { "_id": i }, "u": { "$set": d }, "upsert": true })
+            })
+            .collect();
+        db.run_command(doc! { "update": coll.name(), "updates": updates, "ordered": false })
+            .await?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Number of documents on cloud.
+async fn cloud_count(cloud: &Collection<Document>) -> anyhow::Result<u64> {
+    Ok(cloud.estimated_document_count().await?)
+}
+
+/// Inserts documents `from..to` on local in batches of [`BATCH`].
+async fn write_batch(local: &Collection<Document>, from: i64, to: i64) -> anyhow::Result<()> {
+    let now = DateTime::now().timestamp_millis();
+    let docs: Vec<Document> = (from..to).map(|i| document(i, 0, now)).collect();
+    if !docs.is_empty() {
+        local.insert_many(docs).await?;
+    }
+    Ok(())
+}
+
+/// Waits until cloud holds `n` documents; returns when (or `None` after `limit`).
+async fn wait_count(
+    cloud: &Collection<Document>,
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<Option<Instant>> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cloud_count(cloud).await? >= n {
+            return Ok(Some(Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(None)
+}
+
+/// Offers `rate` docs/s for `secs` starting at key `base`; returns whether the daemon
+/// kept up (backlog not growing, drained within a second after) and the backlog trace.
+async fn offer(
+    local: &Collection<Document>,
+    cloud: &Collection<Document>,
+    base: i64,
+    rate: f64,
+    secs: f64,
+) -> anyhow::Result<(bool, Vec<(f64, f64)>)> {
+    let n = (rate * secs) as i64;
+    let start = Instant::now();
+    let mut written = 0i64;
+    let mut trace = Vec::new();
+    let mut next_sample = 0.0;
+    while written < n {
+        let t = start.elapsed().as_secs_f64();
+        let due = ((t * rate) as i64).min(n);
+        if due > written {
+            let to = due.min(written + BATCH as i64);
+            write_batch(local, base + written, base + to).await?;
+            written = to;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if t >= next_sample {
+            let behind = (base + written) as f64 - cloud_count(cloud).await? as f64;
+            trace.push((t, behind.max(0.0)));
+            next_sample += 0.1;
+        }
+    }
+    let drained = wait_count(cloud, (base + n) as u64, Duration::from_secs(1)).await?;
+    let q = trace.len() / 4;
+    let mean = |s: &[(f64, f64)]| s.iter().map(|p| p.1).sum::<f64>() / s.len().max(1) as f64;
+    let early = mean(&trace[q..2 * q]);
+    let late = mean(&trace[3 * q..]);
+    // Growing: the last quarter is behind by more than the early one plus 0.2 s of work.
+    let grows = late > early * 1.5 + rate * 0.2;
+    Ok((drained.is_some() && !grows, trace))
+}
+
+/// Runs figure 2 with `n` documents for the raw and saturation phases.
+pub async fn run(
+    ctx: &Ctx,
+    n: usize,
+    confirm_secs: f64,
+    debounce_ms: u64,
+) -> anyhow::Result<Throughput> {
+    let raw_db_name = ctx.db("raw");
+    let raw = raw_upsert_rate(&ctx.client.database(&raw_db_name), n).await?;
+    ctx.drop_db(&raw_db_name).await;
+
+    let db_name = ctx.db("tp");
+    let spec = DaemonSpec {
+        db: db_name.clone(),
+        debounce_ms,
+        max_batch: BATCH as u64,
+        mode: "both-ways",
+    };
+    let daemon = Daemon::start(ctx, &spec).await?;
+    let db = ctx.client.database(&db_name);
+    let local = db.collection::<Document>("local_data");
+    let cloud = db.collection::<Document>("cloud_data");
+
+    let start = Instant::now();
+    let mut from = 0;
+    while from < n as i64 {
+        let to = (from + BATCH as i64).min(n as i64);
+        write_batch(&local, from, to).await?;
+        from = to;
+    }
+    let done = wait_count(&cloud, n as u64, Duration::from_secs(300))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("daemon did not copy {n} documents within 300 s"))?;
+    let saturated = n as f64 / done.duration_since(start).as_secs_f64();
+
+    let mut rate = (saturated * 0.9).min(raw);
+    let mut base = n as i64;
+    let mut accepted = None;
+    for _ in 0..4 {
+        let (ok, trace) = offer(&local, &cloud, base, rate, confirm_secs).await?;
+        base += (rate * confirm_secs) as i64;
+        wait_count(&cloud, base as u64, Duration::from_secs(30)).await?;
+        if ok {
+            accepted = Some(trace);
+            break;
+        }
+        rate *= 0.75;
+    }
+    daemon.stop().await?;
+    ctx.drop_db(&db_name).await;
+    ctx.drop_db(&format!("{db_name}_state")).await;
+    let (sustained, backlog) = match accepted {
+        Some(t) => (rate, t),
+        None => (0.0, Vec::new()),
+    };
+    Ok(Throughput {
+        raw,
+        saturated,
+        sustained,
+        backlog,
+    })
+}
