@@ -165,7 +165,7 @@ async fn faults_run(rounds: u64) {
     );
     let verdict = load::verify(&h, &model).await;
     let writes = model.lock().unwrap().writes;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     println!(
         "faults: {rounds} rounds, {injected} faults injected, {writes} writes, {} lost, {} resurrected, {} diverged; \
          status polls {} (failed {}), states seen {:?}",
