@@ -7,8 +7,8 @@ use std::time::Duration;
 use bson::{doc, Bson, DateTime, Document};
 use datasync::core::memory::{FaultOp, MemoryState, MemoryStore};
 use datasync::core::{
-    reconcile_once, CollectionStore, Engine, EngineConfig, EngineHandle, Key, Mode, Side, StateStore, Stores,
-    StreamState,
+    reconcile_once, CollectionStore, Engine, EngineConfig, EngineHandle, Key, Mode, Side,
+    StateStore, Stores, StreamState,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +41,23 @@ fn fixture(mode: Mode) -> Fixture {
     local.set_clock(at(100));
     cloud.set_clock(at(100));
     let state = MemoryState::new();
-    let stores = Stores { local: Arc::new(local.clone()), cloud: Arc::new(cloud.clone()), state: Arc::new(state.clone()) };
-    let config = EngineConfig { mode, tombstone_ttl: Duration::from_secs(3650 * 86_400), ..EngineConfig::default() };
-    Fixture { local, cloud, state, stores, config }
+    let stores = Stores {
+        local: Arc::new(local.clone()),
+        cloud: Arc::new(cloud.clone()),
+        state: Arc::new(state.clone()),
+    };
+    let config = EngineConfig {
+        mode,
+        tombstone_ttl: Duration::from_secs(3650 * 86_400),
+        ..EngineConfig::default()
+    };
+    Fixture {
+        local,
+        cloud,
+        state,
+        stores,
+        config,
+    }
 }
 
 struct Running {
@@ -58,7 +72,12 @@ impl Fixture {
         let handle = engine.handle();
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let task = tokio::spawn(async move { engine.run(s, false, Duration::from_secs(10)).await.expect("run") });
+        let task = tokio::spawn(async move {
+            engine
+                .run(s, false, Duration::from_secs(10))
+                .await
+                .expect("run")
+        });
         settle().await;
         Running { task, stop, handle }
     }
@@ -92,7 +111,11 @@ async fn stale_write_is_ignored() {
     settle().await;
     let h = eng.stop().await;
     assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "new")));
-    assert_eq!(f.local.get(&k(1)), Some(d(1, 10, "new")), "the newer version is written back");
+    assert_eq!(
+        f.local.get(&k(1)),
+        Some(d(1, 10, "new")),
+        "the newer version is written back"
+    );
     assert_eq!(h.status().conflicts, 1);
 }
 
@@ -109,16 +132,23 @@ async fn delete_is_not_resurrected_by_reconcile() {
     assert_eq!(f.cloud.get(&k(1)), None);
     // A stale copy reappears on cloud (e.g. restored from a backup) while stopped.
     f.cloud.put(d(1, 10, "x"));
-    let report = reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None).await.expect("reconcile");
+    let report = reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None)
+        .await
+        .expect("reconcile");
     assert_eq!(report.cloud_to_local.inserted, 0);
     assert_eq!(report.local_to_cloud.deleted, 1);
     assert_eq!(f.cloud.get(&k(1)), None);
     assert_eq!(f.local.get(&k(1)), None);
     // A version newer than the delete does come back.
     f.cloud.put(d(1, 30, "reborn"));
-    reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None).await.expect("reconcile");
+    reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None)
+        .await
+        .expect("reconcile");
     assert_eq!(f.local.get(&k(1)), Some(d(1, 30, "reborn")));
-    assert!(f.state.all_tombstones().is_empty(), "superseded tombstone removed");
+    assert!(
+        f.state.all_tombstones().is_empty(),
+        "superseded tombstone removed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,8 +167,16 @@ async fn equal_timestamp_conflict_goes_to_tie_break_side() {
         eng.stop().await;
         let winner = tie.as_str();
         for id in [1, 2] {
-            assert_eq!(f.local.get(&k(id)), Some(d(id, 10, winner)), "tie {tie}, key {id}");
-            assert_eq!(f.cloud.get(&k(id)), Some(d(id, 10, winner)), "tie {tie}, key {id}");
+            assert_eq!(
+                f.local.get(&k(id)),
+                Some(d(id, 10, winner)),
+                "tie {tie}, key {id}"
+            );
+            assert_eq!(
+                f.cloud.get(&k(id)),
+                Some(d(id, 10, winner)),
+                "tie {tie}, key {id}"
+            );
         }
     }
 }
@@ -154,7 +192,11 @@ async fn echo_costs_no_write_to_origin() {
     eng.stop().await;
     assert_eq!(f.cloud.snapshot().len(), 5);
     assert_eq!(f.cloud.counters().engine_changes, 5);
-    assert_eq!(f.local.counters().apply_statements, 0, "nothing written back to the origin");
+    assert_eq!(
+        f.local.counters().apply_statements,
+        0,
+        "nothing written back to the origin"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,11 +208,21 @@ async fn echo_after_restart_costs_at_most_a_no_op() {
     eng.task.abort(); // echo memory lost
     let _ = eng.task.await;
     // Make the engine re-read cloud's echo: resume cloud from before it.
-    f.state.save_checkpoint(Side::Cloud, &datasync::core::ResumeToken(doc! {"seq": 0_i64})).await.expect("save");
+    f.state
+        .save_checkpoint(
+            Side::Cloud,
+            &datasync::core::ResumeToken(doc! {"seq": 0_i64}),
+        )
+        .await
+        .expect("save");
     let before = f.local.counters();
     let eng = f.start().await;
     eng.stop().await;
-    assert_eq!(f.local.counters().engine_changes, before.engine_changes, "no change on the origin");
+    assert_eq!(
+        f.local.counters().engine_changes,
+        before.engine_changes,
+        "no change on the origin"
+    );
     assert_eq!(f.local.get(&k(1)), Some(d(1, 10, "a")));
 }
 
@@ -184,7 +236,10 @@ async fn checkpoint_never_passes_unapplied_event() {
     f.local.put(d(2, 10, "b"));
     settle().await;
     assert_eq!(eng.handle.status().queue_depth, 2);
-    assert!(token_seq(f.state.checkpoint(Side::Local)) <= first_seq, "checkpoint passed unapplied events");
+    assert!(
+        token_seq(f.state.checkpoint(Side::Local)) <= first_seq,
+        "checkpoint passed unapplied events"
+    );
     eng.handle.resume();
     settle().await;
     assert_eq!(token_seq(f.state.checkpoint(Side::Local)), first_seq + 2);
@@ -205,7 +260,10 @@ async fn history_lost_triggers_reconcile() {
     let status = eng.handle.status();
     assert_eq!(status.local.state, StreamState::Running);
     let (_, report) = status.last_reconcile.expect("a reconcile ran");
-    assert_eq!(report.local_to_cloud.inserted, 2, "changes lost with the history were reconciled");
+    assert_eq!(
+        report.local_to_cloud.inserted, 2,
+        "changes lost with the history were reconciled"
+    );
     // Streaming continues after the reconcile.
     f.local.put(d(3, 10, "c"));
     settle().await;
@@ -226,7 +284,11 @@ async fn bad_updated_at_is_skipped_not_blocking() {
     eng.stop().await;
     assert_eq!(status.skipped, 2);
     assert_eq!(f.cloud.snapshot(), vec![d(3, 10, "good")]);
-    assert_eq!(token_seq(f.state.checkpoint(Side::Local)), 3, "checkpoint moved past the bad documents");
+    assert_eq!(
+        token_seq(f.state.checkpoint(Side::Local)),
+        3,
+        "checkpoint moved past the bad documents"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -239,7 +301,11 @@ async fn queue_backpressure_bounds_pending_keys() {
         f.local.put(d(i, 10, "x"));
     }
     settle().await;
-    assert_eq!(eng.handle.status().queue_depth, 3, "readers wait at capacity");
+    assert_eq!(
+        eng.handle.status().queue_depth,
+        3,
+        "readers wait at capacity"
+    );
     eng.handle.resume();
     settle().await;
     eng.stop().await;
@@ -257,7 +323,9 @@ async fn reconcile_memory_is_bounded_by_page() {
         }
     }
     f.cloud.put(d(500, 1, "only-cloud"));
-    let r = reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None).await.expect("reconcile");
+    let r = reconcile_once(&f.config, &f.stores, Mode::BothWays, false, None)
+        .await
+        .expect("reconcile");
     assert_eq!(f.local.snapshot(), f.cloud.snapshot());
     for s in [&f.local, &f.cloud] {
         assert!(s.counters().max_scan_limit <= 7);
@@ -276,11 +344,16 @@ async fn dry_run_reconcile_writes_nothing() {
     let f = fixture(Mode::BothWays);
     f.local.put(d(1, 10, "a"));
     f.cloud.put(doc! {"_id": 2, "updatedAt": Bson::Int32(3)});
-    let r = reconcile_once(&f.config, &f.stores, Mode::BothWays, true, None).await.expect("reconcile");
+    let r = reconcile_once(&f.config, &f.stores, Mode::BothWays, true, None)
+        .await
+        .expect("reconcile");
     assert!(r.dry_run);
     assert_eq!(r.local_to_cloud.inserted, 1);
     assert_eq!(r.skipped, 1);
-    assert_eq!(f.cloud.counters().apply_calls + f.local.counters().apply_calls, 0);
+    assert_eq!(
+        f.cloud.counters().apply_calls + f.local.counters().apply_calls,
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,7 +363,11 @@ async fn overwrite_local_undoes_local_edits() {
     f.local.put(d(2, 10, "local-only"));
     f.cloud.put(doc! {"_id": 3, "v": "no updatedAt"});
     let eng = f.start().await;
-    assert_eq!(f.local.snapshot(), f.cloud.snapshot(), "reconcile made local identical");
+    assert_eq!(
+        f.local.snapshot(),
+        f.cloud.snapshot(),
+        "reconcile made local identical"
+    );
     f.local.put(d(1, 99, "local edit"));
     f.local.delete(&k(3), at(50));
     settle().await;
@@ -376,4 +453,50 @@ async fn write_back_after_own_side_delete_is_not_taken_for_a_delete() {
     eng.stop().await;
     assert_eq!(f.local.snapshot(), vec![d(2, 2, "l")]);
     assert_eq!(f.cloud.snapshot(), vec![d(2, 2, "l")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_way_reconcile_makes_the_target_mirror_the_source() {
+    let f = fixture(Mode::LocalToCloud);
+    f.local.put(d(1, 10, "l"));
+    f.cloud.put(d(1, 20, "newer on cloud"));
+    f.cloud.put(d(2, 10, "only on cloud"));
+    f.cloud.put(doc! {"_id": 3, "v": "bad, only on cloud"});
+    let r = reconcile_once(&f.config, &f.stores, Mode::LocalToCloud, false, None)
+        .await
+        .expect("reconcile");
+    // LWW keeps cloud's newer version of a shared key; cloud-only keys follow the source.
+    assert_eq!(f.cloud.snapshot(), vec![d(1, 20, "newer on cloud")]);
+    assert_eq!(r.local_to_cloud.deleted, 2);
+    assert_eq!(
+        f.local.counters().apply_calls,
+        0,
+        "the source is never written"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_change_read_before_an_engine_write_keeps_its_echo_expected() {
+    // Regression (found by proptest): a cloud client change read after the engine had
+    // planned a delete on cloud made the echo memory forget that delete; its echo then
+    // came back as a genuine delete stamped with the server clock.
+    let mut f = fixture(Mode::BothWays);
+    f.local.set_clock(at(0));
+    f.cloud.set_clock(at(0));
+    f.config.max_batch = 4;
+    f.config.queue_capacity = 4;
+    f.config.reconcile_batch = 2;
+    f.config.tie_break = Side::Local;
+    let eng = f.start().await;
+    f.local.set_clock(at(5));
+    f.cloud.set_clock(at(5));
+    f.local.put(d(3, 5, "l"));
+    f.local.put(d(2, 0, "l"));
+    f.cloud.put(d(2, 0, "c"));
+    f.local.delete(&k(2), at(0));
+    tokio::time::sleep(Duration::from_millis(51)).await;
+    f.local.put(d(2, 1, "l"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.local.get(&k(2)), Some(d(2, 1, "l")));
 }

@@ -7,6 +7,7 @@ use std::hash::Hasher;
 
 use bson::{Bson, DateTime, Document};
 
+use crate::core::key::hash_bson;
 use crate::core::types::Key;
 
 /// The `_id` of `doc` as a [`Key`] (`Null` when missing: such a document cannot exist
@@ -26,15 +27,20 @@ pub fn updated_at(doc: &Document, field: &str) -> Option<DateTime> {
 /// Whether two documents have the same fields, in the same order, with the same
 /// typed values (what "byte-identical" means for a replace).
 pub fn same_content(a: &Document, b: &Document) -> bool {
-    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
 }
 
-/// Hash of the document's exact BSON bytes (field order and types included).
+/// Hash of the document's content: field names in order, each value's BSON type and
+/// its value (without serialising, which would allocate per call).
 pub fn content_hash(doc: &Document) -> u64 {
     let mut h = DefaultHasher::new();
-    let mut bytes = Vec::with_capacity(128);
-    if doc.to_writer(&mut bytes).is_ok() {
-        h.write(&bytes);
+    for (k, v) in doc {
+        h.write(k.as_bytes());
+        h.write_u8(v.element_type() as u8);
+        hash_bson(v, &mut h);
     }
     h.finish()
 }

@@ -33,7 +33,9 @@ impl Echo {
     /// The echo `write` will produce if applied.
     pub(crate) fn of_write(write: &Write) -> Echo {
         match write {
-            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => Echo::Doc(content_hash(doc)),
+            Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => {
+                Echo::Doc(content_hash(doc))
+            }
             Write::DeleteIfNotNewer { .. } | Write::Delete { .. } => Echo::Deleted,
         }
     }
@@ -57,7 +59,11 @@ pub(crate) struct EchoMemory {
 impl EchoMemory {
     /// Empty memory holding up to `capacity` keys.
     pub(crate) fn new(capacity: usize) -> Self {
-        EchoMemory { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        EchoMemory {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Remember that the engine is writing `echo` to `side` (call before the write, so
@@ -69,7 +75,6 @@ impl EchoMemory {
         if list.is_empty() {
             self.order.push_back(id);
         }
-        list.retain(|e| *e != echo);
         list.push(echo);
         if list.len() > PER_KEY {
             list.remove(0);
@@ -84,10 +89,13 @@ impl EchoMemory {
         }
     }
 
-    /// Drop a remembered write that did not happen.
+    /// Drop a remembered write that did not happen (one occurrence: another write of
+    /// the same kind may have happened and still has its echo coming).
     pub(crate) fn forget(&mut self, side: Side, key: &Key, echo: Echo) {
         if let Some(list) = self.entries.get_mut(&(side, key.clone())) {
-            list.retain(|e| *e != echo);
+            if let Some(i) = list.iter().rposition(|e| *e == echo) {
+                list.remove(i);
+            }
         }
     }
 
@@ -99,30 +107,24 @@ impl EchoMemory {
 
     /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
     pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
     }
 
-    /// Whether a delete read from `side` may be the engine's own (without consuming).
-    pub(crate) fn deleted(&self, side: Side, key: &Key) -> bool {
-        self.entries.get(&(side, key.clone())).is_some_and(|l| l.contains(&Echo::Deleted))
-    }
-
-    /// Whether a change read from `side` is the engine's own write. A match consumes
-    /// that write and the ones before it (the stream reports writes in order); a change
-    /// that does not match forgets the key (it moved on; a later identical write by a
-    /// client must not be mistaken for an echo).
-    pub(crate) fn is_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
-        let id = (side, key.clone());
-        let Some(list) = self.entries.get_mut(&id) else { return false };
+    /// Whether a change read from `side` is the engine's own write. Called by the reader
+    /// in stream order: a match consumes that write and the ones before it; a mismatch
+    /// (a client change from before the write) leaves the memory alone.
+    pub(crate) fn take_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
+        let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
+            return false;
+        };
         match list.iter().position(|e| *e == Echo::of(kind)) {
             Some(i) => {
                 list.drain(..=i);
                 true
             }
-            None => {
-                list.clear();
-                false
-            }
+            None => false,
         }
     }
 }
@@ -133,20 +135,34 @@ mod tests {
     use bson::doc;
 
     #[test]
-    fn matching_write_is_an_echo_and_a_different_one_forgets_it() {
+    fn matching_write_is_an_echo_once() {
         let mut m = EchoMemory::new(2);
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         m.record(Side::Cloud, &k, Echo::of(&ChangeKind::Upsert(d.clone())));
         m.record(Side::Cloud, &k, Echo::Deleted);
-        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
-        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
-        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
-        // Consumed: the same change again is not an echo.
-        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete));
-        m.record(Side::Cloud, &k, Echo::Deleted);
-        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
-        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete), "a mismatch forgets the key");
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        assert!(
+            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete),
+            "consumed"
+        );
+        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
+    }
+
+    #[test]
+    fn a_write_that_did_not_happen_is_forgotten_once() {
+        let mut m = EchoMemory::new(4);
+        let k = Key(1.into());
+        m.record(Side::Local, &k, Echo::Deleted);
+        m.record(Side::Local, &k, Echo::Deleted);
+        m.forget(Side::Local, &k, Echo::Deleted);
+        assert!(
+            m.take_echo(Side::Local, &k, &ChangeKind::Delete),
+            "the applied one still echoes"
+        );
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete));
     }
 
     #[test]
@@ -156,10 +172,7 @@ mod tests {
             m.record(Side::Local, &Key(i.into()), Echo::Deleted);
         }
         assert_eq!(m.entries.len(), 2);
-        m.record(Side::Local, &Key(7.into()), Echo::Doc(1));
-        m.forget(Side::Local, &Key(7.into()), Echo::Doc(1));
-        assert!(!m.wrote_doc(Side::Local, &Key(7.into())));
-        assert!(m.is_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete));
-        assert!(!m.is_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete));
+        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete));
+        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete));
     }
 }

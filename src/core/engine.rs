@@ -172,14 +172,19 @@ impl EngineHandle {
         dry_run: bool,
     ) -> Result<ReconcileReport, EngineError> {
         let sh = &self.shared;
-        run_reconcile(sh, mode, dry_run, None, &sh.hard_stop).await.map_err(engine_error)
+        run_reconcile(sh, mode, dry_run, None, &sh.hard_stop)
+            .await
+            .map_err(engine_error)
     }
 }
 
 fn engine_error(stop: Stop) -> EngineError {
     match stop {
         Stop::Cancelled => EngineError::ShuttingDown,
-        Stop::Failed(source) => EngineError::Store { side: Side::Local, source },
+        Stop::Failed(source) => EngineError::Store {
+            side: Side::Local,
+            source,
+        },
     }
 }
 
@@ -262,7 +267,9 @@ fn validate(config: &EngineConfig) -> Result<(), EngineError> {
         ));
     }
     if config.updated_at_field.is_empty() {
-        return Err(EngineError::Config("updated_at_field must not be empty".into()));
+        return Err(EngineError::Config(
+            "updated_at_field must not be empty".into(),
+        ));
     }
     Ok(())
 }
@@ -276,12 +283,16 @@ pub struct Engine {
 impl Engine {
     /// Build an engine over `stores`.
     pub fn new(config: EngineConfig, stores: Stores) -> Self {
-        Engine { shared: Arc::new(Shared::new(config, stores)) }
+        Engine {
+            shared: Arc::new(Shared::new(config, stores)),
+        }
     }
 
     /// A control handle (clone freely).
     pub fn handle(&self) -> EngineHandle {
-        EngineHandle { shared: self.shared.clone() }
+        EngineHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Run until `shutdown` is cancelled: reconcile first when there is no checkpoint,
@@ -308,7 +319,8 @@ impl Engine {
                 continue;
             }
             let span = tracing::info_span!("reader", %side);
-            let h = tasks.spawn(reader::run(sh.clone(), side, readers_stop.clone()).instrument(span));
+            let h =
+                tasks.spawn(reader::run(sh.clone(), side, readers_stop.clone()).instrument(span));
             aborts.0.push(h.abort_handle());
             readers.push(h);
         }
@@ -342,13 +354,20 @@ impl Engine {
         drain.cancel();
         let drained = tokio::time::timeout(drain_deadline, worker).await.is_ok();
         if !drained {
-            tracing::warn!(?drain_deadline, "drain deadline passed; unapplied events stay behind the checkpoint");
+            tracing::warn!(
+                ?drain_deadline,
+                "drain deadline passed; unapplied events stay behind the checkpoint"
+            );
             hard.cancel();
             for h in &aborts.0 {
                 h.abort();
             }
             let fresh = CancellationToken::new();
-            let _ = tokio::time::timeout(Duration::from_secs(1), worker::save_checkpoints(&sh, &fresh)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                worker::save_checkpoints(&sh, &fresh),
+            )
+            .await;
         }
         hard.cancel();
         tasks.wait().await;
@@ -389,10 +408,15 @@ async fn expire_tombstones(sh: &Shared, stop: &CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
-        let ttl = chrono::Duration::from_std(sh.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(sh.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
         let before = DateTime::from_chrono(chrono::Utc::now() - ttl);
         let state = sh.stores.state.as_ref();
-        match shared::retry("expire_tombstones", stop, Some(3), || state.expire_tombstones(before)).await {
+        match shared::retry("expire_tombstones", stop, Some(3), || {
+            state.expire_tombstones(before)
+        })
+        .await
+        {
             Ok(n) if n > 0 => tracing::info!(expired = n, "tombstones expired"),
             Ok(_) => {}
             Err(Stop::Cancelled) => return,

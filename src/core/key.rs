@@ -158,19 +158,25 @@ pub fn compare_bson(a: &Bson, b: &Bson) -> Ordering {
         (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
         (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
         (Bson::DateTime(x), Bson::DateTime(y)) => x.timestamp_millis().cmp(&y.timestamp_millis()),
-        (Bson::Timestamp(x), Bson::Timestamp(y)) => (x.time, x.increment).cmp(&(y.time, y.increment)),
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
+            (x.time, x.increment).cmp(&(y.time, y.increment))
+        }
         (Bson::RegularExpression(x), Bson::RegularExpression(y)) => x
             .pattern
             .cmp(&y.pattern)
             .then_with(|| x.options.cmp(&y.options)),
         (Bson::DbPointer(_), Bson::DbPointer(_)) => {
             // Opaque in the bson crate: compare the canonical extended JSON.
-            a.clone().into_relaxed_extjson().to_string().cmp(&b.clone().into_relaxed_extjson().to_string())
+            a.clone()
+                .into_relaxed_extjson()
+                .to_string()
+                .cmp(&b.clone().into_relaxed_extjson().to_string())
         }
         (Bson::JavaScriptCode(x), Bson::JavaScriptCode(y)) => x.cmp(y),
-        (Bson::JavaScriptCodeWithScope(x), Bson::JavaScriptCodeWithScope(y)) => {
-            x.code.cmp(&y.code).then_with(|| cmp_doc(&x.scope, &y.scope))
-        }
+        (Bson::JavaScriptCodeWithScope(x), Bson::JavaScriptCodeWithScope(y)) => x
+            .code
+            .cmp(&y.code)
+            .then_with(|| cmp_doc(&x.scope, &y.scope)),
         (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_), _) => {
             cmp_num(as_num(a), as_num(b))
         }
@@ -230,7 +236,9 @@ pub fn hash_bson<H: Hasher>(value: &Bson, state: &mut H) {
         }
         Bson::JavaScriptCode(c) => state.write(c.as_bytes()),
         Bson::JavaScriptCodeWithScope(c) => state.write(c.code.as_bytes()),
-        Bson::DbPointer(_) => state.write(value.clone().into_relaxed_extjson().to_string().as_bytes()),
+        Bson::DbPointer(_) => {
+            state.write(value.clone().into_relaxed_extjson().to_string().as_bytes())
+        }
         Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined => {}
     }
 }
@@ -251,12 +259,27 @@ mod tests {
     #[test]
     fn numbers_compare_by_value_across_types() {
         let dec = Bson::Decimal128(Decimal128::from_str("2").unwrap());
-        assert_eq!(compare_bson(&Bson::Int32(1), &Bson::Int64(1)), Ordering::Equal);
-        assert_eq!(compare_bson(&Bson::Int32(1), &Bson::Double(1.0)), Ordering::Equal);
-        assert_eq!(compare_bson(&Bson::Double(1.5), &Bson::Int64(2)), Ordering::Less);
+        assert_eq!(
+            compare_bson(&Bson::Int32(1), &Bson::Int64(1)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_bson(&Bson::Int32(1), &Bson::Double(1.0)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_bson(&Bson::Double(1.5), &Bson::Int64(2)),
+            Ordering::Less
+        );
         assert_eq!(compare_bson(&dec, &Bson::Int32(2)), Ordering::Equal);
-        assert_eq!(compare_bson(&Bson::Int64(i64::MAX), &Bson::Double(9.3e18)), Ordering::Less);
-        assert_eq!(compare_bson(&Bson::Double(f64::NAN), &Bson::Int32(-5)), Ordering::Less);
+        assert_eq!(
+            compare_bson(&Bson::Int64(i64::MAX), &Bson::Double(9.3e18)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_bson(&Bson::Double(f64::NAN), &Bson::Int32(-5)),
+            Ordering::Less
+        );
         assert_eq!(h(&Bson::Int32(1)), h(&Bson::Double(1.0)));
         assert_eq!(h(&Bson::Int64(2)), h(&dec));
         assert_eq!(h(&Bson::Double(-0.0)), h(&Bson::Int32(0)));
@@ -271,12 +294,21 @@ mod tests {
             Bson::String("a".into()),
             Bson::Document(doc! {"a": 1}),
             Bson::Array(vec![Bson::Int32(1)]),
-            Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: vec![1] }),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: vec![1],
+            }),
             Bson::ObjectId(ObjectId::from_bytes([0; 12])),
             Bson::Boolean(false),
             Bson::DateTime(DateTime::from_millis(0)),
-            Bson::Timestamp(bson::Timestamp { time: 1, increment: 1 }),
-            Bson::RegularExpression(bson::Regex { pattern: "a".into(), options: String::new() }),
+            Bson::Timestamp(bson::Timestamp {
+                time: 1,
+                increment: 1,
+            }),
+            Bson::RegularExpression(bson::Regex {
+                pattern: "a".into(),
+                options: String::new(),
+            }),
             Bson::MaxKey,
         ];
         for (i, a) in ordered.iter().enumerate() {
@@ -304,12 +336,20 @@ mod tests {
 
     #[test]
     fn binary_compares_length_then_subtype_then_bytes() {
-        let bin = |s: BinarySubtype, b: Vec<u8>| Bson::Binary(Binary { subtype: s, bytes: b });
+        let bin = |s: BinarySubtype, b: Vec<u8>| {
+            Bson::Binary(Binary {
+                subtype: s,
+                bytes: b,
+            })
+        };
         let a = bin(BinarySubtype::UserDefined(0x80), vec![9]);
         let b = bin(BinarySubtype::Generic, vec![0, 0]);
         assert_eq!(compare_bson(&a, &b), Ordering::Less);
         let c = bin(BinarySubtype::Generic, vec![9]);
         assert_eq!(compare_bson(&c, &a), Ordering::Less);
-        assert_eq!(compare_bson(&c, &bin(BinarySubtype::Generic, vec![8])), Ordering::Greater);
+        assert_eq!(
+            compare_bson(&c, &bin(BinarySubtype::Generic, vec![8])),
+            Ordering::Greater
+        );
     }
 }

@@ -15,8 +15,8 @@ pub mod store;
 pub mod types;
 
 pub use engine::{
-    reconcile_once, Engine, EngineConfig, EngineHandle, EngineStatus, StreamState, StreamStatus,
-    Stores,
+    reconcile_once, Engine, EngineConfig, EngineHandle, EngineStatus, Stores, StreamState,
+    StreamStatus,
 };
 pub use error::{EngineError, StoreError, StoreErrorKind};
 pub use store::{ChangeStream, CollectionStore, StateStore};

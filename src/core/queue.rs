@@ -47,15 +47,24 @@ pub(crate) struct QueuedEvent {
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
-    /// `event` is a delete the engine itself made (its server time says nothing about
-    /// last-writer-wins), as recognised by the reader from the echo memory.
-    pub(crate) engine_delete: bool,
+    /// `event` is the engine's own write coming back (recognised by the reader from the
+    /// echo memory, in stream order); an engine delete's server time says nothing
+    /// about last-writer-wins.
+    pub(crate) engine_write: bool,
 }
 
 impl QueuedEvent {
     /// A fresh entry for `event`.
     pub(crate) fn new(event: ChangeEvent, gen: u64, seq: u64) -> Self {
-        QueuedEvent { event, seq, gen, after_upsert: false, max_delete: None, best_upsert: None, engine_delete: false }
+        QueuedEvent {
+            event,
+            seq,
+            gen,
+            after_upsert: false,
+            max_delete: None,
+            best_upsert: None,
+            engine_write: false,
+        }
     }
 }
 
@@ -85,7 +94,10 @@ impl Queue {
     /// An empty queue.
     pub(crate) fn new(capacity: usize, debounce: Duration, field: &str) -> Self {
         Queue {
-            inner: Mutex::new(Inner { timers: DelayQueue::new(), pending: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                timers: DelayQueue::new(),
+                pending: HashMap::new(),
+            }),
             space: Notify::new(),
             capacity: capacity.max(1),
             debounce_ms: AtomicU64::new(debounce.as_millis() as u64),
@@ -99,12 +111,18 @@ impl Queue {
 
     /// Change the debounce window for entries created from now on.
     pub(crate) fn set_debounce(&self, debounce: Duration) {
-        self.debounce_ms.store(debounce.as_millis() as u64, Ordering::Relaxed);
+        self.debounce_ms
+            .store(debounce.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Distinct pending entries.
     pub(crate) fn len(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    /// Whether `side` has a pending entry for `key`.
+    pub(crate) fn contains(&self, side: Side, key: &Key) -> bool {
+        self.lock().pending.contains_key(&(side, key.clone()))
     }
 
     /// Whether `side` has any pending entry.
@@ -118,7 +136,7 @@ impl Queue {
     /// *first* event (the resolution of a coalesced entry depends on every event in it,
     /// so a restart must re-read them all) and the (gen, seq) returned is done for
     /// checkpointing at once.
-    pub(crate) async fn push(&self, mut ev: QueuedEvent) -> Option<(u64, u64)> {
+    pub(crate) async fn push(&self, ev: QueuedEvent) -> Option<(u64, u64)> {
         let id = (ev.event.side, ev.event.key.clone());
         loop {
             let notified = self.space.notified();
@@ -126,30 +144,36 @@ impl Queue {
             notified.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if let Some((old, _)) = inner.pending.get_mut(&id) {
-                    ev.after_upsert = old.after_upsert || matches!(old.event.kind, ChangeKind::Upsert(_));
-                    let old_delete = match old.event.kind {
-                        ChangeKind::Delete if !old.engine_delete => Some(old.event.server_time),
-                        ChangeKind::Delete => None,
-                        ChangeKind::Upsert(_) => None,
-                    };
-                    ev.max_delete = old.max_delete.max(old_delete);
-                    let old_up = match &old.event.kind {
-                        ChangeKind::Upsert(d) => updated_at(d, &self.field).map(|u| (d.clone(), u)),
+                if let Some((slot, _)) = inner.pending.get_mut(&id) {
+                    let new_u = match &ev.event.kind {
+                        ChangeKind::Upsert(d) => updated_at(d, &self.field),
                         ChangeKind::Delete => None,
                     };
-                    ev.best_upsert = match (old.best_upsert.take(), old_up) {
+                    let prev = std::mem::replace(slot, ev);
+                    slot.after_upsert =
+                        prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
+                    let prev_delete = match prev.event.kind {
+                        ChangeKind::Delete if !prev.engine_write => Some(prev.event.server_time),
+                        _ => None,
+                    };
+                    slot.max_delete = prev.max_delete.max(prev_delete);
+                    let prev_up = match prev.event.kind {
+                        ChangeKind::Upsert(d) => updated_at(&d, &self.field).map(|u| (d, u)),
+                        ChangeKind::Delete => None,
+                    };
+                    let best = match (prev.best_upsert, prev_up) {
                         (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
                         (a, b) => a.or(b),
                     };
-                    let done = if old.gen == ev.gen {
-                        let own = ev.seq;
-                        ev.seq = old.seq;
-                        (ev.gen, own)
+                    // Only a version newer than the entry's newest can still win.
+                    slot.best_upsert = best.filter(|(_, u)| new_u.is_none_or(|n| *u > n));
+                    let done = if prev.gen == slot.gen {
+                        let own = slot.seq;
+                        slot.seq = prev.seq;
+                        (slot.gen, own)
                     } else {
-                        (old.gen, old.seq)
+                        (prev.gen, prev.seq)
                     };
-                    *old = ev;
                     return Some(done);
                 }
                 if inner.pending.len() < self.capacity {

@@ -63,7 +63,10 @@ impl Cursor<'_> {
         let limit = job.config.reconcile_batch.max(1);
         let store = self.store;
         let after = self.last.clone();
-        let page = retry("scan", job.cancel, job.attempts, || store.scan(after.as_ref(), limit)).await?;
+        let page = retry("scan", job.cancel, job.attempts, || {
+            store.scan(after.as_ref(), limit)
+        })
+        .await?;
         self.done = page.len() < limit;
         self.last = page.last().map(|e| e.key.clone());
         self.buf.extend(page);
@@ -91,9 +94,23 @@ fn as_date(v: &Option<Bson>) -> Option<DateTime> {
 /// Run one full reconcile.
 pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
     let started = Instant::now();
-    let mut report = ReconcileReport { mode: job.mode, dry_run: job.dry_run, ..Default::default() };
-    let mut local = Cursor { store: job.stores.local.as_ref(), buf: VecDeque::new(), last: None, done: false };
-    let mut cloud = Cursor { store: job.stores.cloud.as_ref(), buf: VecDeque::new(), last: None, done: false };
+    let mut report = ReconcileReport {
+        mode: job.mode,
+        dry_run: job.dry_run,
+        ..Default::default()
+    };
+    let mut local = Cursor {
+        store: job.stores.local.as_ref(),
+        buf: VecDeque::new(),
+        last: None,
+        done: false,
+    };
+    let mut cloud = Cursor {
+        store: job.stores.cloud.as_ref(),
+        buf: VecDeque::new(),
+        last: None,
+        done: false,
+    };
     let batch = job.config.reconcile_batch.max(1);
     let mut examined = 0u64;
     loop {
@@ -116,8 +133,16 @@ pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
                 std::cmp::Ordering::Greater => (None, cloud.buf.pop_front()),
                 std::cmp::Ordering::Equal => (local.buf.pop_front(), cloud.buf.pop_front()),
             };
-            let key = l.as_ref().or(c.as_ref()).map(|e| e.key.clone()).unwrap_or(Key(Bson::Null));
-            items.push(Item { key, local: l.map(|e| e.updated_at), cloud: c.map(|e| e.updated_at) });
+            let key = l
+                .as_ref()
+                .or(c.as_ref())
+                .map(|e| e.key.clone())
+                .unwrap_or(Key(Bson::Null));
+            items.push(Item {
+                key,
+                local: l.map(|e| e.updated_at),
+                cloud: c.map(|e| e.updated_at),
+            });
         }
         if items.is_empty() {
             break;
@@ -130,10 +155,14 @@ pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
         }
     }
     if !job.dry_run {
-        let ttl = chrono::Duration::from_std(job.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(job.config.tombstone_ttl).unwrap_or(chrono::Duration::MAX);
         let before = DateTime::from_chrono(chrono::Utc::now() - ttl);
         let state = job.stores.state.as_ref();
-        retry("expire_tombstones", job.cancel, job.attempts, || state.expire_tombstones(before)).await?;
+        retry("expire_tombstones", job.cancel, job.attempts, || {
+            state.expire_tombstones(before)
+        })
+        .await?;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -162,7 +191,11 @@ fn dir(report: &mut ReconcileReport, target: Side) -> &mut DirectionReport {
     }
 }
 
-async fn fetch_map(job: &Job<'_>, side: Side, keys: &[Key]) -> Result<HashMap<Key, Document>, Stop> {
+async fn fetch_map(
+    job: &Job<'_>,
+    side: Side,
+    keys: &[Key],
+) -> Result<HashMap<Key, Document>, Stop> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -170,11 +203,13 @@ async fn fetch_map(job: &Job<'_>, side: Side, keys: &[Key]) -> Result<HashMap<Ke
         Side::Local => job.stores.local.as_ref(),
         Side::Cloud => job.stores.cloud.as_ref(),
     };
-    Ok(retry("fetch", job.cancel, job.attempts, || store.fetch(keys))
-        .await?
-        .into_iter()
-        .map(|d| (key_of(&d), d))
-        .collect())
+    Ok(
+        retry("fetch", job.cancel, job.attempts, || store.fetch(keys))
+            .await?
+            .into_iter()
+            .map(|d| (key_of(&d), d))
+            .collect(),
+    )
 }
 
 async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Result<(), Stop> {
@@ -213,16 +248,21 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
             (None, None) => {}
         }
     }
-    let docs = [fetch_map(job, Side::Local, &need[0]).await?, fetch_map(job, Side::Cloud, &need[1]).await?];
+    let docs = [
+        fetch_map(job, Side::Local, &need[0]).await?,
+        fetch_map(job, Side::Cloud, &need[1]).await?,
+    ];
     let tombs: HashMap<Key, Tombstone> = if mode == Mode::OverwriteLocal || one_sided.is_empty() {
         HashMap::new()
     } else {
         let state = job.stores.state.as_ref();
-        retry("tombstones", job.cancel, job.attempts, || state.tombstones(&one_sided))
-            .await?
-            .into_iter()
-            .map(|t| (t.key.clone(), t))
-            .collect()
+        retry("tombstones", job.cancel, job.attempts, || {
+            state.tombstones(&one_sided)
+        })
+        .await?
+        .into_iter()
+        .map(|t| (t.key.clone(), t))
+        .collect()
     };
 
     let mut plan = Plan::default();
@@ -238,7 +278,10 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
     }
     let state = job.stores.state.as_ref();
     if !plan.remove.is_empty() {
-        retry("remove_tombstones", job.cancel, job.attempts, || state.remove_tombstones(&plan.remove)).await?;
+        retry("remove_tombstones", job.cancel, job.attempts, || {
+            state.remove_tombstones(&plan.remove)
+        })
+        .await?;
     }
     for side in Side::BOTH {
         let writes = &plan.writes[ix(side)];
@@ -268,7 +311,12 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
     Ok(())
 }
 
-fn overwrite_item(it: &Item, docs: &[HashMap<Key, Document>; 2], plan: &mut Plan, report: &mut ReconcileReport) {
+fn overwrite_item(
+    it: &Item,
+    docs: &[HashMap<Key, Document>; 2],
+    plan: &mut Plan,
+    report: &mut ReconcileReport,
+) {
     let key = it.key.clone();
     let (l, c) = (docs[0].get(&key), docs[1].get(&key));
     match (&it.local, &it.cloud) {
@@ -279,7 +327,10 @@ fn overwrite_item(it: &Item, docs: &[HashMap<Key, Document>; 2], plan: &mut Plan
         (None, Some(_)) => {
             if let Some(c) = c {
                 report.cloud_to_local.inserted += 1;
-                plan.writes[0].push(Write::Replace { key, doc: c.clone() });
+                plan.writes[0].push(Write::Replace {
+                    key,
+                    doc: c.clone(),
+                });
             }
         }
         (Some(_), Some(_)) => {
@@ -289,7 +340,10 @@ fn overwrite_item(it: &Item, docs: &[HashMap<Key, Document>; 2], plan: &mut Plan
             } else {
                 report.conflicts += 1;
                 report.cloud_to_local.updated += 1;
-                plan.writes[0].push(Write::Replace { key, doc: c.clone() });
+                plan.writes[0].push(Write::Replace {
+                    key,
+                    doc: c.clone(),
+                });
             }
         }
         (None, None) => {}
@@ -321,7 +375,9 @@ fn lww_item(
                 return;
             };
             if a == b {
-                let (Some(dl), Some(dc)) = (docs[0].get(key), docs[1].get(key)) else { return };
+                let (Some(dl), Some(dc)) = (docs[0].get(key), docs[1].get(key)) else {
+                    return;
+                };
                 if same_content(dl, dc) {
                     for s in Side::BOTH {
                         if mode.propagates(s) {
@@ -332,11 +388,19 @@ fn lww_item(
                 }
             }
             report.conflicts += 1;
-            let winner = if a > b { Side::Local } else if b > a { Side::Cloud } else { tie };
+            let winner = if a > b {
+                Side::Local
+            } else if b > a {
+                Side::Cloud
+            } else {
+                tie
+            };
             if !mode.propagates(winner) {
                 return;
             }
-            let Some(doc) = docs[ix(winner)].get(key) else { return };
+            let Some(doc) = docs[ix(winner)].get(key) else {
+                return;
+            };
             dir(report, winner.other()).updated += 1;
             plan.writes[ix(winner.other())].push(upsert(doc, a.max(b), winner));
         }
@@ -346,24 +410,31 @@ fn lww_item(
                 (None, Some(c)) => (Side::Cloud, c),
                 _ => return,
             };
-            let Some(u) = as_date(raw) else {
-                report.skipped += 1;
-                tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
-                return;
-            };
-            let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
             let source = mode.propagates(side);
             if mode != Mode::BothWays && !source {
                 // One-way, only on the target: the source no longer has it (its delete
                 // may be lost with the stream history): the target mirrors the source.
                 dir(report, side).deleted += 1;
                 plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
-            } else if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
+                return;
+            }
+            let Some(u) = as_date(raw) else {
+                report.skipped += 1;
+                tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
+                return;
+            };
+            let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
+            if let Some(t) = tomb.filter(|_| mode == Mode::BothWays) {
                 // The other side deleted it after this version: the delete wins.
                 dir(report, side).deleted += 1;
-                plan.writes[ix(side)].push(Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at });
+                plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                    key: key.clone(),
+                    deleted_at: t.deleted_at,
+                });
             } else if source {
-                let Some(doc) = docs[ix(side)].get(key) else { return };
+                let Some(doc) = docs[ix(side)].get(key) else {
+                    return;
+                };
                 if tombs.contains_key(key) {
                     plan.remove.push(key.clone());
                 }

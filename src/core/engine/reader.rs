@@ -14,7 +14,7 @@ use super::{run_reconcile, StreamState};
 use crate::core::error::StoreError;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::ChangeStream;
-use crate::core::types::{ChangeKind, ResumeToken, Side, StreamItem};
+use crate::core::types::{ResumeToken, Side, StreamItem};
 
 /// How a streaming session ended.
 enum End {
@@ -42,7 +42,11 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             let safe = lock(&sh.trackers[ix(side)]).safe();
             match safe {
                 Some(t) => Some(t),
-                None => match retry("load_checkpoint", &stop, None, || state.load_checkpoint(side)).await {
+                None => match retry("load_checkpoint", &stop, None, || {
+                    state.load_checkpoint(side)
+                })
+                .await
+                {
                     Ok(t) => t,
                     Err(_) => break,
                 },
@@ -62,7 +66,11 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             Ok(s) => s,
             Err(e) if e.is_history_lost() => {
                 tracing::warn!(%side, error = %e, "resume point lost; full reconcile follows");
-                if let Err(Stop::Cancelled) = retry("clear_checkpoint", &stop, None, || state.clear_checkpoint(side)).await {
+                if let Err(Stop::Cancelled) = retry("clear_checkpoint", &stop, None, || {
+                    state.clear_checkpoint(side)
+                })
+                .await
+                {
                     break;
                 }
                 sh.set_stream(side, StreamState::Reconciling, Some(&e));
@@ -108,7 +116,12 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             End::Lost(e) => {
                 tracing::warn!(%side, error = %e, "change stream history lost; full reconcile follows");
                 sh.set_stream(side, StreamState::Reconciling, Some(&e));
-                if retry("clear_checkpoint", &stop, None, || state.clear_checkpoint(side)).await.is_err() {
+                if retry("clear_checkpoint", &stop, None, || {
+                    state.clear_checkpoint(side)
+                })
+                .await
+                .is_err()
+                {
                     break;
                 }
                 fresh = true;
@@ -143,9 +156,17 @@ async fn stream_loop(
                 *failures = 0;
                 ev.side = side;
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(ev.token.clone());
-                let engine_delete = ev.kind == ChangeKind::Delete && lock(&sh.echo).deleted(side, &ev.key);
+                // The engine's own write coming back: recognised here, in stream order.
+                // With nothing pending for the key it is done at once; otherwise it
+                // joins the entry flagged, so it neither counts as a client change nor
+                // hides one.
+                let engine_write = lock(&sh.echo).take_echo(side, &ev.key, &ev.kind);
+                if engine_write && !sh.queue.contains(side, &ev.key) {
+                    lock(&sh.trackers[ix(side)]).done(gen, seq);
+                    continue;
+                }
                 let mut queued = QueuedEvent::new(ev, gen, seq);
-                queued.engine_delete = engine_delete;
+                queued.engine_write = engine_write;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(queued) => old,

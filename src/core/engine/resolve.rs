@@ -49,25 +49,45 @@ enum Why {
     Overwrite,
 }
 
-/// One planned write.
-struct Planned {
-    /// Side written.
-    target: Side,
-    /// The write.
-    write: Write,
+/// Why a planned write is made, and what it carried.
+struct Meta<'a> {
     /// Why.
     why: Why,
     /// For propagated upserts: the document sent (to compare with the winner).
-    sent: Option<Document>,
+    sent: Option<&'a Document>,
 }
+
+/// Planned writes per target side (index: [`ix`]), kept as plain write lists so each
+/// side's list goes to `apply` as is.
+#[derive(Default)]
+struct Plans<'a> {
+    /// Writes per target side.
+    writes: [Vec<Write>; 2],
+    /// What each write is for (same order).
+    meta: [Vec<Meta<'a>>; 2],
+}
+
+impl<'a> Plans<'a> {
+    fn push(&mut self, target: Side, write: Write, why: Why, sent: Option<&'a Document>) {
+        self.writes[ix(target)].push(write);
+        self.meta[ix(target)].push(Meta { why, sent });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes.iter().all(Vec::is_empty)
+    }
+}
+
+/// Outcomes per target side, in plan order.
+type Outcomes = [Vec<WriteOutcome>; 2];
 
 /// What a queue entry amounts to under last-writer-wins: the greatest of its
 /// coalesced changes (a delete wins a tie with an upsert).
-enum Effective {
+enum Effective<'a> {
     /// An upsert wins; `latest` when it is also the side's current state.
     Upsert {
         /// The winning document.
-        doc: Document,
+        doc: &'a Document,
         /// Its `updatedAt`.
         u: DateTime,
         /// Whether it is the entry's newest event.
@@ -82,7 +102,7 @@ enum Effective {
     },
 }
 
-impl Effective {
+impl Effective<'_> {
     fn is_latest(&self) -> bool {
         match self {
             Effective::Upsert { latest, .. } => *latest,
@@ -93,10 +113,17 @@ impl Effective {
 
 /// The winner of `q`'s coalesced changes; `None` when the newest is malformed. One-way
 /// modes mirror the source's newest state, so only both-ways looks at older ones.
-fn effective(q: &QueuedEvent, field: &str, both: bool) -> Option<Effective> {
+fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effective<'a>> {
     let mut best = match &q.event.kind {
-        ChangeKind::Upsert(d) => Effective::Upsert { doc: d.clone(), u: updated_at(d, field)?, latest: true },
-        ChangeKind::Delete => Effective::Delete { at: q.event.server_time, src_has_doc: false },
+        ChangeKind::Upsert(d) => Effective::Upsert {
+            doc: d,
+            u: updated_at(d, field)?,
+            latest: true,
+        },
+        ChangeKind::Delete => Effective::Delete {
+            at: q.event.server_time,
+            src_has_doc: false,
+        },
     };
     if !both {
         return Some(best);
@@ -107,13 +134,20 @@ fn effective(q: &QueuedEvent, field: &str, both: bool) -> Option<Effective> {
     };
     let latest_is_doc = matches!(q.event.kind, ChangeKind::Upsert(_));
     if let Some((d, u)) = &q.best_upsert {
-        let cand = Effective::Upsert { doc: d.clone(), u: *u, latest: false };
+        let cand = Effective::Upsert {
+            doc: d,
+            u: *u,
+            latest: false,
+        };
         if rank(&cand) > rank(&best) {
             best = cand;
         }
     }
     if let Some(w) = q.max_delete {
-        let cand = Effective::Delete { at: w, src_has_doc: latest_is_doc };
+        let cand = Effective::Delete {
+            at: w,
+            src_has_doc: latest_is_doc,
+        };
         if rank(&cand) > rank(&best) {
             best = cand;
         }
@@ -142,7 +176,11 @@ pub(crate) async fn apply_batch(
         }
     }
     let now_applied: [Option<DateTime>; 2] = Side::BOTH.map(|s| {
-        batch.iter().filter(|q| q.event.side == s).map(|q| q.event.server_time).max()
+        batch
+            .iter()
+            .filter(|q| q.event.side == s)
+            .map(|q| q.event.server_time)
+            .max()
     });
     {
         let mut t = lock(&sh.applied_time);
@@ -158,20 +196,24 @@ pub(crate) async fn apply_batch(
 
 /// Remember the writes about to be made, so their echoes are recognised even by the
 /// reader (which may see them before `apply` returns).
-fn expect_echoes(sh: &Shared, plans: &[Planned]) {
+fn expect_echoes(sh: &Shared, plans: &Plans<'_>) {
     let mut echo = lock(&sh.echo);
-    for p in plans {
-        echo.record(p.target, p.write.key(), Echo::of_write(&p.write));
+    for side in Side::BOTH {
+        for w in &plans.writes[ix(side)] {
+            echo.record(side, w.key(), Echo::of_write(w));
+        }
     }
 }
 
 /// Forget the expected echoes of writes that changed nothing: no change event comes,
 /// and a stale entry would hide the next genuine change.
-fn remember(sh: &Shared, plans: &[Planned], outcomes: &[WriteOutcome]) {
+fn remember(sh: &Shared, plans: &Plans<'_>, outcomes: &Outcomes) {
     let mut echo = lock(&sh.echo);
-    for (p, o) in plans.iter().zip(outcomes) {
-        if *o != WriteOutcome::Applied {
-            echo.forget(p.target, p.write.key(), Echo::of_write(&p.write));
+    for side in Side::BOTH {
+        for (w, o) in plans.writes[ix(side)].iter().zip(&outcomes[ix(side)]) {
+            if *o != WriteOutcome::Applied {
+                echo.forget(side, w.key(), Echo::of_write(w));
+            }
         }
     }
 }
@@ -181,42 +223,28 @@ fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
     tracing::warn!(%key, %side, reason, "document skipped");
 }
 
-async fn apply_writes(
-    sh: &Shared,
-    target: Side,
-    plans: &[&Planned],
-    cancel: &CancellationToken,
-) -> Result<Vec<WriteOutcome>, Stop> {
-    if plans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let writes: Vec<Write> = plans.iter().map(|p| p.write.clone()).collect();
-    let store = sh.store(target);
-    let out = retry("apply", cancel, None, || store.apply(&writes)).await?;
-    for (p, o) in plans.iter().zip(&out) {
-        match o {
-            WriteOutcome::Applied => sh.counters.applied(target),
-            WriteOutcome::NotApplied => {}
-            WriteOutcome::Failed(msg) => skip(sh, p.write.key(), target, msg),
-        }
-    }
-    Ok(out)
-}
-
-/// Apply `plans` to both sides; returns the outcome of each plan (same order).
+/// Apply each side's planned writes in one call; returns the outcomes per side.
 async fn apply_plans(
     sh: &Shared,
-    plans: &[Planned],
+    plans: &Plans<'_>,
     cancel: &CancellationToken,
-) -> Result<Vec<WriteOutcome>, Stop> {
-    let mut out = vec![WriteOutcome::NotApplied; plans.len()];
+) -> Result<Outcomes, Stop> {
+    let mut out: Outcomes = Default::default();
     for side in Side::BOTH {
-        let idx: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].target == side).collect();
-        let refs: Vec<&Planned> = idx.iter().map(|&i| &plans[i]).collect();
-        let res = apply_writes(sh, side, &refs, cancel).await?;
-        for (i, o) in idx.into_iter().zip(res) {
-            out[i] = o;
+        let writes = &plans.writes[ix(side)];
+        if writes.is_empty() {
+            continue;
         }
+        let store = sh.store(side);
+        let res = retry("apply", cancel, None, || store.apply(writes)).await?;
+        for (w, o) in writes.iter().zip(&res) {
+            match o {
+                WriteOutcome::Applied => sh.counters.applied(side),
+                WriteOutcome::NotApplied => {}
+                WriteOutcome::Failed(msg) => skip(sh, w.key(), side, msg),
+            }
+        }
+        out[ix(side)] = res;
     }
     Ok(out)
 }
@@ -238,9 +266,9 @@ async fn lww_group(
 
     // 1. Echoes and malformed documents cost nothing.
     // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
-    let mut live: Vec<(&QueuedEvent, Effective, bool, bool)> = Vec::new();
+    let mut live: Vec<(&QueuedEvent, Effective<'_>, bool, bool)> = Vec::new();
     {
-        let mut echo = lock(&sh.echo);
+        let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
             let Some(eff) = effective(q, field, both) else {
@@ -249,8 +277,8 @@ async fn lww_group(
             };
             let wrote_doc = echo.wrote_doc(src, &e.key);
             let known = echo.knows(src, &e.key);
-            if eff.is_latest() && echo.is_echo(src, &e.key, &e.kind) {
-                continue;
+            if q.engine_write && eff.is_latest() {
+                continue; // the engine's own write came back
             }
             live.push((q, eff, wrote_doc, known));
         }
@@ -262,14 +290,15 @@ async fn lww_group(
     // 2. Tombstones of the group's keys, in one call.
     let keys: Vec<Key> = live.iter().map(|(q, ..)| q.event.key.clone()).collect();
     let state = sh.stores.state.as_ref();
-    let tombs: HashMap<Key, Tombstone> = retry("tombstones", cancel, None, || state.tombstones(&keys))
-        .await?
-        .into_iter()
-        .map(|t| (t.key.clone(), t))
-        .collect();
+    let tombs: HashMap<Key, Tombstone> =
+        retry("tombstones", cancel, None, || state.tombstones(&keys))
+            .await?
+            .into_iter()
+            .map(|t| (t.key.clone(), t))
+            .collect();
 
     // 3. Decide.
-    let mut plans: Vec<Planned> = Vec::new();
+    let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
     for (q, eff, wrote_doc, known) in live {
@@ -278,30 +307,35 @@ async fn lww_group(
             Effective::Upsert { doc: d, u, latest } => {
                 let tomb = tombs.get(key).filter(|_| both);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
-                    plans.push(Planned {
-                        target: src,
-                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: t.deleted_at },
-                        why: Why::OwnSide,
-                        sent: None,
-                    });
+                    let write = Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: t.deleted_at,
+                    };
+                    plans.push(src, write, Why::OwnSide, None);
                     continue;
                 }
                 if tomb.is_some() {
                     remove.push(key.clone());
                 }
-                let upsert = |or_equal: bool| Write::UpsertIfNewer { key: key.clone(), doc: d.clone(), updated_at: u, or_equal };
-                plans.push(Planned { target: dst, write: upsert(src == cfg.tie_break), why: Why::Upsert, sent: Some(d.clone()) });
+                let upsert = |or_equal: bool| Write::UpsertIfNewer {
+                    key: key.clone(),
+                    doc: d.clone(),
+                    updated_at: u,
+                    or_equal,
+                };
+                plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
                 if !latest {
                     // The side's newest change is older than a version it had: that
                     // version wins on this side too.
-                    plans.push(Planned { target: src, write: upsert(false), why: Why::OwnSide, sent: None });
+                    plans.push(src, upsert(false), Why::OwnSide, None);
                 }
             }
             Effective::Delete { at: w, src_has_doc } => {
                 // Echo memory said this is not the engine's delete when it follows the
                 // key; otherwise (after a restart) an existing tombstone means the key
                 // was already deleted through the engine and this is its echo.
-                let plain = !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
+                let plain =
+                    !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
                 if both && plain && !known {
                     if let Some(t) = tombs.get(key) {
                         if !(t.origin == src && t.deleted_at == w) {
@@ -309,22 +343,32 @@ async fn lww_group(
                         }
                     }
                 }
-                record.push(Tombstone { key: key.clone(), deleted_at: w, origin: src });
-                plans.push(Planned {
-                    target: dst,
-                    write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                    why: Why::Delete,
-                    sent: None,
+                record.push(Tombstone {
+                    key: key.clone(),
+                    deleted_at: w,
+                    origin: src,
                 });
+                plans.push(
+                    dst,
+                    Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: w,
+                    },
+                    Why::Delete,
+                    None,
+                );
                 // The engine may have re-created an older version on `src` after this
                 // delete happened (it had not seen it yet): the delete wins there too.
                 if both && (wrote_doc || src_has_doc) {
-                    plans.push(Planned {
-                        target: src,
-                        write: Write::DeleteIfNotNewer { key: key.clone(), deleted_at: w },
-                        why: Why::OwnSide,
-                        sent: None,
-                    });
+                    plans.push(
+                        src,
+                        Write::DeleteIfNotNewer {
+                            key: key.clone(),
+                            deleted_at: w,
+                        },
+                        Why::OwnSide,
+                        None,
+                    );
                 }
             }
         }
@@ -332,43 +376,52 @@ async fn lww_group(
 
     // 4. Tombstones first (a crash after a delete must still know about it), then writes.
     if !record.is_empty() {
-        retry("record_tombstones", cancel, None, || state.record_tombstones(&record)).await?;
+        retry("record_tombstones", cancel, None, || {
+            state.record_tombstones(&record)
+        })
+        .await?;
     }
     if !remove.is_empty() {
-        retry("remove_tombstones", cancel, None, || state.remove_tombstones(&remove)).await?;
+        retry("remove_tombstones", cancel, None, || {
+            state.remove_tombstones(&remove)
+        })
+        .await?;
     }
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes);
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
-    let lost: Vec<&Planned> = plans
+    let lost: Vec<(&Key, &Meta<'_>)> = plans.writes[ix(dst)]
         .iter()
-        .zip(&outcomes)
-        .filter(|(p, o)| **o == WriteOutcome::NotApplied && matches!(p.why, Why::Upsert | Why::Delete))
-        .map(|(p, _)| p)
+        .zip(&plans.meta[ix(dst)])
+        .zip(&outcomes[ix(dst)])
+        .filter(|((_, m), o)| {
+            **o == WriteOutcome::NotApplied && matches!(m.why, Why::Upsert | Why::Delete)
+        })
+        .map(|((w, m), _)| (w.key(), m))
         .collect();
     if lost.is_empty() {
         return Ok(());
     }
     if !both {
-        sh.counters.conflicts.fetch_add(lost.iter().filter(|p| p.why == Why::Upsert).count() as u64, Ordering::Relaxed);
+        let n = lost.iter().filter(|(_, m)| m.why == Why::Upsert).count() as u64;
+        sh.counters.conflicts.fetch_add(n, Ordering::Relaxed);
         return Ok(());
     }
-    let keys: Vec<Key> = lost.iter().map(|p| p.write.key().clone()).collect();
+    let keys: Vec<Key> = lost.iter().map(|(k, _)| (*k).clone()).collect();
     let store = sh.store(dst);
     let winners: HashMap<Key, Document> = retry("fetch", cancel, None, || store.fetch(&keys))
         .await?
         .into_iter()
         .map(|d| (key_of(&d), d))
         .collect();
-    let mut back: Vec<Planned> = Vec::new();
+    let mut back = Plans::default();
     let mut superseded: Vec<Key> = Vec::new();
     let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
-    for p in lost {
-        let key = p.write.key();
+    for (key, m) in lost {
         let Some(w) = winners.get(key) else { continue };
-        if p.sent.as_ref().is_some_and(|s| same_content(s, w)) {
+        if m.sent.is_some_and(|s| same_content(s, w)) {
             continue; // the target already has exactly this document
         }
         sh.counters.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +430,10 @@ async fn lww_group(
             continue;
         };
         // The newest known delete of the key (recorded before, or by this batch).
-        let tomb = tombs.get(key).map(|t| t.deleted_at).max(recorded.get(key).copied());
+        let tomb = tombs
+            .get(key)
+            .map(|t| t.deleted_at)
+            .max(recorded.get(key).copied());
         if tomb.is_some_and(|t| t >= u) {
             // The winner is itself older than a delete: its own event deletes it.
             continue;
@@ -385,15 +441,19 @@ async fn lww_group(
         if tomb.is_some() {
             superseded.push(key.clone());
         }
-        back.push(Planned {
-            target: src,
-            write: Write::UpsertIfNewer { key: key.clone(), doc: w.clone(), updated_at: u, or_equal: dst == cfg.tie_break },
-            why: Why::Upsert,
-            sent: None,
-        });
+        let write = Write::UpsertIfNewer {
+            key: key.clone(),
+            doc: w.clone(),
+            updated_at: u,
+            or_equal: dst == cfg.tie_break,
+        };
+        back.push(src, write, Why::Upsert, None);
     }
     if !superseded.is_empty() {
-        retry("remove_tombstones", cancel, None, || state.remove_tombstones(&superseded)).await?;
+        retry("remove_tombstones", cancel, None, || {
+            state.remove_tombstones(&superseded)
+        })
+        .await?;
     }
     expect_echoes(sh, &back);
     let outcomes = apply_plans(sh, &back, cancel).await?;
@@ -408,21 +468,21 @@ async fn overwrite_group(
     group: &[&QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    let mut plans: Vec<Planned> = Vec::new();
+    let mut plans = Plans::default();
     if src == Side::Cloud {
         for q in group {
             let key = q.event.key.clone();
             let write = match &q.event.kind {
-                ChangeKind::Upsert(d) => Write::Replace { key, doc: d.clone() },
+                ChangeKind::Upsert(d) => Write::Replace {
+                    key,
+                    doc: d.clone(),
+                },
                 ChangeKind::Delete => Write::Delete { key },
             };
-            plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
+            plans.push(Side::Local, write, Why::Overwrite, None);
         }
     } else {
-        let live: Vec<&QueuedEvent> = {
-            let mut echo = lock(&sh.echo);
-            group.iter().copied().filter(|q| !echo.is_echo(Side::Local, &q.event.key, &q.event.kind)).collect()
-        };
+        let live: Vec<&QueuedEvent> = group.iter().copied().filter(|q| !q.engine_write).collect();
         if live.is_empty() {
             return Ok(());
         }
@@ -438,13 +498,18 @@ async fn overwrite_group(
             let write = match (truth.get(&key), &q.event.kind) {
                 (Some(c), ChangeKind::Upsert(d)) if same_content(c, d) => continue,
                 (None, ChangeKind::Delete) => continue,
-                (Some(c), _) => Write::Replace { key, doc: c.clone() },
+                (Some(c), _) => Write::Replace {
+                    key,
+                    doc: c.clone(),
+                },
                 (None, ChangeKind::Upsert(_)) => Write::Delete { key },
             };
-            plans.push(Planned { target: Side::Local, write, why: Why::Overwrite, sent: None });
+            plans.push(Side::Local, write, Why::Overwrite, None);
         }
     }
-    debug_assert!(plans.iter().all(|p| p.why == Why::Overwrite));
+    if plans.is_empty() {
+        return Ok(());
+    }
     expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineConfig, StreamState, StreamStatus, Stores};
+use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
 use crate::core::echo::{EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
@@ -94,12 +94,20 @@ impl Shared {
     /// Shared state for `config` over `stores`.
     pub(crate) fn new(config: EngineConfig, stores: Stores) -> Self {
         let status = |side: Side| StreamStatus {
-            state: if config.mode.watches(side) { StreamState::Stopped } else { StreamState::Disabled },
+            state: if config.mode.watches(side) {
+                StreamState::Stopped
+            } else {
+                StreamState::Disabled
+            },
             lag_ms: None,
             last_error: None,
         };
         Shared {
-            queue: Queue::new(config.queue_capacity, config.debounce, &config.updated_at_field),
+            queue: Queue::new(
+                config.queue_capacity,
+                config.debounce,
+                &config.updated_at_field,
+            ),
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
             echo: Mutex::new(EchoMemory::new(ECHO_CAPACITY)),
@@ -153,7 +161,11 @@ pub(crate) enum Stop {
 /// Backoff before attempt `n` (0-based) after an error of `kind`.
 pub(crate) fn backoff(n: u32, kind: StoreErrorKind) -> Duration {
     let base = Duration::from_millis(100) * 2u32.saturating_pow(n.min(6));
-    let cap = if kind == StoreErrorKind::Fatal { Duration::from_secs(30) } else { Duration::from_secs(5) };
+    let cap = if kind == StoreErrorKind::Fatal {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(5)
+    };
     base.min(cap)
 }
 

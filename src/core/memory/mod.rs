@@ -127,7 +127,12 @@ impl Inner {
             }
         };
         self.seq += 1;
-        self.log.push_back(LogEntry { seq: self.seq, key, kind, time });
+        self.log.push_back(LogEntry {
+            seq: self.seq,
+            key,
+            kind,
+            time,
+        });
         while self.log.len() > self.retain {
             if let Some(old) = self.log.pop_front() {
                 self.floor = old.seq;
@@ -140,9 +145,16 @@ impl Inner {
         let now = self.clock;
         let cur_u = self.docs.get(w.key()).map(|d| updated_at(d, &self.field));
         let changed = match w {
-            Write::UpsertIfNewer { key, doc, updated_at: u, or_equal } => match cur_u {
+            Write::UpsertIfNewer {
+                key,
+                doc,
+                updated_at: u,
+                or_equal,
+            } => match cur_u {
                 Some(None) => return WriteOutcome::NotApplied,
-                Some(Some(t)) if t > *u || (t == *u && !or_equal) => return WriteOutcome::NotApplied,
+                Some(Some(t)) if t > *u || (t == *u && !or_equal) => {
+                    return WriteOutcome::NotApplied
+                }
                 _ => self.change(key.clone(), Some(doc.clone()), now),
             },
             Write::DeleteIfNotNewer { key, deleted_at } => match cur_u {
@@ -324,7 +336,11 @@ impl CollectionStore for MemoryStore {
                 s.min(inner.seq)
             }
         };
-        Ok(Box::new(stream::MemoryStream::new(self.shared.clone(), pos, inner.epoch)))
+        Ok(Box::new(stream::MemoryStream::new(
+            self.shared.clone(),
+            pos,
+            inner.epoch,
+        )))
     }
 
     async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError> {
@@ -342,7 +358,10 @@ impl CollectionStore for MemoryStore {
             .docs
             .range((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(k, d)| ScanEntry { key: k.clone(), updated_at: d.get(&field).cloned() })
+            .map(|(k, d)| ScanEntry {
+                key: k.clone(),
+                updated_at: d.get(&field).cloned(),
+            })
             .collect())
     }
 
@@ -352,7 +371,10 @@ impl CollectionStore for MemoryStore {
             return Err(e);
         }
         inner.counters.max_fetch_keys = inner.counters.max_fetch_keys.max(keys.len() as u64);
-        Ok(keys.iter().filter_map(|k| inner.docs.get(k).cloned()).collect())
+        Ok(keys
+            .iter()
+            .filter_map(|k| inner.docs.get(k).cloned())
+            .collect())
     }
 
     async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError> {

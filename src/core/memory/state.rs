@@ -46,7 +46,10 @@ impl MemoryState {
         let mut g = self.lock();
         if g.failures > 0 {
             g.failures -= 1;
-            return Err(StoreError::transient(format!("injected {:?} failure", FaultOp::State)));
+            return Err(StoreError::transient(format!(
+                "injected {:?} failure",
+                FaultOp::State
+            )));
         }
         Ok(g)
     }
@@ -92,13 +95,19 @@ impl StateStore for MemoryState {
 
     async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError> {
         let g = self.check()?;
-        Ok(keys.iter().filter_map(|k| g.tombstones.get(k).cloned()).collect())
+        Ok(keys
+            .iter()
+            .filter_map(|k| g.tombstones.get(k).cloned())
+            .collect())
     }
 
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
         let mut g = self.check()?;
         for t in tombstones {
-            let keep_old = g.tombstones.get(&t.key).is_some_and(|old| old.deleted_at > t.deleted_at);
+            let keep_old = g
+                .tombstones
+                .get(&t.key)
+                .is_some_and(|old| old.deleted_at > t.deleted_at);
             if !keep_old {
                 g.tombstones.insert(t.key.clone(), t.clone());
             }

@@ -34,19 +34,29 @@ pub(crate) struct MemoryStream {
 impl MemoryStream {
     pub(crate) fn new(shared: Arc<Shared>, pos: u64, epoch: u64) -> Self {
         let rx = shared.notify.subscribe();
-        MemoryStream { shared, pos, epoch, rx, opened: false }
+        MemoryStream {
+            shared,
+            pos,
+            epoch,
+            rx,
+            opened: false,
+        }
     }
 
     fn poll_now(&mut self) -> Option<Result<StreamItem, StoreError>> {
         let mut inner = self.shared.lock();
         if inner.epoch != self.epoch {
-            return Some(Err(StoreError::transient("change stream closed by the server")));
+            return Some(Err(StoreError::transient(
+                "change stream closed by the server",
+            )));
         }
         if let Some(e) = inner.take_fault(FaultOp::Next) {
             return Some(Err(e));
         }
         if self.pos < inner.floor {
-            return Some(Err(StoreError::history_lost("stream fell off the retained history")));
+            return Some(Err(StoreError::history_lost(
+                "stream fell off the retained history",
+            )));
         }
         if self.pos < inner.seq {
             let first = inner.log.front().map(|e| e.seq).unwrap_or(inner.seq + 1);
