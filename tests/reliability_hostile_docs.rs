@@ -39,7 +39,7 @@ fn cases() -> Vec<Case> {
         subtype: BinarySubtype::Uuid,
         bytes: (0u8..16).collect(),
     };
-    let mut v = vec![
+    vec![
         Case {
             name: "updatedAt missing",
             doc: doc! {"_id": "h-missing", "name": "m"},
@@ -160,10 +160,7 @@ fn cases() -> Vec<Case> {
             side: LOCAL,
             must_skip: false,
         },
-    ];
-    // Deterministic order of writes, sides alternating as listed.
-    v.shrink_to_fit();
-    v
+    ]
 }
 
 async fn arrives(h: &Harness, coll: &str, id: &Bson, limit: Duration) -> Option<Document> {

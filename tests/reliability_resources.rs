@@ -35,7 +35,7 @@ async fn resources_run(events: u64, queue_capacity: u64, bound_mib: u64) {
             .collect();
         h.coll(LOCAL).insert_many(docs).await.expect("insert_many");
         i += n;
-        if i % (chunk * 20) == 0 {
+        if i.is_multiple_of(chunk * 20) {
             let s = h.status().await;
             peak_depth = peak_depth.max(s["queue_depth"].as_u64().unwrap_or(0));
         }
