@@ -613,3 +613,31 @@ async fn reconcile_records_documents_already_equal_and_dry_run_records_nothing()
         .expect("reconcile");
     assert_eq!(f.local.get(&k(1)), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn delete_wins_over_an_older_version_the_engine_recreated_after_it() {
+    // Regression (found by the fault suite): a cloud client deletes a key while the
+    // engine propagates an older local update of it in the same batch. The engine's
+    // upsert re-creates the key on cloud; its echo is read while the batch is still
+    // being applied (slow replies), so the echo memory no longer shows the write when
+    // the cloud delete is resolved. The delete is newer: it must win on both sides.
+    let f = fixture(Mode::BothWays);
+    let eng = f.start().await;
+    f.local.put(d(1, 10, "v0"));
+    settle().await;
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "v0")));
+    f.cloud.set_reply_delay(Duration::from_secs(1));
+    f.local.put(d(1, 20, "local update"));
+    f.cloud.delete(&k(1), at(50));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.local.snapshot(), Vec::<Document>::new());
+    assert_eq!(f.cloud.snapshot(), Vec::<Document>::new());
+    let tombs = f.state.all_tombstones();
+    assert!(
+        tombs
+            .iter()
+            .any(|t| t.key == k(1) && t.deleted_at == at(50)),
+        "{tombs:?}"
+    );
+}

@@ -105,13 +105,6 @@ impl EchoMemory {
         self.entries.contains_key(&(side, key.clone()))
     }
 
-    /// Whether the engine recently wrote a document (not a delete) to `side` for `key`.
-    pub(crate) fn wrote_doc(&self, side: Side, key: &Key) -> bool {
-        self.entries
-            .get(&(side, key.clone()))
-            .is_some_and(|l| l.iter().any(|e| matches!(e, Echo::Doc(_))))
-    }
-
     /// Whether a change read from `side` is the engine's own write. Called by the reader
     /// in stream order: a match consumes that write and the ones before it; a mismatch
     /// (a client change from before the write) leaves the memory alone.

@@ -186,6 +186,16 @@ pub enum ChangeKind {
     Delete,
 }
 
+impl ChangeKind {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChangeKind::Upsert(_) => "upsert",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
 /// One change read from a side's change stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
@@ -274,6 +284,19 @@ pub enum Write {
 }
 
 impl Write {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Write::UpsertIfNewer {
+                or_equal: false, ..
+            } => "upsert-if-newer",
+            Write::UpsertIfNewer { or_equal: true, .. } => "upsert-if-not-older",
+            Write::Replace { .. } => "replace",
+            Write::DeleteIfNotNewer { .. } => "delete-if-not-newer",
+            Write::Delete { .. } => "delete",
+        }
+    }
+
     /// The key this write targets.
     pub fn key(&self) -> &Key {
         match self {

@@ -119,11 +119,12 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Sends the deletes. The reply only has a total `n`, so when some but not all
-    /// statements deleted, one `find` tells which keys are gone. In that mixed case a
-    /// key that was already absent before the command is reported `Applied` (the
-    /// server cannot tell us otherwise without a read before the delete); the end
-    /// state, "absent", is the same.
+    /// Sends the deletes. The reply only has a total `n`, so outcomes are made exact
+    /// around it: when a chunk has several statements, one `find` first tells which keys
+    /// exist (absent ones are `NotApplied` and not sent), and when the server then
+    /// deleted fewer than were sent, one more `find` tells which are still there. The
+    /// engine relies on this: an `Applied` delete is expected back on the change stream
+    /// as its own echo, and a wrong one would hide a later genuine delete.
     async fn apply_deletes(
         &self,
         writes: &[Write],
@@ -131,8 +132,25 @@ impl MongoStore {
         outcomes: &mut [Option<WriteOutcome>],
     ) -> Result<(), StoreError> {
         for range in batch::chunks(statements) {
-            let chunk = &statements[range];
-            let reply = self.run_write("delete", "deletes", chunk).await?;
+            let mut chunk: Vec<Statement> = statements[range].to_vec();
+            if chunk.len() > 1 {
+                let keys: Vec<Key> = chunk
+                    .iter()
+                    .map(|s| writes[s.index].key().clone())
+                    .collect();
+                let present: HashSet<Key> = self.existing_keys(&keys).await?.into_iter().collect();
+                chunk.retain(|s| {
+                    let here = present.contains(writes[s.index].key());
+                    if !here {
+                        outcomes[s.index] = Some(WriteOutcome::NotApplied);
+                    }
+                    here
+                });
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
+            let reply = self.run_write("delete", "deletes", &chunk).await?;
             let errors = batch::write_errors(&reply);
             let mut pending = Vec::new();
             for (i, s) in chunk.iter().enumerate() {

@@ -52,7 +52,7 @@ impl Default for Options {
             on_start: true,
             queue_capacity: 100_000,
             debounce_ms: 50,
-            log_level: "info".into(),
+            log_level: std::env::var("RELIABILITY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             extra_toml: String::new(),
         }
     }
@@ -374,6 +374,23 @@ impl Daemon {
     /// Current resident set size (`VmRSS`) in KiB.
     pub fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")
+    }
+}
+
+impl Drop for Harness {
+    /// With `RELIABILITY_KEEP_LOGS=DIR`, a failing test leaves its daemon log in DIR.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Ok(dir) = std::env::var("RELIABILITY_KEEP_LOGS") {
+            let name = self.dir.path().file_name().unwrap_or_default();
+            let to = PathBuf::from(dir).join(name).with_extension("log");
+            match std::fs::copy(&self.log, &to) {
+                Ok(_) => eprintln!("daemon log kept in {}", to.display()),
+                Err(e) => eprintln!("cannot keep the daemon log: {e}"),
+            }
+        }
     }
 }
 

@@ -161,6 +161,14 @@ async fn stream_loop(
                 // joins the entry flagged, so it neither counts as a client change nor
                 // hides one.
                 let engine_write = lock(&sh.echo).take_echo(side, &ev.key, &ev.kind);
+                tracing::debug!(
+                    %side,
+                    key = %ev.key,
+                    op = ev.kind.name(),
+                    at = %ev.server_time,
+                    echo = engine_write,
+                    "change read"
+                );
                 if engine_write && !sh.queue.contains(side, &ev.key) {
                     lock(&sh.trackers[ix(side)]).done(gen, seq);
                     continue;

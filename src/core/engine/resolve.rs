@@ -247,6 +247,7 @@ async fn apply_plans(
         let store = sh.store(side);
         let res = retry("apply", cancel, None, || store.apply(writes)).await?;
         for (w, o) in writes.iter().zip(&res) {
+            tracing::debug!(%side, key = %w.key(), write = w.name(), outcome = ?o, "write");
             match o {
                 WriteOutcome::Applied => sh.counters.applied(side),
                 WriteOutcome::NotApplied => {}
@@ -275,8 +276,8 @@ async fn lww_group(
     let field = cfg.updated_at_field.as_str();
 
     // 1. Echoes and malformed documents cost nothing.
-    // (event, its verdict, engine wrote a doc to src, echo memory follows the key)
-    let mut live: Vec<(&QueuedEvent, Effective<'_>, bool, bool)> = Vec::new();
+    // (event, its verdict, echo memory follows the key)
+    let mut live: Vec<(&QueuedEvent, Effective<'_>, bool)> = Vec::new();
     {
         let echo = lock(&sh.echo);
         for q in group {
@@ -285,12 +286,11 @@ async fn lww_group(
                 skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
                 continue;
             };
-            let wrote_doc = echo.wrote_doc(src, &e.key);
             let known = echo.knows(src, &e.key);
             if q.engine_write && eff.is_latest() {
                 continue; // the engine's own write came back
             }
-            live.push((q, eff, wrote_doc, known));
+            live.push((q, eff, known));
         }
     }
     if live.is_empty() {
@@ -311,7 +311,7 @@ async fn lww_group(
     let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    for (q, eff, wrote_doc, known) in live {
+    for (q, eff, known) in live {
         let key = &q.event.key;
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
@@ -340,7 +340,7 @@ async fn lww_group(
                     plans.push(src, upsert(false), Why::OwnSide, None);
                 }
             }
-            Effective::Delete { at: w, src_has_doc } => {
+            Effective::Delete { at: w, .. } => {
                 // Echo memory said this is not the engine's delete when it follows the
                 // key; otherwise (after a restart) an existing tombstone means the key
                 // was already deleted through the engine and this is its echo.
@@ -368,8 +368,12 @@ async fn lww_group(
                     None,
                 );
                 // The engine may have re-created an older version on `src` after this
-                // delete happened (it had not seen it yet): the delete wins there too.
-                if both && (wrote_doc || src_has_doc) {
+                // delete happened (it had not seen it yet), or a losing client write
+                // follows it in the entry: the delete wins there too. Always sent: the
+                // echo of such a re-creation may already have been read (and consumed)
+                // while this batch was being resolved, so the echo memory cannot tell.
+                // On a side where the key is absent it costs no write.
+                if both {
                     plans.push(
                         src,
                         Write::DeleteIfNotNewer {

@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     field: String,
     /// Which side this collection plays (stamped on its change events).
     pub(crate) side: Side,
+    /// Delay of every `apply` reply (see [`MemoryStore::set_reply_delay`]).
+    pub(crate) reply_delay: std::time::Duration,
 }
 
 impl Inner {
@@ -226,6 +228,7 @@ impl MemoryStore {
                     counters: StoreCounters::default(),
                     field: updated_at_field.to_string(),
                     side,
+                    reply_delay: std::time::Duration::ZERO,
                 }),
                 notify,
             }),
@@ -306,6 +309,13 @@ impl MemoryStore {
         self.wake(&inner);
     }
 
+    /// Delay every `apply` reply by `d` after the writes are made (and visible to
+    /// streams), like a slow network: lets a reader see an engine write's echo before
+    /// the engine learns the write's outcome.
+    pub fn set_reply_delay(&self, d: std::time::Duration) {
+        self.shared.lock().reply_delay = d;
+    }
+
     /// Change how many changes are retained.
     pub fn set_retained_history(&self, retain: usize) {
         self.shared.lock().retain = retain.max(1);
@@ -378,16 +388,22 @@ impl CollectionStore for MemoryStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut inner = self.shared.lock();
-        if let Some(e) = inner.take_fault(FaultOp::Apply) {
-            return Err(e);
-        }
-        inner.counters.apply_calls += 1;
-        inner.counters.apply_statements += writes.len() as u64;
-        let before = inner.seq;
-        let out = writes.iter().map(|w| inner.apply_one(w)).collect();
-        if inner.seq != before {
-            self.wake(&inner);
+        let (out, delay) = {
+            let mut inner = self.shared.lock();
+            if let Some(e) = inner.take_fault(FaultOp::Apply) {
+                return Err(e);
+            }
+            inner.counters.apply_calls += 1;
+            inner.counters.apply_statements += writes.len() as u64;
+            let before = inner.seq;
+            let out: Vec<WriteOutcome> = writes.iter().map(|w| inner.apply_one(w)).collect();
+            if inner.seq != before {
+                self.wake(&inner);
+            }
+            (out, inner.reply_delay)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         Ok(out)
     }
