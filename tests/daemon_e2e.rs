@@ -548,7 +548,8 @@ async fn unreachable_mongodb_is_retried_and_sigterm_still_exits_0() {
     let config = dir.path().join("datasync.toml");
     let log = dir.path().join("stderr.log");
     // Port 1 on loopback: nothing listens, connections are refused at once.
-    let uri = "mongodb://127.0.0.1:1/?replicaSet=rs0&serverSelectionTimeoutMS=200";
+    // With a password: it must not leak through the connection errors shown below.
+    let uri = "mongodb://ops:s3cr3t-pw@127.0.0.1:1/?replicaSet=rs0&serverSelectionTimeoutMS=200";
     std::fs::write(
         &config,
         config_text(uri, "e2e_unreachable", &dir.path().join("admin.sock"), 20),
@@ -577,6 +578,32 @@ async fn unreachable_mongodb_is_retried_and_sigterm_still_exits_0() {
         child.try_wait().unwrap().is_none(),
         "daemon exited on a transient error"
     );
+    // The admin socket answers while connecting: status says what it waits for, and
+    // commands that need MongoDB get a clear error instead of a refused connection.
+    let socket = dir.path().join("admin.sock");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["--json", "status"]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for side in ["local", "cloud"] {
+        assert_eq!(status["streams"][side]["state"], "starting", "{status}");
+        let err = status["streams"][side]["last_error"].as_str().unwrap_or("");
+        assert!(err.contains("cannot reach MongoDB yet"), "{status}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-pw"));
+    let out = ctl(&["sync"]);
+    assert!(!out.status.success(), "{out:?}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not connected to MongoDB yet"), "{text}");
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -592,4 +619,6 @@ async fn unreachable_mongodb_is_retried_and_sigterm_still_exits_0() {
         "{}",
         std::fs::read_to_string(&log).unwrap()
     );
+    assert!(!socket.exists(), "the admin socket is removed on exit");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("s3cr3t-pw"));
 }

@@ -12,8 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::core::{Engine, EngineError, Side, Stores, StreamState};
-use crate::daemon::admin::{AdminError, AdminServer, Limits};
+use crate::core::{
+    Engine, EngineError, EngineStatus, Mode, Side, Stores, StreamState, StreamStatus,
+};
+use crate::daemon::admin::{
+    AdminError, AdminReply, AdminRequest, AdminServer, Limits, StatusReply,
+};
 use crate::daemon::config::{Config, ConfigSource};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
 use crate::daemon::logging::LogReload;
@@ -81,19 +85,26 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> Result<(), DaemonError> {
-    // Signals are live while connecting too: a stop request during start-up retries
-    // ends the daemon cleanly.
+    // Signals and the admin socket are live while connecting too: a stop request during
+    // start-up retries ends the daemon cleanly, and `status` says what it is waiting for.
     let mut controls = Controls::new(opts.signals)?;
+    controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
+    let (error_tx, error_rx) = watch::channel(None);
+    let started = std::time::Instant::now();
     let stores = tokio::select! {
-        r = stores::connect_retrying(&config, &shutdown) => r?,
-        _ = controls.stop_requested() => None,
+        r = stores::connect_retrying(&config, &shutdown, &error_tx) => r,
+        _ = controls.serve_while_connecting(config.mode, started, error_rx) => Ok(None),
     };
     match stores {
-        Some(stores) => run_engine(config, stores, shutdown, opts, controls).await,
-        None => {
-            controls.close();
+        Ok(Some(stores)) => run_engine(config, stores, shutdown, opts, controls).await,
+        Ok(None) => {
+            controls.finish().await;
             tracing::info!("stopped before MongoDB was reachable");
             Ok(())
+        }
+        Err(e) => {
+            controls.finish().await;
+            Err(e)
         }
     }
 }
@@ -106,6 +117,10 @@ pub struct Controls {
     rx: mpsc::Receiver<Control>,
     /// Signal forwarding, closed at the end of the run.
     signals: Option<signal_hook_tokio::Handle>,
+    /// Tasks of the run (the admin server once started).
+    tasks: TaskTracker,
+    /// Stops the admin server early when the run ends before the shell started.
+    admin_stop: Option<CancellationToken>,
 }
 
 impl Controls {
@@ -117,16 +132,56 @@ impl Controls {
         } else {
             None
         };
-        Ok(Controls { tx, rx, signals })
+        Ok(Controls {
+            tx,
+            rx,
+            signals,
+            tasks: TaskTracker::new(),
+            admin_stop: None,
+        })
     }
 
-    /// Before the dispatcher exists: wait for a stop request, dropping anything else.
-    async fn stop_requested(&mut self) {
+    /// Bind the admin socket and serve it into this channel (once). Binding first also
+    /// means a second daemon on the same socket fails before touching any data.
+    fn serve_admin(
+        &mut self,
+        config: &Config,
+        shutdown: &CancellationToken,
+        limits: Limits,
+    ) -> Result<(), DaemonError> {
+        if self.admin_stop.is_some() {
+            return Ok(());
+        }
+        let admin = AdminServer::bind(&config.admin.socket)?;
+        tracing::info!(mode = %config.mode, socket = %config.admin.socket.display(), "datasync starting");
+        let stop = shutdown.child_token();
+        self.tasks.spawn(
+            admin
+                .serve(self.tx.clone(), stop.clone(), limits)
+                .instrument(tracing::info_span!("admin")),
+        );
+        self.admin_stop = Some(stop);
+        Ok(())
+    }
+
+    /// Before the dispatcher exists: answer `status` (streams `starting`, with the last
+    /// connection error) and refuse other admin requests with a clear error, until a
+    /// stop is requested.
+    async fn serve_while_connecting(
+        &mut self,
+        mode: Mode,
+        started: std::time::Instant,
+        last_error: watch::Receiver<Option<String>>,
+    ) {
         while let Some(msg) = self.rx.recv().await {
             match msg {
                 Control::Shutdown(reason) => {
                     tracing::info!(reason, "stop requested while connecting");
                     return;
+                }
+                Control::Admin { request, reply } => {
+                    let error = last_error.borrow().clone();
+                    let _ = reply.send(connecting_reply(&request, mode, started, error));
                 }
                 other => tracing::debug!(?other, "control input ignored while connecting"),
             }
@@ -138,10 +193,60 @@ impl Controls {
         self.tx.clone()
     }
 
-    fn close(self) {
+    /// End a run that never reached the shell: stop the admin server (removing its
+    /// socket) and the signal handlers.
+    async fn finish(self) {
+        if let Some(stop) = &self.admin_stop {
+            stop.cancel();
+        }
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
         if let Some(h) = self.signals {
             h.close();
         }
+    }
+}
+
+/// The reply to an admin request while MongoDB has not been reached yet.
+fn connecting_reply(
+    request: &AdminRequest,
+    mode: Mode,
+    started: std::time::Instant,
+    error: Option<String>,
+) -> AdminReply {
+    match request {
+        AdminRequest::Status => {
+            let stream = |side: Side| StreamStatus {
+                state: if mode.watches(side) {
+                    StreamState::Starting
+                } else {
+                    StreamState::Disabled
+                },
+                lag_ms: None,
+                last_error: error.clone(),
+            };
+            let status = EngineStatus {
+                mode,
+                paused: false,
+                queue_depth: 0,
+                local: stream(Side::Local),
+                cloud: stream(Side::Cloud),
+                applied_local_to_cloud: 0,
+                applied_cloud_to_local: 0,
+                conflicts: 0,
+                skipped: 0,
+                last_reconcile: None,
+            };
+            AdminReply::Status(Box::new(StatusReply::new(
+                &status,
+                started.elapsed().as_secs(),
+                None,
+            )))
+        }
+        _ => AdminReply::Error(match error {
+            Some(e) => format!("not connected to MongoDB yet (retrying; last error: {e})"),
+            None => "not connected to MongoDB yet (connecting)".into(),
+        }),
     }
 }
 
@@ -192,29 +297,19 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), EngineError>> + Send + 'static,
 {
-    // Bind first: a second daemon on the same socket fails before touching any data.
-    let admin = AdminServer::bind(&config.admin.socket)?;
-    tracing::info!(mode = %config.mode, socket = %config.admin.socket.display(), "datasync starting");
-
-    let tasks = TaskTracker::new();
+    let mut controls = controls;
+    controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
     let Controls {
         tx: control_tx,
         rx: control_rx,
         signals: signal_handle,
+        tasks,
+        admin_stop: _,
     } = controls;
     let (schedule_tx, schedule_rx) = schedule_channel(&config);
     let (next_tx, next_rx) = watch::channel(None);
 
     let mut engine_task = tokio::spawn(engine(shutdown.child_token()));
-    tasks.spawn(
-        admin
-            .serve(
-                control_tx.clone(),
-                shutdown.child_token(),
-                opts.admin_limits,
-            )
-            .instrument(tracing::info_span!("admin")),
-    );
     tasks.spawn(
         cron::run(
             schedule_rx,

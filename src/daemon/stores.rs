@@ -27,6 +27,7 @@ pub async fn connect(config: &Config) -> Result<Stores, DaemonError> {
 pub async fn connect_retrying(
     config: &Config,
     shutdown: &CancellationToken,
+    last_error: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<Option<Stores>, DaemonError> {
     let sides = config.mongo_sides();
     loop {
@@ -37,6 +38,7 @@ pub async fn connect_retrying(
             }
             Err(e) => {
                 tracing::warn!(error = %e.message, retry_in_s = RETRY.as_secs(), "cannot reach MongoDB yet");
+                last_error.send_replace(Some(format!("cannot reach MongoDB yet: {}", e.message)));
                 crate::daemon::notify::status("waiting for MongoDB");
             }
         }
