@@ -641,3 +641,46 @@ async fn delete_wins_over_an_older_version_the_engine_recreated_after_it() {
         "{tombs:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn key_synced_during_a_reconcile_is_not_taken_for_a_delete() {
+    // Regression (found by the long crash test: 10 new keys lost on both sides): the
+    // local scan reached the end of the collection; then a new local key was synced to
+    // cloud (sync record written) before cloud's scan reached it. It looked cloud-only
+    // with a sync record — the shape of "local deleted it" — and was deleted.
+    // (Local-to-cloud: cloud-only is "only on the target", mirrored by a delete.)
+    for mode in [Mode::BothWays, Mode::LocalToCloud] {
+        let mut f = fixture(mode);
+        f.config.reconcile_batch = 2;
+        f.local.put(d(1, 1, "a"));
+        f.cloud.put(d(1, 1, "a"));
+        // Cloud's first scan fails: the retry waits 100 ms after local's scan is done.
+        f.cloud.fail_next(FaultOp::Scan, 1);
+        let (config, stores) = (f.config.clone(), f.stores.clone());
+        let task = tokio::spawn(async move {
+            reconcile_once(&config, &stores, mode, false, None)
+                .await
+                .expect("reconcile")
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Meanwhile a client writes key 5 on local and the engine syncs it.
+        let new = d(5, 2, "new");
+        f.local.put(new.clone());
+        f.cloud.put(new.clone());
+        f.state
+            .record_synced(&[(k(5), at(2))])
+            .await
+            .expect("record");
+        let report = task.await.expect("task");
+        assert_eq!(
+            f.local.snapshot(),
+            vec![d(1, 1, "a"), new.clone()],
+            "{mode:?}"
+        );
+        assert_eq!(
+            f.cloud.snapshot(),
+            vec![d(1, 1, "a"), new],
+            "{mode:?}: {report:?}"
+        );
+    }
+}

@@ -296,8 +296,15 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
     .into_iter()
     .collect();
 
+    let moved = stale_absences(job, items, &tombs, &synced).await?;
     let mut plan = Plan::default();
     for it in items {
+        if moved.contains(&it.key) {
+            // Written to the side that seemed to lack it after that side's scan went
+            // past it (by the engine or a client): not a delete. The stream has it.
+            tracing::debug!(key = %it.key, "reconcile: key appeared during the scan; left to the stream");
+            continue;
+        }
         if mode == Mode::OverwriteLocal {
             overwrite_item(it, &docs, &synced, &mut plan, report);
         } else {
@@ -352,6 +359,47 @@ async fn page(job: &Job<'_>, items: &[Item], report: &mut ReconcileReport) -> Re
         sync.note_copies(writes, &outcomes, &job.config.updated_at_field);
     }
     sync.flush(state, job.cancel, job.attempts).await
+}
+
+/// Keys the page would delete *because* one side lacks them, which that side holds
+/// after all. The two scans run at different times, so a key written after one side's
+/// scan passed its position (a new key at the end of the collection, typically) looks
+/// one-sided, and — once the engine has synced it, leaving a sync record — like a
+/// delete. Before deleting on such evidence, the missing side is asked again (under the
+/// apply lock, so the engine cannot write it in between). Deletes decided by a
+/// tombstone need no check: the tombstone's time is a real delete's.
+async fn stale_absences(
+    job: &Job<'_>,
+    items: &[Item],
+    tombs: &HashMap<Key, Tombstone>,
+    synced: &HashMap<Key, DateTime>,
+) -> Result<std::collections::HashSet<Key>, Stop> {
+    let mode = job.mode;
+    // Keys to look up, per side that lacks them.
+    let mut check: [Vec<Key>; 2] = Default::default();
+    for it in items {
+        let (present, raw) = match (&it.local, &it.cloud) {
+            (Some(l), None) => (Side::Local, l),
+            (None, Some(c)) => (Side::Cloud, c),
+            _ => continue,
+        };
+        let deletes = match mode {
+            Mode::OverwriteLocal => present == Side::Local,
+            Mode::BothWays => as_date(raw).is_some_and(|u| {
+                tombs.get(&it.key).is_none_or(|t| t.deleted_at < u)
+                    && synced.get(&it.key).is_some_and(|r| u <= *r)
+            }),
+            _ => !mode.propagates(present),
+        };
+        if deletes {
+            check[ix(present.other())].push(it.key.clone());
+        }
+    }
+    let mut found = std::collections::HashSet::new();
+    for side in Side::BOTH {
+        found.extend(fetch_map(job, side, &check[ix(side)]).await?.into_keys());
+    }
+    Ok(found)
 }
 
 /// Plan recording `v` as the agreed version of `key` unless that is already recorded.
