@@ -183,12 +183,16 @@ format = "json"
         Daemon { child }
     }
 
-    /// Wait until `status` answers on the admin socket.
+    /// Wait until `status` answers on the admin socket and the engine has started (the
+    /// socket also answers while MongoDB is still being reached, streams `starting`).
     pub async fn wait_admin(&self, limit: Duration) {
         let start = Instant::now();
         loop {
             if let Ok(v) = try_admin(&self.socket, r#"{"cmd":"status"}"#).await {
-                if v["ok"] == Value::Bool(true) {
+                let started = ["local", "cloud"]
+                    .iter()
+                    .all(|side| v["streams"][side]["state"] != "starting");
+                if v["ok"] == Value::Bool(true) && started {
                     return;
                 }
             }
