@@ -1,5 +1,5 @@
 //! [`MongoStore`]: one synchronised collection as a core [`CollectionStore`]. Scans are
-//! keyset pages in `_id` order, fetches are `$in` finds, and a batch of writes becomes
+//! keyset pages of whole documents in `_id` order, fetches are `$in` finds, and a batch of writes becomes
 //! one unordered `update` command and one unordered `delete` command, sent with
 //! `runCommand` so every statement's own error can be read.
 
@@ -251,7 +251,6 @@ impl CollectionStore for MongoStore {
             .coll
             .find(after_filter(after.map(Key::as_bson)))
             .sort(doc! { "_id": 1 })
-            .projection(doc! { "_id": 1, self.updated_at_field.as_str(): 1 })
             .limit(limit_i64)
             .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
             .await
@@ -263,9 +262,11 @@ impl CollectionStore for MongoStore {
             .into_iter()
             .filter_map(|d| {
                 let updated_at = get_path(&d, &self.updated_at_field).cloned();
-                d.get("_id").cloned().map(|id| ScanEntry {
-                    key: Key(id),
+                let key = Key(d.get("_id")?.clone());
+                Some(ScanEntry {
+                    key,
                     updated_at,
+                    doc: d,
                 })
             })
             .collect())

@@ -371,6 +371,7 @@ impl CollectionStore for MemoryStore {
             .map(|(k, d)| ScanEntry {
                 key: k.clone(),
                 updated_at: d.get(&field).cloned(),
+                doc: d.clone(),
             })
             .collect())
     }
