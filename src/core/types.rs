@@ -7,7 +7,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
-use bson::{Bson, DateTime, Document};
+use bson::{Bson, DateTime, Document, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
 /// One of the two deployments being kept in sync.
@@ -232,8 +232,9 @@ pub struct ScanEntry {
     /// The configured `updatedAt` field's value, `None` when missing. Not validated:
     /// the engine decides what a non-DateTime value means.
     pub updated_at: Option<Bson>,
-    /// The full document.
-    pub doc: Document,
+    /// The full document, as the server sent it: compared byte for byte (what MongoDB
+    /// calls identical) and only parsed when it is copied.
+    pub doc: RawDocumentBuf,
 }
 
 /// A record that a document was deleted, so a reconcile does not resurrect it.

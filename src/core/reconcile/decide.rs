@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 
-use bson::{Bson, DateTime};
+use bson::{Bson, DateTime, Document};
 
-use crate::core::doc::same_content;
 use crate::core::types::{
     DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
 };
@@ -50,6 +49,23 @@ fn dir(report: &mut ReconcileReport, target: Side) -> &mut DirectionReport {
     match target {
         Side::Cloud => &mut report.local_to_cloud,
         Side::Local => &mut report.cloud_to_local,
+    }
+}
+
+/// Whether both documents are byte-identical (what a replace treats as a no-op).
+fn same_content(a: &ScanEntry, b: &ScanEntry) -> bool {
+    a.doc.as_bytes() == b.doc.as_bytes()
+}
+
+/// The document to copy, parsed (`None`, counted as skipped, if it is malformed).
+fn parsed(e: &ScanEntry, report: &mut ReconcileReport) -> Option<Document> {
+    match e.doc.to_document() {
+        Ok(d) => Some(d),
+        Err(err) => {
+            report.skipped += 1;
+            tracing::warn!(key = %e.key, error = %err, "reconcile: malformed document; skipped");
+            None
+        }
     }
 }
 
@@ -97,9 +113,9 @@ impl Rules {
         let mode = self.mode;
         let tie = self.tie;
         let key = &it.key;
-        let upsert = |e: &ScanEntry, u: DateTime, from: Side| Write::UpsertIfNewer {
+        let upsert = |doc: Document, u: DateTime, from: Side| Write::UpsertIfNewer {
             key: key.clone(),
-            doc: e.doc.clone(),
+            doc,
             updated_at: u,
             or_equal: from == tie,
         };
@@ -110,7 +126,7 @@ impl Rules {
                     tracing::warn!(%key, "reconcile: updatedAt missing or not a DateTime; skipped");
                     return;
                 };
-                if a == b && same_content(&l.doc, &c.doc) {
+                if a == b && same_content(l, c) {
                     for s in Side::BOTH {
                         if mode.propagates(s) {
                             dir(report, s.other()).unchanged += 1;
@@ -130,7 +146,9 @@ impl Rules {
                 if !mode.propagates(winner) {
                     return;
                 }
-                let doc = if winner == Side::Local { l } else { c };
+                let Some(doc) = parsed(if winner == Side::Local { l } else { c }, report) else {
+                    return;
+                };
                 dir(report, winner.other()).updated += 1;
                 plan.writes[ix(winner.other())].push(upsert(doc, a.max(b), winner));
             }
@@ -176,11 +194,14 @@ impl Rules {
                         deleted_at: r,
                     });
                 } else if source {
+                    let Some(doc) = parsed(e, report) else {
+                        return;
+                    };
                     if tombs.contains_key(key) {
                         plan.remove.push(key.clone());
                     }
                     dir(report, side.other()).inserted += 1;
-                    plan.writes[ix(side.other())].push(upsert(e, u, side));
+                    plan.writes[ix(side.other())].push(upsert(doc, u, side));
                 }
             }
             (None, None) => {}
@@ -205,23 +226,19 @@ fn overwrite_item(it: &Item, plan: &mut Plan, report: &mut ReconcileReport) {
             plan.writes[0].push(Write::Delete { key });
         }
         (None, Some(c)) => {
+            let Some(doc) = parsed(c, report) else { return };
             report.cloud_to_local.inserted += 1;
-            plan.writes[0].push(Write::Replace {
-                key,
-                doc: c.doc.clone(),
-            });
+            plan.writes[0].push(Write::Replace { key, doc });
         }
         (Some(l), Some(c)) => {
-            if same_content(&l.doc, &c.doc) {
+            if same_content(l, c) {
                 report.cloud_to_local.unchanged += 1;
                 agree(plan, it, as_date(&c.updated_at));
             } else {
+                let Some(doc) = parsed(c, report) else { return };
                 report.conflicts += 1;
                 report.cloud_to_local.updated += 1;
-                plan.writes[0].push(Write::Replace {
-                    key,
-                    doc: c.doc.clone(),
-                });
+                plan.writes[0].push(Write::Replace { key, doc });
             }
         }
         (None, None) => {}
