@@ -49,7 +49,13 @@ fn plot_err(what: &str, e: Box<dyn std::error::Error>) {
 /// Runs everything asked for; `Ok(false)` when a ratio missed its target by > 2×.
 pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     let t0 = Instant::now();
-    let ctx = Ctx::new(cli.uri.clone(), cli.quick, cli.bin_dir.as_deref()).await?;
+    let ctx = Ctx::new(
+        cli.uri.clone(),
+        cli.quick,
+        cli.bin_dir.as_deref(),
+        std::time::Duration::from_millis(cli.rtt_ms),
+    )
+    .await?;
     let want = |f: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == f);
     std::fs::create_dir_all(&cli.out)?;
     let kind = if ctx.quick { "quick" } else { "full" };
@@ -99,7 +105,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             let ratio = run.reconcile.wall.as_secs_f64() / run.copy.wall.as_secs_f64();
             r.figure(
                 "3",
-                &format!("full reconcile of {}k docs (10% differ, 1% tombstoned)", run.n / 1000),
+                &format!(
+                    "full reconcile of {}k docs (10% differ, 1% tombstoned){}",
+                    run.n / 1000,
+                    ctx.rtt_note()
+                ),
                 format!(
                     "{:.2} s vs streaming copy {:.2} s → ratio {ratio:.2} (data set loaded in {:.1} s; report {})",
                     run.reconcile.wall.as_secs_f64(),
@@ -162,7 +172,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         let speedup = naive.wall.as_secs_f64() / ours;
         r.figure(
             "4",
-            &format!("naive baseline at {}k docs (load all, compare, 1 write per round trip)", n / 1000),
+            &format!(
+                "naive baseline at {}k docs (load all, compare, 1 write per round trip){}",
+                n / 1000,
+                ctx.rtt_note()
+            ),
             format!(
                 "{:.2} s, peak RSS {:.1} MiB; datasync reconcile {ours:.2} s → speed-up {speedup:.1}×",
                 naive.wall.as_secs_f64(),
