@@ -2,6 +2,7 @@
 //! it, where the release `datasync` binary is, and the run's size (quick or full).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use mongo_emulator::{Emulator, EmulatorConfig};
@@ -23,6 +24,8 @@ pub struct Ctx {
     pub prefix: String,
     /// The in-process emulator, when no URI was given.
     pub emulator: Option<Emulator>,
+    /// Modelled round trip of figures 3 and 4 (emulator only; zero: none).
+    pub rtt: Duration,
 }
 
 impl Ctx {
@@ -31,6 +34,7 @@ impl Ctx {
         uri: Option<String>,
         quick: bool,
         bin_dir: Option<&Path>,
+        rtt: Duration,
     ) -> anyhow::Result<Ctx> {
         let me = std::env::current_exe().context("cannot locate the harness binary")?;
         let dir = match bin_dir {
@@ -59,8 +63,31 @@ impl Ctx {
             me,
             quick,
             prefix: format!("dsb{}", std::process::id()),
+            rtt: if emulator.is_some() {
+                rtt
+            } else {
+                Duration::ZERO
+            },
             emulator,
         })
+    }
+
+    /// Turns the modelled round trip on (every reply delayed by [`Ctx::rtt`]) or off.
+    /// On around the measured programs only, never while loading data.
+    pub fn model_rtt(&self, on: bool) {
+        if let Some(emu) = &self.emulator {
+            let d = if on { self.rtt } else { Duration::ZERO };
+            emu.handle().set_reply_delay(d);
+        }
+    }
+
+    /// " (modelled round trip N ms)" when one is set, for the figure lines.
+    pub fn rtt_note(&self) -> String {
+        if self.rtt.is_zero() {
+            String::new()
+        } else {
+            format!(" (modelled round trip {} ms)", self.rtt.as_millis())
+        }
     }
 
     /// A database name unique to this run.

@@ -49,7 +49,13 @@ fn plot_err(what: &str, e: Box<dyn std::error::Error>) {
 /// Runs everything asked for; `Ok(false)` when a ratio missed its target by > 2×.
 pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     let t0 = Instant::now();
-    let ctx = Ctx::new(cli.uri.clone(), cli.quick, cli.bin_dir.as_deref()).await?;
+    let ctx = Ctx::new(
+        cli.uri.clone(),
+        cli.quick,
+        cli.bin_dir.as_deref(),
+        std::time::Duration::from_millis(cli.rtt_ms),
+    )
+    .await?;
     let want = |f: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == f);
     std::fs::create_dir_all(&cli.out)?;
     let kind = if ctx.quick { "quick" } else { "full" };
@@ -92,14 +98,18 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     }
     let mut ours: Vec<(i64, f64)> = Vec::new();
     if want("reconcile") {
-        let sizes = reconcile_sizes(cli, &ctx);
+        let sizes = reconcile_sizes(cli);
         let mut rss = Vec::new();
         for &n in &sizes {
             let run = reconcile::run(&ctx, n).await?;
             let ratio = run.reconcile.wall.as_secs_f64() / run.copy.wall.as_secs_f64();
             r.figure(
                 "3",
-                &format!("full reconcile of {}k docs (10% differ, 1% tombstoned)", run.n / 1000),
+                &format!(
+                    "full reconcile of {}k docs (10% differ, 1% tombstoned){}",
+                    run.n / 1000,
+                    ctx.rtt_note()
+                ),
                 format!(
                     "{:.2} s vs streaming copy {:.2} s → ratio {ratio:.2} (data set loaded in {:.1} s; report {})",
                     run.reconcile.wall.as_secs_f64(),
@@ -149,7 +159,7 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         }
     }
     if want("naive") {
-        let n = reconcile_sizes(cli, &ctx)
+        let n = reconcile_sizes(cli)
             .into_iter()
             .filter(|&n| n <= 100_000)
             .max()
@@ -162,7 +172,11 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         let speedup = naive.wall.as_secs_f64() / ours;
         r.figure(
             "4",
-            &format!("naive baseline at {}k docs (load all, compare, 1 write per round trip)", n / 1000),
+            &format!(
+                "naive baseline at {}k docs (load all, compare, 1 write per round trip){}",
+                n / 1000,
+                ctx.rtt_note()
+            ),
             format!(
                 "{:.2} s, peak RSS {:.1} MiB; datasync reconcile {ours:.2} s → speed-up {speedup:.1}×",
                 naive.wall.as_secs_f64(),
@@ -279,17 +293,14 @@ async fn lag_figures(ctx: &Ctx, r: &mut Report, out: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-/// Reconcile sizes: `--reconcile-docs`, else 100k (quick) or 100k and 1M (full) on a
-/// replica set. On the emulator 20k (quick) or 20k and 100k (full): its `find` copies
-/// every document after the resume key for each page, so a reconcile is quadratic in
-/// the collection size there (see BENCHMARKS.md, profile).
-fn reconcile_sizes(cli: &Cli, ctx: &Ctx) -> Vec<i64> {
-    match (&cli.reconcile_docs[..], ctx.quick, ctx.emulator.is_some()) {
-        ([], true, true) => vec![20_000],
-        ([], false, true) => vec![20_000, 100_000],
-        ([], true, false) => vec![100_000],
-        ([], false, false) => vec![100_000, 1_000_000],
-        (s, _, _) => s.to_vec(),
+/// Reconcile sizes: `--reconcile-docs`, else 100k (quick) or 100k and 1M (full), on the
+/// emulator as on a replica set (its keyset scans walk the `_id` range of one page, so a
+/// reconcile is linear there too; 1M documents need ~8 GiB in the emulator).
+fn reconcile_sizes(cli: &Cli) -> Vec<i64> {
+    match (&cli.reconcile_docs[..], cli.quick) {
+        ([], true) => vec![100_000],
+        ([], false) => vec![100_000, 1_000_000],
+        (s, _) => s.to_vec(),
     }
 }
 

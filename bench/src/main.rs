@@ -43,6 +43,12 @@ pub struct Cli {
     /// Directory holding the release `datasync` binary (default: next to this one).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Emulator only: delay every reply by this many milliseconds while figures 3 and 4
+    /// run their programs (the copy, the reconcile and the naive baseline alike), to
+    /// model a network round trip; 0 (default) measures the emulator's raw speed, where
+    /// a round trip costs almost nothing.
+    #[arg(long, default_value_t = 0)]
+    pub rtt_ms: u64,
     /// A comparison program run as a child process (internal).
     #[command(subcommand)]
     pub child: Option<child::ChildCmd>,

@@ -1,6 +1,7 @@
 //! Figures 3 and 4: `datasync reconcile` (a child process, timed and its peak RSS read
-//! by `wait4`) against a plain streaming copy of the same data in the same run, and
-//! against the naive baseline on an identical copy of the data set.
+//! from `/proc`) against a plain streaming copy of the same data in the same run, and
+//! against the naive baseline on an identical copy of the data set. A modelled round
+//! trip (`--rtt-ms`) applies to all three programs alike and never to data loading.
 
 use std::process::Command;
 use std::time::Instant;
@@ -52,9 +53,12 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         "--to",
         "copy_data",
     ]);
+    ctx.model_rtt(true);
     let copy = run_measured(copy, &dir.path().join("copy.log"))
         .await
-        .context("streaming copy")?;
+        .context("streaming copy");
+    ctx.model_rtt(false);
+    let copy = copy?;
     let _ = ctx
         .client
         .database(&db)
@@ -74,9 +78,12 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         .arg("--config")
         .arg(&config)
         .arg("--json");
+    ctx.model_rtt(true);
     let reconcile = run_measured(rec, &dir.path().join("reconcile.log"))
         .await
-        .context("datasync reconcile")?;
+        .context("datasync reconcile");
+    ctx.model_rtt(false);
+    let reconcile = reconcile?;
     let report = serde_json::from_str(reconcile.stdout.trim()).unwrap_or(serde_json::Value::Null);
 
     ctx.drop_db(&db).await;
@@ -96,9 +103,12 @@ pub async fn naive(ctx: &Ctx, n: i64) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let mut cmd = Command::new(&ctx.me);
     cmd.args(["naive", "--uri", &ctx.uri, "--db", &db]);
+    ctx.model_rtt(true);
     let m = run_measured(cmd, &dir.path().join("naive.log"))
         .await
-        .context("naive baseline")?;
+        .context("naive baseline");
+    ctx.model_rtt(false);
+    let m = m?;
     ctx.drop_db(&db).await;
     ctx.drop_db(&format!("{db}_state")).await;
     Ok(m)

@@ -34,8 +34,11 @@ pub trait CollectionStore: Send + Sync {
         resume_after: Option<ResumeToken>,
     ) -> Result<Box<dyn ChangeStream>, StoreError>;
 
-    /// Up to `limit` documents' keys and raw `updatedAt` values, sorted by `_id`
-    /// ascending (MongoDB order), strictly after `after`.
+    /// Up to `limit` whole documents with their keys and raw `updatedAt` values, sorted
+    /// by `_id` ascending (MongoDB order), strictly after `after`. Whole documents, not
+    /// a projection: a reconcile compares the content of every key whose versions are
+    /// equal (most of them) and copies the others, so a projected scan would need a
+    /// second round trip per page fetching nearly the same documents by key.
     async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError>;
 
     /// The full documents for `keys` (in any order; missing keys are simply absent).
@@ -81,8 +84,23 @@ pub trait StateStore: Send + Sync {
 
     /// The sync records that exist for `keys` (in any order; missing keys are absent).
     async fn synced_versions(&self, keys: &[Key]) -> Result<Vec<(Key, DateTime)>, StoreError>;
+    /// Up to `limit` sync records sorted by key ascending (MongoDB `_id` order), strictly
+    /// after `after`: what a reconcile merge-joins with its scans instead of looking every
+    /// page's keys up. A malformed record is returned with `None` (so a short page still
+    /// means the end) and is treated as missing.
+    async fn scan_synced(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Option<DateTime>)>, StoreError>;
     /// Record that both sides hold version `updatedAt` of each key (upsert, overwrites).
     async fn record_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError>;
+    /// [`StateStore::record_synced`] for keys the caller just saw without a record, so a
+    /// store may insert instead of upserting (a key recorded meanwhile must still end up
+    /// with the given version).
+    async fn create_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        self.record_synced(versions).await
+    }
     /// Forget the sync records of `keys` (the documents were deleted).
     async fn remove_synced(&self, keys: &[Key]) -> Result<(), StoreError>;
 }

@@ -9,7 +9,7 @@
 //! since a record claiming an agreement that never happened would make the reconcile
 //! delete a document the other side never saw.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bson::DateTime;
 use tokio_util::sync::CancellationToken;
@@ -24,9 +24,22 @@ use crate::core::types::{Key, Write, WriteOutcome};
 pub(crate) struct SyncChanges {
     /// `Some(v)`: both sides hold version `v`; `None`: forget the key's record.
     changes: HashMap<Key, Option<DateTime>>,
+    /// Keys the caller just saw without a record (a reconcile reads them with its
+    /// page): their agreement is created with an insert, and forgetting them is a no-op.
+    absent: HashSet<Key>,
 }
 
 impl SyncChanges {
+    /// `key` has no record now (see [`StateStore::create_synced`]).
+    pub(crate) fn known_absent(&mut self, key: &Key) {
+        self.absent.insert(key.clone());
+    }
+
+    /// Whether nothing is to be written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
     /// Both sides now hold version `v` of `key`.
     pub(crate) fn agreed(&mut self, key: &Key, v: DateTime) {
         self.changes.insert(key.clone(), Some(v));
@@ -58,33 +71,54 @@ impl SyncChanges {
         }
     }
 
-    /// Write the changes: at most one `record_synced` and one `remove_synced` call.
+    /// Write the changes: at most one `create_synced` (keys known absent), one
+    /// `record_synced` and one `remove_synced` call, concurrently (their keys differ).
     pub(crate) async fn flush(
         self,
         state: &dyn StateStore,
         cancel: &CancellationToken,
         attempts: Option<u32>,
     ) -> Result<(), Stop> {
+        let mut create = Vec::new();
         let mut record = Vec::new();
         let mut remove = Vec::new();
         for (k, v) in self.changes {
+            let absent = self.absent.contains(&k);
             match v {
+                Some(v) if absent => create.push((k, v)),
                 Some(v) => record.push((k, v)),
+                None if absent => {}
                 None => remove.push(k),
             }
         }
-        if !record.is_empty() {
+        let create = async {
+            if create.is_empty() {
+                return Ok(());
+            }
+            retry("create_synced", cancel, attempts, || {
+                state.create_synced(&create)
+            })
+            .await
+        };
+        let record = async {
+            if record.is_empty() {
+                return Ok(());
+            }
             retry("record_synced", cancel, attempts, || {
                 state.record_synced(&record)
             })
-            .await?;
-        }
-        if !remove.is_empty() {
+            .await
+        };
+        let remove = async {
+            if remove.is_empty() {
+                return Ok(());
+            }
             retry("remove_synced", cancel, attempts, || {
                 state.remove_synced(&remove)
             })
-            .await?;
-        }
-        Ok(())
+            .await
+        };
+        let (a, b, c) = tokio::join!(create, record, remove);
+        a.and(b).and(c)
     }
 }

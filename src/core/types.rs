@@ -7,7 +7,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
-use bson::{Bson, DateTime, Document};
+use bson::{Bson, DateTime, Document, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
 /// One of the two deployments being kept in sync.
@@ -223,7 +223,8 @@ pub enum StreamItem {
     Progress(ResumeToken),
 }
 
-/// One document's key and raw `updatedAt` value, as returned by a sorted scan.
+/// One document as returned by a sorted scan: its key, raw `updatedAt` value and the
+/// whole document (a reconcile compares and copies it without another round trip).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanEntry {
     /// `_id` of the document.
@@ -231,6 +232,9 @@ pub struct ScanEntry {
     /// The configured `updatedAt` field's value, `None` when missing. Not validated:
     /// the engine decides what a non-DateTime value means.
     pub updated_at: Option<Bson>,
+    /// The full document, as the server sent it: compared byte for byte (what MongoDB
+    /// calls identical) and only parsed when it is copied.
+    pub doc: RawDocumentBuf,
 }
 
 /// A record that a document was deleted, so a reconcile does not resurrect it.

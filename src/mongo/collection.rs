@@ -1,12 +1,12 @@
 //! [`MongoStore`]: one synchronised collection as a core [`CollectionStore`]. Scans are
-//! keyset pages in `_id` order, fetches are `$in` finds, and a batch of writes becomes
+//! keyset pages of whole documents in `_id` order, fetches are `$in` finds, and a batch of writes becomes
 //! one unordered `update` command and one unordered `delete` command, sent with
 //! `runCommand` so every statement's own error can be read.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures::TryStreamExt;
 use mongodb::{Client, Collection, Database};
 
@@ -212,14 +212,19 @@ impl MongoStore {
     }
 }
 
-/// Value at a dotted `path` inside `doc`.
-fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+/// An owned copy of a raw value (`None` if it is malformed).
+fn owned(v: RawBsonRef<'_>) -> Option<Bson> {
+    Bson::try_from(v.to_raw_bson()).ok()
+}
+
+/// Value at a dotted `path` inside a raw document.
+fn raw_path(doc: &RawDocument, path: &str) -> Option<Bson> {
     let mut parts = path.split('.');
-    let mut value = doc.get(parts.next()?)?;
+    let mut value = doc.get(parts.next()?).ok()??;
     for part in parts {
-        value = value.as_document()?.get(part)?;
+        value = value.as_document()?.get(part).ok()??;
     }
-    Some(value)
+    owned(value)
 }
 
 #[async_trait]
@@ -247,11 +252,13 @@ impl CollectionStore for MongoStore {
             return Ok(Vec::new());
         }
         let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-        let docs: Vec<Document> = self
+        // Raw documents: the reconcile compares them byte for byte and parses only the
+        // few it copies, so most are never turned into maps.
+        let docs: Vec<RawDocumentBuf> = self
             .coll
+            .clone_with_type::<RawDocumentBuf>()
             .find(after_filter(after.map(Key::as_bson)))
             .sort(doc! { "_id": 1 })
-            .projection(doc! { "_id": 1, self.updated_at_field.as_str(): 1 })
             .limit(limit_i64)
             .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
             .await
@@ -262,10 +269,12 @@ impl CollectionStore for MongoStore {
         Ok(docs
             .into_iter()
             .filter_map(|d| {
-                let updated_at = get_path(&d, &self.updated_at_field).cloned();
-                d.get("_id").cloned().map(|id| ScanEntry {
-                    key: Key(id),
+                let updated_at = raw_path(&d, &self.updated_at_field);
+                let key = Key(owned(d.get("_id").ok()??)?);
+                Some(ScanEntry {
+                    key,
                     updated_at,
+                    doc: d,
                 })
             })
             .collect())
@@ -321,9 +330,10 @@ mod tests {
     #[test]
     fn dotted_updated_at_path_is_followed() {
         let d = doc! {"_id": 1, "meta": {"updatedAt": 5}, "top": 1};
-        assert_eq!(get_path(&d, "meta.updatedAt"), Some(&Bson::Int32(5)));
-        assert_eq!(get_path(&d, "top"), Some(&Bson::Int32(1)));
-        assert_eq!(get_path(&d, "top.x"), None);
-        assert_eq!(get_path(&d, "missing"), None);
+        let raw = RawDocumentBuf::from_document(&d).unwrap();
+        assert_eq!(raw_path(&raw, "meta.updatedAt"), Some(Bson::Int32(5)));
+        assert_eq!(raw_path(&raw, "top"), Some(Bson::Int32(1)));
+        assert_eq!(raw_path(&raw, "top.x"), None);
+        assert_eq!(raw_path(&raw, "missing"), None);
     }
 }

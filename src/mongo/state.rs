@@ -25,6 +25,7 @@ use crate::core::store::StateStore;
 use crate::core::types::{Key, ResumeToken, Side, Tombstone};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
 use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
+use crate::mongo::scan_filter::after_filter;
 
 /// Collection holding the resume tokens.
 pub const CHECKPOINTS: &str = "checkpoints";
@@ -334,6 +335,68 @@ impl StateStore for MongoState {
             out.extend(docs.iter().filter_map(parse_synced));
         }
         Ok(out)
+    }
+
+    async fn scan_synced(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Option<DateTime>)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<Document> = self
+            .synced
+            .find(after_filter(after.map(Key::as_bson)))
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
+            .await
+            .map_err(|e| self.err("scan sync records", &e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.err("scan sync records", &e))?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                let key = Key(d.get("_id")?.clone());
+                Some((key, d.get_datetime("updatedAt").ok().copied()))
+            })
+            .collect())
+    }
+
+    async fn create_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        // Plain inserts (cheaper than upserts); a key recorded meanwhile fails with a
+        // duplicate key and is then upserted like any other.
+        let mut exists = Vec::new();
+        for chunk in versions.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
+            let docs: Vec<Bson> = chunk
+                .iter()
+                .map(|(k, v)| Bson::Document(doc! { "_id": k.as_bson().clone(), "updatedAt": *v }))
+                .collect();
+            let cmd = doc! { "insert": self.synced.name(), "documents": docs, "ordered": false };
+            let reply = self
+                .db
+                .run_command(cmd)
+                .await
+                .map_err(|e| self.err("create sync records", &e))?;
+            for e in batch::write_errors(&reply) {
+                match chunk.get(e.index) {
+                    Some(v) if e.code == DUPLICATE_KEY => exists.push(v.clone()),
+                    _ => {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Fatal,
+                            format!("create sync records: error {}: {}", e.code, e.message),
+                        ))
+                    }
+                }
+            }
+        }
+        if exists.is_empty() {
+            Ok(())
+        } else {
+            self.record_synced(&exists).await
+        }
     }
 
     async fn record_synced(&self, versions: &[(Key, DateTime)]) -> Result<(), StoreError> {

@@ -177,3 +177,51 @@ async fn sync_records_upsert_overwrite_read_and_remove_per_pair() {
     );
     b.finish().await;
 }
+
+#[tokio::test]
+async fn sync_records_scan_in_id_order_and_create_keeps_the_given_version() {
+    let b = Backend::start("state_synced_scan").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    // Mixed key types: numbers sort before strings, as in the document scans.
+    let keys = [
+        Key(Bson::String("b".into())),
+        Key(Bson::Int32(2)),
+        Key(Bson::String("a".into())),
+        Key(Bson::Int64(1)),
+        Key(Bson::Double(1.5)),
+    ];
+    let versions: Vec<(Key, DateTime)> = keys.iter().map(|k| (k.clone(), at(1))).collect();
+    state.create_synced(&versions).await.unwrap();
+    // Creating an existing record (a retry, or a record written meanwhile) still ends
+    // with the version given.
+    state
+        .create_synced(&[(k("a"), at(7)), (k("c"), at(8))])
+        .await
+        .unwrap();
+    state
+        .synced_records()
+        .insert_one(doc! {"_id": "d", "updatedAt": "not a date"})
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let page = state.scan_synced(after.as_ref(), 2).await.unwrap();
+        seen.extend(page.iter().cloned());
+        if page.len() < 2 {
+            break;
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+    let expect = vec![
+        (Key(Bson::Int64(1)), Some(at(1))),
+        (Key(Bson::Double(1.5)), Some(at(1))),
+        (Key(Bson::Int32(2)), Some(at(1))),
+        (k("a"), Some(at(7))),
+        (k("b"), Some(at(1))),
+        (k("c"), Some(at(8))),
+        (k("d"), None),
+    ];
+    assert_eq!(seen, expect);
+    b.finish().await;
+}

@@ -12,11 +12,11 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use bson::{doc, DateTime, Document};
+use bson::{doc, DateTime, Document, RawDocumentBuf};
 use tokio::sync::watch;
 
 use crate::core::doc::{key_of, same_content, updated_at};
-use crate::core::error::StoreError;
+use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::{ChangeStream, CollectionStore};
 use crate::core::types::{ChangeKind, Key, ResumeToken, ScanEntry, Side, Write, WriteOutcome};
 
@@ -364,15 +364,21 @@ impl CollectionStore for MemoryStore {
             None => Bound::Unbounded,
         };
         let field = inner.field.clone();
-        Ok(inner
+        inner
             .docs
             .range((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(k, d)| ScanEntry {
-                key: k.clone(),
-                updated_at: d.get(&field).cloned(),
+            .map(|(k, d)| {
+                let doc = RawDocumentBuf::from_document(d).map_err(|e| {
+                    StoreError::new(StoreErrorKind::Fatal, format!("unserialisable {k}: {e}"))
+                })?;
+                Ok(ScanEntry {
+                    key: k.clone(),
+                    updated_at: d.get(&field).cloned(),
+                    doc,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn fetch(&self, keys: &[Key]) -> Result<Vec<Document>, StoreError> {

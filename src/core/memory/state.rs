@@ -1,7 +1,8 @@
 //! In-memory [`StateStore`]: checkpoints, tombstones and sync records in a mutex, shared by clones so
 //! a test can "restart" an engine on the same state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -19,8 +20,8 @@ struct Inner {
     checkpoints: HashMap<Side, ResumeToken>,
     /// Tombstones by key.
     tombstones: HashMap<Key, Tombstone>,
-    /// Sync records: the version both sides last agreed on, by key.
-    synced: HashMap<Key, DateTime>,
+    /// Sync records: the version both sides last agreed on, by key (ordered: scanned).
+    synced: BTreeMap<Key, DateTime>,
     /// Remaining injected failures.
     failures: u32,
     /// Number of successful checkpoint saves.
@@ -142,6 +143,20 @@ impl StateStore for MemoryState {
         Ok(keys
             .iter()
             .filter_map(|k| g.synced.get(k).map(|v| (k.clone(), *v)))
+            .collect())
+    }
+
+    async fn scan_synced(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Option<DateTime>)>, StoreError> {
+        let g = self.check()?;
+        let lower = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+        Ok(g.synced
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), Some(*v)))
             .collect())
     }
 

@@ -138,7 +138,9 @@ pub fn select<'a>(
     filter: &Document,
     just_one: bool,
 ) -> CmdResult<Vec<&'a Document>> {
-    query::validate_filter(filter)?;
+    // Parsed once (this also validates it, so an invalid filter on an empty collection
+    // still errors, like MongoDB), not once per document.
+    let matcher = query::Filter::new(filter)?;
     let mut out = Vec::new();
     let Some(c) = inner.store.coll(db, coll) else {
         return Ok(out);
@@ -146,9 +148,13 @@ pub fn select<'a>(
     if let Some(mut ids) = pinned_ids(filter) {
         ids.sort();
         ids.dedup();
+        // A filter on `_id` alone: the lookup by key is the match (the map's key equality
+        // is the matcher's `_id` equality, see `pinned_lookup_is_the_match`), so a large
+        // `$in` is not re-tested against every document it found.
+        let implied = filter.len() == 1;
         for id in ids {
             if let Some(d) = c.docs.get(&id) {
-                if query::matches(d, filter)? {
+                if implied || matcher.matches(d)? {
                     out.push(d);
                     if just_one {
                         break;
@@ -159,7 +165,7 @@ pub fn select<'a>(
         return Ok(out);
     }
     for d in c.docs.values() {
-        if filter.is_empty() || query::matches(d, filter)? {
+        if filter.is_empty() || matcher.matches(d)? {
             out.push(d);
             if just_one {
                 break;
@@ -227,4 +233,81 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
     }
     check_size(&out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::oid::ObjectId;
+    use bson::spec::BinarySubtype;
+    use bson::{Binary, DateTime, Decimal128, Timestamp};
+
+    use super::*;
+
+    /// `_id` values of every type a document may have, with numbers equal across types.
+    fn ids() -> Vec<Bson> {
+        let oid = ObjectId::from_bytes([7; 12]);
+        vec![
+            Bson::MinKey,
+            Bson::MaxKey,
+            Bson::Null,
+            Bson::Int32(1),
+            Bson::Int64(1),
+            Bson::Double(1.0),
+            Bson::Double(1.5),
+            Bson::Double(-0.0),
+            Bson::Int32(0),
+            Bson::Double(f64::NAN),
+            Bson::Decimal128("1".parse::<Decimal128>().unwrap()),
+            Bson::Int64(i64::MAX),
+            Bson::Double(9.223372036854776e18),
+            Bson::String("1".into()),
+            Bson::String("a".into()),
+            Bson::String("A".into()),
+            Bson::String(String::new()),
+            Bson::Symbol("a".into()),
+            Bson::Document(doc! {"a": 1}),
+            Bson::Document(doc! {"a": 1.0}),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: vec![1],
+            }),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Uuid,
+                bytes: vec![1],
+            }),
+            Bson::ObjectId(oid),
+            Bson::Boolean(true),
+            Bson::Boolean(false),
+            Bson::DateTime(DateTime::from_millis(1)),
+            Bson::Timestamp(Timestamp {
+                time: 1,
+                increment: 1,
+            }),
+        ]
+    }
+
+    /// The fast path of `select` (an `_id`-only filter is answered by map lookups without
+    /// running the matcher) is exact: for every stored `_id` and every queried value a
+    /// pinned filter accepts, the key lookup finds the document iff the matcher matches it.
+    #[test]
+    fn pinned_lookup_is_the_match() {
+        for stored in ids() {
+            let d = doc! {"_id": stored.clone(), "x": 1};
+            for q in ids() {
+                for filter in [
+                    doc! {"_id": q.clone()},
+                    doc! {"_id": {"$eq": q.clone()}},
+                    doc! {"_id": {"$in": [q.clone()]}},
+                    doc! {"_id": {"$in": [Bson::String("zz".into()), q.clone(), Bson::Int32(42)]}},
+                ] {
+                    let Some(pinned) = pinned_ids(&filter) else {
+                        continue;
+                    };
+                    let found = pinned.iter().any(|k| *k == Key(stored.clone()));
+                    let matched = query::matches(&d, &filter).unwrap();
+                    assert_eq!(found, matched, "stored {stored:?}, filter {filter}");
+                }
+            }
+        }
+    }
 }

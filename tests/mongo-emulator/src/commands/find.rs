@@ -194,3 +194,117 @@ pub fn distinct(ctx: &Ctx<'_>) -> CmdResult<Document> {
     values.sort_by(query::compare);
     Ok(doc! { "values": values })
 }
+
+#[cfg(test)]
+mod tests {
+    use bson::oid::ObjectId;
+    use bson::{doc, Binary, Bson, DateTime, Document, Regex, Timestamp};
+
+    use super::*;
+    use crate::state::Shared;
+
+    /// Documents whose `_id`s cover every bracket, several values in most.
+    fn store() -> Shared {
+        let shared = Shared::new("rs0".into(), "127.0.0.1:1".into(), 1000);
+        let mut ids: Vec<Bson> = vec![
+            Bson::MinKey,
+            Bson::Null,
+            Bson::String(String::new()),
+            Bson::String("b".into()),
+            Bson::Symbol("c".into()),
+            Bson::Document(doc! {"a": 1}),
+            Bson::Binary(Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: vec![1, 2],
+            }),
+            Bson::ObjectId(ObjectId::from_bytes([3; 12])),
+            Bson::Boolean(false),
+            Bson::Boolean(true),
+            Bson::DateTime(DateTime::from_millis(5)),
+            Bson::Timestamp(Timestamp {
+                time: 1,
+                increment: 2,
+            }),
+            Bson::RegularExpression(Regex {
+                pattern: "x".into(),
+                options: String::new(),
+            }),
+            Bson::JavaScriptCode("f()".into()),
+            Bson::MaxKey,
+        ];
+        for i in 0..40 {
+            ids.push(if i % 3 == 0 {
+                Bson::Double(i as f64 + 0.5)
+            } else if i % 3 == 1 {
+                Bson::Int64(i)
+            } else {
+                Bson::Int32(i as i32)
+            });
+            ids.push(Bson::String(format!("k{i:02}")));
+        }
+        {
+            let mut inner = shared.inner();
+            for id in ids {
+                inner
+                    .insert("db", "c", doc! {"_id": id, "n": 1})
+                    .expect("distinct ids");
+            }
+        }
+        shared
+    }
+
+    /// Filters a keyset scan sends (and variations), after each stored `_id`.
+    fn filters(after: &Bson) -> Vec<Document> {
+        let later: Vec<&str> = vec![
+            "string",
+            "symbol",
+            "object",
+            "array",
+            "binData",
+            "objectId",
+            "bool",
+            "date",
+            "timestamp",
+            "regex",
+            "dbPointer",
+            "javascript",
+            "javascriptWithScope",
+            "maxKey",
+        ];
+        vec![
+            doc! {"_id": {"$gt": after.clone()}},
+            doc! {"_id": {"$gte": after.clone()}},
+            doc! {"$or": [{"_id": {"$gt": after.clone()}}, {"_id": {"$type": later.clone()}}]},
+            doc! {"$or": [{"_id": {"$gt": after.clone()}}, {"_id": {"$type": ["bool", "maxKey"]}}]},
+            doc! {"$and": [{"_id": {"$gte": after.clone()}}, {"n": 1}]},
+            doc! {"_id": {"$type": later[1..].to_vec()}},
+            doc! {"_id": {"$gt": after.clone()}, "n": {"$ne": 2}},
+        ]
+    }
+
+    /// The range walk returns exactly the first documents the full match returns, for
+    /// every filter shape and limit.
+    #[test]
+    fn id_range_walk_equals_full_match() {
+        let shared = store();
+        let inner = shared.inner();
+        let all: Vec<Bson> = inner
+            .store
+            .coll("db", "c")
+            .expect("created")
+            .docs
+            .keys()
+            .map(|k| k.0.clone())
+            .collect();
+        for after in &all {
+            for f in filters(after) {
+                let full = matching_docs(&inner, "db", "c", &f).expect("valid filter");
+                for want in [1, 3, 17, 1000] {
+                    let fast = id_range_docs(&inner, "db", "c", &f, want).expect("valid filter");
+                    let expect: Vec<Document> = full.iter().take(want).cloned().collect();
+                    assert_eq!(fast, expect, "filter {f}, limit {want}");
+                }
+            }
+        }
+    }
+}

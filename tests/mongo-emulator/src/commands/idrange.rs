@@ -7,9 +7,11 @@ use bson::oid::ObjectId;
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Document, Regex, Timestamp};
 
-/// Smallest value of a `$type` alias's bracket, with the bracket's rank; `None` for
-/// types whose minimum we do not construct (then no bound is used).
-fn bracket_min(alias: &Bson) -> Option<(u8, Bson)> {
+/// Rank of a `$type` alias's bracket in the sort order, with the bracket's smallest
+/// value when we construct it (`None` for the brackets sorting after `regex` whose
+/// minimum we do not build: such a bracket can still be passed over when a lower one is
+/// also listed). `None` for aliases we do not rank (then no bound is used).
+fn bracket_min(alias: &Bson) -> Option<(u8, Option<Bson>)> {
     let name = match alias {
         Bson::String(s) => s.as_str(),
         Bson::Int32(n) => match n {
@@ -24,6 +26,9 @@ fn bracket_min(alias: &Bson) -> Option<(u8, Bson)> {
             9 => "date",
             10 => "null",
             11 => "regex",
+            12 => "dbPointer",
+            13 => "javascript",
+            15 => "javascriptWithScope",
             17 => "timestamp",
             127 => "maxKey",
             _ => return None,
@@ -31,37 +36,40 @@ fn bracket_min(alias: &Bson) -> Option<(u8, Bson)> {
         _ => return None,
     };
     Some(match name {
-        "minKey" => (0, Bson::MinKey),
-        "null" => (2, Bson::Null),
-        "double" | "int" | "long" | "decimal" | "number" => (3, Bson::Double(f64::NAN)),
-        "string" | "symbol" => (4, Bson::String(String::new())),
-        "object" => (5, Bson::Document(Document::new())),
-        "array" => (6, Bson::Array(Vec::new())),
+        "minKey" => (0, Some(Bson::MinKey)),
+        "null" => (2, Some(Bson::Null)),
+        "double" | "int" | "long" | "decimal" | "number" => (3, Some(Bson::Double(f64::NAN))),
+        "string" | "symbol" => (4, Some(Bson::String(String::new()))),
+        "object" => (5, Some(Bson::Document(Document::new()))),
+        "array" => (6, Some(Bson::Array(Vec::new()))),
         "binData" => (
             7,
-            Bson::Binary(Binary {
+            Some(Bson::Binary(Binary {
                 subtype: BinarySubtype::Generic,
                 bytes: Vec::new(),
-            }),
+            })),
         ),
-        "objectId" => (8, Bson::ObjectId(ObjectId::from_bytes([0; 12]))),
-        "bool" => (9, Bson::Boolean(false)),
-        "date" => (10, Bson::DateTime(DateTime::MIN)),
+        "objectId" => (8, Some(Bson::ObjectId(ObjectId::from_bytes([0; 12])))),
+        "bool" => (9, Some(Bson::Boolean(false))),
+        "date" => (10, Some(Bson::DateTime(DateTime::MIN))),
         "timestamp" => (
             11,
-            Bson::Timestamp(Timestamp {
+            Some(Bson::Timestamp(Timestamp {
                 time: 0,
                 increment: 0,
-            }),
+            })),
         ),
         "regex" => (
             12,
-            Bson::RegularExpression(Regex {
+            Some(Bson::RegularExpression(Regex {
                 pattern: String::new(),
                 options: String::new(),
-            }),
+            })),
         ),
-        "maxKey" => (99, Bson::MaxKey),
+        "dbPointer" => (13, None),
+        "javascript" => (14, None),
+        "javascriptWithScope" => (15, None),
+        "maxKey" => (99, Some(Bson::MaxKey)),
         _ => return None,
     })
 }
@@ -99,7 +107,7 @@ fn id_condition_bound(cond: &Bson) -> Option<Bson> {
                     Bson::Array(a) => a.iter().collect(),
                     v => vec![v],
                 };
-                let mut best: Option<(u8, Bson)> = None;
+                let mut best: Option<(u8, Option<Bson>)> = None;
                 let mut all_known = true;
                 for a in aliases {
                     match bracket_min(a) {
@@ -109,7 +117,7 @@ fn id_condition_bound(cond: &Bson) -> Option<Bson> {
                     }
                 }
                 // An unknown alias might sort below the known ones: no bound then.
-                best.filter(|_| all_known).map(|(_, v)| v)
+                best.filter(|_| all_known).and_then(|(_, v)| v)
             }
             _ => None,
         };
@@ -189,6 +197,38 @@ mod tests {
     fn or_with_an_unbounded_branch_has_no_bound() {
         let f = doc! {"$or": [{"_id": {"$gt": 1}}, {"name": "x"}]};
         assert_eq!(id_lower_bound(&f), None);
+    }
+
+    #[test]
+    fn later_brackets_of_a_keyset_scan_keep_the_bound() {
+        // What a sync tool sends after an integer key (see datasync's scan_filter): every
+        // bracket after numbers, including the ones whose minimum we do not build.
+        let later = [
+            "string",
+            "symbol",
+            "object",
+            "array",
+            "binData",
+            "objectId",
+            "bool",
+            "date",
+            "timestamp",
+            "regex",
+            "dbPointer",
+            "javascript",
+            "javascriptWithScope",
+            "maxKey",
+        ];
+        let f = doc! {"$or": [{"_id": {"$gt": 5}}, {"_id": {"$type": later.to_vec()}}]};
+        assert_eq!(id_lower_bound(&f), Some(Bson::Int32(5)));
+        assert_eq!(
+            id_lower_bound(&doc! {"_id": {"$type": ["javascript", "maxKey"]}}),
+            None
+        );
+        assert_eq!(
+            id_lower_bound(&doc! {"_id": {"$type": [13, 2]}}),
+            Some(Bson::String(String::new()))
+        );
     }
 
     #[test]

@@ -1,0 +1,246 @@
+//! The per-key decisions of a reconcile page, without I/O: given both sides' documents
+//! (from the scans), the key's sync record and its tombstone, what to write where and
+//! what to count. The rules are in the parent module's documentation.
+
+use std::collections::HashMap;
+
+use bson::{Bson, DateTime, Document};
+
+use crate::core::types::{
+    DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
+};
+
+/// A key of the page: its document on each side where present, and its sync record.
+pub(super) struct Item {
+    /// The key.
+    pub(super) key: Key,
+    /// The local document.
+    pub(super) local: Option<ScanEntry>,
+    /// The cloud document.
+    pub(super) cloud: Option<ScanEntry>,
+    /// The sync record's version (`None`: no record, or a malformed one).
+    pub(super) synced: Option<DateTime>,
+    /// Whether no record document exists at all (so a new one can be inserted).
+    pub(super) no_record: bool,
+}
+
+/// What a page decided.
+#[derive(Default)]
+pub(super) struct Plan {
+    /// Writes per target side (local, cloud).
+    pub(super) writes: [Vec<Write>; 2],
+    /// Tombstones superseded by a copy.
+    pub(super) remove: Vec<Key>,
+    /// Tombstones of deletes inferred from sync records.
+    pub(super) record: Vec<Tombstone>,
+    /// Keys found equal on both sides whose sync record is missing or different.
+    pub(super) agree: Vec<(Key, DateTime)>,
+}
+
+/// Index of a side in [`Plan::writes`].
+pub(super) fn ix(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Cloud => 1,
+    }
+}
+
+fn dir(report: &mut ReconcileReport, target: Side) -> &mut DirectionReport {
+    match target {
+        Side::Cloud => &mut report.local_to_cloud,
+        Side::Local => &mut report.cloud_to_local,
+    }
+}
+
+/// Whether both documents are byte-identical (what a replace treats as a no-op).
+fn same_content(a: &ScanEntry, b: &ScanEntry) -> bool {
+    a.doc.as_bytes() == b.doc.as_bytes()
+}
+
+/// The document to copy, parsed (`None`, counted as skipped, if it is malformed).
+fn parsed(e: &ScanEntry, report: &mut ReconcileReport) -> Option<Document> {
+    match e.doc.to_document() {
+        Ok(d) => Some(d),
+        Err(err) => {
+            report.skipped += 1;
+            tracing::warn!(key = %e.key, error = %err, "reconcile: malformed document; skipped");
+            None
+        }
+    }
+}
+
+fn as_date(v: &Option<Bson>) -> Option<DateTime> {
+    match v {
+        Some(Bson::DateTime(d)) => Some(*d),
+        _ => None,
+    }
+}
+
+/// The settings the decisions depend on.
+pub(super) struct Rules {
+    /// Mode reconciled in.
+    pub(super) mode: Mode,
+    /// Side whose copy wins a tie on equal `updatedAt` with different content.
+    pub(super) tie: Side,
+}
+
+impl Rules {
+    /// Decide every item of a page (`tombs`: the tombstones of its one-sided keys).
+    pub(super) fn decide(
+        &self,
+        items: &[Item],
+        tombs: &HashMap<Key, Tombstone>,
+        report: &mut ReconcileReport,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for it in items {
+            if self.mode == Mode::OverwriteLocal {
+                overwrite_item(it, &mut plan, report);
+            } else {
+                self.lww_item(it, tombs, &mut plan, report);
+            }
+        }
+        plan
+    }
+
+    fn lww_item(
+        &self,
+        it: &Item,
+        tombs: &HashMap<Key, Tombstone>,
+        plan: &mut Plan,
+        report: &mut ReconcileReport,
+    ) {
+        let mode = self.mode;
+        let tie = self.tie;
+        let key = &it.key;
+        let upsert = |doc: Document, u: DateTime, from: Side| Write::UpsertIfNewer {
+            key: key.clone(),
+            doc,
+            updated_at: u,
+            or_equal: from == tie,
+        };
+        match (&it.local, &it.cloud) {
+            (Some(l), Some(c)) => {
+                let (Some(a), Some(b)) = (as_date(&l.updated_at), as_date(&c.updated_at)) else {
+                    report.skipped += 1;
+                    tracing::warn!(%key, "reconcile: updatedAt missing or not a DateTime; skipped");
+                    return;
+                };
+                if a == b && same_content(l, c) {
+                    for s in Side::BOTH {
+                        if mode.propagates(s) {
+                            dir(report, s.other()).unchanged += 1;
+                        }
+                    }
+                    agree(plan, it, Some(a));
+                    return;
+                }
+                report.conflicts += 1;
+                let winner = if a > b {
+                    Side::Local
+                } else if b > a {
+                    Side::Cloud
+                } else {
+                    tie
+                };
+                if !mode.propagates(winner) {
+                    return;
+                }
+                let Some(doc) = parsed(if winner == Side::Local { l } else { c }, report) else {
+                    return;
+                };
+                dir(report, winner.other()).updated += 1;
+                plan.writes[ix(winner.other())].push(upsert(doc, a.max(b), winner));
+            }
+            (Some(e), None) | (None, Some(e)) => {
+                let side = if it.local.is_some() {
+                    Side::Local
+                } else {
+                    Side::Cloud
+                };
+                let source = mode.propagates(side);
+                if mode != Mode::BothWays && !source {
+                    // One-way, only on the target: the source no longer has it (its delete
+                    // may be lost with the stream history): the target mirrors the source.
+                    dir(report, side).deleted += 1;
+                    plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
+                    return;
+                }
+                let Some(u) = as_date(&e.updated_at) else {
+                    report.skipped += 1;
+                    tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
+                    return;
+                };
+                let both = mode == Mode::BothWays;
+                let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
+                // This version (or a newer one) was synced: the other side deleted it since.
+                let was_synced = it.synced.filter(|r| u <= *r);
+                if let Some(t) = tomb.filter(|_| both) {
+                    // The other side deleted it after this version: the delete wins.
+                    dir(report, side).deleted += 1;
+                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: t.deleted_at,
+                    });
+                } else if let Some(r) = was_synced.filter(|_| both) {
+                    dir(report, side).deleted += 1;
+                    plan.record.push(Tombstone {
+                        key: key.clone(),
+                        deleted_at: r,
+                        origin: side.other(),
+                    });
+                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: r,
+                    });
+                } else if source {
+                    let Some(doc) = parsed(e, report) else {
+                        return;
+                    };
+                    if tombs.contains_key(key) {
+                        plan.remove.push(key.clone());
+                    }
+                    dir(report, side.other()).inserted += 1;
+                    plan.writes[ix(side.other())].push(upsert(doc, u, side));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Plan recording `v` as the agreed version of the item unless that is already recorded.
+fn agree(plan: &mut Plan, it: &Item, v: Option<DateTime>) {
+    if let Some(v) = v {
+        if it.synced != Some(v) {
+            plan.agree.push((it.key.clone(), v));
+        }
+    }
+}
+
+fn overwrite_item(it: &Item, plan: &mut Plan, report: &mut ReconcileReport) {
+    let key = it.key.clone();
+    match (&it.local, &it.cloud) {
+        (Some(_), None) => {
+            report.cloud_to_local.deleted += 1;
+            plan.writes[0].push(Write::Delete { key });
+        }
+        (None, Some(c)) => {
+            let Some(doc) = parsed(c, report) else { return };
+            report.cloud_to_local.inserted += 1;
+            plan.writes[0].push(Write::Replace { key, doc });
+        }
+        (Some(l), Some(c)) => {
+            if same_content(l, c) {
+                report.cloud_to_local.unchanged += 1;
+                agree(plan, it, as_date(&c.updated_at));
+            } else {
+                let Some(doc) = parsed(c, report) else { return };
+                report.conflicts += 1;
+                report.cloud_to_local.updated += 1;
+                plan.writes[0].push(Write::Replace { key, doc });
+            }
+        }
+        (None, None) => {}
+    }
+}
