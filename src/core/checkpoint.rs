@@ -3,11 +3,44 @@
 //! safe checkpoint is the token before the smallest pending sequence, or the newest token
 //! read when nothing is pending. Memory is one token per pending queue entry, not per
 //! event read: an event coalesced into an existing entry is done at once, the entry
-//! keeping the position of its first event.
+//! keeping the position of its first event. Pending tokens are kept as their BSON
+//! bytes (a parsed one-field document costs several times more).
 
 use std::collections::BTreeMap;
 
+use bson::{Document, RawDocument, RawDocumentBuf};
+
 use crate::core::types::ResumeToken;
+
+/// A resume token as the tracker keeps it.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// Its BSON bytes (always, in practice).
+    Bytes(Box<[u8]>),
+    /// A token that cannot be encoded (a key with a NUL byte), kept as it is.
+    Parsed(Document),
+}
+
+impl Stored {
+    fn new(token: ResumeToken) -> Stored {
+        match RawDocumentBuf::from_document(&token.0) {
+            Ok(raw) => Stored::Bytes(raw.into_bytes().into_boxed_slice()),
+            Err(_) => Stored::Parsed(token.0),
+        }
+    }
+
+    fn token(&self) -> ResumeToken {
+        match self {
+            // Justified: the bytes were encoded from a `Document` by `Stored::new`.
+            Stored::Bytes(b) => ResumeToken(
+                RawDocument::from_bytes(b)
+                    .and_then(Document::try_from)
+                    .expect("bytes encoded from a Document decode back"),
+            ),
+            Stored::Parsed(d) => ResumeToken(d.clone()),
+        }
+    }
+}
 
 /// Checkpoint bookkeeping of one side's stream.
 #[derive(Debug, Default)]
@@ -19,7 +52,7 @@ pub(crate) struct Tracker {
     next_seq: u64,
     /// Pending events: read-sequence → token just before the event (`None` when the
     /// stream was opened without a token and nothing was read before it).
-    pending: BTreeMap<u64, Option<ResumeToken>>,
+    pending: BTreeMap<u64, Option<Stored>>,
     /// Token after the newest item read (event or progress).
     latest: Option<ResumeToken>,
 }
@@ -42,7 +75,7 @@ impl Tracker {
     pub(crate) fn read_event(&mut self, token: ResumeToken) -> (u64, u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let before = self.latest.replace(token);
+        let before = self.latest.replace(token).map(Stored::new);
         self.pending.insert(seq, before);
         (self.gen, seq)
     }
@@ -67,7 +100,7 @@ impl Tracker {
     /// The token it is safe to resume after, if any.
     pub(crate) fn safe(&self) -> Option<ResumeToken> {
         match self.pending.values().next() {
-            Some(before) => before.clone(),
+            Some(before) => before.as_ref().map(Stored::token),
             None => self.latest.clone(),
         }
     }

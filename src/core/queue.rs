@@ -10,24 +10,39 @@
 //! (backpressure onto the change stream, whose server-side cursor simply stays put).
 //! Pushing into an existing entry never waits (it does not grow the queue). Nothing is
 //! ever dropped, so memory is bounded by `capacity` entries whatever the write rate.
+//!
+//! **Memory per entry.** Entries live in one ring in creation order (which is deadline
+//! order), indexed by a hash table of ring positions (8 bytes each), so a key is stored
+//! once. Documents are kept as their BSON bytes (a parsed `Document` costs several
+//! times its encoded size) and parsed back when drained; the resume token is not kept
+//! (the checkpoint tracker holds positions). An entry costs [`ENTRY_BYTES`] plus its
+//! document's BSON size (twice when an older coalesced version may still win).
+//! After the debounce is lowered live, entries created later may wait behind older
+//! ones for at most the old window.
 
-use std::collections::HashMap;
-use std::future::poll_fn;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bson::{DateTime, Document, RawDocument, RawDocumentBuf};
+use hashbrown::HashTable;
 use tokio::sync::Notify;
-use tokio_util::time::{delay_queue, DelayQueue};
-
-use bson::{DateTime, Document};
+use tokio::time::Instant;
 
 use crate::core::doc::updated_at;
+use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side};
 
-use crate::core::types::{ChangeEvent, ChangeKind, Key, Side};
+/// Bytes an entry costs beyond its document's BSON bytes: its ring slot (twice: the
+/// ring grows by doubling), its hash-table slot at the lowest load, and allocator
+/// overhead of the document and of an older coalesced version.
+#[cfg_attr(not(test), allow(dead_code))] // documents the bound; checked by a test
+pub(crate) const ENTRY_BYTES: usize = 2 * std::mem::size_of::<Slot>() + 2 * 9 + 64;
 
 /// An event waiting in (or drained from) the queue, with its checkpoint bookkeeping.
+/// A drained event carries no resume token (`event.token` is empty): the checkpoint
+/// tracker holds the positions.
 #[derive(Debug, Clone)]
 pub(crate) struct QueuedEvent {
     /// The newest event of the entry.
@@ -68,20 +83,120 @@ impl QueuedEvent {
     }
 }
 
-/// Entries by (side, key) plus their timers.
+/// A document as the queue keeps it.
+#[derive(Debug)]
+enum Body {
+    /// Its BSON bytes (always, in practice).
+    Bytes(Box<[u8]>),
+    /// A document that cannot be encoded (a key with a NUL byte); kept as it is, the
+    /// store refuses it later.
+    Parsed(Box<Document>),
+}
+
+impl Body {
+    fn new(doc: Document) -> Body {
+        match RawDocumentBuf::from_document(&doc) {
+            Ok(raw) => Body::Bytes(raw.into_bytes().into_boxed_slice()),
+            Err(_) => Body::Parsed(Box::new(doc)),
+        }
+    }
+
+    fn into_document(self) -> Document {
+        match self {
+            // Justified: the bytes were encoded from a `Document` by `Body::new`.
+            Body::Bytes(b) => RawDocument::from_bytes(&b)
+                .and_then(Document::try_from)
+                .expect("bytes encoded from a Document decode back"),
+            Body::Parsed(d) => *d,
+        }
+    }
+}
+
+/// One pending entry.
+#[derive(Debug)]
+struct Slot {
+    /// The entry's side.
+    side: Side,
+    /// The entry's key.
+    key: Key,
+    /// When the entry is due (set by its first event).
+    deadline: Instant,
+    /// The newest event's document (`None`: a delete).
+    body: Option<Body>,
+    /// `updatedAt` of `body`, when it has a valid one.
+    updated_at: Option<DateTime>,
+    /// Server time of the newest event.
+    server_time: DateTime,
+    /// See [`QueuedEvent::seq`].
+    seq: u64,
+    /// See [`QueuedEvent::gen`].
+    gen: u64,
+    /// See [`QueuedEvent::max_delete`].
+    max_delete: Option<DateTime>,
+    /// See [`QueuedEvent::best_upsert`] (boxed: rare).
+    best_upsert: Option<Box<(Body, DateTime)>>,
+    /// See [`QueuedEvent::after_upsert`].
+    after_upsert: bool,
+    /// See [`QueuedEvent::engine_write`].
+    engine_write: bool,
+}
+
+impl Slot {
+    fn into_queued(self) -> QueuedEvent {
+        let kind = match self.body {
+            Some(b) => ChangeKind::Upsert(b.into_document()),
+            None => ChangeKind::Delete,
+        };
+        QueuedEvent {
+            event: ChangeEvent {
+                side: self.side,
+                key: self.key,
+                kind,
+                token: ResumeToken(Document::new()),
+                server_time: self.server_time,
+            },
+            seq: self.seq,
+            gen: self.gen,
+            after_upsert: self.after_upsert,
+            max_delete: self.max_delete,
+            best_upsert: self.best_upsert.map(|b| {
+                let (body, u) = *b;
+                (body.into_document(), u)
+            }),
+            engine_write: self.engine_write,
+        }
+    }
+}
+
+/// Pending entries in creation (= deadline) order, indexed by (side, key).
 struct Inner {
-    /// Timers; each carries its entry's identity.
-    timers: DelayQueue<(Side, Key)>,
-    /// Pending entries and their timer keys.
-    pending: HashMap<(Side, Key), (QueuedEvent, delay_queue::Key)>,
+    /// The entries, oldest first.
+    ring: VecDeque<Slot>,
+    /// Absolute position of `ring[0]` (positions only grow).
+    head: u64,
+    /// Absolute ring positions, hashed by their entry's (side, key).
+    index: HashTable<u64>,
+    /// Pending entries per side.
+    per_side: [usize; 2],
+}
+
+fn side_ix(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Cloud => 1,
+    }
 }
 
 /// The bounded debounced queue (see the module docs for the policy).
 pub(crate) struct Queue {
-    /// Entries and timers.
+    /// Entries.
     inner: Mutex<Inner>,
+    /// Hasher of (side, key) for the index.
+    hasher: RandomState,
     /// Signalled when entries leave the queue (room for blocked readers).
     space: Notify,
+    /// Signalled when an entry is created (wakes a worker waiting on an empty queue).
+    added: Notify,
     /// Maximum distinct pending entries.
     capacity: usize,
     /// Debounce window in milliseconds (changeable live; applies to new entries).
@@ -90,15 +205,45 @@ pub(crate) struct Queue {
     field: String,
 }
 
+impl Inner {
+    /// Ring position of (side, key), if pending.
+    fn find(&self, hash: u64, side: Side, key: &Key) -> Option<u64> {
+        let (ring, head) = (&self.ring, self.head);
+        self.index
+            .find(hash, |&p| {
+                let s = &ring[(p - head) as usize];
+                s.side == side && s.key == *key
+            })
+            .copied()
+    }
+
+    /// Take the oldest entry.
+    fn pop_front(&mut self, hasher: &RandomState) -> Option<Slot> {
+        let slot = self.ring.pop_front()?;
+        let pos = self.head;
+        self.head += 1;
+        let hash = hasher.hash_one((slot.side, &slot.key));
+        if let Ok(e) = self.index.find_entry(hash, |&p| p == pos) {
+            e.remove();
+        }
+        self.per_side[side_ix(slot.side)] -= 1;
+        Some(slot)
+    }
+}
+
 impl Queue {
     /// An empty queue.
     pub(crate) fn new(capacity: usize, debounce: Duration, field: &str) -> Self {
         Queue {
             inner: Mutex::new(Inner {
-                timers: DelayQueue::new(),
-                pending: HashMap::new(),
+                ring: VecDeque::new(),
+                head: 0,
+                index: HashTable::new(),
+                per_side: [0, 0],
             }),
+            hasher: RandomState::new(),
             space: Notify::new(),
+            added: Notify::new(),
             capacity: capacity.max(1),
             debounce_ms: AtomicU64::new(debounce.as_millis() as u64),
             field: field.to_string(),
@@ -117,17 +262,18 @@ impl Queue {
 
     /// Distinct pending entries.
     pub(crate) fn len(&self) -> usize {
-        self.lock().pending.len()
+        self.lock().ring.len()
     }
 
     /// Whether `side` has a pending entry for `key`.
     pub(crate) fn contains(&self, side: Side, key: &Key) -> bool {
-        self.lock().pending.contains_key(&(side, key.clone()))
+        let hash = self.hasher.hash_one((side, key));
+        self.lock().find(hash, side, key).is_some()
     }
 
     /// Whether `side` has any pending entry.
     pub(crate) fn has_pending(&self, side: Side) -> bool {
-        self.lock().pending.keys().any(|(s, _)| *s == side)
+        self.lock().per_side[side_ix(side)] > 0
     }
 
     /// Queue `ev`, waiting while the queue is full and `ev` would be a new entry.
@@ -137,49 +283,45 @@ impl Queue {
     /// so a restart must re-read them all) and the (gen, seq) returned is done for
     /// checkpointing at once.
     pub(crate) async fn push(&self, ev: QueuedEvent) -> Option<(u64, u64)> {
-        let id = (ev.event.side, ev.event.key.clone());
+        let side = ev.event.side;
+        let hash = self.hasher.hash_one((side, &ev.event.key));
+        let new_u = match &ev.event.kind {
+            ChangeKind::Upsert(d) => updated_at(d, &self.field),
+            ChangeKind::Delete => None,
+        };
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if let Some((slot, _)) = inner.pending.get_mut(&id) {
-                    let new_u = match &ev.event.kind {
-                        ChangeKind::Upsert(d) => updated_at(d, &self.field),
-                        ChangeKind::Delete => None,
-                    };
-                    let prev = std::mem::replace(slot, ev);
-                    slot.after_upsert =
-                        prev.after_upsert || matches!(prev.event.kind, ChangeKind::Upsert(_));
-                    let prev_delete = match prev.event.kind {
-                        ChangeKind::Delete if !prev.engine_write => Some(prev.event.server_time),
-                        _ => None,
-                    };
-                    slot.max_delete = prev.max_delete.max(prev_delete);
-                    let prev_up = match prev.event.kind {
-                        ChangeKind::Upsert(d) => updated_at(&d, &self.field).map(|u| (d, u)),
-                        ChangeKind::Delete => None,
-                    };
-                    let best = match (prev.best_upsert, prev_up) {
-                        (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
-                        (a, b) => a.or(b),
-                    };
-                    // Only a version newer than the entry's newest can still win.
-                    slot.best_upsert = best.filter(|(_, u)| new_u.is_none_or(|n| *u > n));
-                    let done = if prev.gen == slot.gen {
-                        let own = slot.seq;
-                        slot.seq = prev.seq;
-                        (slot.gen, own)
-                    } else {
-                        (prev.gen, prev.seq)
-                    };
-                    return Some(done);
+                if let Some(pos) = inner.find(hash, side, &ev.event.key) {
+                    let head = inner.head;
+                    let slot = &mut inner.ring[(pos - head) as usize];
+                    return Some(self.coalesce(slot, ev, new_u));
                 }
-                if inner.pending.len() < self.capacity {
+                if inner.ring.len() < self.capacity {
                     let delay = Duration::from_millis(self.debounce_ms.load(Ordering::Relaxed));
-                    let tk = inner.timers.insert(id.clone(), delay);
-                    inner.pending.insert(id, (ev, tk));
+                    let was_empty = inner.ring.is_empty();
+                    let slot = self.fresh(ev, new_u, Instant::now() + delay);
+                    let Inner {
+                        ring,
+                        head,
+                        index,
+                        per_side,
+                    } = &mut *inner;
+                    let pos = *head + ring.len() as u64;
+                    ring.push_back(slot);
+                    per_side[side_ix(side)] += 1;
+                    let (ring, head) = (&*ring, *head);
+                    index.insert_unique(hash, pos, |&p| {
+                        let s = &ring[(p - head) as usize];
+                        self.hasher.hash_one((s.side, &s.key))
+                    });
+                    drop(inner);
+                    if was_empty {
+                        self.added.notify_one();
+                    }
                     return None;
                 }
             }
@@ -187,47 +329,107 @@ impl Queue {
         }
     }
 
-    fn poll_ready(&self, cx: &mut Context<'_>, max: usize) -> Poll<Vec<QueuedEvent>> {
-        let mut inner = self.lock();
-        let mut out = Vec::new();
-        while out.len() < max {
-            match inner.timers.poll_expired(cx) {
-                Poll::Ready(Some(exp)) => {
-                    if let Some((ev, _)) = inner.pending.remove(exp.get_ref()) {
-                        out.push(ev);
-                    }
-                }
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        drop(inner);
-        if out.is_empty() {
-            Poll::Pending
-        } else {
-            self.space.notify_waiters();
-            Poll::Ready(out)
+    /// A new entry for `ev`, due at `deadline`.
+    fn fresh(&self, ev: QueuedEvent, new_u: Option<DateTime>, deadline: Instant) -> Slot {
+        let ChangeEvent {
+            side,
+            key,
+            kind,
+            server_time,
+            ..
+        } = ev.event;
+        Slot {
+            side,
+            key,
+            deadline,
+            body: match kind {
+                ChangeKind::Upsert(d) => Some(Body::new(d)),
+                ChangeKind::Delete => None,
+            },
+            updated_at: new_u,
+            server_time,
+            seq: ev.seq,
+            gen: ev.gen,
+            max_delete: ev.max_delete,
+            best_upsert: ev.best_upsert.map(|(d, u)| Box::new((Body::new(d), u))),
+            after_upsert: ev.after_upsert,
+            engine_write: ev.engine_write,
         }
     }
 
+    /// Fold `ev` (whose document's `updatedAt` is `new_u`) into the pending `slot`;
+    /// returns the (gen, seq) that is done at once.
+    fn coalesce(&self, slot: &mut Slot, ev: QueuedEvent, new_u: Option<DateTime>) -> (u64, u64) {
+        let deadline = slot.deadline;
+        let prev = std::mem::replace(slot, self.fresh(ev, new_u, deadline));
+        slot.after_upsert = prev.after_upsert || prev.body.is_some();
+        let prev_delete = match prev.body {
+            None if !prev.engine_write => Some(prev.server_time),
+            _ => None,
+        };
+        slot.max_delete = prev.max_delete.max(prev_delete);
+        let prev_up = match (prev.body, prev.updated_at) {
+            (Some(b), Some(u)) => Some(Box::new((b, u))),
+            _ => None,
+        };
+        let best = match (prev.best_upsert, prev_up) {
+            (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        // Only a version newer than the entry's newest can still win.
+        slot.best_upsert = best.filter(|b| new_u.is_none_or(|n| b.1 > n));
+        if prev.gen == slot.gen {
+            let own = slot.seq;
+            slot.seq = prev.seq;
+            (slot.gen, own)
+        } else {
+            (prev.gen, prev.seq)
+        }
+    }
+
+    /// Take up to `max` entries from the front, only expired ones unless `all`.
+    fn take(&self, max: usize, all: bool) -> (Vec<QueuedEvent>, Option<Instant>) {
+        let now = Instant::now();
+        let mut slots = Vec::new();
+        let next = {
+            let mut inner = self.lock();
+            while slots.len() < max {
+                match inner.ring.front() {
+                    Some(s) if all || s.deadline <= now => {}
+                    _ => break,
+                }
+                slots.extend(inner.pop_front(&self.hasher));
+            }
+            inner.ring.front().map(|s| s.deadline)
+        };
+        if !slots.is_empty() {
+            self.space.notify_waiters();
+        }
+        // Decoding happens outside the lock.
+        (slots.into_iter().map(Slot::into_queued).collect(), next)
+    }
+
     /// Wait until at least one entry's debounce expired; return up to `max` of them.
+    /// Cancel-safe: entries are only taken synchronously, after the wait.
     pub(crate) async fn next_batch(&self, max: usize) -> Vec<QueuedEvent> {
-        poll_fn(|cx| self.poll_ready(cx, max.max(1))).await
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            let (batch, next) = self.take(max.max(1), false);
+            if !batch.is_empty() {
+                return batch;
+            }
+            match next {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => added.await,
+            }
+        }
     }
 
     /// Take up to `max` entries now, ignoring their deadlines (shutdown drain).
     pub(crate) fn drain_now(&self, max: usize) -> Vec<QueuedEvent> {
-        let mut inner = self.lock();
-        let ids: Vec<(Side, Key)> = inner.pending.keys().take(max).cloned().collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some((ev, tk)) = inner.pending.remove(&id) {
-                inner.timers.remove(&tk);
-                out.push(ev);
-            }
-        }
-        drop(inner);
-        self.space.notify_waiters();
-        out
+        self.take(max, true).0
     }
 }
 
@@ -235,8 +437,6 @@ impl Queue {
 mod tests {
     use super::*;
     use bson::doc;
-
-    use crate::core::types::ResumeToken;
 
     fn ev(key: i32, n: u64) -> QueuedEvent {
         let event = ChangeEvent {
@@ -261,11 +461,20 @@ mod tests {
         // Deadline came from the first event (50 ms), not extended by the second.
         assert!(start.elapsed() <= Duration::from_millis(15));
         assert_eq!(batch.len(), 1);
-        // Content is the newest event's; the checkpoint position is the first one's.
-        assert_eq!(batch[0].event.token, ResumeToken(doc! {"seq": 2_i64}));
+        // Content is the newest event's; the checkpoint position is the first one's;
+        // the token is not kept (the tracker has it).
+        assert_eq!(
+            batch[0].event.kind,
+            ChangeKind::Upsert(doc! {"_id": 1, "n": 2_i64})
+        );
+        assert_eq!(batch[0].event.token, ResumeToken(Document::new()));
         assert_eq!(batch[0].seq, 1);
         assert!(batch[0].after_upsert);
     }
+
+    // The bound stated in tests/reliability_resources.rs relies on it (checked at
+    // compile time).
+    const _: () = assert!(ENTRY_BYTES <= 1024, "queue entry overhead above 1 KiB");
 
     #[tokio::test(start_paused = true)]
     async fn queue_backpressure_bounds_pending_keys() {

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 
 use crate::core::types::{Write, WriteOutcome};
 use crate::mongo::error::DUPLICATE_KEY;
@@ -23,8 +23,8 @@ pub const MAX_COMMAND_STATEMENT_BYTES: usize = 8 * 1024 * 1024;
 pub struct Statement {
     /// Position of the originating write in the caller's batch.
     pub index: usize,
-    /// The statement document (`{q, u, upsert}` or `{q, limit}`).
-    pub body: Document,
+    /// The statement document (`{q, u, upsert}` or `{q, limit}`), encoded.
+    pub body: RawDocumentBuf,
     /// Encoded size of `body`, for chunking.
     pub size: usize,
 }
@@ -41,9 +41,45 @@ pub struct Plan {
     pub outcomes: Vec<Option<WriteOutcome>>,
 }
 
-/// Encoded BSON size of `doc` (0 if it cannot be encoded, which the server then reports).
-pub fn bson_size(doc: &Document) -> usize {
-    bson::to_vec(doc).map(|v| v.len()).unwrap_or(0)
+/// Encodes the statement of one write (`{q, u, upsert}` or `{q, limit}`), once: the
+/// bytes give its size and are sent as they are. Whether it goes to `update`.
+fn encode(write: &Write, updated_at_field: &str) -> bson::raw::Result<(RawDocumentBuf, bool)> {
+    let raw = RawDocumentBuf::from_document;
+    let mut body = RawDocumentBuf::new();
+    let is_update = match write {
+        Write::UpsertIfNewer {
+            key,
+            doc,
+            updated_at,
+            or_equal,
+        } => {
+            let op = if *or_equal { "$lte" } else { "$lt" };
+            let q = doc! { "_id": key.as_bson().clone(), updated_at_field: { op: *updated_at } };
+            body.append("q", raw(&q)?);
+            body.append("u", raw(doc)?);
+            body.append("upsert", true);
+            true
+        }
+        Write::Replace { key, doc } => {
+            body.append("q", raw(&doc! { "_id": key.as_bson().clone() })?);
+            body.append("u", raw(doc)?);
+            body.append("upsert", true);
+            true
+        }
+        Write::DeleteIfNotNewer { key, deleted_at } => {
+            let q =
+                doc! { "_id": key.as_bson().clone(), updated_at_field: { "$lte": *deleted_at } };
+            body.append("q", raw(&q)?);
+            body.append("limit", 1);
+            false
+        }
+        Write::Delete { key } => {
+            body.append("q", raw(&doc! { "_id": key.as_bson().clone() })?);
+            body.append("limit", 1);
+            false
+        }
+    };
+    Ok((body, is_update))
 }
 
 /// Builds the statements for `writes` against documents whose last-modified field is
@@ -54,35 +90,16 @@ pub fn plan(writes: &[Write], updated_at_field: &str) -> Plan {
         ..Plan::default()
     };
     for (index, write) in writes.iter().enumerate() {
-        let (body, is_update) = match write {
-            Write::UpsertIfNewer {
-                key,
-                doc,
-                updated_at,
-                or_equal,
-            } => {
-                let op = if *or_equal { "$lte" } else { "$lt" };
-                let q =
-                    doc! { "_id": key.as_bson().clone(), updated_at_field: { op: *updated_at } };
-                (doc! { "q": q, "u": doc.clone(), "upsert": true }, true)
+        let (body, is_update) = match encode(write, updated_at_field) {
+            Ok(x) => x,
+            Err(e) => {
+                plan.outcomes[index] = Some(WriteOutcome::Failed(format!(
+                    "document cannot be encoded as BSON: {e}"
+                )));
+                continue;
             }
-            Write::Replace { key, doc } => (
-                doc! { "q": { "_id": key.as_bson().clone() }, "u": doc.clone(), "upsert": true },
-                true,
-            ),
-            Write::DeleteIfNotNewer { key, deleted_at } => (
-                doc! {
-                    "q": { "_id": key.as_bson().clone(), updated_at_field: { "$lte": *deleted_at } },
-                    "limit": 1,
-                },
-                false,
-            ),
-            Write::Delete { key } => (
-                doc! { "q": { "_id": key.as_bson().clone() }, "limit": 1 },
-                false,
-            ),
         };
-        let size = bson_size(&body);
+        let size = body.as_bytes().len();
         if size > MAX_BSON_OBJECT_SIZE {
             plan.outcomes[index] = Some(WriteOutcome::Failed(format!(
                 "document of {size} bytes exceeds the {MAX_BSON_OBJECT_SIZE}-byte BSON limit \
@@ -205,11 +222,16 @@ mod tests {
         ];
         let p = plan(&writes, "ts");
         assert_eq!(
-            p.updates[0].body,
+            p.updates[0].body.to_document().unwrap(),
             doc! {"q": {"_id": 1, "ts": {"$lt": t}}, "u": {"_id": 1, "v": 1, "ts": t}, "upsert": true}
         );
         assert_eq!(
-            p.updates[1].body.get_document("q").unwrap(),
+            p.updates[1]
+                .body
+                .to_document()
+                .unwrap()
+                .get_document("q")
+                .unwrap(),
             &doc! {"_id": 2, "ts": {"$lte": t}}
         );
         assert!(p.deletes.is_empty());
@@ -233,16 +255,19 @@ mod tests {
         assert_eq!(p.updates.len(), 1);
         assert_eq!(p.updates[0].index, 1);
         assert_eq!(
-            p.updates[0].body,
+            p.updates[0].body.to_document().unwrap(),
             doc! {"q": {"_id": 2}, "u": {"_id": 2}, "upsert": true}
         );
         assert_eq!(
             p.deletes.iter().map(|s| s.index).collect::<Vec<_>>(),
             [0, 2]
         );
-        assert_eq!(p.deletes[0].body, doc! {"q": {"_id": 1}, "limit": 1});
         assert_eq!(
-            p.deletes[1].body,
+            p.deletes[0].body.to_document().unwrap(),
+            doc! {"q": {"_id": 1}, "limit": 1}
+        );
+        assert_eq!(
+            p.deletes[1].body.to_document().unwrap(),
             doc! {"q": {"_id": 3, "updatedAt": {"$lte": t}}, "limit": 1}
         );
     }
@@ -265,7 +290,7 @@ mod tests {
     fn chunks_respect_size_and_count_limits() {
         let st = |size| Statement {
             index: 0,
-            body: Document::new(),
+            body: RawDocumentBuf::new(),
             size,
         };
         let five_mib = 5 * 1024 * 1024;

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures::TryStreamExt;
 use mongodb::{Client, Collection, Database};
 
@@ -81,14 +81,18 @@ impl MongoStore {
         array: &str,
         statements: &[Statement],
     ) -> Result<Document, StoreError> {
-        let body: Vec<Bson> = statements
-            .iter()
-            .map(|s| Bson::Document(s.body.clone()))
-            .collect();
-        let cmd = doc! { command: self.coll.name(), array: body, "ordered": false };
+        // Sent as encoded by the plan: no statement is encoded twice.
+        let mut body = RawArrayBuf::new();
+        for s in statements {
+            body.push(s.body.clone());
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append(command, self.coll.name());
+        cmd.append(array, body);
+        cmd.append("ordered", false);
         let reply = self
             .db
-            .run_command(cmd)
+            .run_raw_command(cmd)
             .await
             .map_err(|e| self.err(command, &e))?;
         if let Ok(wce) = reply.get_document("writeConcernError") {

@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bson::Document;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{backoff, ix, lock, retry, Shared, Stop};
@@ -155,7 +156,9 @@ async fn stream_loop(
             Ok(StreamItem::Event(mut ev)) => {
                 *failures = 0;
                 ev.side = side;
-                let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(ev.token.clone());
+                // The token moves to the tracker: nothing after it reads `ev.token`.
+                let token = std::mem::replace(&mut ev.token, ResumeToken(Document::new()));
+                let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(token);
                 // The engine's own write coming back: recognised here, in stream order.
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor

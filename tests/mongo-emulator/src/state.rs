@@ -190,8 +190,67 @@ impl Shared {
     }
 }
 
-/// Size of a document as BSON.
+/// Size of a document as BSON. Computed without encoding (it runs for every stored
+/// document and every change event); the rare values whose size is not plain (a
+/// regular expression, a DBPointer, a name with a NUL byte, which cannot be encoded)
+/// fall back to encoding.
 pub fn bson_size(doc: &Document) -> usize {
+    match encoded_doc_size(doc) {
+        Some(n) => n,
+        None => encoded_size_slow(doc),
+    }
+}
+
+/// Encoded size of `doc`, or `None` when only encoding can tell.
+fn encoded_doc_size(doc: &Document) -> Option<usize> {
+    let mut n = 5; // length prefix and trailing NUL
+    for (k, v) in doc {
+        if k.as_bytes().contains(&0) {
+            return None;
+        }
+        n += 1 + k.len() + 1 + encoded_value_size(v)?;
+    }
+    Some(n)
+}
+
+/// Encoded size of one value (without its type byte and name).
+fn encoded_value_size(v: &Bson) -> Option<usize> {
+    Some(match v {
+        Bson::Double(_) | Bson::DateTime(_) | Bson::Timestamp(_) | Bson::Int64(_) => 8,
+        Bson::String(s) | Bson::JavaScriptCode(s) | Bson::Symbol(s) => 4 + s.len() + 1,
+        Bson::Document(d) => encoded_doc_size(d)?,
+        Bson::Array(items) => {
+            let mut n = 5;
+            for (i, item) in items.iter().enumerate() {
+                n += 1 + decimal_len(i) + 1 + encoded_value_size(item)?;
+            }
+            n
+        }
+        Bson::Binary(b) => {
+            let old = b.subtype == bson::spec::BinarySubtype::BinaryOld;
+            4 + 1 + b.bytes.len() + if old { 4 } else { 0 }
+        }
+        Bson::ObjectId(_) => 12,
+        Bson::Boolean(_) => 1,
+        Bson::Null | Bson::Undefined | Bson::MinKey | Bson::MaxKey => 0,
+        Bson::Int32(_) => 4,
+        Bson::Decimal128(_) => 16,
+        Bson::JavaScriptCodeWithScope(c) => 4 + 4 + c.code.len() + 1 + encoded_doc_size(&c.scope)?,
+        Bson::RegularExpression(_) | Bson::DbPointer(_) => return None,
+    })
+}
+
+/// Digits of `i` in decimal (an array index as a BSON name).
+fn decimal_len(mut i: usize) -> usize {
+    let mut n = 1;
+    while i >= 10 {
+        i /= 10;
+        n += 1;
+    }
+    n
+}
+
+fn encoded_size_slow(doc: &Document) -> usize {
     let mut buf = Vec::new();
     doc.to_writer(&mut buf)
         .map(|_| buf.len())
@@ -351,5 +410,34 @@ impl Inner {
         );
         self.oplog.push(ev);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use bson::spec::BinarySubtype;
+    use bson::{doc, Binary, Bson, DateTime, Decimal128, JavaScriptCodeWithScope, Timestamp};
+
+    use super::{bson_size, encoded_size_slow};
+
+    #[test]
+    fn computed_size_matches_the_encoding() {
+        let docs = [
+            doc! {},
+            doc! {"_id": 1, "name": "event 1", "value": 3.5, "updatedAt": DateTime::now()},
+            doc! {"a": {"b": [1, "x", {"c": null}, [true, false]], "t": Timestamp {time: 1, increment: 2}},
+            "big": (0..123).map(Bson::from).collect::<Vec<_>>(), "l": 7_i64,
+            "bin": Binary {subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3]},
+            "old": Binary {subtype: BinarySubtype::BinaryOld, bytes: vec![1, 2, 3]},
+            "oid": bson::oid::ObjectId::new(), "d": Decimal128::from_bytes([0; 16]),
+            "js": Bson::JavaScriptCode("f()".into()), "u": Bson::Undefined,
+            "min": Bson::MinKey, "max": Bson::MaxKey, "sym": Bson::Symbol("s".into()),
+            "jsw": JavaScriptCodeWithScope {code: "g()".into(), scope: doc! {"k": 1}},
+            "re": bson::Regex {pattern: "a.*".into(), options: "ix".into()}},
+        ];
+        for d in &docs {
+            assert_eq!(bson_size(d), encoded_size_slow(d), "{d}");
+        }
+        assert_eq!(bson_size(&doc! {"a\0b": 1}), usize::MAX);
     }
 }

@@ -24,7 +24,8 @@ pub fn insert(ctx: &Ctx<'_>) -> CmdResult<Document> {
         let mut inner = ctx.shared.inner();
         for (i, d) in docs.into_iter().enumerate() {
             attempted += 1;
-            match prepare_for_storage(d, true).and_then(|d| inner.insert(&ctx.db, &coll, d)) {
+            match prepare_for_storage(d.clone(), true).and_then(|d| inner.insert(&ctx.db, &coll, d))
+            {
                 Ok(()) => n += 1,
                 Err(e) => {
                     errors.push(Bson::Document(e.to_write_error(i)));

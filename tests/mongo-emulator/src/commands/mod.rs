@@ -223,12 +223,12 @@ pub fn opt_bool(body: &Document, field: &str, default: bool) -> CmdResult<bool> 
 }
 
 /// The array of statements/documents `field` (a body array or a kind-1 sequence).
-pub fn doc_array(body: &Document, field: &str) -> CmdResult<Vec<Document>> {
+pub fn doc_array<'a>(body: &'a Document, field: &str) -> CmdResult<Vec<&'a Document>> {
     match body.get(field) {
         Some(Bson::Array(a)) => a
             .iter()
             .map(|v| match v {
-                Bson::Document(d) => Ok(d.clone()),
+                Bson::Document(d) => Ok(d),
                 _ => Err(CommandError::type_mismatch(&format!("{field}.0"), "object")),
             })
             .collect(),
