@@ -7,7 +7,7 @@
 #   RELIABILITY_PACE_MS [2]           pause of each of the two writers between writes
 #   RELIABILITY_FAULT_ROUNDS [10]     rounds of every fault in the fault test
 #   RELIABILITY_EVENTS [1000000]      events arriving while paused (resources)
-#   RELIABILITY_QUEUE_CAPACITY [100000], RELIABILITY_RSS_BOUND_MIB [512]
+#   RELIABILITY_QUEUE_CAPACITY [100000], RELIABILITY_RSS_BOUND_MIB [128 + capacity × 1.5 KiB]
 #   RELIABILITY_ADMIN_PAYLOADS [2000], RELIABILITY_ADMIN_CONNECTIONS [1000]
 #   RELIABILITY_SEED                  replay a run's random schedule
 # Usage: scripts/reliability-long.sh [test-file-suffix ...]   e.g. `crash resources`

@@ -37,8 +37,9 @@ use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side};
 /// Bytes an entry costs beyond its document's BSON bytes: its ring slot (twice: the
 /// ring grows by doubling), its hash-table slot at the lowest load, and allocator
 /// overhead of the document and of an older coalesced version.
-#[cfg_attr(not(test), allow(dead_code))] // documents the bound; checked by a test
 pub(crate) const ENTRY_BYTES: usize = 2 * std::mem::size_of::<Slot>() + 2 * 9 + 64;
+// The bound stated in tests/reliability_resources.rs relies on it.
+const _: () = assert!(ENTRY_BYTES <= 1024, "a queue entry costs over 1 KiB");
 
 /// An event waiting in (or drained from) the queue, with its checkpoint bookkeeping.
 /// A drained event carries no resume token (`event.token` is empty): the checkpoint
@@ -471,10 +472,6 @@ mod tests {
         assert_eq!(batch[0].seq, 1);
         assert!(batch[0].after_upsert);
     }
-
-    // The bound stated in tests/reliability_resources.rs relies on it (checked at
-    // compile time).
-    const _: () = assert!(ENTRY_BYTES <= 1024, "queue entry overhead above 1 KiB");
 
     #[tokio::test(start_paused = true)]
     async fn queue_backpressure_bounds_pending_keys() {
