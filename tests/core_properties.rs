@@ -482,3 +482,55 @@ proptest! {
         block_on(overwrite(ops))?;
     }
 }
+
+/// Shrunk case reported by a proptest run of `both_ways_converges_to_last_writer_wins`
+/// (rare with random schedules). Open bug; suspected cause: after the stream drop, the local stream
+/// re-delivers the echo of the engine's own delete, stamped with the (later) time of
+/// that write; taken for a genuine delete, it deletes local's newer version (t6) on both
+/// sides. Ignoring plain deletes of tombstoned keys as echoes was tried and broke other
+/// schedules; not fixed yet.
+#[test]
+#[ignore = "open bug (issue 6): after a stream drop a newer version is deleted on both sides (suspected: re-delivered echo of an engine delete)"]
+fn reported_case_delete_both_sides_then_put_and_stream_drop() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        Op::Put {
+            side: Local,
+            key: 0,
+            t: 0,
+            v: 0,
+        },
+        Op::Wait(51),
+        Op::Del {
+            side: Local,
+            key: 0,
+            t: 0,
+        },
+        Op::Del {
+            side: Cloud,
+            key: 0,
+            t: 5,
+        },
+        Op::Put {
+            side: Local,
+            key: 0,
+            t: 1,
+            v: 0,
+        },
+        Op::Put {
+            side: Local,
+            key: 1,
+            t: 8,
+            v: 0,
+        },
+        Op::DropStreams(Local),
+        Op::Wait(51),
+        Op::Put {
+            side: Local,
+            key: 0,
+            t: 6,
+            v: 0,
+        },
+    ];
+    block_on(two_way(ops, Local, false)).unwrap();
+}
