@@ -255,22 +255,7 @@ mod tests {
 
     /// Filters a keyset scan sends (and variations), after each stored `_id`.
     fn filters(after: &Bson) -> Vec<Document> {
-        let later: Vec<&str> = vec![
-            "string",
-            "symbol",
-            "object",
-            "array",
-            "binData",
-            "objectId",
-            "bool",
-            "date",
-            "timestamp",
-            "regex",
-            "dbPointer",
-            "javascript",
-            "javascriptWithScope",
-            "maxKey",
-        ];
+        let later: Vec<&str> = super::super::idrange::tests::LATER_THAN_NUMBERS.to_vec();
         vec![
             doc! {"_id": {"$gt": after.clone()}},
             doc! {"_id": {"$gte": after.clone()}},

@@ -175,9 +175,28 @@ pub fn id_lower_bound(filter: &Document) -> Option<Bson> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bson::doc;
+
+    /// `$type` names of every bracket sorting after numbers, as a keyset scan after an
+    /// integer key lists them (see datasync's scan_filter).
+    pub(crate) const LATER_THAN_NUMBERS: [&str; 14] = [
+        "string",
+        "symbol",
+        "object",
+        "array",
+        "binData",
+        "objectId",
+        "bool",
+        "date",
+        "timestamp",
+        "regex",
+        "dbPointer",
+        "javascript",
+        "javascriptWithScope",
+        "maxKey",
+    ];
 
     #[test]
     fn gt_gives_its_value() {
@@ -203,22 +222,7 @@ mod tests {
     fn later_brackets_of_a_keyset_scan_keep_the_bound() {
         // What a sync tool sends after an integer key (see datasync's scan_filter): every
         // bracket after numbers, including the ones whose minimum we do not build.
-        let later = [
-            "string",
-            "symbol",
-            "object",
-            "array",
-            "binData",
-            "objectId",
-            "bool",
-            "date",
-            "timestamp",
-            "regex",
-            "dbPointer",
-            "javascript",
-            "javascriptWithScope",
-            "maxKey",
-        ];
+        let later = LATER_THAN_NUMBERS;
         let f = doc! {"$or": [{"_id": {"$gt": 5}}, {"_id": {"$type": later.to_vec()}}]};
         assert_eq!(id_lower_bound(&f), Some(Bson::Int32(5)));
         assert_eq!(
