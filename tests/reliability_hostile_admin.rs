@@ -177,8 +177,13 @@ async fn hostile_admin_run(random_payloads: usize, concurrent: usize) {
     for dir in [h.dir.path(), h.socket.parent().unwrap()] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // A copy of the binary where uid 65534 can run it (the build directory may sit
+    // under a private directory, e.g. a `mktemp -d` clone).
+    let ctl_bin = h.dir.path().join("datasync-ctl-copy");
+    std::fs::copy(binary(), &ctl_bin).expect("copy the datasync binary");
+    std::fs::set_permissions(&ctl_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = || {
-        Command::new(binary())
+        Command::new(&ctl_bin)
             .args(["ctl", "--json", "--socket"])
             .arg(&h.socket)
             .arg("status")
