@@ -97,6 +97,14 @@ impl Tracker {
         self.pending.is_empty()
     }
 
+    /// Where a stream of the same process reopens: after the newest item read. Events
+    /// read but not yet applied are still queued, so nothing is skipped, and none is
+    /// delivered twice (a second copy of an echo the reader already consumed would
+    /// look like a client change). Falls back to [`Self::safe`] before the first item.
+    pub(crate) fn reopen_point(&self) -> Option<ResumeToken> {
+        self.latest.clone().or_else(|| self.safe())
+    }
+
     /// The token it is safe to resume after, if any.
     pub(crate) fn safe(&self) -> Option<ResumeToken> {
         match self.pending.values().next() {
@@ -131,6 +139,22 @@ mod tests {
         assert_eq!(tr.safe(), Some(t(3)));
         tr.read_progress(t(9));
         assert_eq!(tr.safe(), Some(t(9)));
+    }
+
+    #[test]
+    fn a_reopened_stream_resumes_after_the_newest_read_item() {
+        let mut tr = Tracker::default();
+        assert_eq!(tr.reopen_point(), None);
+        tr.reopened(Some(t(0)));
+        let a = tr.read_event(t(1));
+        tr.read_event(t(2));
+        // Both still queued: saving must stay before them, but a stream reopened by
+        // this process must not deliver them a second time.
+        assert_eq!(tr.safe(), Some(t(0)));
+        assert_eq!(tr.reopen_point(), Some(t(2)));
+        tr.reopened(tr.reopen_point());
+        tr.done(a.0, a.1);
+        assert_eq!(tr.safe(), Some(t(1)), "the second event is still pending");
     }
 
     #[test]

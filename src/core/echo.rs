@@ -3,8 +3,19 @@
 //! (oldest entries evicted first) and in memory only: after a restart, echoes are caught
 //! by the conditional writes instead (a byte-identical no-op, or a compare) and by the
 //! tombstone rule for deletes.
+//!
+//! Deletes carry no content to compare, so an expected delete echo also remembers the
+//! delete time it propagates (`DeleteIfNotNewer { deleted_at }`). The engine's delete
+//! happens after that delete (it propagates it), so its echo's server time is not
+//! before `deleted_at` minus the allowed clock skew between the two servers; an older
+//! delete of the same key still unread in the stream is a client's, and is not taken
+//! for the echo (which would leave the real echo to pass for a client delete stamped
+//! later than the change it propagates, beating client writes made in between).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bson::DateTime;
 
 use crate::core::doc::content_hash;
 use crate::core::types::{ChangeKind, Key, Side, Write};
@@ -17,26 +28,33 @@ pub(crate) const ECHO_CAPACITY: usize = 100_000;
 pub(crate) enum Echo {
     /// A document with this content hash.
     Doc(u64),
-    /// A delete.
-    Deleted,
+    /// A delete propagating one made at this time (`None`: unconditional, any time).
+    Deleted(Option<DateTime>),
 }
 
 impl Echo {
-    /// The echo a change of `kind` would be.
-    pub(crate) fn of(kind: &ChangeKind) -> Echo {
-        match kind {
-            ChangeKind::Upsert(d) => Echo::Doc(content_hash(d)),
-            ChangeKind::Delete => Echo::Deleted,
-        }
-    }
-
     /// The echo `write` will produce if applied.
     pub(crate) fn of_write(write: &Write) -> Echo {
         match write {
             Write::UpsertIfNewer { doc, .. } | Write::Replace { doc, .. } => {
                 Echo::Doc(content_hash(doc))
             }
-            Write::DeleteIfNotNewer { .. } | Write::Delete { .. } => Echo::Deleted,
+            Write::DeleteIfNotNewer { deleted_at, .. } => Echo::Deleted(Some(*deleted_at)),
+            Write::Delete { .. } => Echo::Deleted(None),
+        }
+    }
+
+    /// Whether a change of `kind` made at server time `at` can be this write's echo,
+    /// the servers' clocks differing by up to `skew`.
+    fn matches(&self, kind: &ChangeKind, at: DateTime, skew: Duration) -> bool {
+        match (self, kind) {
+            (Echo::Doc(h), ChangeKind::Upsert(d)) => *h == content_hash(d),
+            (Echo::Deleted(None), ChangeKind::Delete) => true,
+            (Echo::Deleted(Some(w)), ChangeKind::Delete) => {
+                let skew = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
+                at.timestamp_millis() >= w.timestamp_millis().saturating_sub(skew)
+            }
+            _ => false,
         }
     }
 }
@@ -54,15 +72,19 @@ pub(crate) struct EchoMemory {
     order: VecDeque<(Side, Key)>,
     /// Maximum (side, key) entries.
     capacity: usize,
+    /// Allowed clock difference between the two servers (see the module docs).
+    skew: Duration,
 }
 
 impl EchoMemory {
-    /// Empty memory holding up to `capacity` keys.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Empty memory holding up to `capacity` keys, for servers whose clocks differ by
+    /// up to `skew`.
+    pub(crate) fn new(capacity: usize, skew: Duration) -> Self {
         EchoMemory {
             entries: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            skew,
         }
     }
 
@@ -105,14 +127,22 @@ impl EchoMemory {
         self.entries.contains_key(&(side, key.clone()))
     }
 
-    /// Whether a change read from `side` is the engine's own write. Called by the reader
-    /// in stream order: a match consumes that write and the ones before it; a mismatch
-    /// (a client change from before the write) leaves the memory alone.
-    pub(crate) fn take_echo(&mut self, side: Side, key: &Key, kind: &ChangeKind) -> bool {
+    /// Whether a change read from `side`, made at server time `at`, is the engine's own
+    /// write. Called by the reader in stream order: a match consumes that write and the
+    /// ones before it; a mismatch (a client change from before the write) leaves the
+    /// memory alone.
+    pub(crate) fn take_echo(
+        &mut self,
+        side: Side,
+        key: &Key,
+        kind: &ChangeKind,
+        at: DateTime,
+    ) -> bool {
         let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
             return false;
         };
-        match list.iter().position(|e| *e == Echo::of(kind)) {
+        let skew = self.skew;
+        match list.iter().position(|e| e.matches(kind, at, skew)) {
             Some(i) => {
                 list.drain(..=i);
                 true
@@ -127,45 +157,69 @@ mod tests {
     use super::*;
     use bson::doc;
 
+    const NO_SKEW: Duration = Duration::ZERO;
+
+    fn t(ms: i64) -> DateTime {
+        DateTime::from_millis(ms)
+    }
+
+    fn upsert(d: &bson::Document) -> Echo {
+        Echo::Doc(content_hash(d))
+    }
+
     #[test]
     fn matching_write_is_an_echo_once() {
-        let mut m = EchoMemory::new(2);
+        let mut m = EchoMemory::new(2, NO_SKEW);
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
-        m.record(Side::Cloud, &k, Echo::of(&ChangeKind::Upsert(d.clone())));
-        m.record(Side::Cloud, &k, Echo::Deleted);
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Upsert(d.clone())));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d.clone())));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete));
+        let up = ChangeKind::Upsert(d.clone());
+        m.record(Side::Cloud, &k, upsert(&d));
+        m.record(Side::Cloud, &k, Echo::Deleted(None));
+        assert!(!m.take_echo(Side::Local, &k, &up, t(0)));
+        assert!(m.take_echo(Side::Cloud, &k, &up, t(0)));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0)));
         assert!(
-            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete),
+            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0)),
             "consumed"
         );
-        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d)));
+        assert!(!m.take_echo(Side::Cloud, &k, &up, t(0)));
     }
 
     #[test]
     fn a_write_that_did_not_happen_is_forgotten_once() {
-        let mut m = EchoMemory::new(4);
+        let mut m = EchoMemory::new(4, NO_SKEW);
         let k = Key(1.into());
-        m.record(Side::Local, &k, Echo::Deleted);
-        m.record(Side::Local, &k, Echo::Deleted);
-        m.forget(Side::Local, &k, Echo::Deleted);
+        m.record(Side::Local, &k, Echo::Deleted(None));
+        m.record(Side::Local, &k, Echo::Deleted(None));
+        m.forget(Side::Local, &k, Echo::Deleted(None));
         assert!(
-            m.take_echo(Side::Local, &k, &ChangeKind::Delete),
+            m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0)),
             "the applied one still echoes"
         );
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0)));
+    }
+
+    #[test]
+    fn an_older_client_delete_is_not_taken_for_a_propagated_delete() {
+        let mut m = EchoMemory::new(4, Duration::from_millis(500));
+        let k = Key(1.into());
+        // The engine propagates a delete made at 10 s; a client delete of the same key
+        // made at 9 s (before the propagated one) is still unread in the stream.
+        m.record(Side::Local, &k, Echo::Deleted(Some(t(10_000))));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000)));
+        // Within the allowed skew of the other server's clock, it is the echo.
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000)));
     }
 
     #[test]
     fn memory_is_bounded() {
-        let mut m = EchoMemory::new(2);
+        let mut m = EchoMemory::new(2, NO_SKEW);
         for i in 0..5 {
-            m.record(Side::Local, &Key(i.into()), Echo::Deleted);
+            m.record(Side::Local, &Key(i.into()), Echo::Deleted(None));
         }
         assert_eq!(m.entries.len(), 2);
-        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete));
-        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete));
+        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0)));
+        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0)));
     }
 }

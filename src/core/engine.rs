@@ -44,6 +44,10 @@ pub struct EngineConfig {
     pub reconcile_batch: usize,
     /// Tombstones older than this are expired.
     pub tombstone_ttl: Duration,
+    /// How far the two servers' clocks may differ. Only used to tell the echo of a
+    /// delete the engine propagated from an older client delete of the same key (see
+    /// `core::echo`); too small a value makes such echoes look like client deletes.
+    pub server_clock_skew: Duration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             tie_break: Side::Cloud,
             reconcile_batch: 1000,
             tombstone_ttl: Duration::from_secs(30 * 86_400),
+            server_clock_skew: Duration::from_secs(1),
         }
     }
 }

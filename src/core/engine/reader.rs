@@ -1,6 +1,6 @@
 //! One stream reader per watched side: opens the change stream from the checkpoint,
-//! feeds the queue (waiting when it is full), reopens from the safe checkpoint after
-//! transient errors with backoff (100 ms → 5 s), and answers lost history (or a first
+//! feeds the queue (waiting when it is full), reopens after the newest item read
+//! (what it read is still queued) after transient errors with backoff (100 ms → 5 s), and answers lost history (or a first
 //! start without checkpoint) by opening a fresh stream *first* and then running a full
 //! reconcile, so nothing written during the reconcile is missed.
 
@@ -21,7 +21,7 @@ use crate::core::types::{ResumeToken, Side, StreamItem};
 enum End {
     /// Stop requested.
     Stopped,
-    /// Reopen from the safe checkpoint after this error.
+    /// Reopen after the newest item read, after this error.
     Reopen(StoreError),
     /// History lost: reconcile and start over.
     Lost(StoreError),
@@ -40,8 +40,8 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
         let from: Option<ResumeToken> = if fresh {
             None
         } else {
-            let safe = lock(&sh.trackers[ix(side)]).safe();
-            match safe {
+            let reopen = lock(&sh.trackers[ix(side)]).reopen_point();
+            match reopen {
                 Some(t) => Some(t),
                 None => match retry("load_checkpoint", &stop, None, || {
                     state.load_checkpoint(side)
@@ -108,7 +108,7 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             End::Stopped => break,
             End::Reopen(e) => {
                 sh.set_stream(side, StreamState::Down, Some(&e));
-                tracing::warn!(%side, error = %e, "change stream failed; reopening from checkpoint");
+                tracing::warn!(%side, error = %e, "change stream failed; reopening after the last change read");
                 failures += 1;
                 if sleep_or_stop(&stop, backoff(failures - 1, e.kind)).await {
                     break;
@@ -163,7 +163,8 @@ async fn stream_loop(
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor
                 // hides one.
-                let engine_write = lock(&sh.echo).take_echo(side, &ev.key, &ev.kind);
+                let engine_write =
+                    lock(&sh.echo).take_echo(side, &ev.key, &ev.kind, ev.server_time);
                 tracing::debug!(
                     %side,
                     key = %ev.key,

@@ -110,7 +110,7 @@ impl Shared {
             ),
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
-            echo: Mutex::new(EchoMemory::new(ECHO_CAPACITY)),
+            echo: Mutex::new(EchoMemory::new(ECHO_CAPACITY, config.server_clock_skew)),
             paused: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
             streams: Mutex::new([status(Side::Local), status(Side::Cloud)]),
