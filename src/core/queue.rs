@@ -55,10 +55,13 @@ pub(crate) struct QueuedEvent {
     /// An upsert from the same side was coalesced into this entry before `event`
     /// (so a delete here is a genuine client delete, not only an echo).
     pub(crate) after_upsert: bool,
-    /// Latest server time of deletes from the same side coalesced into this entry
-    /// before `event` (a delete followed by an upsert must not be forgotten: the upsert
-    /// may be an older version re-created by the engine itself).
-    pub(crate) max_delete: Option<DateTime>,
+    /// The latest (by server time) of the deletes from the same side coalesced into
+    /// this entry before `event` (a delete followed by an upsert must not be forgotten:
+    /// the upsert may be an older version re-created by the engine itself).
+    pub(crate) max_delete: Option<EntryDelete>,
+    /// When `event` is a delete that followed an upsert in this entry: the `updatedAt`
+    /// of the version it removed (see [`EntryDelete::removed`]).
+    pub(crate) removed: Option<DateTime>,
     /// The coalesced earlier upsert with the greatest valid `updatedAt` (ties: the
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
@@ -67,6 +70,21 @@ pub(crate) struct QueuedEvent {
     /// echo memory, in stream order); an engine delete's server time says nothing
     /// about last-writer-wins.
     pub(crate) engine_write: bool,
+    /// Some change of the entry was read while the echo memory did not follow its key
+    /// (after a restart): an echo among them could not be recognised.
+    pub(crate) echo_unknown: bool,
+}
+
+/// A delete coalesced into an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EntryDelete {
+    /// Its server time.
+    pub(crate) at: DateTime,
+    /// `updatedAt` of the version it removed, when the upsert that wrote that version
+    /// is in the same entry. After a restart it tells the echo of a delete the engine
+    /// propagated (it can only remove a version not newer than the propagated delete)
+    /// from a client delete.
+    pub(crate) removed: Option<DateTime>,
 }
 
 impl QueuedEvent {
@@ -78,8 +96,10 @@ impl QueuedEvent {
             gen,
             after_upsert: false,
             max_delete: None,
+            removed: None,
             best_upsert: None,
             engine_write: false,
+            echo_unknown: false,
         }
     }
 }
@@ -133,13 +153,17 @@ struct Slot {
     /// See [`QueuedEvent::gen`].
     gen: u64,
     /// See [`QueuedEvent::max_delete`].
-    max_delete: Option<DateTime>,
+    max_delete: Option<EntryDelete>,
+    /// See [`QueuedEvent::removed`].
+    removed: Option<DateTime>,
     /// See [`QueuedEvent::best_upsert`] (boxed: rare).
     best_upsert: Option<Box<(Body, DateTime)>>,
     /// See [`QueuedEvent::after_upsert`].
     after_upsert: bool,
     /// See [`QueuedEvent::engine_write`].
     engine_write: bool,
+    /// See [`QueuedEvent::echo_unknown`].
+    echo_unknown: bool,
 }
 
 impl Slot {
@@ -160,11 +184,13 @@ impl Slot {
             gen: self.gen,
             after_upsert: self.after_upsert,
             max_delete: self.max_delete,
+            removed: self.removed,
             best_upsert: self.best_upsert.map(|b| {
                 let (body, u) = *b;
                 (body.into_document(), u)
             }),
             engine_write: self.engine_write,
+            echo_unknown: self.echo_unknown,
         }
     }
 }
@@ -352,9 +378,11 @@ impl Queue {
             seq: ev.seq,
             gen: ev.gen,
             max_delete: ev.max_delete,
+            removed: ev.removed,
             best_upsert: ev.best_upsert.map(|(d, u)| Box::new((Body::new(d), u))),
             after_upsert: ev.after_upsert,
             engine_write: ev.engine_write,
+            echo_unknown: ev.echo_unknown,
         }
     }
 
@@ -364,8 +392,15 @@ impl Queue {
         let deadline = slot.deadline;
         let prev = std::mem::replace(slot, self.fresh(ev, new_u, deadline));
         slot.after_upsert = prev.after_upsert || prev.body.is_some();
+        slot.echo_unknown |= prev.echo_unknown;
+        if slot.body.is_none() && prev.body.is_some() {
+            slot.removed = prev.updated_at;
+        }
         let prev_delete = match prev.body {
-            None if !prev.engine_write => Some(prev.server_time),
+            None if !prev.engine_write => Some(EntryDelete {
+                at: prev.server_time,
+                removed: prev.removed,
+            }),
             _ => None,
         };
         slot.max_delete = prev.max_delete.max(prev_delete);

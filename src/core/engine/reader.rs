@@ -163,8 +163,14 @@ async fn stream_loop(
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor
                 // hides one.
-                let engine_write =
-                    lock(&sh.echo).take_echo(side, &ev.key, &ev.kind, ev.server_time);
+                let (engine_write, echo_known) = {
+                    let mut echo = lock(&sh.echo);
+                    let known = echo.knows(side, &ev.key);
+                    (
+                        echo.take_echo(side, &ev.key, &ev.kind, ev.server_time),
+                        known,
+                    )
+                };
                 tracing::debug!(
                     %side,
                     key = %ev.key,
@@ -179,6 +185,7 @@ async fn stream_loop(
                 }
                 let mut queued = QueuedEvent::new(ev, gen, seq);
                 queued.engine_write = engine_write;
+                queued.echo_unknown = !echo_known;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(queued) => old,

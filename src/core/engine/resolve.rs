@@ -120,7 +120,14 @@ impl Effective<'_> {
 
 /// The winner of `q`'s coalesced changes; `None` when the newest is malformed. One-way
 /// modes mirror the source's newest state, so only both-ways looks at older ones.
-fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effective<'a>> {
+/// Without `with_max_delete`, the entry's earlier deletes are left out (taken for
+/// echoes).
+fn effective<'a>(
+    q: &'a QueuedEvent,
+    field: &str,
+    both: bool,
+    with_max_delete: bool,
+) -> Option<Effective<'a>> {
     let mut best = match &q.event.kind {
         ChangeKind::Upsert(d) => Effective::Upsert {
             doc: d,
@@ -150,9 +157,9 @@ fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effectiv
             best = cand;
         }
     }
-    if let Some(w) = q.max_delete {
+    if let Some(w) = q.max_delete.filter(|_| with_max_delete) {
         let cand = Effective::Delete {
-            at: w,
+            at: w.at,
             src_has_doc: latest_is_doc,
         };
         if rank(&cand) > rank(&best) {
@@ -165,6 +172,65 @@ fn effective<'a>(q: &'a QueuedEvent, field: &str, both: bool) -> Option<Effectiv
     Some(best)
 }
 
+/// What [`recheck_echo_deletes`] found.
+enum Recheck<'a> {
+    /// Nothing taken for an echo.
+    Same,
+    /// The entry's newest change (a delete) is an echo, and nothing before it matters.
+    Echo,
+    /// The entry's earlier deletes are echoes; its verdict without them.
+    Without(Effective<'a>),
+}
+
+/// After a restart the echo memory does not follow the key, and the echo of a delete
+/// the engine propagated comes back looking like a client delete, stamped with the
+/// server time of that write — later than the delete it propagated, so taken for a
+/// client delete it would beat client writes made just after it. With the key's
+/// tombstone at `W`, a delete of the entry made no earlier than `W` (less the allowed
+/// clock `skew`) that removed a version not newer than `W` (or one the entry does not
+/// show, as the existing rule for plain deletes assumes) is taken for such an echo:
+/// the engine's `DeleteIfNotNewer { W }` can have made it, and if a client made it
+/// instead, leaving it out loses nothing, the tombstone beating the version it removed.
+/// The delete that made the tombstone (same side, same time) is never an echo: after
+/// a crash it may not have been propagated yet.
+fn recheck_echo_deletes<'a>(
+    q: &'a QueuedEvent,
+    field: &str,
+    tomb: &Tombstone,
+    skew: std::time::Duration,
+) -> Recheck<'a> {
+    let w = tomb.deleted_at.timestamp_millis();
+    let skew = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
+    let src = q.event.side;
+    let echo_like = |at: DateTime, removed: Option<DateTime>| {
+        let made_the_tombstone = tomb.origin == src && at == tomb.deleted_at;
+        !made_the_tombstone
+            && removed.is_none_or(|r| r.timestamp_millis() <= w)
+            && at.timestamp_millis() >= w.saturating_sub(skew)
+    };
+    let earlier_echo = q.max_delete.map(|d| echo_like(d.at, d.removed));
+    match &q.event.kind {
+        ChangeKind::Delete => {
+            let older_upserts_lose = q
+                .best_upsert
+                .as_ref()
+                .is_none_or(|(_, u)| u.timestamp_millis() <= w);
+            if echo_like(q.event.server_time, q.removed)
+                && older_upserts_lose
+                && earlier_echo != Some(false)
+            {
+                Recheck::Echo
+            } else {
+                Recheck::Same
+            }
+        }
+        ChangeKind::Upsert(_) if earlier_echo == Some(true) => {
+            effective(q, field, true, false).map_or(Recheck::Same, Recheck::Without)
+        }
+        ChangeKind::Upsert(_) => Recheck::Same,
+    }
+}
+
 /// Resolve and apply `batch`, then mark its events done for checkpointing.
 pub(crate) async fn apply_batch(
     sh: &Shared,
@@ -172,6 +238,9 @@ pub(crate) async fn apply_batch(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let mut sync = SyncChanges::default();
+    // Tombstones an earlier group of this batch dropped: a delete of the other group
+    // may still be the echo of the delete that made one (see `recheck_echo_deletes`).
+    let mut dropped: HashMap<Key, Tombstone> = HashMap::new();
     for side in Side::BOTH {
         let group: Vec<&QueuedEvent> = batch.iter().filter(|q| q.event.side == side).collect();
         if group.is_empty() {
@@ -180,7 +249,7 @@ pub(crate) async fn apply_batch(
         if sh.config.mode == Mode::OverwriteLocal {
             overwrite_group(sh, side, &group, &mut sync, cancel).await?;
         } else {
-            lww_group(sh, side, &group, &mut sync, cancel).await?;
+            lww_group(sh, side, &group, &mut sync, &mut dropped, cancel).await?;
         }
     }
     sync.flush(sh.stores.state.as_ref(), cancel, None).await?;
@@ -265,6 +334,7 @@ async fn lww_group(
     src: Side,
     group: &[&QueuedEvent],
     sync: &mut SyncChanges,
+    dropped: &mut HashMap<Key, Tombstone>,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let cfg = &sh.config;
@@ -282,11 +352,13 @@ async fn lww_group(
         let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
-            let Some(eff) = effective(q, field, both) else {
+            let Some(eff) = effective(q, field, both, true) else {
                 skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
                 continue;
             };
-            let known = echo.knows(src, &e.key);
+            // Whether the echo memory followed the key since before its changes were
+            // read (one it learned about since cannot have recognised their echoes).
+            let known = echo.knows(src, &e.key) && !q.echo_unknown;
             if q.engine_write && eff.is_latest() {
                 continue; // the engine's own write came back
             }
@@ -311,8 +383,17 @@ async fn lww_group(
     let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    for (q, eff, known) in live {
+    for (q, mut eff, known) in live {
         let key = &q.event.key;
+        if both && !known {
+            if let Some(t) = tombs.get(key).or_else(|| dropped.get(key)) {
+                match recheck_echo_deletes(q, field, t, cfg.server_clock_skew) {
+                    Recheck::Echo => continue,
+                    Recheck::Without(e) => eff = e,
+                    Recheck::Same => {}
+                }
+            }
+        }
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
                 let tomb = tombs.get(key).filter(|_| both);
@@ -324,8 +405,9 @@ async fn lww_group(
                     plans.push(src, write, Why::OwnSide, None);
                     continue;
                 }
-                if tomb.is_some() {
+                if let Some(t) = tomb {
                     remove.push(key.clone());
+                    dropped.insert(key.clone(), t.clone());
                 }
                 let upsert = |or_equal: bool| Write::UpsertIfNewer {
                     key: key.clone(),
