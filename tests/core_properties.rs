@@ -499,43 +499,15 @@ proptest! {
 fn reported_case_delete_both_sides_then_put_and_stream_drop() {
     use Side::{Cloud, Local};
     let ops = vec![
-        Op::Put {
-            side: Local,
-            key: 0,
-            t: 0,
-            v: 0,
-        },
+        put(Local, 0, 0, 0),
         Op::Wait(51),
-        Op::Del {
-            side: Local,
-            key: 0,
-            t: 0,
-        },
-        Op::Del {
-            side: Cloud,
-            key: 0,
-            t: 5,
-        },
-        Op::Put {
-            side: Local,
-            key: 0,
-            t: 1,
-            v: 0,
-        },
-        Op::Put {
-            side: Local,
-            key: 1,
-            t: 8,
-            v: 0,
-        },
+        del(Local, 0, 0),
+        del(Cloud, 0, 5),
+        put(Local, 0, 1, 0),
+        put(Local, 1, 8, 0),
         Op::DropStreams(Local),
         Op::Wait(51),
-        Op::Put {
-            side: Local,
-            key: 0,
-            t: 6,
-            v: 0,
-        },
+        put(Local, 0, 6, 0),
     ];
     block_on(two_way(ops, Local, false)).unwrap();
 }
@@ -558,6 +530,14 @@ async fn two_way_crash_exact(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn put(side: Side, key: u8, t: u8, v: u8) -> Op {
+    Op::Put { side, key, t, v }
+}
+
+fn del(side: Side, key: u8, t: u8) -> Op {
+    Op::Del { side, key, t }
+}
+
 /// The engine propagates cloud's delete (t6) to local, where it removes the version it
 /// had copied there (t0); a local client writes key 1 again (t7) after a crash. The
 /// replayed echo of the engine's delete (server time t7) used to pass for a client
@@ -566,37 +546,13 @@ async fn two_way_crash_exact(ops: Vec<Op>) -> Result<(), TestCaseError> {
 fn replayed_echo_of_a_propagated_delete_does_not_beat_a_write_after_a_crash() {
     use Side::{Cloud, Local};
     let ops = vec![
-        Op::Put {
-            side: Cloud,
-            key: 1,
-            t: 0,
-            v: 0,
-        },
-        Op::Del {
-            side: Cloud,
-            key: 1,
-            t: 6,
-        },
-        Op::Put {
-            side: Cloud,
-            key: 1,
-            t: 0,
-            v: 0,
-        },
-        Op::Put {
-            side: Local,
-            key: 2,
-            t: 7,
-            v: 0,
-        },
+        put(Cloud, 1, 0, 0),
+        del(Cloud, 1, 6),
+        put(Cloud, 1, 0, 0),
+        put(Local, 2, 7, 0),
         Op::Wait(50),
         Op::Crash,
-        Op::Put {
-            side: Local,
-            key: 1,
-            t: 0,
-            v: 0,
-        },
+        put(Local, 1, 0, 0),
     ];
     block_on(two_way_crash_exact(ops)).unwrap();
 }
@@ -607,38 +563,14 @@ fn replayed_echo_of_a_propagated_delete_does_not_beat_a_write_after_a_crash() {
 fn replayed_echo_after_a_lost_tie_does_not_beat_a_write_after_a_crash() {
     use Side::{Cloud, Local};
     let ops = vec![
-        Op::Put {
-            side: Cloud,
-            key: 1,
-            t: 0,
-            v: 0,
-        },
+        put(Cloud, 1, 0, 0),
         Op::Wait(100),
-        Op::Del {
-            side: Cloud,
-            key: 1,
-            t: 6,
-        },
-        Op::Put {
-            side: Local,
-            key: 1,
-            t: 0,
-            v: 0,
-        },
-        Op::Put {
-            side: Local,
-            key: 2,
-            t: 7,
-            v: 0,
-        },
+        del(Cloud, 1, 6),
+        put(Local, 1, 0, 0),
+        put(Local, 2, 7, 0),
         Op::Wait(50),
         Op::Crash,
-        Op::Put {
-            side: Local,
-            key: 1,
-            t: 0,
-            v: 1,
-        },
+        put(Local, 1, 0, 1),
     ];
     block_on(two_way_crash_exact(ops)).unwrap();
 }
