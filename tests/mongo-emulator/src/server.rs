@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands;
+use crate::commands::{self, Reply};
 use crate::state::Shared;
 use crate::wire::{self, Framing, Request};
 
@@ -61,7 +61,7 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
             r = AssertUnwindSafe(handle(&shared, &req, connection_id)).catch_unwind() => {
-                r.unwrap_or_else(|panic| internal_error(&panic))
+                r.unwrap_or_else(|panic| Reply::Doc(internal_error(&panic)))
             }
         };
         let delay = shared.faults.delay();
@@ -75,7 +75,7 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
         if req.more_to_come {
             continue;
         }
-        let bytes = wire::encode_reply(&req, reply_id, &reply);
+        let bytes = wire::encode_reply(&req, reply_id, &reply.to_bytes());
         reply_id = reply_id.wrapping_add(1);
         if wire::write_reply(&mut wr, &bytes).await.is_err() {
             return;
@@ -83,31 +83,31 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
     }
 }
 
-async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Document {
+async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Reply {
     let name = req.body.keys().next().cloned().unwrap_or_default();
     let db = match req.framing {
         Framing::Query => {
             let full = req.full_collection_name.clone().unwrap_or_default();
             let is_handshake = matches!(name.as_str(), "isMaster" | "ismaster" | "hello");
             if !is_handshake || !full.ends_with(".$cmd") {
-                return doc! {
+                return Reply::Doc(doc! {
                     "ok": 0.0,
                     "errmsg": "Unsupported OP_QUERY command: the emulator only accepts the legacy handshake on OP_QUERY",
                     "code": 352,
                     "codeName": "UnsupportedOpQueryCommand",
-                };
+                });
             }
             full.trim_end_matches(".$cmd").to_string()
         }
         Framing::Msg => match req.body.get_str("$db") {
             Ok(db) => db.to_string(),
             Err(_) => {
-                return doc! {
+                return Reply::Doc(doc! {
                     "ok": 0.0,
                     "errmsg": "OP_MSG requests require a $db argument",
                     "code": 40571,
                     "codeName": "Location40571",
-                }
+                })
             }
         },
     };

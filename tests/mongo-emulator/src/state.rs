@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, Document};
+use bson::{Bson, DateTime, Document, RawDocumentBuf};
 use tokio::sync::watch;
 
 use crate::changestream::ChangeStream;
@@ -269,6 +269,13 @@ pub fn check_size(doc: &Document) -> CmdResult<()> {
     Ok(())
 }
 
+/// A stored document encoded for the change history. Every stored document is encodable
+/// (`check_size` refused the ones that are not before they were stored), so this cannot
+/// fail; it runs before anything is mutated all the same.
+fn encoded(doc: &Document) -> RawDocumentBuf {
+    RawDocumentBuf::from_document(doc).expect("stored documents passed check_size, so encode")
+}
+
 impl Inner {
     fn event(&mut self, db: &str, coll: Option<&str>, kind: EventKind) -> Event {
         Event {
@@ -298,10 +305,11 @@ impl Inner {
             ));
         }
         c.check_unique(&ns, &doc, None)?;
-        c.docs.insert(key, doc.clone());
+        let after = encoded(&doc);
+        c.docs.insert(key, doc);
         let mut ev = self.event(db, Some(coll), EventKind::Insert);
         ev.id = Some(id);
-        ev.after = Some(doc);
+        ev.after = Some(after);
         self.oplog.push(ev);
         Ok(())
     }
@@ -312,7 +320,7 @@ impl Inner {
         &mut self,
         db: &str,
         coll: &str,
-        before: Document,
+        before: &Document,
         new: Document,
         replacement: bool,
     ) -> CmdResult<()> {
@@ -329,14 +337,15 @@ impl Inner {
         let kind = if replacement {
             EventKind::Replace
         } else {
-            let (updated, removed) = crate::query::update_description(&before, &new);
+            let (updated, removed) = crate::query::update_description(before, &new);
             EventKind::Update(updated, removed)
         };
-        c.docs.insert(key, new.clone());
+        let (before, after) = (encoded(before), encoded(&new));
+        c.docs.insert(key, new);
         let mut ev = self.event(db, Some(coll), kind);
         ev.id = Some(id);
         ev.before = Some(before);
-        ev.after = Some(new);
+        ev.after = Some(after);
         self.oplog.push(ev);
         Ok(())
     }
@@ -347,7 +356,7 @@ impl Inner {
         let before = c.docs.remove(&Key(id.clone()))?;
         let mut ev = self.event(db, Some(coll), EventKind::Delete);
         ev.id = Some(id.clone());
-        ev.before = Some(before.clone());
+        ev.before = Some(encoded(&before));
         self.oplog.push(ev);
         Some(before)
     }

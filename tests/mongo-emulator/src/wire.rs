@@ -194,11 +194,8 @@ fn read_doc(b: &[u8]) -> Result<(Document, usize), WireError> {
     Ok((d, n))
 }
 
-/// Encode a reply to `request` carrying `doc`.
-pub fn encode_reply(request: &Request, reply_id: i32, doc: &Document) -> Vec<u8> {
-    let mut body = Vec::new();
-    doc.to_writer(&mut body)
-        .expect("writing BSON to a Vec cannot fail");
+/// Encode a reply to `request` carrying the encoded document `body`.
+pub fn encode_reply(request: &Request, reply_id: i32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 40);
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&reply_id.to_le_bytes());
@@ -217,7 +214,7 @@ pub fn encode_reply(request: &Request, reply_id: i32, doc: &Document) -> Vec<u8>
             out.extend_from_slice(&1i32.to_le_bytes()); // numberReturned
         }
     }
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let len = out.len() as i32;
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out

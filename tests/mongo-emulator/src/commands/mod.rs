@@ -14,7 +14,7 @@ mod update;
 
 use std::sync::Arc;
 
-use bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
+use bson::{doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 
 use crate::error::{CmdResult, CommandError};
 use crate::state::{lock, Shared};
@@ -31,16 +31,49 @@ pub struct Ctx<'a> {
     pub connection_id: i64,
 }
 
+/// A complete reply: a document, or one already encoded (a change stream's `getMore`,
+/// whose events are rendered straight to BSON).
+#[derive(Debug)]
+pub enum Reply {
+    /// A reply document.
+    Doc(Document),
+    /// An encoded reply document.
+    Raw(RawDocumentBuf),
+}
+
+impl Reply {
+    /// Appends a field at the end.
+    fn append(&mut self, name: &str, value: Bson) {
+        match self {
+            Reply::Doc(d) => {
+                d.insert(name, value);
+            }
+            Reply::Raw(r) => match bson::RawBson::try_from(value) {
+                Ok(v) => r.append(name, v),
+                Err(_) => unreachable!("the reply fields appended here are all encodable"),
+            },
+        }
+    }
+
+    /// The reply, encoded.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Reply::Doc(d) => {
+                let mut out = Vec::new();
+                d.to_writer(&mut out)
+                    .expect("writing BSON to a Vec cannot fail");
+                out
+            }
+            Reply::Raw(r) => r.as_bytes().to_vec(),
+        }
+    }
+}
+
 /// Commands that are retryable writes (cached by lsid + txnNumber).
 const WRITE_COMMANDS: &[&str] = &["insert", "update", "delete", "findAndModify"];
 
-/// Run one command and build the complete reply document.
-pub async fn run(
-    shared: &Arc<Shared>,
-    body: &Document,
-    db: String,
-    connection_id: i64,
-) -> Document {
+/// Run one command and build the complete reply.
+pub async fn run(shared: &Arc<Shared>, body: &Document, db: String, connection_id: i64) -> Reply {
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
     let ctx = Ctx {
@@ -54,30 +87,36 @@ pub async fn run(
         None => run_checked(&ctx, &name).await,
     };
     let mut reply = match result {
-        Ok(mut d) => {
+        Ok(Reply::Doc(mut d)) => {
             if !d.contains_key("ok") {
                 d.insert("ok", 1.0);
             }
-            d
+            Reply::Doc(d)
         }
-        Err(e) => e.to_reply(),
+        Ok(Reply::Raw(mut r)) => {
+            if r.get("ok").ok().flatten().is_none() {
+                r.append("ok", 1.0);
+            }
+            Reply::Raw(r)
+        }
+        Err(e) => Reply::Doc(e.to_reply()),
     };
     let now = shared.inner().oplog.last_write();
-    reply.insert(
+    reply.append(
         "$clusterTime",
-        doc! {
+        Bson::Document(doc! {
             "clusterTime": now,
             "signature": {
                 "hash": Binary { subtype: BinarySubtype::Generic, bytes: vec![0u8; 20] },
                 "keyId": 0i64,
             },
-        },
+        }),
     );
-    reply.insert("operationTime", now);
+    reply.append("operationTime", Bson::Timestamp(now));
     reply
 }
 
-async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
     if ctx.body.contains_key("startTransaction") || ctx.body.contains_key("autocommit") {
         return Err(CommandError::new(
             20,
@@ -91,11 +130,11 @@ async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
     };
     if let Some(key) = &retry_key {
         if let Some(reply) = lock(&ctx.shared.retry).get(key) {
-            return Ok(reply);
+            return Ok(Reply::Doc(reply));
         }
     }
     let out = dispatch(ctx, name).await;
-    if let (Some(key), Ok(reply)) = (retry_key, &out) {
+    if let (Some(key), Ok(Reply::Doc(reply))) = (retry_key, &out) {
         lock(&ctx.shared.retry).put(key, reply.clone());
     }
     out
@@ -113,7 +152,14 @@ fn retry_key(body: &Document) -> Option<(Vec<u8>, i64)> {
     Some((bytes, txn))
 }
 
-async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
+    if name == "getMore" {
+        return cursors::get_more(ctx).await;
+    }
+    dispatch_doc(ctx, name).map(Reply::Doc)
+}
+
+fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
     match name {
         "hello" | "isMaster" | "ismaster" => Ok(handshake::hello(ctx, name)),
         "ping" => Ok(doc! {}),
@@ -132,7 +178,6 @@ async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "find" => find::find(ctx),
         "count" => find::count(ctx),
         "distinct" => find::distinct(ctx),
-        "getMore" => cursors::get_more(ctx).await,
         "killCursors" => cursors::kill_cursors(ctx),
         "aggregate" => aggregate::aggregate(ctx),
         "listDatabases" => admin::list_databases(ctx),

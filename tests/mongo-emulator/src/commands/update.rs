@@ -76,7 +76,12 @@ fn update_statement(
     coll: &str,
     stmt: &Document,
 ) -> CmdResult<Outcome> {
-    let q = opt_doc(stmt, "q")?.ok_or_else(|| {
+    let q = match stmt.get("q") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::Document(d)) => Some(d),
+        Some(_) => return Err(CommandError::type_mismatch("q", "object")),
+    };
+    let q = q.ok_or_else(|| {
         CommandError::new(
             40414,
             "BSON field 'update.updates.q' is missing but a required field",
@@ -97,11 +102,11 @@ fn update_statement(
             "multi update is not supported for replacement-style update",
         ));
     }
-    let ids = matching_ids(inner, db, coll, &q, !multi)?;
+    let ids = matching_ids(inner, db, coll, q, !multi)?;
     let mut out = Outcome::default();
     if ids.is_empty() {
         if upsert {
-            let doc = upsert_document(&q, &spec)?;
+            let doc = upsert_document(q, &spec)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             inner.insert(db, coll, doc)?;
             out.n = 1;
@@ -162,7 +167,7 @@ fn apply_to_existing(
         ));
     }
     let replacement = matches!(spec, UpdateSpec::Replacement(_));
-    inner.overwrite(db, coll, before.clone(), after.clone(), replacement)?;
+    inner.overwrite(db, coll, &before, after.clone(), replacement)?;
     Ok(Some((before, after)))
 }
 
