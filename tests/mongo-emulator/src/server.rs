@@ -47,11 +47,12 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::new(rd);
     let mut reply_id: i32 = 1;
+    let mut buf = Vec::new();
     loop {
         let req = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
-            r = wire::read_request(&mut rd) => r,
+            r = wire::read_request(&mut rd, &mut buf) => r,
         };
         let req = match req {
             Ok(Some(r)) => r,

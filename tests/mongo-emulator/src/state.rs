@@ -292,19 +292,20 @@ impl Inner {
 
     /// Insert a validated document (`_id` first). Duplicate `_id` → 11000.
     pub fn insert(&mut self, db: &str, coll: &str, doc: Document) -> CmdResult<()> {
-        let ns = format!("{db}.{coll}");
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key(id.clone());
         let c = self.store.coll_or_create(db, coll);
         if c.docs.contains_key(&key) {
             return Err(crate::store::duplicate_key(
-                &ns,
+                &format!("{db}.{coll}"),
                 "_id_",
                 &bson::doc! {"_id": 1},
                 &bson::doc! {"_id": id},
             ));
         }
-        c.check_unique(&ns, &doc, None)?;
+        if c.indexes.iter().any(|i| i.unique) {
+            c.check_unique(&format!("{db}.{coll}"), &doc, None)?;
+        }
         let after = encoded(&doc);
         c.docs.insert(key, doc);
         let mut ev = self.event(db, Some(coll), EventKind::Insert);

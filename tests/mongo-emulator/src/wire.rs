@@ -16,6 +16,9 @@ const OP_COMPRESSED: i32 = 2012;
 /// Largest message accepted (`maxMessageSizeBytes`).
 pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
 
+/// Largest request buffer a connection keeps between requests.
+const KEEP_BUFFER: usize = 16 * 1024 * 1024;
+
 const CHECKSUM_PRESENT: u32 = 1;
 const MORE_TO_COME: u32 = 1 << 1;
 
@@ -58,8 +61,12 @@ impl From<std::io::Error> for WireError {
     }
 }
 
-/// Read one message. `Ok(None)` at a clean end of stream.
-pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Request>, WireError> {
+/// Read one message into `payload` (a connection's buffer, reused so a large request
+/// costs no fresh zeroed allocation). `Ok(None)` at a clean end of stream.
+pub async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut R,
+    payload: &mut Vec<u8>,
+) -> Result<Option<Request>, WireError> {
     let mut header = [0u8; 16];
     match r.read_exact(&mut header).await {
         Ok(_) => {}
@@ -72,11 +79,16 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Requ
     if len < 16 || len as usize > MAX_MESSAGE_SIZE {
         return Err(WireError::Protocol(format!("bad message length {len}")));
     }
-    let mut payload = vec![0u8; len as usize - 16];
-    r.read_exact(&mut payload).await?;
+    let need = len as usize - 16;
+    if payload.capacity() > KEEP_BUFFER && need <= KEEP_BUFFER {
+        // One huge request does not pin its buffer for the connection's lifetime.
+        *payload = Vec::new();
+    }
+    payload.resize(need, 0);
+    r.read_exact(payload).await?;
     match op_code {
-        OP_MSG => parse_msg(request_id, &payload).map(Some),
-        OP_QUERY => parse_query(request_id, &payload).map(Some),
+        OP_MSG => parse_msg(request_id, payload).map(Some),
+        OP_QUERY => parse_query(request_id, payload).map(Some),
         OP_COMPRESSED => Err(WireError::Protocol("compression was not negotiated".into())),
         other => Err(WireError::Protocol(format!("unsupported opcode {other}"))),
     }

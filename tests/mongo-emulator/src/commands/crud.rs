@@ -210,6 +210,7 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
             )));
         }
     }
+    let id_first = doc.keys().next().is_some_and(|k| k == "_id");
     let mut out = Document::new();
     match doc.get("_id") {
         Some(Bson::Array(_)) => return Err(CommandError::bad_value("can't use an array for _id")),
@@ -218,6 +219,11 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
         }
         Some(Bson::Undefined) => {
             return Err(CommandError::bad_value("can't use a undefined for _id"))
+        }
+        // Already in storage order (the usual case): kept as it is, not rebuilt.
+        Some(_) if id_first => {
+            check_size(&doc)?;
+            return Ok(doc);
         }
         Some(id) => {
             out.insert("_id", id.clone());
