@@ -106,7 +106,7 @@ fn update_statement(
     let mut out = Outcome::default();
     if ids.is_empty() {
         if upsert {
-            let doc = upsert_document(q, &spec)?;
+            let doc = upsert_document(q, spec)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             inner.insert(db, coll, doc)?;
             out.n = 1;
@@ -184,9 +184,9 @@ fn is_noop(before: &Document, after: &Document, spec: &UpdateSpec) -> bool {
 }
 
 /// The document an upsert inserts: the filter's equality fields plus the update.
-fn upsert_document(q: &Document, spec: &UpdateSpec) -> CmdResult<Document> {
+fn upsert_document(q: &Document, spec: UpdateSpec) -> CmdResult<Document> {
     let seed = query::upsert_seed(q)?;
-    let doc = query::apply_update(&seed, spec, true)?;
+    let doc = query::apply_update_owned(&seed, spec, true)?;
     if let (Some(a), Some(b)) = (seed.get("_id"), doc.get("_id")) {
         if a != b {
             return Err(CommandError::new(
@@ -270,7 +270,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
                 )
             }
             (Some(spec), None) if upsert => {
-                let doc = upsert_document(&q, &spec)?;
+                let doc = upsert_document(&q, spec)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
                 inner.insert(&ctx.db, &coll, doc.clone())?;
                 let value = if return_new {

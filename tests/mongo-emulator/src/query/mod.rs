@@ -182,6 +182,16 @@ pub fn apply_update(
     update::apply(doc, update, is_upsert_insert)
 }
 
+/// [`apply_update`] consuming `update` (an upsert's insert uses it once: a replacement
+/// is then moved into the new document instead of cloned).
+pub fn apply_update_owned(
+    doc: &Document,
+    update: UpdateSpec,
+    is_upsert_insert: bool,
+) -> Result<Document, QueryError> {
+    update::apply_owned(doc, update, is_upsert_insert)
+}
+
 /// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,
 /// `$slice`/`$elemMatch` optional). Mixed inclusion/exclusion → 31254-style error.
 pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
