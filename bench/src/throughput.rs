@@ -135,6 +135,7 @@ pub async fn run(
         debounce_ms,
         max_batch: BATCH as u64,
         mode: "both-ways",
+        split: false,
     };
     let daemon = Daemon::start(ctx, &spec).await?;
     let db = ctx.client.database(&db_name);
