@@ -54,14 +54,14 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
             _ = close.changed() => return,
             r = wire::read_request(&mut rd, &mut buf) => r,
         };
-        let req = match req {
+        let mut req = match req {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => return,
         };
         let reply = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
-            r = AssertUnwindSafe(handle(&shared, &req, connection_id)).catch_unwind() => {
+            r = AssertUnwindSafe(handle(&shared, &mut req, connection_id)).catch_unwind() => {
                 r.unwrap_or_else(|panic| Reply::Doc(internal_error(&panic)))
             }
         };
@@ -84,7 +84,7 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
     }
 }
 
-async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Reply {
+async fn handle(shared: &Arc<Shared>, req: &mut Request, connection_id: i64) -> Reply {
     let name = req.body.keys().next().cloned().unwrap_or_default();
     let db = match req.framing {
         Framing::Query => {
@@ -112,7 +112,7 @@ async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Repl
             }
         },
     };
-    commands::run(shared, &req.body, db, connection_id).await
+    commands::run(shared, &mut req.body, db, connection_id).await
 }
 
 /// A handler panicked (a bug): answer with InternalError instead of dropping the

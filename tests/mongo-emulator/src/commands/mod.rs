@@ -12,7 +12,7 @@ mod idrange;
 mod indexes;
 mod update;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bson::{doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 
@@ -29,6 +29,44 @@ pub struct Ctx<'a> {
     pub body: &'a Document,
     /// This connection's id.
     pub connection_id: i64,
+    /// The statement or document array of an `insert` or `update`, moved out of the
+    /// request (see [`Ctx::take_docs`]).
+    moved: Mutex<Option<Vec<Bson>>>,
+}
+
+impl Ctx<'_> {
+    /// The array `field` of the command as owned documents: the array moved out of the
+    /// request when there is one (a write's documents are then stored or parsed as
+    /// they are, not cloned), else read from the body with [`doc_array`]'s errors.
+    pub fn take_docs(&self, field: &str) -> CmdResult<Vec<Document>> {
+        let Some(items) = lock(&self.moved).take() else {
+            return Ok(doc_array(self.body, field)?.into_iter().cloned().collect());
+        };
+        if items.iter().any(|v| !matches!(v, Bson::Document(_))) {
+            return Err(CommandError::type_mismatch(&format!("{field}.0"), "object"));
+        }
+        Ok(items
+            .into_iter()
+            .filter_map(|v| match v {
+                Bson::Document(d) => Some(d),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The array a write command carries, moved out of `body` (only when it is an array:
+/// anything else stays for the handler's usual error).
+fn move_write_array(body: &mut Document, name: &str) -> Option<Vec<Bson>> {
+    let field = match name {
+        "insert" => "documents",
+        "update" => "updates",
+        _ => return None,
+    };
+    match body.get_mut(field) {
+        Some(Bson::Array(a)) => Some(std::mem::take(a)),
+        _ => None,
+    }
 }
 
 /// A complete reply: a document, or one already encoded (a change stream's `getMore`,
@@ -73,14 +111,21 @@ impl Reply {
 const WRITE_COMMANDS: &[&str] = &["insert", "update", "delete", "findAndModify"];
 
 /// Run one command and build the complete reply.
-pub async fn run(shared: &Arc<Shared>, body: &Document, db: String, connection_id: i64) -> Reply {
+pub async fn run(
+    shared: &Arc<Shared>,
+    body: &mut Document,
+    db: String,
+    connection_id: i64,
+) -> Reply {
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
+    let moved = Mutex::new(move_write_array(body, &name));
     let ctx = Ctx {
         shared,
         db,
         body,
         connection_id,
+        moved,
     };
     let result = match shared.faults.take_failure(&name) {
         Some(err) => Err(err),
