@@ -342,28 +342,35 @@ impl ChangeStream {
             EventKind::DropDatabase => "dropDatabase",
             EventKind::Rename(..) => "rename",
         };
-        let mut d = RawDocumentBuf::new();
-        d.append("_id", ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
-        d.append("operationType", op);
-        d.append("clusterTime", ev.ts);
-        d.append("wallTime", ev.wall);
+        // Sized once for the common event (header fields plus its document).
+        let doc_len = ev.after.as_ref().map_or(0, |a| a.as_bytes().len());
+        let mut d = raw_with_capacity(256 + doc_len);
+        d.append_ref("_id", &ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
+        d.append_ref("operationType", op);
+        d.append_ref("clusterTime", ev.ts);
+        d.append_ref("wallTime", ev.wall);
         if matches!(ev.kind, EventKind::Insert | EventKind::Replace) {
             append_doc(&mut d, "fullDocument", ev.after.as_ref());
         }
         let mut ns = RawDocumentBuf::new();
-        ns.append("db", ev.db.as_str());
+        ns.append_ref("db", ev.db.as_str());
         if let Some(c) = &ev.coll {
-            ns.append("coll", c.as_str());
+            ns.append_ref("coll", c.as_str());
         }
-        d.append("ns", ns);
+        d.append_ref("ns", &ns);
         if let EventKind::Rename(to_db, to_coll) = &ev.kind {
             let mut to = RawDocumentBuf::new();
-            to.append("db", to_db.as_str());
-            to.append("coll", to_coll.as_str());
+            to.append_ref("db", to_db.as_str());
+            to.append_ref("coll", to_coll.as_str());
             d.append("to", to);
         }
         if let Some(id) = &ev.id {
-            d.append("documentKey", encode(&doc! { "_id": id.clone() })?);
+            let mut key = RawDocumentBuf::new();
+            key.append(
+                "_id",
+                bson::RawBson::try_from(id.clone()).map_err(internal)?,
+            );
+            d.append_ref("documentKey", &key);
         }
         if let EventKind::Update(updated, removed) = &ev.kind {
             let mut desc = RawDocumentBuf::new();
@@ -426,6 +433,13 @@ impl ChangeStream {
 /// internal error, as it would be when MongoDB wrote it to its oplog.
 fn encode(doc: &Document) -> CmdResult<RawDocumentBuf> {
     RawDocumentBuf::from_document(doc).map_err(internal)
+}
+
+/// An empty document with room for `n` bytes.
+fn raw_with_capacity(n: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(n);
+    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
+    RawDocumentBuf::from_bytes(bytes).expect("the empty document is valid BSON")
 }
 
 fn internal(e: impl std::fmt::Display) -> CommandError {
