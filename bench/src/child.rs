@@ -18,12 +18,15 @@ use crate::data::updated_ms;
 /// A comparison program.
 #[derive(Subcommand, Debug)]
 pub enum ChildCmd {
-    /// Streaming copy of `db.from` into `db.to` (internal).
+    /// Streaming copy of `db.from` into `db.to` on the target server (internal).
     #[command(hide = true)]
     Copy {
-        /// Server.
+        /// Source server.
         #[arg(long)]
         uri: String,
+        /// Target server.
+        #[arg(long)]
+        to_uri: String,
         /// Database.
         #[arg(long)]
         db: String,
@@ -40,9 +43,12 @@ pub enum ChildCmd {
     /// The naive full sync of `db.local_data` and `db.cloud_data` (internal).
     #[command(hide = true)]
     Naive {
-        /// Server.
+        /// Local server.
         #[arg(long)]
         uri: String,
+        /// Cloud server.
+        #[arg(long)]
+        cloud_uri: String,
         /// Database.
         #[arg(long)]
         db: String,
@@ -54,18 +60,25 @@ pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
     match cmd {
         ChildCmd::Copy {
             uri,
+            to_uri,
             db,
             from,
             to,
             batch,
         } => {
-            let db = Client::with_uri_str(&uri).await?.database(&db);
-            let copied = copy(&db.collection(&from), &db.collection(&to), batch).await?;
+            let source = Client::with_uri_str(&uri).await?.database(&db);
+            let target = Client::with_uri_str(&to_uri).await?.database(&db);
+            let copied = copy(&source.collection(&from), &target.collection(&to), batch).await?;
             println!("{}", serde_json::json!({ "copied": copied }));
         }
-        ChildCmd::Naive { uri, db } => {
-            let db = Client::with_uri_str(&uri).await?.database(&db);
-            let written = naive(&db.collection("local_data"), &db.collection("cloud_data")).await?;
+        ChildCmd::Naive { uri, cloud_uri, db } => {
+            let local = Client::with_uri_str(&uri).await?.database(&db);
+            let cloud = Client::with_uri_str(&cloud_uri).await?.database(&db);
+            let written = naive(
+                &local.collection("local_data"),
+                &cloud.collection("cloud_data"),
+            )
+            .await?;
             println!("{}", serde_json::json!({ "written": written }));
         }
     }

@@ -1,5 +1,11 @@
 //! What every figure needs: the server (emulator or a real replica set), a client on
 //! it, where the release `datasync` binary is, and the run's size (quick or full).
+//!
+//! On the emulator there are two servers, as in the product's deployment: the edge's
+//! local MongoDB and the cloud's. Figures 1 and 2 put both synced collections on the
+//! first (one server, so the raw baseline of figure 2 is measured on the same one);
+//! figures 3 and 4 put the cloud collection on the second, whose replies can be
+//! delayed to model the WAN round trip (`--rtt-ms`) without slowing the local side.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +30,14 @@ pub struct Ctx {
     pub prefix: String,
     /// The in-process emulator, when no URI was given.
     pub emulator: Option<Emulator>,
-    /// Modelled round trip of figures 3 and 4 (emulator only; zero: none).
+    /// Connection string of the cloud server of figures 3 and 4 (`uri` with `--uri`).
+    pub cloud_uri: String,
+    /// A plain client on it.
+    pub cloud_client: Client,
+    /// The in-process emulator standing for the cloud, when no URI was given.
+    pub cloud_emulator: Option<Emulator>,
+    /// Modelled WAN round trip of figure 4's official line, on the cloud side only
+    /// (emulator only; zero: none).
     pub rtt: Duration,
 }
 
@@ -48,14 +61,16 @@ impl Ctx {
                 datasync.display()
             );
         }
-        let (uri, emulator) = match uri {
-            Some(u) => (u, None),
+        let (uri, emulator, cloud_uri, cloud_emulator) = match uri {
+            Some(u) => (u.clone(), None, u, None),
             None => {
                 let emu = Emulator::start(EmulatorConfig::default()).await?;
-                (emu.uri(), Some(emu))
+                let cloud = Emulator::start(EmulatorConfig::default()).await?;
+                (emu.uri(), Some(emu), cloud.uri(), Some(cloud))
             }
         };
         let client = Client::with_uri_str(&uri).await?;
+        let cloud_client = Client::with_uri_str(&cloud_uri).await?;
         Ok(Ctx {
             uri,
             client,
@@ -69,24 +84,30 @@ impl Ctx {
                 Duration::ZERO
             },
             emulator,
+            cloud_uri,
+            cloud_client,
+            cloud_emulator,
         })
     }
 
-    /// Turns the modelled round trip on (every reply delayed by [`Ctx::rtt`]) or off.
-    /// On around the measured programs only, never while loading data.
+    /// Turns the modelled WAN round trip on (every reply of the cloud server delayed by
+    /// [`Ctx::rtt`]) or off. On around the measured programs only, never while loading.
     pub fn model_rtt(&self, on: bool) {
-        if let Some(emu) = &self.emulator {
+        if let Some(emu) = &self.cloud_emulator {
             let d = if on { self.rtt } else { Duration::ZERO };
             emu.handle().set_reply_delay(d);
         }
     }
 
-    /// " (modelled round trip N ms)" when one is set, for the figure lines.
-    pub fn rtt_note(&self) -> String {
-        if self.rtt.is_zero() {
+    /// " (cloud round trip N ms)" when `on` and a round trip is modelled.
+    pub fn rtt_note(&self, on: bool) -> String {
+        if !on || self.rtt.is_zero() {
             String::new()
         } else {
-            format!(" (modelled round trip {} ms)", self.rtt.as_millis())
+            format!(
+                ", cloud replies delayed {} ms (modelled WAN round trip; local undelayed)",
+                self.rtt.as_millis()
+            )
         }
     }
 
@@ -95,15 +116,17 @@ impl Ctx {
         format!("{}_{what}", self.prefix)
     }
 
-    /// Drops a database of this run (frees the emulator's memory between figures).
+    /// Drops a database of this run on both servers (frees the emulators' memory
+    /// between figures).
     pub async fn drop_db(&self, name: &str) {
         let _ = self.client.database(name).drop().await;
+        let _ = self.cloud_client.database(name).drop().await;
     }
 
-    /// Whether the server is the in-process emulator.
+    /// Which server(s) the run uses.
     pub fn server_name(&self) -> &'static str {
         if self.emulator.is_some() {
-            "in-process emulator"
+            "in-process emulators (figures 1-2: one server; 3-4: local and cloud apart)"
         } else {
             "replica set (--uri)"
         }

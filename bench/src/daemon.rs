@@ -23,6 +23,9 @@ pub struct DaemonSpec {
     pub max_batch: u64,
     /// `mode`.
     pub mode: &'static str,
+    /// Cloud collection on the cloud server ([`Ctx::cloud_uri`]) rather than next to
+    /// the local one.
+    pub split: bool,
 }
 
 /// Quotes `s` as a TOML basic string.
@@ -38,6 +41,7 @@ pub fn write_config(
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let socket = dir.join("admin.sock");
     let uri = toml_str(&ctx.uri);
+    let cloud_uri = toml_str(if spec.split { &ctx.cloud_uri } else { &ctx.uri });
     let db = toml_str(&spec.db);
     let text = format!(
         r#"mode = "{mode}"
@@ -46,7 +50,7 @@ uri = {uri}
 database = {db}
 collection = "local_data"
 [cloud]
-uri = {uri}
+uri = {cloud_uri}
 database = {db}
 collection = "cloud_data"
 [sync]

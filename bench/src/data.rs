@@ -57,12 +57,19 @@ pub async fn insert_all(
     Ok(())
 }
 
-/// Loads the reconcile data set of `n` documents into `db.local_data`, `db.cloud_data`
-/// and the tombstone collection of that pair in `state_db`.
-pub async fn load_reconcile_set(db: &Database, state_db: &Database, n: i64) -> anyhow::Result<()> {
-    let local = db.collection::<Document>("local_data");
-    let cloud = db.collection::<Document>("cloud_data");
-    let pair_name = datasync::mongo::pair_name(db.name(), "local_data", db.name(), "cloud_data");
+/// Loads the reconcile data set of `n` documents into `local_db.local_data`,
+/// `cloud_db.cloud_data` (two databases of the same name, on the local and the cloud
+/// server) and the tombstone collection of that pair in `state_db` (on local).
+pub async fn load_reconcile_set(
+    local_db: &Database,
+    cloud_db: &Database,
+    state_db: &Database,
+    n: i64,
+) -> anyhow::Result<()> {
+    let local = local_db.collection::<Document>("local_data");
+    let cloud = cloud_db.collection::<Document>("cloud_data");
+    let pair_name =
+        datasync::mongo::pair_name(local_db.name(), "local_data", cloud_db.name(), "cloud_data");
     let tombs =
         state_db.collection::<Document>(&datasync::mongo::state::tombstones_collection(&pair_name));
     let (mut l, mut c, mut t) = (Vec::new(), Vec::new(), Vec::new());

@@ -66,6 +66,7 @@ pub async fn run_rate(ctx: &Ctx, rate: u32, secs: f64, debounce_ms: u64) -> anyh
         debounce_ms,
         max_batch: 1000,
         mode: "both-ways",
+        split: false,
     };
     let daemon = Daemon::start(ctx, &spec).await?;
     let db = ctx.client.database(&db_name);

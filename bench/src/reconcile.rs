@@ -1,7 +1,9 @@
 //! Figures 3 and 4: `datasync reconcile` (a child process, timed and its peak RSS read
 //! from `/proc`) against a plain streaming copy of the same data in the same run, and
-//! against the naive baseline on an identical copy of the data set. A modelled round
-//! trip (`--rtt-ms`) applies to all three programs alike and never to data loading.
+//! against the naive baseline on an identical copy of the data set. Local (with the
+//! state database) and cloud are two servers; a modelled WAN round trip (`--rtt-ms`,
+//! when `wan`) delays the cloud server's replies for all three programs alike, never
+//! while loading data.
 
 use std::process::Command;
 use std::time::Instant;
@@ -32,13 +34,21 @@ async fn fresh_set(ctx: &Ctx, tag: &str, n: i64) -> anyhow::Result<(String, f64)
     let db = ctx.db(tag);
     let start = Instant::now();
     let state = ctx.client.database(&format!("{db}_state"));
-    load_reconcile_set(&ctx.client.database(&db), &state, n).await?;
+    load_reconcile_set(
+        &ctx.client.database(&db),
+        &ctx.cloud_client.database(&db),
+        &state,
+        n,
+    )
+    .await?;
     Ok((db, start.elapsed().as_secs_f64()))
 }
 
-/// Figure 3 at `n` documents.
-pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
-    let (db, load_secs) = fresh_set(ctx, &format!("rc{n}"), n).await?;
+/// Figure 3 at `n` documents: the copy (local → cloud) and the reconcile, with the
+/// modelled WAN round trip when `wan`.
+pub async fn run(ctx: &Ctx, n: i64, wan: bool) -> anyhow::Result<ReconcileRun> {
+    let tag = if wan { "rw" } else { "rc" };
+    let (db, load_secs) = fresh_set(ctx, &format!("{tag}{n}"), n).await?;
     let dir = tempfile::tempdir()?;
 
     let mut copy = Command::new(&ctx.me);
@@ -46,6 +56,8 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         "copy",
         "--uri",
         &ctx.uri,
+        "--to-uri",
+        &ctx.cloud_uri,
         "--db",
         &db,
         "--from",
@@ -53,14 +65,14 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         "--to",
         "copy_data",
     ]);
-    ctx.model_rtt(true);
+    ctx.model_rtt(wan);
     let copy = run_measured(copy, &dir.path().join("copy.log"))
         .await
         .context("streaming copy");
     ctx.model_rtt(false);
     let copy = copy?;
     let _ = ctx
-        .client
+        .cloud_client
         .database(&db)
         .collection::<bson::Document>("copy_data")
         .drop()
@@ -71,6 +83,7 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         debounce_ms: 50,
         max_batch: 1000,
         mode: "both-ways",
+        split: true,
     };
     let (config, _) = write_config(ctx, &spec, dir.path())?;
     let mut rec = Command::new(&ctx.datasync);
@@ -78,7 +91,7 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
         .arg("--config")
         .arg(&config)
         .arg("--json");
-    ctx.model_rtt(true);
+    ctx.model_rtt(wan);
     let reconcile = run_measured(rec, &dir.path().join("reconcile.log"))
         .await
         .context("datasync reconcile");
@@ -97,13 +110,23 @@ pub async fn run(ctx: &Ctx, n: i64) -> anyhow::Result<ReconcileRun> {
     })
 }
 
-/// Figure 4: the naive baseline on a fresh copy of the `n`-document data set.
-pub async fn naive(ctx: &Ctx, n: i64) -> anyhow::Result<Measured> {
-    let (db, _) = fresh_set(ctx, &format!("nv{n}"), n).await?;
+/// Figure 4: the naive baseline on a fresh copy of the `n`-document data set, with the
+/// modelled WAN round trip when `wan`.
+pub async fn naive(ctx: &Ctx, n: i64, wan: bool) -> anyhow::Result<Measured> {
+    let tag = if wan { "nw" } else { "nv" };
+    let (db, _) = fresh_set(ctx, &format!("{tag}{n}"), n).await?;
     let dir = tempfile::tempdir()?;
     let mut cmd = Command::new(&ctx.me);
-    cmd.args(["naive", "--uri", &ctx.uri, "--db", &db]);
-    ctx.model_rtt(true);
+    cmd.args([
+        "naive",
+        "--uri",
+        &ctx.uri,
+        "--cloud-uri",
+        &ctx.cloud_uri,
+        "--db",
+        &db,
+    ]);
+    ctx.model_rtt(wan);
     let m = run_measured(cmd, &dir.path().join("naive.log"))
         .await
         .context("naive baseline");

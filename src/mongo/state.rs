@@ -213,7 +213,10 @@ fn parse_synced(d: &Document) -> Option<(Key, DateTime)> {
 
 /// The statement recording version `v` of `key` (overwrites, inserts if missing).
 fn synced_statement(key: &Key, v: DateTime) -> Document {
-    doc! { "q": { "_id": key.as_bson().clone() }, "u": { "$set": { "updatedAt": v } }, "upsert": true }
+    // A replacement, not `$set`: a record is `{_id, updatedAt}` and nothing else, so
+    // both leave the same document, and the server applies a replacement without
+    // parsing update operators or computing a field diff.
+    doc! { "q": { "_id": key.as_bson().clone() }, "u": { "updatedAt": v }, "upsert": true }
 }
 
 #[async_trait]
@@ -473,12 +476,12 @@ mod tests {
     }
 
     #[test]
-    fn sync_records_are_upserted_with_set_and_read_back() {
+    fn sync_records_are_upserted_as_replacements_and_read_back() {
         let k = Key(Bson::String("k".into()));
         let v = DateTime::from_millis(7);
         assert_eq!(
             synced_statement(&k, v),
-            doc! {"q": {"_id": "k"}, "u": {"$set": {"updatedAt": v}}, "upsert": true}
+            doc! {"q": {"_id": "k"}, "u": {"updatedAt": v}, "upsert": true}
         );
         assert_eq!(
             parse_synced(&doc! {"_id": "k", "updatedAt": v}),

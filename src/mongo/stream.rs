@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bson::{Bson, DateTime, Document};
+use bson::{Bson, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken as DriverToken;
 use mongodb::options::FullDocumentType;
 use mongodb::Collection;
@@ -27,8 +27,9 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// stream pauses this long before the next one instead of spinning.
 const MIN_POLL: Duration = Duration::from_millis(100);
 
-/// The driver change stream of raw event documents.
-type RawStream = mongodb::change_stream::ChangeStream<Document>;
+/// The driver change stream of raw event documents (left encoded: [`convert`] decodes
+/// only the parts it keeps).
+type RawStream = mongodb::change_stream::ChangeStream<RawDocumentBuf>;
 
 /// Core token → driver token.
 pub fn to_driver_token(token: &ResumeToken) -> Result<DriverToken, StoreError> {
@@ -60,7 +61,7 @@ pub async fn open(
         .batch_size(BATCH_SIZE)
         .resume_after(resume_after)
         .await?;
-    Ok(stream.with_type::<Document>())
+    Ok(stream.with_type::<RawDocumentBuf>())
 }
 
 /// An open change stream of one collection.
@@ -111,15 +112,21 @@ pub enum Converted {
 }
 
 /// Interprets one raw change event of a stream on `side`.
-pub fn convert(event: &Document, side: Side) -> Result<Converted, String> {
+pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
+    let show = || match Document::try_from(event) {
+        Ok(d) => d.to_string(),
+        Err(e) => format!("<undecodable event: {e}>"),
+    };
     let op = event
         .get_str("operationType")
-        .map_err(|_| format!("change event without operationType: {event}"))?;
+        .map_err(|_| format!("change event without operationType: {}", show()))?;
     let kind = match op {
         "insert" | "replace" | "update" => match event.get("fullDocument") {
-            Some(Bson::Document(d)) => ChangeKind::Upsert(d.clone()),
+            Ok(Some(RawBsonRef::Document(d))) => ChangeKind::Upsert(
+                Document::try_from(d).map_err(|e| format!("{op} event: fullDocument: {e}"))?,
+            ),
             _ if op == "update" => return Ok(Converted::Skip),
-            _ => return Err(format!("{op} event without fullDocument: {event}")),
+            _ => return Err(format!("{op} event without fullDocument: {}", show())),
         },
         "delete" => ChangeKind::Delete,
         "drop" | "rename" | "dropDatabase" | "invalidate" => {
@@ -131,26 +138,32 @@ pub fn convert(event: &Document, side: Side) -> Result<Converted, String> {
     };
     let token = event
         .get_document("_id")
-        .map_err(|_| format!("change event without resume token: {event}"))?;
+        .ok()
+        .and_then(|t| Document::try_from(t).ok())
+        .ok_or_else(|| format!("change event without resume token: {}", show()))?;
     let key = event
         .get_document("documentKey")
         .ok()
-        .and_then(|k| k.get("_id"))
-        .ok_or_else(|| format!("{op} event without documentKey._id: {event}"))?;
+        .and_then(|k| k.get("_id").ok().flatten())
+        .and_then(|id| Bson::try_from(id).ok())
+        .ok_or_else(|| format!("{op} event without documentKey._id: {}", show()))?;
     let server_time = match (event.get("wallTime"), event.get("clusterTime")) {
-        (Some(Bson::DateTime(t)), _) => *t,
-        (_, Some(Bson::Timestamp(ts))) => DateTime::from_millis(i64::from(ts.time) * 1000),
+        (Ok(Some(RawBsonRef::DateTime(t))), _) => t,
+        (_, Ok(Some(RawBsonRef::Timestamp(ts)))) => {
+            DateTime::from_millis(i64::from(ts.time) * 1000)
+        }
         _ => {
             return Err(format!(
-                "{op} event without wallTime or clusterTime: {event}"
+                "{op} event without wallTime or clusterTime: {}",
+                show()
             ))
         }
     };
     Ok(Converted::Event(Box::new(ChangeEvent {
         side,
-        key: Key(key.clone()),
+        key: Key(key),
         kind,
-        token: ResumeToken(token.clone()),
+        token: ResumeToken(token),
         server_time,
     })))
 }
@@ -230,6 +243,11 @@ mod tests {
     use bson::{doc, Timestamp};
 
     use super::*;
+
+    /// `convert` of a document, encoded as the driver hands it over.
+    fn convert(event: &Document, side: Side) -> Result<Converted, String> {
+        super::convert(&RawDocumentBuf::from_document(event).unwrap(), side)
+    }
 
     fn event(op: &str) -> Document {
         doc! {

@@ -1,8 +1,11 @@
 //! Change streams: opening a `$changeStream` (scope, fullDocument options, resume
 //! options), turning retained history into change event documents, running the
 //! user's later stages over each event, and batching with postBatchResumeTokens.
+//!
+//! Events are rendered straight to BSON from the stored documents (one encode, no
+//! document clone per event); only a stream with later stages decodes them again.
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
 use crate::oplog::{ts_before, ts_key, Event, EventKind};
@@ -75,8 +78,8 @@ pub struct ChangeStream {
 /// One batch from a stream.
 #[derive(Debug)]
 pub struct StreamBatch {
-    /// Change event documents.
-    pub events: Vec<Document>,
+    /// Change event documents, encoded.
+    pub events: Vec<RawDocumentBuf>,
     /// postBatchResumeToken.
     pub post_batch_resume_token: Document,
 }
@@ -252,7 +255,7 @@ impl ChangeStream {
                 .map(|e| e.wall)
                 .unwrap_or_else(bson::DateTime::now);
             return Ok(StreamBatch {
-                events: vec![invalidate_event(ts, wall)],
+                events: vec![invalidate_event(ts, wall)?],
                 post_batch_resume_token: ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
             });
         }
@@ -273,15 +276,15 @@ impl ChangeStream {
             if !self.sees(ev) {
                 continue;
             }
-            let rendered = self.render(ev, &inner.store);
+            let rendered = self.render(ev, &inner.store)?;
             if let Some(out) = self.apply_pipeline(rendered)? {
-                bytes += crate::state::bson_size(&out);
+                bytes += out.as_bytes().len();
                 events.push(out);
                 last_returned = Some(ev.ts);
             }
             if self.invalidated_by(ev) {
                 self.closed = true;
-                events.push(invalidate_event(ev.ts, ev.wall));
+                events.push(invalidate_event(ev.ts, ev.wall)?);
                 return Ok(StreamBatch {
                     events,
                     post_batch_resume_token: ResumeToken::new(ev.ts, TokenKind::Invalidate)
@@ -328,7 +331,8 @@ impl ChangeStream {
         }
     }
 
-    fn render(&self, ev: &Event, store: &Store) -> Document {
+    /// The change event of `ev`, encoded (fields in MongoDB's order).
+    fn render(&self, ev: &Event, store: &Store) -> CmdResult<RawDocumentBuf> {
         let op = match ev.kind {
             EventKind::Insert => "insert",
             EventKind::Update(..) => "update",
@@ -338,53 +342,59 @@ impl ChangeStream {
             EventKind::DropDatabase => "dropDatabase",
             EventKind::Rename(..) => "rename",
         };
-        let mut d = doc! {
-            "_id": ResumeToken::new(ev.ts, TokenKind::Event).to_document(),
-            "operationType": op,
-            "clusterTime": ev.ts,
-            "wallTime": ev.wall,
-        };
+        // Sized once for the common event (header fields plus its document).
+        let doc_len = ev.after.as_ref().map_or(0, |a| a.as_bytes().len());
+        let mut d = raw_with_capacity(256 + doc_len);
+        d.append_ref("_id", &ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
+        d.append_ref("operationType", op);
+        d.append_ref("clusterTime", ev.ts);
+        d.append_ref("wallTime", ev.wall);
         if matches!(ev.kind, EventKind::Insert | EventKind::Replace) {
-            d.insert(
-                "fullDocument",
-                ev.after.clone().map(Bson::Document).unwrap_or(Bson::Null),
-            );
+            append_doc(&mut d, "fullDocument", ev.after.as_ref());
         }
-        let mut ns = doc! { "db": ev.db.clone() };
+        let mut ns = RawDocumentBuf::new();
+        ns.append_ref("db", ev.db.as_str());
         if let Some(c) = &ev.coll {
-            ns.insert("coll", c.clone());
+            ns.append_ref("coll", c.as_str());
         }
-        d.insert("ns", ns);
+        d.append_ref("ns", &ns);
         if let EventKind::Rename(to_db, to_coll) = &ev.kind {
-            d.insert("to", doc! { "db": to_db.clone(), "coll": to_coll.clone() });
+            let mut to = RawDocumentBuf::new();
+            to.append_ref("db", to_db.as_str());
+            to.append_ref("coll", to_coll.as_str());
+            d.append("to", to);
         }
         if let Some(id) = &ev.id {
-            d.insert("documentKey", doc! { "_id": id.clone() });
+            let mut key = RawDocumentBuf::new();
+            key.append(
+                "_id",
+                bson::RawBson::try_from(id.clone()).map_err(internal)?,
+            );
+            d.append_ref("documentKey", &key);
         }
         if let EventKind::Update(updated, removed) = &ev.kind {
-            let removed: Vec<Bson> = removed.iter().map(|s| Bson::String(s.clone())).collect();
-            d.insert(
-                "updateDescription",
-                doc! { "updatedFields": updated.clone(), "removedFields": removed, "truncatedArrays": [] },
-            );
-            let full = match self.full_document {
-                FullDocument::Default => None,
-                FullDocument::UpdateLookup => Some(
-                    ev.id
-                        .as_ref()
-                        .and_then(|id| {
-                            let coll = store.coll(&ev.db, ev.coll.as_deref()?)?;
-                            coll.docs.get(&Key(id.clone())).cloned()
-                        })
-                        .map(Bson::Document)
-                        .unwrap_or(Bson::Null),
-                ),
-                FullDocument::WhenAvailable | FullDocument::Required => {
-                    Some(ev.after.clone().map(Bson::Document).unwrap_or(Bson::Null))
+            let mut desc = RawDocumentBuf::new();
+            desc.append("updatedFields", encode(updated)?);
+            let mut names = RawArrayBuf::new();
+            for r in removed {
+                names.push(r.as_str());
+            }
+            desc.append("removedFields", names);
+            desc.append("truncatedArrays", RawArrayBuf::new());
+            d.append("updateDescription", desc);
+            match self.full_document {
+                FullDocument::Default => {}
+                FullDocument::UpdateLookup => {
+                    let current = ev.id.as_ref().and_then(|id| {
+                        let coll = store.coll(&ev.db, ev.coll.as_deref()?)?;
+                        coll.docs.get(&Key(id.clone()))
+                    });
+                    let current = current.map(encode).transpose()?;
+                    append_doc(&mut d, "fullDocument", current.as_ref());
                 }
-            };
-            if let Some(f) = full {
-                d.insert("fullDocument", f);
+                FullDocument::WhenAvailable | FullDocument::Required => {
+                    append_doc(&mut d, "fullDocument", ev.after.as_ref());
+                }
             }
         }
         if self.before_change != BeforeChange::Off
@@ -393,18 +403,16 @@ impl ChangeStream {
                 EventKind::Update(..) | EventKind::Replace | EventKind::Delete
             )
         {
-            d.insert(
-                "fullDocumentBeforeChange",
-                ev.before.clone().map(Bson::Document).unwrap_or(Bson::Null),
-            );
+            append_doc(&mut d, "fullDocumentBeforeChange", ev.before.as_ref());
         }
-        d
+        Ok(d)
     }
 
-    fn apply_pipeline(&self, event: Document) -> CmdResult<Option<Document>> {
+    fn apply_pipeline(&self, event: RawDocumentBuf) -> CmdResult<Option<RawDocumentBuf>> {
         if self.pipeline.is_empty() {
             return Ok(Some(event));
         }
+        let event = Document::try_from(event.as_ref()).map_err(internal)?;
         let id = event.get("_id").cloned();
         let mut out = query::run_pipeline(vec![event], &self.pipeline)?;
         if out.is_empty() {
@@ -417,7 +425,32 @@ impl ChangeStream {
                 "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed.",
             ));
         }
-        Ok(Some(d))
+        encode(&d).map(Some)
+    }
+}
+
+/// `doc` encoded; a document that cannot be encoded (a name with a NUL byte) is an
+/// internal error, as it would be when MongoDB wrote it to its oplog.
+fn encode(doc: &Document) -> CmdResult<RawDocumentBuf> {
+    RawDocumentBuf::from_document(doc).map_err(internal)
+}
+
+/// An empty document with room for `n` bytes.
+fn raw_with_capacity(n: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(n);
+    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
+    RawDocumentBuf::from_bytes(bytes).expect("the empty document is valid BSON")
+}
+
+fn internal(e: impl std::fmt::Display) -> CommandError {
+    CommandError::new(1, format!("cannot encode a change event: {e}"))
+}
+
+/// Appends `name: doc`, or `name: null` when there is no document.
+fn append_doc(d: &mut RawDocumentBuf, name: &str, doc: Option<&RawDocumentBuf>) {
+    match doc {
+        Some(doc) => d.append_ref(name, doc),
+        None => d.append(name, bson::RawBson::Null),
     }
 }
 
@@ -432,11 +465,11 @@ fn history_lost() -> CommandError {
     )
 }
 
-fn invalidate_event(ts: Timestamp, wall: bson::DateTime) -> Document {
-    doc! {
+fn invalidate_event(ts: Timestamp, wall: bson::DateTime) -> CmdResult<RawDocumentBuf> {
+    encode(&doc! {
         "_id": ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
         "operationType": "invalidate",
         "clusterTime": ts,
         "wallTime": wall,
-    }
+    })
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bson::{Bson, DateTime, Document, Timestamp};
+use bson::{Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 
 /// What a change event records.
 #[derive(Debug, Clone)]
@@ -41,10 +41,11 @@ pub struct Event {
     pub kind: EventKind,
     /// `_id` of the document (document events).
     pub id: Option<Bson>,
-    /// Document before the write (update/replace/delete).
-    pub before: Option<Document>,
-    /// Document after the write (insert/update/replace).
-    pub after: Option<Document>,
+    /// Document before the write (update/replace/delete), encoded once when the write
+    /// happens: change events are rendered from these bytes.
+    pub before: Option<RawDocumentBuf>,
+    /// Document after the write (insert/update/replace), encoded.
+    pub after: Option<RawDocumentBuf>,
 }
 
 /// Order of cluster times.

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands;
+use crate::commands::{self, Reply};
 use crate::state::Shared;
 use crate::wire::{self, Framing, Request};
 
@@ -47,21 +47,22 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::new(rd);
     let mut reply_id: i32 = 1;
+    let mut buf = Vec::new();
     loop {
         let req = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
-            r = wire::read_request(&mut rd) => r,
+            r = wire::read_request(&mut rd, &mut buf) => r,
         };
-        let req = match req {
+        let mut req = match req {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => return,
         };
         let reply = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = close.changed() => return,
-            r = AssertUnwindSafe(handle(&shared, &req, connection_id)).catch_unwind() => {
-                r.unwrap_or_else(|panic| internal_error(&panic))
+            r = AssertUnwindSafe(handle(&shared, &mut req, connection_id)).catch_unwind() => {
+                r.unwrap_or_else(|panic| Reply::Doc(internal_error(&panic)))
             }
         };
         let delay = shared.faults.delay();
@@ -75,7 +76,7 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
         if req.more_to_come {
             continue;
         }
-        let bytes = wire::encode_reply(&req, reply_id, &reply);
+        let bytes = wire::encode_reply(&req, reply_id, &reply.to_bytes());
         reply_id = reply_id.wrapping_add(1);
         if wire::write_reply(&mut wr, &bytes).await.is_err() {
             return;
@@ -83,35 +84,35 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
     }
 }
 
-async fn handle(shared: &Arc<Shared>, req: &Request, connection_id: i64) -> Document {
+async fn handle(shared: &Arc<Shared>, req: &mut Request, connection_id: i64) -> Reply {
     let name = req.body.keys().next().cloned().unwrap_or_default();
     let db = match req.framing {
         Framing::Query => {
             let full = req.full_collection_name.clone().unwrap_or_default();
             let is_handshake = matches!(name.as_str(), "isMaster" | "ismaster" | "hello");
             if !is_handshake || !full.ends_with(".$cmd") {
-                return doc! {
+                return Reply::Doc(doc! {
                     "ok": 0.0,
                     "errmsg": "Unsupported OP_QUERY command: the emulator only accepts the legacy handshake on OP_QUERY",
                     "code": 352,
                     "codeName": "UnsupportedOpQueryCommand",
-                };
+                });
             }
             full.trim_end_matches(".$cmd").to_string()
         }
         Framing::Msg => match req.body.get_str("$db") {
             Ok(db) => db.to_string(),
             Err(_) => {
-                return doc! {
+                return Reply::Doc(doc! {
                     "ok": 0.0,
                     "errmsg": "OP_MSG requests require a $db argument",
                     "code": 40571,
                     "codeName": "Location40571",
-                }
+                })
             }
         },
     };
-    commands::run(shared, &req.body, db, connection_id).await
+    commands::run(shared, &mut req.body, db, connection_id).await
 }
 
 /// A handler panicked (a bug): answer with InternalError instead of dropping the

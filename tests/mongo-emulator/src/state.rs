@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, Document};
+use bson::{Bson, DateTime, Document, RawDocumentBuf};
 use tokio::sync::watch;
 
 use crate::changestream::ChangeStream;
@@ -269,6 +269,13 @@ pub fn check_size(doc: &Document) -> CmdResult<()> {
     Ok(())
 }
 
+/// A stored document encoded for the change history. Every stored document is encodable
+/// (`check_size` refused the ones that are not before they were stored), so this cannot
+/// fail; it runs before anything is mutated all the same.
+fn encoded(doc: &Document) -> RawDocumentBuf {
+    RawDocumentBuf::from_document(doc).expect("stored documents passed check_size, so encode")
+}
+
 impl Inner {
     fn event(&mut self, db: &str, coll: Option<&str>, kind: EventKind) -> Event {
         Event {
@@ -285,23 +292,25 @@ impl Inner {
 
     /// Insert a validated document (`_id` first). Duplicate `_id` → 11000.
     pub fn insert(&mut self, db: &str, coll: &str, doc: Document) -> CmdResult<()> {
-        let ns = format!("{db}.{coll}");
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key(id.clone());
         let c = self.store.coll_or_create(db, coll);
         if c.docs.contains_key(&key) {
             return Err(crate::store::duplicate_key(
-                &ns,
+                &format!("{db}.{coll}"),
                 "_id_",
                 &bson::doc! {"_id": 1},
                 &bson::doc! {"_id": id},
             ));
         }
-        c.check_unique(&ns, &doc, None)?;
-        c.docs.insert(key, doc.clone());
+        if c.indexes.iter().any(|i| i.unique) {
+            c.check_unique(&format!("{db}.{coll}"), &doc, None)?;
+        }
+        let after = encoded(&doc);
+        c.docs.insert(key, doc);
         let mut ev = self.event(db, Some(coll), EventKind::Insert);
         ev.id = Some(id);
-        ev.after = Some(doc);
+        ev.after = Some(after);
         self.oplog.push(ev);
         Ok(())
     }
@@ -312,7 +321,7 @@ impl Inner {
         &mut self,
         db: &str,
         coll: &str,
-        before: Document,
+        before: &Document,
         new: Document,
         replacement: bool,
     ) -> CmdResult<()> {
@@ -329,14 +338,15 @@ impl Inner {
         let kind = if replacement {
             EventKind::Replace
         } else {
-            let (updated, removed) = crate::query::update_description(&before, &new);
+            let (updated, removed) = crate::query::update_description(before, &new);
             EventKind::Update(updated, removed)
         };
-        c.docs.insert(key, new.clone());
+        let (before, after) = (encoded(before), encoded(&new));
+        c.docs.insert(key, new);
         let mut ev = self.event(db, Some(coll), kind);
         ev.id = Some(id);
         ev.before = Some(before);
-        ev.after = Some(new);
+        ev.after = Some(after);
         self.oplog.push(ev);
         Ok(())
     }
@@ -347,7 +357,7 @@ impl Inner {
         let before = c.docs.remove(&Key(id.clone()))?;
         let mut ev = self.event(db, Some(coll), EventKind::Delete);
         ev.id = Some(id.clone());
-        ev.before = Some(before.clone());
+        ev.before = Some(encoded(&before));
         self.oplog.push(ev);
         Some(before)
     }

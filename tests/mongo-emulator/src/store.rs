@@ -223,6 +223,10 @@ impl Store {
     }
     /// A collection, created implicitly (as writes do) when missing.
     pub fn coll_or_create(&mut self, db: &str, coll: &str) -> &mut Collection {
+        // Looked up first: the entry API would allocate both names on every write.
+        if self.coll(db, coll).is_some() {
+            return self.coll_mut(db, coll).expect("checked just above");
+        }
         self.dbs
             .entry(db.to_string())
             .or_default()

@@ -1,7 +1,7 @@
 //! Resume tokens: `{_data: "<hex>"}` encoding (cluster time, kind) so that the hex
 //! strings sort in event order, as MongoDB's (which encode cluster time first) do.
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 
 use crate::error::CommandError;
 
@@ -45,7 +45,21 @@ impl ResumeToken {
     }
     /// `{_data: hex}`.
     pub fn to_document(self) -> Document {
-        doc! { "_data": format!("{PREFIX}{:08X}{:08X}{:02X}", self.ts.time, self.ts.increment, self.kind.byte()) }
+        doc! { "_data": self.hex() }
+    }
+    /// `{_data: hex}`, encoded.
+    pub fn to_raw(self) -> RawDocumentBuf {
+        let mut d = RawDocumentBuf::new();
+        d.append("_data", self.hex());
+        d
+    }
+    fn hex(self) -> String {
+        format!(
+            "{PREFIX}{:08X}{:08X}{:02X}",
+            self.ts.time,
+            self.ts.increment,
+            self.kind.byte()
+        )
     }
     /// Parse a token given by a client; malformed → 260 InvalidResumeToken.
     pub fn parse(v: &Bson) -> Result<ResumeToken, CommandError> {

@@ -16,6 +16,9 @@ const OP_COMPRESSED: i32 = 2012;
 /// Largest message accepted (`maxMessageSizeBytes`).
 pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
 
+/// Largest request buffer a connection keeps between requests.
+const KEEP_BUFFER: usize = 16 * 1024 * 1024;
+
 const CHECKSUM_PRESENT: u32 = 1;
 const MORE_TO_COME: u32 = 1 << 1;
 
@@ -58,8 +61,12 @@ impl From<std::io::Error> for WireError {
     }
 }
 
-/// Read one message. `Ok(None)` at a clean end of stream.
-pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Request>, WireError> {
+/// Read one message into `payload` (a connection's buffer, reused so a large request
+/// costs no fresh zeroed allocation). `Ok(None)` at a clean end of stream.
+pub async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut R,
+    payload: &mut Vec<u8>,
+) -> Result<Option<Request>, WireError> {
     let mut header = [0u8; 16];
     match r.read_exact(&mut header).await {
         Ok(_) => {}
@@ -72,11 +79,16 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Requ
     if len < 16 || len as usize > MAX_MESSAGE_SIZE {
         return Err(WireError::Protocol(format!("bad message length {len}")));
     }
-    let mut payload = vec![0u8; len as usize - 16];
-    r.read_exact(&mut payload).await?;
+    let need = len as usize - 16;
+    if payload.capacity() > KEEP_BUFFER && need <= KEEP_BUFFER {
+        // One huge request does not pin its buffer for the connection's lifetime.
+        *payload = Vec::new();
+    }
+    payload.resize(need, 0);
+    r.read_exact(payload).await?;
     match op_code {
-        OP_MSG => parse_msg(request_id, &payload).map(Some),
-        OP_QUERY => parse_query(request_id, &payload).map(Some),
+        OP_MSG => parse_msg(request_id, payload).map(Some),
+        OP_QUERY => parse_query(request_id, payload).map(Some),
         OP_COMPRESSED => Err(WireError::Protocol("compression was not negotiated".into())),
         other => Err(WireError::Protocol(format!("unsupported opcode {other}"))),
     }
@@ -194,11 +206,8 @@ fn read_doc(b: &[u8]) -> Result<(Document, usize), WireError> {
     Ok((d, n))
 }
 
-/// Encode a reply to `request` carrying `doc`.
-pub fn encode_reply(request: &Request, reply_id: i32, doc: &Document) -> Vec<u8> {
-    let mut body = Vec::new();
-    doc.to_writer(&mut body)
-        .expect("writing BSON to a Vec cannot fail");
+/// Encode a reply to `request` carrying the encoded document `body`.
+pub fn encode_reply(request: &Request, reply_id: i32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 40);
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&reply_id.to_le_bytes());
@@ -217,7 +226,7 @@ pub fn encode_reply(request: &Request, reply_id: i32, doc: &Document) -> Vec<u8>
             out.extend_from_slice(&1i32.to_le_bytes()); // numberReturned
         }
     }
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let len = out.len() as i32;
     out[0..4].copy_from_slice(&len.to_le_bytes());
     out

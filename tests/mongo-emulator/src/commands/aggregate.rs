@@ -110,9 +110,16 @@ fn open_change_stream(
     } else {
         ctx.shared.add_cursor(Cursor::Stream(Box::new(stream)))
     };
+    // The first batch is rarely non-empty: decoded, so the reply stays a document.
+    let events = first
+        .events
+        .iter()
+        .map(|e| Document::try_from(e.as_ref()).map(Bson::Document))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CommandError::new(1, format!("cannot decode a change event: {e}")))?;
     Ok(doc! {
         "cursor": {
-            "firstBatch": first.events,
+            "firstBatch": events,
             "postBatchResumeToken": first.post_batch_resume_token,
             "id": id,
             "ns": ns,

@@ -14,7 +14,7 @@ use crate::store::Key;
 /// `insert`.
 pub fn insert(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let coll = collection_name(ctx, "insert")?;
-    let docs = doc_array(ctx.body, "documents")?;
+    let docs = ctx.take_docs("documents")?;
     let ordered = opt_bool(ctx.body, "ordered", true)?;
     let ns = format!("{}.{coll}", ctx.db);
     let mut n = 0i32;
@@ -24,8 +24,7 @@ pub fn insert(ctx: &Ctx<'_>) -> CmdResult<Document> {
         let mut inner = ctx.shared.inner();
         for (i, d) in docs.into_iter().enumerate() {
             attempted += 1;
-            match prepare_for_storage(d.clone(), true).and_then(|d| inner.insert(&ctx.db, &coll, d))
-            {
+            match prepare_for_storage(d, true).and_then(|d| inner.insert(&ctx.db, &coll, d)) {
                 Ok(()) => n += 1,
                 Err(e) => {
                     errors.push(Bson::Document(e.to_write_error(i)));
@@ -210,6 +209,7 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
             )));
         }
     }
+    let id_first = doc.keys().next().is_some_and(|k| k == "_id");
     let mut out = Document::new();
     match doc.get("_id") {
         Some(Bson::Array(_)) => return Err(CommandError::bad_value("can't use an array for _id")),
@@ -218,6 +218,11 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
         }
         Some(Bson::Undefined) => {
             return Err(CommandError::bad_value("can't use a undefined for _id"))
+        }
+        // Already in storage order (the usual case): kept as it is, not rebuilt.
+        Some(_) if id_first => {
+            check_size(&doc)?;
+            return Ok(doc);
         }
         Some(id) => {
             out.insert("_id", id.clone());

@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 use tokio::time::Instant;
 
-use super::{collection_name, opt_i64, Ctx};
+use super::{collection_name, opt_i64, Ctx, Reply};
 use crate::error::{CmdResult, CommandError};
 use crate::state::{bson_size, lock, Cursor, Shared, MAX_BSON_SIZE};
 
@@ -63,8 +63,16 @@ pub fn cursor_reply(
     doc! { "cursor": { "firstBatch": first, "id": id, "ns": ns } }
 }
 
-/// `getMore`.
-pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Document> {
+/// What one poll of a cursor gave.
+enum Polled {
+    /// Documents of a find/aggregate cursor.
+    Docs(Vec<Document>),
+    /// Encoded change events and the postBatchResumeToken.
+    Events(Vec<RawDocumentBuf>, Document),
+}
+
+/// `getMore`. A change stream's batch is answered encoded (see [`Reply::Raw`]).
+pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Reply> {
     let id = match ctx.body.get("getMore") {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Int32(n)) => *n as i64,
@@ -99,33 +107,52 @@ pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Document> {
                 Cursor::Docs { docs, .. } => {
                     let out = take_batch(docs, batch.unwrap_or(usize::MAX));
                     let done = docs.is_empty();
-                    Ok((out, None, done))
+                    Ok((Polled::Docs(out), done))
                 }
-                Cursor::Stream(s) => s
-                    .poll(&inner, batch.unwrap_or(usize::MAX))
-                    .map(|b| (b.events, Some(b.post_batch_resume_token), s.closed)),
+                Cursor::Stream(s) => s.poll(&inner, batch.unwrap_or(usize::MAX)).map(|b| {
+                    (
+                        Polled::Events(b.events, b.post_batch_resume_token),
+                        s.closed,
+                    )
+                }),
             }
         };
-        let (events, pbrt, done) = match polled {
+        let (polled, done) = match polled {
             Ok(x) => x,
             Err(e) => {
                 shared.remove_cursor(id);
                 return Err(e);
             }
         };
-        let is_stream = pbrt.is_some();
-        if !is_stream || !events.is_empty() || done || Instant::now() >= deadline {
+        let waits = matches!(&polled, Polled::Events(events, _) if events.is_empty());
+        if !waits || done || Instant::now() >= deadline {
             let reply_id = if done {
                 shared.remove_cursor(id);
                 0i64
             } else {
                 id
             };
-            let mut cursor_doc = doc! { "nextBatch": events, "id": reply_id, "ns": ns };
-            if let Some(t) = pbrt {
-                cursor_doc.insert("postBatchResumeToken", t);
-            }
-            return Ok(doc! { "cursor": cursor_doc });
+            return Ok(match polled {
+                Polled::Docs(docs) => {
+                    Reply::Doc(doc! { "cursor": { "nextBatch": docs, "id": reply_id, "ns": ns } })
+                }
+                Polled::Events(events, pbrt) => {
+                    let mut next = RawArrayBuf::new();
+                    for e in events {
+                        next.push(e);
+                    }
+                    let mut cursor = RawDocumentBuf::new();
+                    cursor.append("nextBatch", next);
+                    cursor.append("id", reply_id);
+                    cursor.append("ns", ns);
+                    let pbrt = RawDocumentBuf::from_document(&pbrt)
+                        .map_err(|e| CommandError::new(1, format!("resume token: {e}")))?;
+                    cursor.append("postBatchResumeToken", pbrt);
+                    let mut reply = RawDocumentBuf::new();
+                    reply.append("cursor", cursor);
+                    Reply::Raw(reply)
+                }
+            });
         }
         tokio::select! {
             _ = changes.changed() => {}

@@ -12,9 +12,9 @@ mod idrange;
 mod indexes;
 mod update;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
+use bson::{doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 
 use crate::error::{CmdResult, CommandError};
 use crate::state::{lock, Shared};
@@ -29,55 +29,139 @@ pub struct Ctx<'a> {
     pub body: &'a Document,
     /// This connection's id.
     pub connection_id: i64,
+    /// The statement or document array of an `insert` or `update`, moved out of the
+    /// request (see [`Ctx::take_docs`]).
+    moved: Mutex<Option<Vec<Bson>>>,
+}
+
+impl Ctx<'_> {
+    /// The array `field` of the command as owned documents: the array moved out of the
+    /// request when there is one (a write's documents are then stored or parsed as
+    /// they are, not cloned), else read from the body with [`doc_array`]'s errors.
+    pub fn take_docs(&self, field: &str) -> CmdResult<Vec<Document>> {
+        let Some(items) = lock(&self.moved).take() else {
+            return Ok(doc_array(self.body, field)?.into_iter().cloned().collect());
+        };
+        if items.iter().any(|v| !matches!(v, Bson::Document(_))) {
+            return Err(CommandError::type_mismatch(&format!("{field}.0"), "object"));
+        }
+        Ok(items
+            .into_iter()
+            .filter_map(|v| match v {
+                Bson::Document(d) => Some(d),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The array a write command carries, moved out of `body` (only when it is an array:
+/// anything else stays for the handler's usual error).
+fn move_write_array(body: &mut Document, name: &str) -> Option<Vec<Bson>> {
+    let field = match name {
+        "insert" => "documents",
+        "update" => "updates",
+        _ => return None,
+    };
+    match body.get_mut(field) {
+        Some(Bson::Array(a)) => Some(std::mem::take(a)),
+        _ => None,
+    }
+}
+
+/// A complete reply: a document, or one already encoded (a change stream's `getMore`,
+/// whose events are rendered straight to BSON).
+#[derive(Debug)]
+pub enum Reply {
+    /// A reply document.
+    Doc(Document),
+    /// An encoded reply document.
+    Raw(RawDocumentBuf),
+}
+
+impl Reply {
+    /// Appends a field at the end.
+    fn append(&mut self, name: &str, value: Bson) {
+        match self {
+            Reply::Doc(d) => {
+                d.insert(name, value);
+            }
+            Reply::Raw(r) => match bson::RawBson::try_from(value) {
+                Ok(v) => r.append(name, v),
+                Err(_) => unreachable!("the reply fields appended here are all encodable"),
+            },
+        }
+    }
+
+    /// The reply, encoded.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Reply::Doc(d) => {
+                let mut out = Vec::new();
+                d.to_writer(&mut out)
+                    .expect("writing BSON to a Vec cannot fail");
+                out
+            }
+            Reply::Raw(r) => r.as_bytes().to_vec(),
+        }
+    }
 }
 
 /// Commands that are retryable writes (cached by lsid + txnNumber).
 const WRITE_COMMANDS: &[&str] = &["insert", "update", "delete", "findAndModify"];
 
-/// Run one command and build the complete reply document.
+/// Run one command and build the complete reply.
 pub async fn run(
     shared: &Arc<Shared>,
-    body: &Document,
+    body: &mut Document,
     db: String,
     connection_id: i64,
-) -> Document {
+) -> Reply {
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
+    let moved = Mutex::new(move_write_array(body, &name));
     let ctx = Ctx {
         shared,
         db,
         body,
         connection_id,
+        moved,
     };
     let result = match shared.faults.take_failure(&name) {
         Some(err) => Err(err),
         None => run_checked(&ctx, &name).await,
     };
     let mut reply = match result {
-        Ok(mut d) => {
+        Ok(Reply::Doc(mut d)) => {
             if !d.contains_key("ok") {
                 d.insert("ok", 1.0);
             }
-            d
+            Reply::Doc(d)
         }
-        Err(e) => e.to_reply(),
+        Ok(Reply::Raw(mut r)) => {
+            if r.get("ok").ok().flatten().is_none() {
+                r.append("ok", 1.0);
+            }
+            Reply::Raw(r)
+        }
+        Err(e) => Reply::Doc(e.to_reply()),
     };
     let now = shared.inner().oplog.last_write();
-    reply.insert(
+    reply.append(
         "$clusterTime",
-        doc! {
+        Bson::Document(doc! {
             "clusterTime": now,
             "signature": {
                 "hash": Binary { subtype: BinarySubtype::Generic, bytes: vec![0u8; 20] },
                 "keyId": 0i64,
             },
-        },
+        }),
     );
-    reply.insert("operationTime", now);
+    reply.append("operationTime", Bson::Timestamp(now));
     reply
 }
 
-async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
     if ctx.body.contains_key("startTransaction") || ctx.body.contains_key("autocommit") {
         return Err(CommandError::new(
             20,
@@ -91,11 +175,11 @@ async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
     };
     if let Some(key) = &retry_key {
         if let Some(reply) = lock(&ctx.shared.retry).get(key) {
-            return Ok(reply);
+            return Ok(Reply::Doc(reply));
         }
     }
     let out = dispatch(ctx, name).await;
-    if let (Some(key), Ok(reply)) = (retry_key, &out) {
+    if let (Some(key), Ok(Reply::Doc(reply))) = (retry_key, &out) {
         lock(&ctx.shared.retry).put(key, reply.clone());
     }
     out
@@ -113,7 +197,14 @@ fn retry_key(body: &Document) -> Option<(Vec<u8>, i64)> {
     Some((bytes, txn))
 }
 
-async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
+async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
+    if name == "getMore" {
+        return cursors::get_more(ctx).await;
+    }
+    dispatch_doc(ctx, name).map(Reply::Doc)
+}
+
+fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
     match name {
         "hello" | "isMaster" | "ismaster" => Ok(handshake::hello(ctx, name)),
         "ping" => Ok(doc! {}),
@@ -132,7 +223,6 @@ async fn dispatch(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "find" => find::find(ctx),
         "count" => find::count(ctx),
         "distinct" => find::distinct(ctx),
-        "getMore" => cursors::get_more(ctx).await,
         "killCursors" => cursors::kill_cursors(ctx),
         "aggregate" => aggregate::aggregate(ctx),
         "listDatabases" => admin::list_databases(ctx),

@@ -6,7 +6,7 @@
 use bson::{doc, Bson, Document};
 
 use super::crud::{matching_ids, prepare_for_storage};
-use super::{collection_name, doc_array, opt_bool, opt_doc, Ctx};
+use super::{collection_name, opt_bool, opt_doc, Ctx};
 use crate::error::{CmdResult, CommandError};
 use crate::query::{self, UpdateSpec};
 use crate::state::{bson_size, Inner};
@@ -26,7 +26,7 @@ struct Outcome {
 /// `update`.
 pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let coll = collection_name(ctx, "update")?;
-    let stmts = doc_array(ctx.body, "updates")?;
+    let stmts = ctx.take_docs("updates")?;
     let ordered = opt_bool(ctx.body, "ordered", true)?;
     let ns = format!("{}.{coll}", ctx.db);
     let (mut n, mut modified, mut changed, mut attempted) = (0i32, 0i32, 0u64, 0u64);
@@ -34,7 +34,7 @@ pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let mut errors = Vec::new();
     {
         let mut inner = ctx.shared.inner();
-        for (i, stmt) in stmts.iter().enumerate() {
+        for (i, stmt) in stmts.into_iter().enumerate() {
             attempted += 1;
             match update_statement(&mut inner, &ctx.db, &coll, stmt) {
                 Ok(o) => {
@@ -70,25 +70,35 @@ pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     Ok(reply)
 }
 
+/// The statement's filter `q` (required, a document).
+fn statement_filter(stmt: &Document) -> CmdResult<&Document> {
+    match stmt.get("q") {
+        Some(Bson::Document(d)) => Ok(d),
+        None | Some(Bson::Null) => Err(CommandError::new(
+            40414,
+            "BSON field 'update.updates.q' is missing but a required field",
+        )),
+        Some(_) => Err(CommandError::type_mismatch("q", "object")),
+    }
+}
+
 fn update_statement(
     inner: &mut Inner,
     db: &str,
     coll: &str,
-    stmt: &Document,
+    mut stmt: Document,
 ) -> CmdResult<Outcome> {
-    let q = opt_doc(stmt, "q")?.ok_or_else(|| {
-        CommandError::new(
-            40414,
-            "BSON field 'update.updates.q' is missing but a required field",
-        )
-    })?;
-    let u = stmt.get("u").ok_or_else(|| {
+    statement_filter(&stmt)?;
+    // Moved out, not cloned: a replacement becomes the stored document as it is.
+    let u = stmt.remove("u").ok_or_else(|| {
         CommandError::new(
             40414,
             "BSON field 'update.updates.u' is missing but a required field",
         )
     })?;
-    let spec = UpdateSpec::parse(u)?;
+    let spec = UpdateSpec::parse_owned(u)?;
+    let stmt = &stmt;
+    let q = statement_filter(stmt)?;
     let upsert = opt_bool(stmt, "upsert", false)?;
     let multi = opt_bool(stmt, "multi", false)?;
     reject_array_filters(stmt)?;
@@ -97,11 +107,11 @@ fn update_statement(
             "multi update is not supported for replacement-style update",
         ));
     }
-    let ids = matching_ids(inner, db, coll, &q, !multi)?;
+    let ids = matching_ids(inner, db, coll, q, !multi)?;
     let mut out = Outcome::default();
     if ids.is_empty() {
         if upsert {
-            let doc = upsert_document(&q, &spec)?;
+            let doc = upsert_document(q, spec)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             inner.insert(db, coll, doc)?;
             out.n = 1;
@@ -162,7 +172,7 @@ fn apply_to_existing(
         ));
     }
     let replacement = matches!(spec, UpdateSpec::Replacement(_));
-    inner.overwrite(db, coll, before.clone(), after.clone(), replacement)?;
+    inner.overwrite(db, coll, &before, after.clone(), replacement)?;
     Ok(Some((before, after)))
 }
 
@@ -179,9 +189,9 @@ fn is_noop(before: &Document, after: &Document, spec: &UpdateSpec) -> bool {
 }
 
 /// The document an upsert inserts: the filter's equality fields plus the update.
-fn upsert_document(q: &Document, spec: &UpdateSpec) -> CmdResult<Document> {
+fn upsert_document(q: &Document, spec: UpdateSpec) -> CmdResult<Document> {
     let seed = query::upsert_seed(q)?;
-    let doc = query::apply_update(&seed, spec, true)?;
+    let doc = query::apply_update_owned(&seed, spec, true)?;
     if let (Some(a), Some(b)) = (seed.get("_id"), doc.get("_id")) {
         if a != b {
             return Err(CommandError::new(
@@ -265,7 +275,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
                 )
             }
             (Some(spec), None) if upsert => {
-                let doc = upsert_document(&q, &spec)?;
+                let doc = upsert_document(&q, spec)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
                 inner.insert(&ctx.db, &coll, doc.clone())?;
                 let value = if return_new {

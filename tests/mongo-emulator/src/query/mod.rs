@@ -66,6 +66,22 @@ pub enum UpdateSpec {
 }
 
 impl UpdateSpec {
+    /// [`UpdateSpec::parse`] of an owned `u`: a replacement or operator document is
+    /// moved into the spec instead of cloned.
+    pub fn parse_owned(u: Bson) -> Result<UpdateSpec, QueryError> {
+        match u {
+            Bson::Document(d) if d.keys().next().is_some_and(|k| k.starts_with('$')) => {
+                let spec = UpdateSpec::Operators(d);
+                update::validate(&spec)?;
+                Ok(spec)
+            }
+            Bson::Document(d) if !d.keys().any(|k| k.starts_with('$')) => {
+                Ok(UpdateSpec::Replacement(d))
+            }
+            other => UpdateSpec::parse(&other),
+        }
+    }
+
     /// Classify a `u` value from an update statement (document or array).
     /// Errors: mixed `$`/non-`$` keys, wrong type. Operator documents and pipelines are
     /// also validated here (unknown/empty modifier, conflicting paths, stages not allowed
@@ -180,6 +196,16 @@ pub fn apply_update(
     is_upsert_insert: bool,
 ) -> Result<Document, QueryError> {
     update::apply(doc, update, is_upsert_insert)
+}
+
+/// [`apply_update`] consuming `update` (an upsert's insert uses it once: a replacement
+/// is then moved into the new document instead of cloned).
+pub fn apply_update_owned(
+    doc: &Document,
+    update: UpdateSpec,
+    is_upsert_insert: bool,
+) -> Result<Document, QueryError> {
+    update::apply_owned(doc, update, is_upsert_insert)
 }
 
 /// Apply a find `projection` (inclusion or exclusion, `_id` rules, dotted paths,

@@ -78,6 +78,18 @@ pub fn apply(
     }
 }
 
+/// [`apply`], consuming the spec: a replacement is used as it is, not cloned.
+pub fn apply_owned(
+    doc: &Document,
+    spec: UpdateSpec,
+    upsert_insert: bool,
+) -> Result<Document, QueryError> {
+    match spec {
+        UpdateSpec::Replacement(r) => with_kept_id(doc, r),
+        other => apply(doc, &other, upsert_insert),
+    }
+}
+
 /// Put `_id` first, keeping every other field in place.
 pub fn id_first(d: Document) -> Document {
     match d.keys().next() {
