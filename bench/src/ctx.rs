@@ -90,6 +90,21 @@ impl Ctx {
         })
     }
 
+    /// Replaces the local emulator by a fresh one (no-op with `--uri`): figures 1 and 2
+    /// leave hundreds of thousands of change events in its history, which would slow
+    /// loading and scanning the data of figures 3 and 4 and skew their ratios.
+    pub async fn fresh_local(&mut self) -> anyhow::Result<()> {
+        let Some(old) = self.emulator.take() else {
+            return Ok(());
+        };
+        old.shutdown().await;
+        let emu = Emulator::start(EmulatorConfig::default()).await?;
+        self.uri = emu.uri();
+        self.client = Client::with_uri_str(&self.uri).await?;
+        self.emulator = Some(emu);
+        Ok(())
+    }
+
     /// Turns the modelled WAN round trip on (every reply of the cloud server delayed by
     /// [`Ctx::rtt`]) or off. On around the measured programs only, never while loading.
     pub fn model_rtt(&self, on: bool) {

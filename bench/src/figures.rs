@@ -49,7 +49,7 @@ fn plot_err(what: &str, e: Box<dyn std::error::Error>) {
 /// Runs everything asked for; `Ok(false)` when a ratio missed its target by > 2×.
 pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     let t0 = Instant::now();
-    let ctx = Ctx::new(
+    let mut ctx = Ctx::new(
         cli.uri.clone(),
         cli.quick,
         cli.bin_dir.as_deref(),
@@ -95,6 +95,9 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
                 plot_err("the backlog plot", e);
             }
         }
+    }
+    if want("lag") || want("throughput") {
+        ctx.fresh_local().await?;
     }
     let mut ours: Vec<(i64, f64)> = Vec::new();
     if want("reconcile") {
