@@ -238,9 +238,11 @@ pub(crate) async fn apply_batch(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let mut sync = SyncChanges::default();
-    // Tombstones an earlier group of this batch dropped: a delete of the other group
-    // may still be the echo of the delete that made one (see `recheck_echo_deletes`).
-    let mut dropped: HashMap<Key, Tombstone> = HashMap::new();
+    // Tombstones as they were before this batch, for keys whose tombstone an earlier
+    // group of it recorded or dropped: whether a delete is the echo of one the engine
+    // made before is judged on them (a tombstone recorded in this batch explains no
+    // echo read before it; one dropped in it may still explain one).
+    let mut before: HashMap<Key, Option<Tombstone>> = HashMap::new();
     for side in Side::BOTH {
         let group: Vec<&QueuedEvent> = batch.iter().filter(|q| q.event.side == side).collect();
         if group.is_empty() {
@@ -249,7 +251,7 @@ pub(crate) async fn apply_batch(
         if sh.config.mode == Mode::OverwriteLocal {
             overwrite_group(sh, side, &group, &mut sync, cancel).await?;
         } else {
-            lww_group(sh, side, &group, &mut sync, &mut dropped, cancel).await?;
+            lww_group(sh, side, &group, &mut sync, &mut before, cancel).await?;
         }
     }
     sync.flush(sh.stores.state.as_ref(), cancel, None).await?;
@@ -334,7 +336,7 @@ async fn lww_group(
     src: Side,
     group: &[&QueuedEvent],
     sync: &mut SyncChanges,
-    dropped: &mut HashMap<Key, Tombstone>,
+    before: &mut HashMap<Key, Option<Tombstone>>,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let cfg = &sh.config;
@@ -385,8 +387,12 @@ async fn lww_group(
     let mut remove: Vec<Key> = Vec::new();
     for (q, mut eff, known) in live {
         let key = &q.event.key;
+        let echo_tomb: Option<Tombstone> = match before.get(key) {
+            Some(b) => b.clone(),
+            None => tombs.get(key).cloned(),
+        };
         if both && !known {
-            if let Some(t) = tombs.get(key).or_else(|| dropped.get(key)) {
+            if let Some(t) = &echo_tomb {
                 match recheck_echo_deletes(q, field, t, cfg.server_clock_skew) {
                     Recheck::Echo => continue,
                     Recheck::Without(e) => eff = e,
@@ -407,7 +413,7 @@ async fn lww_group(
                 }
                 if let Some(t) = tomb {
                     remove.push(key.clone());
-                    dropped.insert(key.clone(), t.clone());
+                    before.entry(key.clone()).or_insert_with(|| Some(t.clone()));
                 }
                 let upsert = |or_equal: bool| Write::UpsertIfNewer {
                     key: key.clone(),
@@ -429,12 +435,15 @@ async fn lww_group(
                 let plain =
                     !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
                 if both && plain && !known {
-                    if let Some(t) = tombs.get(key) {
+                    if let Some(t) = &echo_tomb {
                         if !(t.origin == src && t.deleted_at == w) {
                             continue; // echo of the engine's own delete
                         }
                     }
                 }
+                before
+                    .entry(key.clone())
+                    .or_insert_with(|| tombs.get(key).cloned());
                 record.push(Tombstone {
                     key: key.clone(),
                     deleted_at: w,
