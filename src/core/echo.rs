@@ -11,6 +11,10 @@
 //! delete of the same key still unread in the stream is a client's, and is not taken
 //! for the echo (which would leave the real echo to pass for a client delete stamped
 //! later than the change it propagates, beating client writes made in between).
+//! Nor is a delete made before the newest change already read from that side when the
+//! write was recorded: the engine writes after reading it, and one server's clock does
+//! not go back, so such a delete (say a client deleting the key again, still unread)
+//! is a client's too.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -43,16 +47,30 @@ impl Echo {
             Write::Delete { .. } => Echo::Deleted(None),
         }
     }
+}
 
+/// An expected echo.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    /// What the engine wrote.
+    echo: Echo,
+    /// Server time of the newest change read from the target side when the write was
+    /// recorded: the write's own change is not older.
+    not_before: Option<DateTime>,
+}
+
+impl Expected {
     /// Whether a change of `kind` made at server time `at` can be this write's echo,
     /// the servers' clocks differing by up to `skew`.
     fn matches(&self, kind: &ChangeKind, at: DateTime, skew: Duration) -> bool {
-        match (self, kind) {
-            (Echo::Doc(h), ChangeKind::Upsert(d)) => *h == content_hash(d),
-            (Echo::Deleted(None), ChangeKind::Delete) => true,
-            (Echo::Deleted(Some(w)), ChangeKind::Delete) => {
+        match (self.echo, kind) {
+            (Echo::Doc(h), ChangeKind::Upsert(d)) => h == content_hash(d),
+            (Echo::Deleted(w), ChangeKind::Delete) => {
                 let skew = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
-                at.timestamp_millis() >= w.timestamp_millis().saturating_sub(skew)
+                let after_propagated = w.is_none_or(|w| {
+                    at.timestamp_millis() >= w.timestamp_millis().saturating_sub(skew)
+                });
+                after_propagated && self.not_before.is_none_or(|n| at >= n)
             }
             _ => false,
         }
@@ -67,13 +85,22 @@ const PER_KEY: usize = 4;
 #[derive(Debug)]
 pub(crate) struct EchoMemory {
     /// Latest writes per (side, key), oldest first.
-    entries: HashMap<(Side, Key), Vec<Echo>>,
+    entries: HashMap<(Side, Key), Vec<Expected>>,
     /// Insertion order for eviction.
     order: VecDeque<(Side, Key)>,
     /// Maximum (side, key) entries.
     capacity: usize,
     /// Allowed clock difference between the two servers (see the module docs).
     skew: Duration,
+    /// Per side (local, cloud): server time of the newest change read.
+    last_read: [Option<DateTime>; 2],
+}
+
+fn side_ix(side: Side) -> usize {
+    match side {
+        Side::Local => 0,
+        Side::Cloud => 1,
+    }
 }
 
 impl EchoMemory {
@@ -85,6 +112,7 @@ impl EchoMemory {
             order: VecDeque::new(),
             capacity: capacity.max(1),
             skew,
+            last_read: [None; 2],
         }
     }
 
@@ -93,11 +121,12 @@ impl EchoMemory {
     /// write changed nothing).
     pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
         let id = (side, key.clone());
+        let not_before = self.last_read[side_ix(side)];
         let list = self.entries.entry(id.clone()).or_default();
         if list.is_empty() {
             self.order.push_back(id);
         }
-        list.push(echo);
+        list.push(Expected { echo, not_before });
         if list.len() > PER_KEY {
             list.remove(0);
         }
@@ -115,7 +144,7 @@ impl EchoMemory {
     /// the same kind may have happened and still has its echo coming).
     pub(crate) fn forget(&mut self, side: Side, key: &Key, echo: Echo) {
         if let Some(list) = self.entries.get_mut(&(side, key.clone())) {
-            if let Some(i) = list.iter().rposition(|e| *e == echo) {
+            if let Some(i) = list.iter().rposition(|e| e.echo == echo) {
                 list.remove(i);
             }
         }
@@ -128,9 +157,9 @@ impl EchoMemory {
     }
 
     /// Whether a change read from `side`, made at server time `at`, is the engine's own
-    /// write. Called by the reader in stream order: a match consumes that write and the
-    /// ones before it; a mismatch (a client change from before the write) leaves the
-    /// memory alone.
+    /// write. Called by the reader for every change, in stream order: a match consumes
+    /// that write and the ones before it; a mismatch (a client change from before the
+    /// write) leaves the memory alone.
     pub(crate) fn take_echo(
         &mut self,
         side: Side,
@@ -138,6 +167,8 @@ impl EchoMemory {
         kind: &ChangeKind,
         at: DateTime,
     ) -> bool {
+        let last = &mut self.last_read[side_ix(side)];
+        *last = (*last).max(Some(at));
         let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
             return false;
         };
@@ -210,6 +241,24 @@ mod tests {
         // Within the allowed skew of the other server's clock, it is the echo.
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600)));
         assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000)));
+    }
+
+    #[test]
+    fn a_delete_older_than_a_change_read_before_the_write_is_not_its_echo() {
+        let mut m = EchoMemory::new(4, NO_SKEW);
+        let k = Key(1.into());
+        let other = Key(2.into());
+        // A change stamped 10 s has been read from local when the engine records its
+        // delete propagating one made at 6 s.
+        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000)));
+        m.record(Side::Local, &k, Echo::Deleted(Some(t(6_000))));
+        // A client's delete at 7 s, made before that change, is read next: not the echo.
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000)));
+        // Changes read from the other side do not move this side's bound.
+        m.record(Side::Local, &k, Echo::Deleted(None));
+        assert!(!m.take_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000)));
     }
 
     #[test]

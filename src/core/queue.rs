@@ -73,6 +73,9 @@ pub(crate) struct QueuedEvent {
     /// Some change of the entry was read while the echo memory did not follow its key
     /// (after a restart): an echo among them could not be recognised.
     pub(crate) echo_unknown: bool,
+    /// A change that was not recognised as the engine's own write was coalesced into
+    /// this entry before `event`.
+    pub(crate) client_before: bool,
 }
 
 /// A delete coalesced into an entry.
@@ -100,6 +103,7 @@ impl QueuedEvent {
             best_upsert: None,
             engine_write: false,
             echo_unknown: false,
+            client_before: false,
         }
     }
 }
@@ -164,6 +168,8 @@ struct Slot {
     engine_write: bool,
     /// See [`QueuedEvent::echo_unknown`].
     echo_unknown: bool,
+    /// See [`QueuedEvent::client_before`].
+    client_before: bool,
 }
 
 impl Slot {
@@ -191,6 +197,7 @@ impl Slot {
             }),
             engine_write: self.engine_write,
             echo_unknown: self.echo_unknown,
+            client_before: self.client_before,
         }
     }
 }
@@ -383,6 +390,7 @@ impl Queue {
             after_upsert: ev.after_upsert,
             engine_write: ev.engine_write,
             echo_unknown: ev.echo_unknown,
+            client_before: ev.client_before,
         }
     }
 
@@ -393,6 +401,7 @@ impl Queue {
         let prev = std::mem::replace(slot, self.fresh(ev, new_u, deadline));
         slot.after_upsert = prev.after_upsert || prev.body.is_some();
         slot.echo_unknown |= prev.echo_unknown;
+        slot.client_before = prev.client_before || !prev.engine_write;
         if slot.body.is_none() && prev.body.is_some() {
             slot.removed = prev.updated_at;
         }

@@ -361,8 +361,15 @@ async fn lww_group(
             // Whether the echo memory followed the key since before its changes were
             // read (one it learned about since cannot have recognised their echoes).
             let known = echo.knows(src, &e.key) && !q.echo_unknown;
-            if q.engine_write && eff.is_latest() {
-                continue; // the engine's own write came back
+            // The engine's own write came back. If client changes of this side came
+            // before it, the engine wrote over them a version it had read from the
+            // other side, which that side may have replaced since (a change replayed
+            // after a restart, or read before a newer one that turned out to be an
+            // echo): the version is then checked against the other side like a client
+            // upsert, and a newer one there is written back.
+            let recheck = both && q.client_before && matches!(eff, Effective::Upsert { .. });
+            if q.engine_write && eff.is_latest() && !recheck {
+                continue;
             }
             live.push((q, eff, known));
         }
