@@ -94,6 +94,8 @@ pub(crate) struct EchoMemory {
     skew: Duration,
     /// Per side (local, cloud): server time of the newest change read.
     last_read: [Option<DateTime>; 2],
+    /// Whether a key was ever evicted (its echoes can no longer be recognised).
+    evicted: bool,
 }
 
 fn side_ix(side: Side) -> usize {
@@ -113,6 +115,7 @@ impl EchoMemory {
             capacity: capacity.max(1),
             skew,
             last_read: [None; 2],
+            evicted: false,
         }
     }
 
@@ -134,6 +137,7 @@ impl EchoMemory {
             match self.order.pop_front() {
                 Some(old) => {
                     self.entries.remove(&old);
+                    self.evicted = true;
                 }
                 None => break,
             }
@@ -154,6 +158,12 @@ impl EchoMemory {
     /// unknown key may still see echoes of writes from before a restart).
     pub(crate) fn knows(&self, side: Side, key: &Key) -> bool {
         self.entries.contains_key(&(side, key.clone()))
+    }
+
+    /// Whether a key was ever evicted: a change of a key the memory does not know may
+    /// then be the echo of one of the engine's writes.
+    pub(crate) fn evicted_any(&self) -> bool {
+        self.evicted
     }
 
     /// Whether a change read from `side`, made at server time `at`, is the engine's own

@@ -71,7 +71,9 @@ pub(crate) struct QueuedEvent {
     /// about last-writer-wins.
     pub(crate) engine_write: bool,
     /// Some change of the entry was read while the echo memory did not follow its key
-    /// (after a restart): an echo among them could not be recognised.
+    /// and may have missed the write it echoes (changes of a previous run replayed after
+    /// a restart, or after the memory evicted keys): an echo among them could not be
+    /// recognised.
     pub(crate) echo_unknown: bool,
     /// A change that was not recognised as the engine's own write was coalesced into
     /// this entry before `event`.

@@ -27,10 +27,22 @@ enum End {
     Lost(StoreError),
 }
 
+/// Whether changes read may still be echoes of writes the echo memory never saw: those
+/// of a previous run, replayed from the saved checkpoint until the stream first catches
+/// up (the previous run wrote nothing after this one started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Opened from the saved checkpoint; not caught up yet.
+    Possible,
+    /// Caught up once since, or opened without a checkpoint.
+    Over,
+}
+
 /// Run `side`'s reader until `stop` is cancelled.
 pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
     let mut failures = 0u32;
     let mut fresh = false; // history lost: ignore the saved checkpoint
+    let mut replay = Replay::Over;
     loop {
         if stop.is_cancelled() {
             break;
@@ -48,13 +60,20 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
                 })
                 .await
                 {
-                    Ok(t) => t,
+                    Ok(t) => {
+                        if t.is_some() {
+                            replay = Replay::Possible;
+                        }
+                        t
+                    }
                     Err(_) => break,
                 },
             }
         };
         let needs_reconcile = from.is_none();
         if needs_reconcile {
+            // A stream opened now holds nothing a previous run wrote.
+            replay = Replay::Over;
             lock(&sh.trackers[ix(side)]).reset();
             lock(&sh.saved)[ix(side)] = None;
         }
@@ -104,7 +123,16 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             }
         }
         sh.set_stream(side, StreamState::Running, None);
-        match stream_loop(&sh, side, stream.as_mut(), &stop, &mut failures).await {
+        match stream_loop(
+            &sh,
+            side,
+            stream.as_mut(),
+            &stop,
+            &mut failures,
+            &mut replay,
+        )
+        .await
+        {
             End::Stopped => break,
             End::Reopen(e) => {
                 sh.set_stream(side, StreamState::Down, Some(&e));
@@ -146,7 +174,11 @@ async fn stream_loop(
     stream: &mut dyn ChangeStream,
     stop: &CancellationToken,
     failures: &mut u32,
+    replay: &mut Replay,
 ) -> End {
+    // Progress reported after an event, or a second one, means the stream caught up (a
+    // stream may report its opening position before reading anything).
+    let mut caught_up_signs = 0u32;
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return End::Stopped,
@@ -155,6 +187,7 @@ async fn stream_loop(
         match item {
             Ok(StreamItem::Event(mut ev)) => {
                 *failures = 0;
+                caught_up_signs = 1;
                 ev.side = side;
                 // The token moves to the tracker: nothing after it reads `ev.token`.
                 let token = std::mem::replace(&mut ev.token, ResumeToken(Document::new()));
@@ -163,12 +196,16 @@ async fn stream_loop(
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor
                 // hides one.
-                let (engine_write, echo_known) = {
+                // An unknown key's change may be the echo of a write the memory never
+                // saw (a previous run's, or one it evicted).
+                let (engine_write, echo_known, maybe_unseen) = {
                     let mut echo = lock(&sh.echo);
                     let known = echo.knows(side, &ev.key);
+                    let maybe_unseen = *replay == Replay::Possible || echo.evicted_any();
                     (
                         echo.take_echo(side, &ev.key, &ev.kind, ev.server_time),
                         known,
+                        maybe_unseen,
                     )
                 };
                 tracing::debug!(
@@ -185,7 +222,7 @@ async fn stream_loop(
                 }
                 let mut queued = QueuedEvent::new(ev, gen, seq);
                 queued.engine_write = engine_write;
-                queued.echo_unknown = !echo_known;
+                queued.echo_unknown = !echo_known && maybe_unseen;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(queued) => old,
@@ -196,6 +233,11 @@ async fn stream_loop(
             }
             Ok(StreamItem::Progress(token)) => {
                 *failures = 0;
+                caught_up_signs += 1;
+                if caught_up_signs >= 2 && *replay == Replay::Possible {
+                    tracing::debug!(%side, "caught up with the changes of the previous run");
+                    *replay = Replay::Over;
+                }
                 lock(&sh.trackers[ix(side)]).read_progress(token);
             }
             Err(e) if e.is_history_lost() => return End::Lost(e),

@@ -351,16 +351,15 @@ async fn lww_group(
     // (event, its verdict, echo memory follows the key)
     let mut live: Vec<(&QueuedEvent, Effective<'_>, bool)> = Vec::new();
     {
-        let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
             let Some(eff) = effective(q, field, both, true) else {
                 skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
                 continue;
             };
-            // Whether the echo memory followed the key since before its changes were
-            // read (one it learned about since cannot have recognised their echoes).
-            let known = echo.knows(src, &e.key) && !q.echo_unknown;
+            // Whether the echo memory can have recognised every echo among the
+            // entry's changes (see `QueuedEvent::echo_unknown`).
+            let known = !q.echo_unknown;
             // The engine's own write came back. If client changes of this side came
             // before it, the engine wrote over them a version it had read from the
             // other side, which that side may have replaced since (a change replayed
