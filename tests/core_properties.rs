@@ -673,3 +673,32 @@ fn client_delete_is_not_taken_for_an_echo_without_a_restart() {
     ];
     block_on(two_way(ops, Local, false)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (about 1 in 200,000
+/// cases). Local deletes key 5 (t3) and writes it again (t4); cloud deletes it (t10)
+/// and writes t0. Propagating local's delete removed cloud's t0, and the echo of that
+/// engine delete joined cloud's entry after cloud's own t10 delete: the entry was
+/// dropped as the engine's own write, so local's t4 beat the t10 delete. A client
+/// delete coalesced before an engine delete is now propagated with its own time.
+#[test]
+fn client_delete_before_the_engines_delete_in_one_entry_still_counts() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 5, 0, 0),
+        Op::Wait(51),
+        put(Local, 3, 0, 0),
+        put(Local, 4, 0, 0),
+        del(Local, 5, 3),
+        del(Cloud, 5, 10),
+        put(Local, 2, 0, 0),
+        put(Cloud, 5, 0, 0),
+        put(Local, 0, 0, 0),
+        put(Local, 5, 4, 0),
+        put(Local, 0, 0, 0),
+    ];
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    block_on(two_way(ops, Local, false)).unwrap();
+}

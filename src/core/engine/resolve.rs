@@ -172,6 +172,39 @@ fn effective<'a>(
     Some(best)
 }
 
+/// The verdict of an entry whose newest change is the engine's own write (`eff`, its
+/// verdict, being that write), when client changes of its side coalesced before it
+/// still need one; `None`: nothing to do.
+/// - An upsert written over client changes: the engine wrote a version it had read
+///   from the other side, which that side may have replaced since (a change replayed
+///   after a restart, or read before a newer one that turned out to be an echo). It is
+///   checked against the other side like a client upsert; a newer one there is
+///   written back.
+/// - A delete after a client delete: the engine's delete propagated another one
+///   (`DeleteIfNotNewer`, whose echo carries only the server's time of the write), so
+///   the client's delete is propagated with its own time. Client upserts before it
+///   lost to the engine's delete, which removed them.
+fn own_write_over_client<'a>(
+    q: &'a QueuedEvent,
+    eff: Effective<'a>,
+    both: bool,
+) -> Option<Effective<'a>> {
+    if !both || !q.client_before {
+        return None;
+    }
+    match eff {
+        Effective::Upsert { .. } => Some(eff),
+        Effective::Delete { .. } => {
+            let d = q.max_delete?;
+            let upsert_newer = q.best_upsert.as_ref().is_some_and(|(_, u)| *u > d.at);
+            (!upsert_newer).then_some(Effective::Delete {
+                at: d.at,
+                src_has_doc: false,
+            })
+        }
+    }
+}
+
 /// What [`recheck_echo_deletes`] found.
 enum Recheck<'a> {
     /// Nothing taken for an echo.
@@ -360,16 +393,16 @@ async fn lww_group(
             // Whether the echo memory can have recognised every echo among the
             // entry's changes (see `QueuedEvent::echo_unknown`).
             let known = !q.echo_unknown;
-            // The engine's own write came back. If client changes of this side came
-            // before it, the engine wrote over them a version it had read from the
-            // other side, which that side may have replaced since (a change replayed
-            // after a restart, or read before a newer one that turned out to be an
-            // echo): the version is then checked against the other side like a client
-            // upsert, and a newer one there is written back.
-            let recheck = both && q.client_before && matches!(eff, Effective::Upsert { .. });
-            if q.engine_write && eff.is_latest() && !recheck {
-                continue;
-            }
+            let eff = if q.engine_write && eff.is_latest() {
+                // The engine's own write came back; client changes of this side
+                // coalesced before it still count.
+                match own_write_over_client(q, eff, both) {
+                    Some(eff) => eff,
+                    None => continue,
+                }
+            } else {
+                eff
+            };
             live.push((q, eff, known));
         }
     }
