@@ -71,6 +71,12 @@ impl Tracker {
         self.latest = None;
     }
 
+    /// The (gen, seq) the next read event will get: every event read so far is before
+    /// it.
+    pub(crate) fn mark(&self) -> (u64, u64) {
+        (self.gen, self.next_seq)
+    }
+
     /// Record a read event whose resume token is `token`; returns its (gen, seq).
     pub(crate) fn read_event(&mut self, token: ResumeToken) -> (u64, u64) {
         let seq = self.next_seq;

@@ -86,6 +86,9 @@ const PER_KEY: usize = 4;
 pub(crate) struct EchoMemory {
     /// Latest writes per (side, key), oldest first.
     entries: HashMap<(Side, Key), Vec<Expected>>,
+    /// Per (side, key) still remembered: the target side's read mark (gen, next seq)
+    /// when the engine's latest write there that changed something was recorded.
+    applied: HashMap<(Side, Key), (u64, u64)>,
     /// Insertion order for eviction.
     order: VecDeque<(Side, Key)>,
     /// Maximum (side, key) entries.
@@ -111,6 +114,7 @@ impl EchoMemory {
     pub(crate) fn new(capacity: usize, skew: Duration) -> Self {
         EchoMemory {
             entries: HashMap::new(),
+            applied: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             skew,
@@ -137,6 +141,7 @@ impl EchoMemory {
             match self.order.pop_front() {
                 Some(old) => {
                     self.entries.remove(&old);
+                    self.applied.remove(&old);
                     self.evicted = true;
                 }
                 None => break,
@@ -152,6 +157,26 @@ impl EchoMemory {
                 list.remove(i);
             }
         }
+    }
+
+    /// The engine's write to `side`'s `key`, recorded when `side`'s read mark was `mark`
+    /// (see [`crate::core::checkpoint::Tracker::mark`]), changed the document.
+    pub(crate) fn applied(&mut self, side: Side, key: &Key, mark: (u64, u64)) {
+        let id = (side, key.clone());
+        if self.entries.contains_key(&id) {
+            let m = self.applied.entry(id).or_insert(mark);
+            *m = (*m).max(mark);
+        }
+    }
+
+    /// Whether a change of `side`'s `key` with read sequence `seq` (generation `gen`)
+    /// was read before a write of the engine to that key changed the document: that
+    /// conditional write then compared itself with the change (or a later state) and
+    /// won.
+    pub(crate) fn overwritten_after(&self, side: Side, key: &Key, gen: u64, seq: u64) -> bool {
+        self.applied
+            .get(&(side, key.clone()))
+            .is_some_and(|&(g, next)| g == gen && seq < next)
     }
 
     /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
@@ -272,12 +297,40 @@ mod tests {
     }
 
     #[test]
+    fn a_change_read_before_an_applied_write_is_overwritten() {
+        let mut m = EchoMemory::new(4, NO_SKEW);
+        let k = Key(1.into());
+        let d = doc! {"_id": 1, "v": 1};
+        m.record(Side::Cloud, &k, upsert(&d));
+        // Recorded when cloud's next read sequence was 5 (generation 0).
+        m.applied(Side::Cloud, &k, (0, 5));
+        assert!(m.overwritten_after(Side::Cloud, &k, 0, 4));
+        assert!(
+            !m.overwritten_after(Side::Cloud, &k, 0, 5),
+            "read after the write"
+        );
+        assert!(
+            !m.overwritten_after(Side::Cloud, &k, 1, 4),
+            "another generation"
+        );
+        assert!(!m.overwritten_after(Side::Local, &k, 0, 4), "another side");
+        // Still known once the echo came back.
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d), t(0)));
+        assert!(m.overwritten_after(Side::Cloud, &k, 0, 4));
+        // A key the memory does not follow has no mark.
+        let other = Key(2.into());
+        m.applied(Side::Cloud, &other, (0, 9));
+        assert!(!m.overwritten_after(Side::Cloud, &other, 0, 1));
+    }
+
+    #[test]
     fn memory_is_bounded() {
         let mut m = EchoMemory::new(2, NO_SKEW);
         for i in 0..5 {
             m.record(Side::Local, &Key(i.into()), Echo::Deleted(None));
         }
         assert_eq!(m.entries.len(), 2);
+        assert!(m.evicted_any());
         assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0)));
         assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0)));
     }

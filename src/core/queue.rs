@@ -48,8 +48,11 @@ const _: () = assert!(ENTRY_BYTES <= 1024, "a queue entry costs over 1 KiB");
 pub(crate) struct QueuedEvent {
     /// The newest event of the entry.
     pub(crate) event: ChangeEvent,
-    /// Read-sequence number of `event` in its side's checkpoint tracker.
+    /// Read-sequence number of the entry's oldest pending change in its side's
+    /// checkpoint tracker.
     pub(crate) seq: u64,
+    /// Read-sequence number of `event` (the newest).
+    pub(crate) last_seq: u64,
     /// Stream generation the sequence belongs to.
     pub(crate) gen: u64,
     /// An upsert from the same side was coalesced into this entry before `event`
@@ -98,6 +101,7 @@ impl QueuedEvent {
         QueuedEvent {
             event,
             seq,
+            last_seq: seq,
             gen,
             after_upsert: false,
             max_delete: None,
@@ -156,6 +160,8 @@ struct Slot {
     server_time: DateTime,
     /// See [`QueuedEvent::seq`].
     seq: u64,
+    /// See [`QueuedEvent::last_seq`].
+    last_seq: u64,
     /// See [`QueuedEvent::gen`].
     gen: u64,
     /// See [`QueuedEvent::max_delete`].
@@ -189,6 +195,7 @@ impl Slot {
                 server_time: self.server_time,
             },
             seq: self.seq,
+            last_seq: self.last_seq,
             gen: self.gen,
             after_upsert: self.after_upsert,
             max_delete: self.max_delete,
@@ -385,6 +392,7 @@ impl Queue {
             updated_at: new_u,
             server_time,
             seq: ev.seq,
+            last_seq: ev.last_seq,
             gen: ev.gen,
             max_delete: ev.max_delete,
             removed: ev.removed,

@@ -307,24 +307,33 @@ pub(crate) async fn apply_batch(
     Ok(())
 }
 
+/// Each target side's read mark when writes were recorded (see [`expect_echoes`]).
+type Marks = [(u64, u64); 2];
+
 /// Remember the writes about to be made, so their echoes are recognised even by the
-/// reader (which may see them before `apply` returns).
-fn expect_echoes(sh: &Shared, plans: &Plans<'_>) {
+/// reader (which may see them before `apply` returns); returns each side's read mark
+/// (every change read so far was made before these writes).
+fn expect_echoes(sh: &Shared, plans: &Plans<'_>) -> Marks {
+    let marks = Side::BOTH.map(|side| lock(&sh.trackers[ix(side)]).mark());
     let mut echo = lock(&sh.echo);
     for side in Side::BOTH {
         for w in &plans.writes[ix(side)] {
             echo.record(side, w.key(), Echo::of_write(w));
         }
     }
+    marks
 }
 
-/// Forget the expected echoes of writes that changed nothing: no change event comes,
-/// and a stale entry would hide the next genuine change.
-fn remember(sh: &Shared, plans: &Plans<'_>, outcomes: &Outcomes) {
+/// Forget the expected echoes of writes that changed nothing (no change event comes,
+/// and a stale entry would hide the next genuine change); note the others as having
+/// overwritten the changes read before them.
+fn remember(sh: &Shared, plans: &Plans<'_>, outcomes: &Outcomes, marks: Marks) {
     let mut echo = lock(&sh.echo);
     for side in Side::BOTH {
         for (w, o) in plans.writes[ix(side)].iter().zip(&outcomes[ix(side)]) {
-            if *o != WriteOutcome::Applied {
+            if *o == WriteOutcome::Applied {
+                echo.applied(side, w.key(), marks[ix(side)]);
+            } else {
                 echo.forget(side, w.key(), Echo::of_write(w));
             }
         }
@@ -393,6 +402,17 @@ async fn lww_group(
             // Whether the echo memory can have recognised every echo among the
             // entry's changes (see `QueuedEvent::echo_unknown`).
             let known = !q.echo_unknown;
+            // A client upsert read before one of the engine's writes to the key
+            // changed it lost to that conditional write; what the engine wrote came
+            // from the other side, which needs nothing from this change. (Read from a
+            // stream that was down, it would otherwise be copied over there later,
+            // e.g. into a key a client deleted meanwhile.)
+            let overwritten = matches!(eff, Effective::Upsert { latest: true, .. })
+                && !q.engine_write
+                && lock(&sh.echo).overwritten_after(src, &e.key, q.gen, q.last_seq);
+            if overwritten {
+                continue;
+            }
             let eff = if q.engine_write && eff.is_latest() {
                 // The engine's own write came back; client changes of this side
                 // coalesced before it still count.
@@ -531,9 +551,9 @@ async fn lww_group(
         })
         .await?;
     }
-    expect_echoes(sh, &plans);
+    let marks = expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
-    remember(sh, &plans, &outcomes);
+    remember(sh, &plans, &outcomes, marks);
     for side in Side::BOTH {
         let i = ix(side);
         for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
@@ -618,9 +638,9 @@ async fn lww_group(
         })
         .await?;
     }
-    expect_echoes(sh, &back);
+    let marks = expect_echoes(sh, &back);
     let outcomes = apply_plans(sh, &back, cancel).await?;
-    remember(sh, &back, &outcomes);
+    remember(sh, &back, &outcomes, marks);
     // Winners written back: `dst` holds them already.
     sync.note_copies(&back.writes[ix(src)], &outcomes[ix(src)], field);
     Ok(())
@@ -676,9 +696,9 @@ async fn overwrite_group(
     if plans.is_empty() {
         return Ok(());
     }
-    expect_echoes(sh, &plans);
+    let marks = expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
-    remember(sh, &plans, &outcomes);
+    remember(sh, &plans, &outcomes, marks);
     // Local is now a copy of cloud for these keys.
     let field = sh.config.updated_at_field.as_str();
     sync.note_copies(
