@@ -15,12 +15,13 @@
 //!
 //! Known hole (found by this property, narrowed, not closed): after a crash the echo
 //! memory is gone, and the echo of a delete the engine made is replayed with the
-//! *server's* time of that delete. The engine now takes a replayed delete for such an
-//! echo when the key's tombstone explains it (see `recheck_echo_deletes` in
-//! `src/core/engine/resolve.rs`; two shrunk cases below), but not when that tombstone
-//! is already gone, nor when the version the delete removed is not in its queue
-//! entry: then a client write whose `updatedAt` is not after that server time (a tie at
-//! this model's one-second clock, or a client clock behind the servers') loses to it.
+//! *server's* time of that delete. While a stream replays changes from before the
+//! restart, the engine takes a replayed delete for such an echo when the key's
+//! tombstone explains it (see `recheck_echo_deletes` in `src/core/engine/resolve.rs`;
+//! two shrunk cases below), but not when a newer version has already superseded (and
+//! removed) that tombstone: then a client write whose `updatedAt` is not after that
+//! server time (a tie at this model's one-second clock, or a client clock behind the
+//! servers') loses to it.
 //! So: both-ways schedules *without* crashes assert the exact last-writer-wins state
 //! under arbitrary skew and ties; schedules *with* crashes (client clocks not behind the
 //! servers') assert convergence, provenance (every surviving document is a version
@@ -722,6 +723,35 @@ fn client_write_that_lost_to_the_engines_write_is_not_copied_later() {
         Op::DropStreams(Cloud),
         Op::Wait(9),
         del(Local, 2, 0),
+    ];
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    block_on(two_way(ops, Local, false)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (about 1 in 400,000
+/// cases). Same start as the case above, but cloud's own t11 change is read only after
+/// the engine wrote local's (tie-winning) t11 over it, so it is still copied into
+/// local's empty key. The entry of local's delete then re-checks that copy against
+/// cloud; the re-check used to push it over cloud's equal-time version (local being the
+/// tie-break side). A version the engine wrote from the other side now loses a tie
+/// there: the other side's newer write replaced it, and is written back.
+#[test]
+fn recheck_of_an_engine_write_keeps_the_tie_winner() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 0, 0, 0),
+        Op::DropStreams(Cloud),
+        put(Local, 2, 11, 0),
+        put(Cloud, 2, 11, 0),
+        put(Cloud, 4, 0, 0),
+        put(Cloud, 5, 0, 0),
+        put(Cloud, 1, 0, 0),
+        Op::Wait(51),
+        del(Local, 2, 0),
+        Op::DropStreams(Local),
     ];
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

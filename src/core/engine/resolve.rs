@@ -48,6 +48,9 @@ use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOut
 enum Why {
     /// Propagating an upsert to the other side.
     Upsert,
+    /// Checking a version the engine wrote over client changes against the other side
+    /// (see [`own_write_over_client`]).
+    Recheck,
     /// Propagating a delete to the other side.
     Delete,
     /// Correcting the event's own side (the delete or an older version is the last writer).
@@ -480,7 +483,13 @@ async fn lww_group(
                     updated_at: u,
                     or_equal,
                 };
-                plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
+                if q.engine_write && latest {
+                    // A version the engine wrote here from the other side: a different
+                    // one with the same `updatedAt` there replaced it since, and wins.
+                    plans.push(dst, upsert(false), Why::Recheck, Some(d));
+                } else {
+                    plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
+                }
                 if !latest {
                     // The side's newest change is older than a version it had: that
                     // version wins on this side too.
@@ -559,7 +568,7 @@ async fn lww_group(
         for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
             match (w, m.why) {
                 // Only a propagated upsert proves the other side holds the version.
-                (Write::UpsertIfNewer { updated_at: u, .. }, Why::Upsert)
+                (Write::UpsertIfNewer { updated_at: u, .. }, Why::Upsert | Why::Recheck)
                     if *o == WriteOutcome::Applied =>
                 {
                     sync.agreed(w.key(), *u)
@@ -576,7 +585,8 @@ async fn lww_group(
         .zip(&plans.meta[ix(dst)])
         .zip(&outcomes[ix(dst)])
         .filter(|((_, m), o)| {
-            **o == WriteOutcome::NotApplied && matches!(m.why, Why::Upsert | Why::Delete)
+            **o == WriteOutcome::NotApplied
+                && matches!(m.why, Why::Upsert | Why::Recheck | Why::Delete)
         })
         .map(|((w, m), _)| (w.key(), m))
         .collect();
@@ -628,7 +638,7 @@ async fn lww_group(
             key: key.clone(),
             doc: w.clone(),
             updated_at: u,
-            or_equal: dst == cfg.tie_break,
+            or_equal: dst == cfg.tie_break || m.why == Why::Recheck,
         };
         back.push(src, write, Why::Upsert, None);
     }
