@@ -768,3 +768,54 @@ fn recheck_of_an_engine_write_keeps_the_tie_winner() {
         .try_init();
     block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (found once in a
+/// 400,000-case run; it fails on the code from before this session too). Local and
+/// cloud both delete key 1 at t7; local's client re-creates it (t1) while local's
+/// stream is down. Propagating cloud's delete removes that t1 on local, but local's own
+/// t7 delete, still unread, is then taken for the echo of that write (same time, read
+/// after the write was recorded), so the real echo passes for a client delete at the
+/// server's later time (t8) and removes cloud's t8 on both sides. A delete echo can only
+/// follow the upsert that created what it removed; telling that apart needs more than
+/// the change's time. Not fixed yet.
+#[test]
+#[ignore = "open bug (issue 6): a same-time client delete read late is taken for the engine's delete echo"]
+fn same_time_client_delete_read_late_is_not_taken_for_the_engines_echo() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 1, 0, 0),
+        Op::Wait(51),
+        del(Local, 1, 7),
+        put(Local, 2, 8, 0),
+        del(Cloud, 1, 7),
+        put(Local, 1, 1, 0),
+        Op::DropStreams(Local),
+        Op::Wait(50),
+        put(Cloud, 1, 8, 0),
+    ];
+    block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_through_crashes` (once in 267,000 cases): the
+/// sides end on different versions after stream drops and a crash. It fails on the
+/// code from before this session too. Not analysed yet.
+#[test]
+#[ignore = "open bug (issue 6): rare divergence after stream drops and a crash, not analysed yet"]
+fn reported_case_stream_drops_and_crash_diverge() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 1, 0, 0),
+        Op::Wait(51),
+        Op::DropStreams(Cloud),
+        del(Cloud, 1, 0),
+        Op::DropStreams(Local),
+        put(Local, 1, 0, 0),
+        Op::Wait(101),
+        del(Local, 1, 0),
+        put(Cloud, 2, 0, 0),
+        Op::DropStreams(Local),
+        Op::Wait(50),
+        Op::Crash,
+    ];
+    block_on(two_way(ops, Local, true, Check::Converged)).unwrap();
+}
