@@ -797,14 +797,14 @@ fn same_time_client_delete_read_late_is_not_taken_for_the_engines_echo() {
 }
 
 /// Shrunk case of `both_ways_converges_through_crashes` (once in 267,000 cases; it
-/// fails on the code from before this session too). Cloud deletes key 1 (t0) while
-/// local writes t1 and then deletes it (t1). Propagating cloud's delete lost to local's
-/// t1, which local's client deleted before the engine could fetch it as the winner, so
-/// cloud's tombstone (t0) stayed. After a crash, local's genuine delete, replayed, is
-/// taken for the echo of that delete (which never happened): cloud keeps t1. Dropping
-/// the tombstone when the winner is gone is wrong when the delete found nothing to
-/// delete (also `NotApplied`); telling the two apart needs the store to say why a
-/// conditional delete did nothing. Not fixed yet.
+/// fails on the code from before this session too). Cloud deletes key 1 (t0); local
+/// writes t1 and deletes it (t1) before the engine propagates cloud's delete, which so
+/// finds nothing to delete, and cloud's tombstone (t0) stays. After a crash, local's
+/// genuine delete, replayed, matches that tombstone and is dropped as the echo of a
+/// delete that never happened: cloud keeps t1. A tombstone does not say whether its
+/// propagated delete removed anything; tried and reverted: dropping it when the
+/// propagation lost (breaks deletes that found nothing), and stores telling "nothing to
+/// delete" from "newer" (this case is the former). Not fixed yet.
 #[test]
 #[ignore = "open bug (issue 6): after a crash, a genuine delete is taken for the echo of a delete that lost"]
 fn replayed_delete_is_not_taken_for_the_echo_of_a_delete_that_lost() {
