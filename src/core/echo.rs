@@ -81,14 +81,21 @@ impl Expected {
 /// delete, then the winner written back) and both come back on the stream.
 const PER_KEY: usize = 4;
 
+/// The engine's recent writes to one (side, key).
+#[derive(Debug, Default)]
+struct KeyEchoes {
+    /// Writes whose echo has not come back yet, oldest first.
+    pending: Vec<Expected>,
+    /// The target side's read mark (gen, next seq) when the latest write that changed
+    /// the document was recorded.
+    applied: Option<(u64, u64)>,
+}
+
 /// Recent engine writes by (target side, key).
 #[derive(Debug)]
 pub(crate) struct EchoMemory {
-    /// Latest writes per (side, key), oldest first.
-    entries: HashMap<(Side, Key), Vec<Expected>>,
-    /// Per (side, key) still remembered: the target side's read mark (gen, next seq)
-    /// when the engine's latest write there that changed something was recorded.
-    applied: HashMap<(Side, Key), (u64, u64)>,
+    /// What is remembered per (side, key).
+    entries: HashMap<(Side, Key), KeyEchoes>,
     /// Insertion order for eviction.
     order: VecDeque<(Side, Key)>,
     /// Maximum (side, key) entries.
@@ -114,7 +121,6 @@ impl EchoMemory {
     pub(crate) fn new(capacity: usize, skew: Duration) -> Self {
         EchoMemory {
             entries: HashMap::new(),
-            applied: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             skew,
@@ -129,7 +135,7 @@ impl EchoMemory {
     pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
         let id = (side, key.clone());
         let not_before = self.last_read[side_ix(side)];
-        let list = self.entries.entry(id.clone()).or_default();
+        let list = &mut self.entries.entry(id.clone()).or_default().pending;
         if list.is_empty() {
             self.order.push_back(id);
         }
@@ -141,7 +147,6 @@ impl EchoMemory {
             match self.order.pop_front() {
                 Some(old) => {
                     self.entries.remove(&old);
-                    self.applied.remove(&old);
                     self.evicted = true;
                 }
                 None => break,
@@ -152,9 +157,9 @@ impl EchoMemory {
     /// Drop a remembered write that did not happen (one occurrence: another write of
     /// the same kind may have happened and still has its echo coming).
     pub(crate) fn forget(&mut self, side: Side, key: &Key, echo: Echo) {
-        if let Some(list) = self.entries.get_mut(&(side, key.clone())) {
-            if let Some(i) = list.iter().rposition(|e| e.echo == echo) {
-                list.remove(i);
+        if let Some(k) = self.entries.get_mut(&(side, key.clone())) {
+            if let Some(i) = k.pending.iter().rposition(|e| e.echo == echo) {
+                k.pending.remove(i);
             }
         }
     }
@@ -162,10 +167,8 @@ impl EchoMemory {
     /// The engine's write to `side`'s `key`, recorded when `side`'s read mark was `mark`
     /// (see [`crate::core::checkpoint::Tracker::mark`]), changed the document.
     pub(crate) fn applied(&mut self, side: Side, key: &Key, mark: (u64, u64)) {
-        let id = (side, key.clone());
-        if self.entries.contains_key(&id) {
-            let m = self.applied.entry(id).or_insert(mark);
-            *m = (*m).max(mark);
+        if let Some(k) = self.entries.get_mut(&(side, key.clone())) {
+            k.applied = k.applied.max(Some(mark));
         }
     }
 
@@ -174,9 +177,10 @@ impl EchoMemory {
     /// conditional write then compared itself with the change (or a later state) and
     /// won.
     pub(crate) fn overwritten_after(&self, side: Side, key: &Key, gen: u64, seq: u64) -> bool {
-        self.applied
+        self.entries
             .get(&(side, key.clone()))
-            .is_some_and(|&(g, next)| g == gen && seq < next)
+            .and_then(|k| k.applied)
+            .is_some_and(|(g, next)| g == gen && seq < next)
     }
 
     /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
@@ -204,7 +208,11 @@ impl EchoMemory {
     ) -> bool {
         let last = &mut self.last_read[side_ix(side)];
         *last = (*last).max(Some(at));
-        let Some(list) = self.entries.get_mut(&(side, key.clone())) else {
+        let Some(list) = self
+            .entries
+            .get_mut(&(side, key.clone()))
+            .map(|k| &mut k.pending)
+        else {
             return false;
         };
         let skew = self.skew;

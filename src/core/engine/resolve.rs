@@ -396,6 +396,7 @@ async fn lww_group(
     // (event, its verdict, echo memory follows the key)
     let mut live: Vec<(&QueuedEvent, Effective<'_>, bool)> = Vec::new();
     {
+        let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
             let Some(eff) = effective(q, field, both, true) else {
@@ -412,7 +413,7 @@ async fn lww_group(
             // e.g. into a key a client deleted meanwhile.)
             let overwritten = matches!(eff, Effective::Upsert { latest: true, .. })
                 && !q.engine_write
-                && lock(&sh.echo).overwritten_after(src, &e.key, q.gen, q.last_seq);
+                && echo.overwritten_after(src, &e.key, q.gen, q.last_seq);
             if overwritten {
                 continue;
             }
