@@ -770,14 +770,16 @@ fn recheck_of_an_engine_write_keeps_the_tie_winner() {
 }
 
 /// Shrunk case of `both_ways_converges_to_last_writer_wins` (found once in a
-/// 400,000-case run; it fails on the code from before this session too). Local and
-/// cloud both delete key 1 at t7; local's client re-creates it (t1) while local's
-/// stream is down. Propagating cloud's delete removes that t1 on local, but local's own
-/// t7 delete, still unread, is then taken for the echo of that write (same time, read
-/// after the write was recorded), so the real echo passes for a client delete at the
-/// server's later time (t8) and removes cloud's t8 on both sides. A delete echo can only
-/// follow the upsert that created what it removed; telling that apart needs more than
-/// the change's time. Not fixed yet.
+/// 400,000-case run; it fails on older code too). Local and cloud both delete key 1 at
+/// t7; local's client re-creates it (t1) while local's stream is down. Propagating
+/// cloud's delete removes that t1 on local, but local's own t7 delete, still unread, is
+/// then taken for the echo of that write (same time, read after the write was
+/// recorded), so the real echo passes for a client delete at the server's later time
+/// (t8) and removes cloud's t8 on both sides. Not fixed: read in stream order, this is
+/// the same sequence as `same_time_echo_then_a_client_delete_is_propagated` (a delete
+/// not after the propagated one, a client upsert not newer than it, a later delete),
+/// where the first delete is the echo and the second a client's; a rule on times alone
+/// fixes one by breaking the other (tried).
 #[test]
 #[ignore = "open bug (issue 6): a same-time client delete read late is taken for the engine's delete echo"]
 fn same_time_client_delete_read_late_is_not_taken_for_the_engines_echo() {
@@ -796,18 +798,14 @@ fn same_time_client_delete_read_late_is_not_taken_for_the_engines_echo() {
     block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
 }
 
-/// Shrunk case of `both_ways_converges_through_crashes` (once in 267,000 cases; it
-/// fails on the code from before this session too). Cloud deletes key 1 (t0); local
-/// writes t1 and deletes it (t1) before the engine propagates cloud's delete, which so
-/// finds nothing to delete, and cloud's tombstone (t0) stays. After a crash, local's
-/// genuine delete, replayed, matches that tombstone and is dropped as the echo of a
-/// delete that never happened: cloud keeps t1. A tombstone does not say whether its
-/// propagated delete removed anything; tried and reverted: dropping it when the
-/// propagation lost (breaks deletes that found nothing), and stores telling "nothing to
-/// delete" from "newer" (this case is the former). Not fixed yet.
+/// Shrunk case of `both_ways_converges_through_crashes` (once in 267,000 cases). Cloud
+/// deletes key 1 (t0); local writes t1 and deletes it (t1) before the engine propagates
+/// cloud's delete, which so finds nothing to delete, and cloud's tombstone (t0) stays.
+/// After a crash, local's genuine delete, replayed, used to match that tombstone and be
+/// dropped as the echo of a delete that never happened: cloud kept t1. A tombstone whose
+/// deletes all found nothing is now marked quiet, and a quiet one explains no echo.
 #[test]
-#[ignore = "open bug (issue 6): after a crash, a genuine delete is taken for the echo of a delete that lost"]
-fn replayed_delete_is_not_taken_for_the_echo_of_a_delete_that_lost() {
+fn replayed_delete_is_not_taken_for_the_echo_of_a_delete_that_found_nothing() {
     use Side::{Cloud, Local};
     let ops = vec![
         put(Local, 1, 0, 0),
@@ -824,4 +822,24 @@ fn replayed_delete_is_not_taken_for_the_echo_of_a_delete_that_lost() {
         Op::Crash,
     ];
     block_on(two_way(ops, Local, true, Check::Converged)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins`, found while trying a fix
+/// for `same_time_client_delete_read_late_is_not_taken_for_the_engines_echo`: cloud's delete (t10) propagated to local comes back at
+/// the same time t10; local's client then writes t1 (its clock behind) and deletes the
+/// key at t11, tying with cloud's t11. That delete is a client's and must reach cloud
+/// (a delete wins a tie).
+#[test]
+fn same_time_echo_then_a_client_delete_is_propagated() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 4, 0, 0),
+        del(Cloud, 4, 10),
+        put(Local, 4, 0, 0),
+        Op::LoseHistory(Local),
+        put(Cloud, 4, 11, 0),
+        put(Local, 4, 1, 0),
+        del(Local, 4, 11),
+    ];
+    block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
 }

@@ -74,8 +74,13 @@ pub trait StateStore: Send + Sync {
     /// Tombstones that exist for `keys` (in any order).
     async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError>;
     /// Record tombstones; an existing tombstone for the same key keeps the later
-    /// `deleted_at` (and that one's origin).
+    /// `deleted_at` (and that one's origin). Either way the key's tombstone is no longer
+    /// quiet: recording precedes the engine's delete writes, which may remove a document.
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError>;
+    /// Mark the tombstones of `keys` quiet (see [`Tombstone::quiet`]) where they still
+    /// have the given `deleted_at`: the engine's delete writes recorded with them all
+    /// found nothing to delete.
+    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError>;
     /// Remove the tombstones of `keys` (the documents were re-created by a newer write).
     async fn remove_tombstones(&self, keys: &[Key]) -> Result<(), StoreError>;
     /// Remove tombstones deleted before `before`; returns how many. (MongoDB also has a

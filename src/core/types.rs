@@ -246,6 +246,11 @@ pub struct Tombstone {
     pub deleted_at: DateTime,
     /// Side the delete was first seen on.
     pub origin: Side,
+    /// Known to have no echo: no delete the engine wrote for this key since the
+    /// tombstone was recorded removed a document, so no delete event of the engine's
+    /// can follow on either stream (see [`crate::core::store::StateStore::quiet_tombstones`]).
+    /// Recording a tombstone clears it.
+    pub quiet: bool,
 }
 
 /// A write the engine asks a store to make. Conditional variants encode last-writer-wins

@@ -6,9 +6,11 @@
 //! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`.
 //!   The pair (both namespaces) is in the id, so changing either collection in the
 //!   config never resumes from a token that belongs to another sync.
-//! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`,
-//!   one collection per pair so keys of different pairs never collide, with a TTL index
-//!   on `deletedAt`.
+//! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
+//!   plus `quiet: true` once the engine's deletes for it are known to have removed
+//!   nothing (absent in tombstones written before that field existed: not quiet, the
+//!   safe reading); one collection per pair so keys of different pairs never collide,
+//!   with a TTL index on `deletedAt`.
 //! - `synced_<pair>`: `{_id: <document key>, updatedAt: Date}`, the version both sides
 //!   last agreed on (see [`crate::core::store::StateStore`]); one collection per pair.
 
@@ -176,6 +178,36 @@ impl MongoState {
         )
     }
 
+    /// Runs `updates` (update statements, in order) on the tombstone collection.
+    async fn update_tombstones(
+        &self,
+        what: &str,
+        updates: Vec<Document>,
+    ) -> Result<(), StoreError> {
+        let cmd = doc! { "update": self.tombstones.name(), "updates": updates, "ordered": true };
+        let reply = self
+            .db
+            .run_command(cmd)
+            .await
+            .map_err(|e| self.err(what, &e))?;
+        match batch::write_errors(&reply).first() {
+            None => Ok(()),
+            Some(e) => {
+                // A duplicate key here is a concurrent upsert of the same key: retrying
+                // wins.
+                let kind = if e.code == DUPLICATE_KEY {
+                    StoreErrorKind::Transient
+                } else {
+                    StoreErrorKind::Fatal
+                };
+                Err(StoreError::new(
+                    kind,
+                    format!("{what}: error {}: {}", e.code, e.message),
+                ))
+            }
+        }
+    }
+
     /// Id of `side`'s checkpoint document.
     fn checkpoint_id(&self, side: Side) -> String {
         format!("{side}:{}", self.pair)
@@ -187,22 +219,37 @@ fn parse_tombstone(mut d: Document) -> Option<Tombstone> {
     let key = Key(d.remove("_id")?);
     let deleted_at = d.get_datetime("deletedAt").ok().copied()?;
     let origin = d.get_str("origin").ok()?.parse().ok()?;
+    let quiet = d.get_bool("quiet").unwrap_or(false);
     Some(Tombstone {
         key,
         deleted_at,
         origin,
+        quiet,
     })
 }
 
 /// The two statements recording `t` so that the later `deletedAt` wins: insert it if
-/// there is no tombstone yet, and overwrite an existing one only when it is older.
+/// there is no tombstone yet (and clear `quiet` of an existing one), and overwrite an
+/// existing one only when it is older.
 fn tombstone_statements(t: &Tombstone) -> [Document; 2] {
     let id = t.key.as_bson().clone();
     let fields = doc! { "deletedAt": t.deleted_at, "origin": t.origin.as_str() };
     [
-        doc! { "q": { "_id": id.clone() }, "u": { "$setOnInsert": fields.clone() }, "upsert": true },
+        doc! {
+            "q": { "_id": id.clone() },
+            "u": { "$setOnInsert": fields.clone(), "$unset": { "quiet": "" } },
+            "upsert": true,
+        },
         doc! { "q": { "_id": id, "deletedAt": { "$lt": t.deleted_at } }, "u": { "$set": fields } },
     ]
+}
+
+/// The statement marking the tombstone of `key` quiet if it is still the one at `at`.
+fn quiet_statement(key: &Key, at: DateTime) -> Document {
+    doc! {
+        "q": { "_id": key.as_bson().clone(), "deletedAt": at },
+        "u": { "$set": { "quiet": true } },
+    }
 }
 
 /// Reads a sync record back.
@@ -276,30 +323,20 @@ impl StateStore for MongoState {
 
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
         for chunk in tombstones.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE / 2)) {
-            let updates: Vec<Bson> = chunk
+            let updates = chunk.iter().flat_map(tombstone_statements).collect();
+            self.update_tombstones("record tombstones", updates).await?;
+        }
+        Ok(())
+    }
+
+    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
+            let updates = chunk
                 .iter()
-                .flat_map(tombstone_statements)
-                .map(Bson::Document)
+                .map(|(k, at)| quiet_statement(k, *at))
                 .collect();
-            let cmd =
-                doc! { "update": self.tombstones.name(), "updates": updates, "ordered": true };
-            let reply = self
-                .db
-                .run_command(cmd)
-                .await
-                .map_err(|e| self.err("record tombstones", &e))?;
-            if let Some(e) = batch::write_errors(&reply).first() {
-                // A duplicate key here is a concurrent upsert of the same key: retrying wins.
-                let kind = if e.code == DUPLICATE_KEY {
-                    StoreErrorKind::Transient
-                } else {
-                    StoreErrorKind::Fatal
-                };
-                return Err(StoreError::new(
-                    kind,
-                    format!("record tombstones: error {}: {}", e.code, e.message),
-                ));
-            }
+            self.update_tombstones("mark tombstones quiet", updates)
+                .await?;
         }
         Ok(())
     }
@@ -462,12 +499,17 @@ mod tests {
             key: Key(Bson::String("k".into())),
             deleted_at: DateTime::from_millis(10),
             origin: Side::Cloud,
+            quiet: true,
         };
         let [insert, newer] = tombstone_statements(&t);
         let fields = doc! {"deletedAt": DateTime::from_millis(10), "origin": "cloud"};
         assert_eq!(
             insert,
-            doc! {"q": {"_id": "k"}, "u": {"$setOnInsert": fields.clone()}, "upsert": true}
+            doc! {
+                "q": {"_id": "k"},
+                "u": {"$setOnInsert": fields.clone(), "$unset": {"quiet": ""}},
+                "upsert": true,
+            }
         );
         assert_eq!(
             newer,

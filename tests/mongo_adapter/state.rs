@@ -33,6 +33,7 @@ async fn later_tombstone_wins_and_tombstones_expire() {
         key: k(key),
         deleted_at: at(t),
         origin,
+        quiet: false,
     };
     state
         .record_tombstones(&[ts("a", 10, Side::Local), ts("b", 10, Side::Local)])
@@ -76,6 +77,69 @@ async fn later_tombstone_wins_and_tombstones_expire() {
     let left = state.tombstones(&[k("a"), k("b")]).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].key.0, Bson::String("b".into()));
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn tombstones_are_quiet_until_recorded_again() {
+    let b = Backend::start("state_quiet").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    let ts = |key: &str, t: i64| Tombstone {
+        key: k(key),
+        deleted_at: at(t),
+        origin: Side::Cloud,
+        quiet: true,
+    };
+    let quiet = |keys: &[&str]| {
+        let keys: Vec<Key> = keys.iter().copied().map(k).collect();
+        let state = state.clone();
+        async move {
+            let mut q: Vec<(String, bool)> = state
+                .tombstones(&keys)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.key.0.as_str().unwrap().to_string(), t.quiet))
+                .collect();
+            q.sort();
+            q
+        }
+    };
+    // Recorded tombstones are never quiet, whatever the caller passes.
+    state
+        .record_tombstones(&[ts("a", 10), ts("b", 10), ts("c", 10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        quiet(&["a", "b", "c"]).await,
+        [
+            ("a".into(), false),
+            ("b".into(), false),
+            ("c".into(), false)
+        ]
+    );
+    // Marked quiet only where `deletedAt` is still the given one; a missing key is no
+    // error.
+    state
+        .quiet_tombstones(&[(k("a"), at(10)), (k("b"), at(9)), (k("zz"), at(10))])
+        .await
+        .unwrap();
+    assert_eq!(
+        quiet(&["a", "b", "zz"]).await,
+        [("a".into(), true), ("b".into(), false)]
+    );
+    // Recording again, older or newer, clears it.
+    state.quiet_tombstones(&[(k("c"), at(10))]).await.unwrap();
+    state
+        .record_tombstones(&[ts("a", 5), ts("c", 20)])
+        .await
+        .unwrap();
+    assert_eq!(
+        quiet(&["a", "c"]).await,
+        [("a".into(), false), ("c".into(), false)]
+    );
+    let a = state.tombstones(&[k("a")]).await.unwrap();
+    assert_eq!(a[0].deleted_at, at(10), "the later delete time is kept");
     b.finish().await;
 }
 

@@ -30,7 +30,7 @@
 //! them under last-writer-wins (see [`Effective`]), and the side itself is corrected
 //! when its newest change is not the winner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use bson::{DateTime, Document};
@@ -40,6 +40,7 @@ use super::shared::{ix, lock, retry, Shared, Stop};
 use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
+use crate::core::store::StateStore;
 use crate::core::synced::SyncChanges;
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
 
@@ -450,10 +451,13 @@ async fn lww_group(
     let mut remove: Vec<Key> = Vec::new();
     for (q, mut eff, known) in live {
         let key = &q.event.key;
+        // A quiet tombstone explains no echo: none of the engine's deletes for it
+        // removed anything.
         let echo_tomb: Option<Tombstone> = match before.get(key) {
             Some(b) => b.clone(),
             None => tombs.get(key).cloned(),
-        };
+        }
+        .filter(|t| !t.quiet);
         if both && !known {
             if let Some(t) = &echo_tomb {
                 match recheck_echo_deletes(q, field, t, cfg.server_clock_skew) {
@@ -467,6 +471,11 @@ async fn lww_group(
             Effective::Upsert { doc: d, u, latest } => {
                 let tomb = tombs.get(key).filter(|_| both);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
+                    if t.quiet {
+                        // This delete may remove the upsert: its echo needs the
+                        // tombstone to explain it after a restart.
+                        record.push(t.clone());
+                    }
                     let write = Write::DeleteIfNotNewer {
                         key: key.clone(),
                         deleted_at: t.deleted_at,
@@ -517,6 +526,7 @@ async fn lww_group(
                     key: key.clone(),
                     deleted_at: w,
                     origin: src,
+                    quiet: false,
                 });
                 plans.push(
                     dst,
@@ -564,6 +574,9 @@ async fn lww_group(
     let marks = expect_echoes(sh, &plans);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes, marks);
+    if both {
+        quiet_tombstones(state, &record, &tombs, &plans, &outcomes, cancel).await?;
+    }
     for side in Side::BOTH {
         let i = ix(side);
         for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
@@ -655,6 +668,44 @@ async fn lww_group(
     // Winners written back: `dst` holds them already.
     sync.note_copies(&back.writes[ix(src)], &outcomes[ix(src)], field);
     Ok(())
+}
+
+/// Mark quiet the tombstones just `record`ed whose delete writes all found nothing to
+/// delete, unless the key's tombstone before them (`tombs`) was not quiet (a delete of
+/// an earlier attempt, before a crash, may have removed the document; its echo may
+/// still be unread).
+async fn quiet_tombstones(
+    state: &dyn StateStore,
+    record: &[Tombstone],
+    tombs: &HashMap<Key, Tombstone>,
+    plans: &Plans<'_>,
+    outcomes: &Outcomes,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let removed_some: HashSet<&Key> = Side::BOTH
+        .iter()
+        .flat_map(|s| plans.writes[ix(*s)].iter().zip(&outcomes[ix(*s)]))
+        .filter(|(w, o)| {
+            matches!(w, Write::DeleteIfNotNewer { .. }) && **o != WriteOutcome::NotApplied
+        })
+        .map(|(w, _)| w.key())
+        .collect();
+    let quiet: Vec<(Key, DateTime)> = record
+        .iter()
+        .filter(|t| !removed_some.contains(&t.key))
+        .filter_map(|t| match tombs.get(&t.key) {
+            None => Some((t.key.clone(), t.deleted_at)),
+            Some(old) if old.quiet => Some((t.key.clone(), old.deleted_at.max(t.deleted_at))),
+            Some(_) => None,
+        })
+        .collect();
+    if quiet.is_empty() {
+        return Ok(());
+    }
+    retry("quiet_tombstones", cancel, None, || {
+        state.quiet_tombstones(&quiet)
+    })
+    .await
 }
 
 /// `overwrite-local`: make local identical to cloud for the group's keys.

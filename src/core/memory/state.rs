@@ -112,12 +112,25 @@ impl StateStore for MemoryState {
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
         let mut g = self.check()?;
         for t in tombstones {
-            let keep_old = g
-                .tombstones
-                .get(&t.key)
-                .is_some_and(|old| old.deleted_at > t.deleted_at);
-            if !keep_old {
-                g.tombstones.insert(t.key.clone(), t.clone());
+            match g.tombstones.get_mut(&t.key) {
+                Some(old) if old.deleted_at > t.deleted_at => old.quiet = false,
+                _ => {
+                    let t = Tombstone {
+                        quiet: false,
+                        ..t.clone()
+                    };
+                    g.tombstones.insert(t.key.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError> {
+        let mut g = self.check()?;
+        for (k, at) in keys {
+            if let Some(t) = g.tombstones.get_mut(k).filter(|t| t.deleted_at == *at) {
+                t.quiet = true;
             }
         }
         Ok(())
@@ -174,5 +187,45 @@ impl StateStore for MemoryState {
             g.synced.remove(k);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn tomb(key: i32, at: i64) -> Tombstone {
+        Tombstone {
+            key: Key(key.into()),
+            deleted_at: DateTime::from_millis(at),
+            origin: Side::Cloud,
+            quiet: true,
+        }
+    }
+
+    fn quiet_of(s: &MemoryState, key: i32) -> Option<(i64, bool)> {
+        let t = block_on(s.tombstones(&[Key(key.into())])).unwrap();
+        t.first()
+            .map(|t| (t.deleted_at.timestamp_millis(), t.quiet))
+    }
+
+    #[test]
+    fn tombstones_are_quiet_until_recorded_again() {
+        let s = MemoryState::new();
+        block_on(s.record_tombstones(&[tomb(1, 10), tomb(2, 10)])).unwrap();
+        assert_eq!(
+            quiet_of(&s, 1),
+            Some((10, false)),
+            "recording is never quiet"
+        );
+        let quiet = |k: i32, at: i64| (Key(k.into()), DateTime::from_millis(at));
+        block_on(s.quiet_tombstones(&[quiet(1, 10), quiet(2, 9), quiet(3, 10)])).unwrap();
+        assert_eq!(quiet_of(&s, 1), Some((10, true)));
+        assert_eq!(quiet_of(&s, 2), Some((10, false)), "another delete time");
+        assert_eq!(quiet_of(&s, 3), None);
+        // Recording an older delete keeps the later time but is no longer quiet.
+        block_on(s.record_tombstones(&[tomb(1, 5)])).unwrap();
+        assert_eq!(quiet_of(&s, 1), Some((10, false)));
     }
 }

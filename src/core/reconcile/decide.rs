@@ -188,6 +188,7 @@ impl Rules {
                         key: key.clone(),
                         deleted_at: r,
                         origin: side.other(),
+                        quiet: false,
                     });
                     plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
                         key: key.clone(),
