@@ -43,11 +43,11 @@ async fn engine_run(events: usize, keys: usize, debounce: Duration) -> f64 {
     // Resume local from the beginning and cloud from now: no reconcile, every event streams.
     let start_token = ResumeToken(doc! {"seq": 0_i64});
     state
-        .save_checkpoint(Side::Local, &start_token)
+        .save_checkpoint(Side::Local, &start_token, &[])
         .await
         .expect("save");
     state
-        .save_checkpoint(Side::Cloud, &cloud.latest_token())
+        .save_checkpoint(Side::Cloud, &cloud.latest_token(), &[])
         .await
         .expect("save");
     let end_token = local.latest_token();

@@ -11,10 +11,10 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::{doc, Binary, Bson, DateTime, Document};
 use datasync::core::{
-    ChangeKind, ChangeStream, CollectionStore, Key, ResumeToken, Side, StateStore, StoreErrorKind,
-    StreamItem, Tombstone, Write, WriteOutcome,
+    ChangeKind, ChangeStream, CollectionStore, Key, PendingDelete, ResumeToken, Side, StateStore,
+    StoreErrorKind, StreamItem, Tombstone, Write, WriteOutcome,
 };
-use datasync::mongo::state::TTL_INDEX;
+use datasync::mongo::state::{CHECKPOINTS, TTL_INDEX};
 use datasync::mongo::{connect, MongoSides, MongoState, MongoStore, SideConfig};
 use futures::TryStreamExt;
 use mongo_emulator::{Emulator, EmulatorConfig};

@@ -111,6 +111,13 @@ impl Tracker {
         self.latest.clone().or_else(|| self.safe())
     }
 
+    /// The read mark (gen, seq) of the first event not done: every event before it is
+    /// done (see [`Self::safe`]).
+    pub(crate) fn safe_mark(&self) -> (u64, u64) {
+        let seq = self.pending.keys().next().copied().unwrap_or(self.next_seq);
+        (self.gen, seq)
+    }
+
     /// The token it is safe to resume after, if any.
     pub(crate) fn safe(&self) -> Option<ResumeToken> {
         match self.pending.values().next() {

@@ -16,16 +16,41 @@
 //! not go back, so such a delete (say a client deleting the key again, still unread)
 //! is a client's too.
 
+//!
+//! After a restart the memory starts with the deletes of the previous run still pending
+//! (see [`EchoMemory::seed`]): the engine keeps a ledger of the deletes it propagated
+//! whose echo the side's saved checkpoint has not passed yet, saves it before sending
+//! them and with every checkpoint, so a stream replaying from that checkpoint
+//! recognises their echoes — even for a key whose tombstone was superseded since.
+//! Entries of the previous run still unmatched once the stream has caught up are
+//! dropped ([`EchoMemory::drop_seeded`]): their writes found nothing, or never happened.
+
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bson::DateTime;
 
 use crate::core::doc::content_hash;
-use crate::core::types::{ChangeKind, Key, Side, Write};
+use crate::core::types::{ChangeKind, Key, PendingDelete, Side, Write};
 
 /// Default number of remembered writes.
 pub(crate) const ECHO_CAPACITY: usize = 100_000;
+
+/// Most ledger entries per side: past it, deletes are not ledgered (their echoes after
+/// a restart are left to the tombstone rule), which keeps the saved list well under
+/// MongoDB's 16 MiB document limit and every save small.
+pub(crate) const LEDGER_CAPACITY: usize = 2_000;
+
+/// A ledgered delete: one the engine wrote whose echo a restart may replay.
+#[derive(Debug, Clone, Copy)]
+struct Ledgered {
+    /// The propagated delete time.
+    at: Option<DateTime>,
+    /// Read mark (gen, seq) of its echo, once read.
+    read: Option<(u64, u64)>,
+    /// Loaded from the previous run.
+    seeded: bool,
+}
 
 /// What the engine wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +131,21 @@ pub(crate) struct EchoMemory {
     last_read: [Option<DateTime>; 2],
     /// Whether a key was ever evicted (its echoes can no longer be recognised).
     evicted: bool,
+    /// Per side: ledgered deletes by key (see the module docs).
+    ledger: [HashMap<Key, Vec<Ledgered>>; 2],
+    /// Per side: number of ledger entries.
+    ledger_len: [usize; 2],
+    /// Per side: the ledger gained entries since it was last taken for saving.
+    ledger_grew: [bool; 2],
+}
+
+/// Whether `e`'s echo was read before read mark `safe` (same stream generation), or in
+/// an earlier generation.
+fn passed(e: &Ledgered, safe: Option<(u64, u64)>) -> bool {
+    match (e.read, safe) {
+        (Some((g, seq)), Some((sg, sseq))) => g < sg || (g == sg && seq < sseq),
+        _ => false,
+    }
 }
 
 fn side_ix(side: Side) -> usize {
@@ -126,6 +166,147 @@ impl EchoMemory {
             skew,
             last_read: [None; 2],
             evicted: false,
+            ledger: Default::default(),
+            ledger_len: [0; 2],
+            ledger_grew: [false; 2],
+        }
+    }
+
+    /// Ledger the delete `echo` the engine is about to write to `side` (after
+    /// [`Self::record`]); false when the ledger is full.
+    pub(crate) fn ledger_delete(&mut self, side: Side, key: &Key, echo: Echo) -> bool {
+        let Echo::Deleted(at) = echo else {
+            return false;
+        };
+        let i = side_ix(side);
+        if self.ledger_len[i] >= LEDGER_CAPACITY {
+            return false;
+        }
+        self.ledger[i]
+            .entry(key.clone())
+            .or_default()
+            .push(Ledgered {
+                at,
+                read: None,
+                seeded: false,
+            });
+        self.ledger_len[i] += 1;
+        self.ledger_grew[i] = true;
+        true
+    }
+
+    /// Remove one ledger entry of `side`'s `key` matching `pick`.
+    fn unledger(&mut self, side: Side, key: &Key, pick: impl Fn(&Ledgered) -> bool) -> bool {
+        let i = side_ix(side);
+        let Some(list) = self.ledger[i].get_mut(key) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(pick) else {
+            return false;
+        };
+        list.remove(pos);
+        if list.is_empty() {
+            self.ledger[i].remove(key);
+        }
+        self.ledger_len[i] -= 1;
+        true
+    }
+
+    /// Mark the oldest unread ledger entry of a delete at `at` read at `mark`.
+    fn ledger_read(&mut self, side: Side, key: &Key, at: Option<DateTime>, mark: (u64, u64)) {
+        if let Some(e) = self.ledger[side_ix(side)]
+            .get_mut(key)
+            .and_then(|l| l.iter_mut().find(|e| e.read.is_none() && e.at == at))
+        {
+            e.read = Some(mark);
+        }
+    }
+
+    /// `side`'s ledger as it should be saved with a checkpoint whose every event before
+    /// read mark `safe` is done (entries whose echo was read before it are left out),
+    /// or alone (`safe` = `None`). Clears the "grew" flag.
+    pub(crate) fn pending_deletes(
+        &mut self,
+        side: Side,
+        safe: Option<(u64, u64)>,
+    ) -> Vec<PendingDelete> {
+        let i = side_ix(side);
+        self.ledger_grew[i] = false;
+        let passed = |e: &Ledgered| passed(e, safe);
+        self.ledger[i]
+            .iter()
+            .flat_map(|(k, l)| {
+                l.iter().filter(|e| !passed(e)).map(|e| PendingDelete {
+                    key: k.clone(),
+                    deleted_at: e.at,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `side`'s ledger gained entries since it was last taken for saving.
+    pub(crate) fn ledger_grew(&self, side: Side) -> bool {
+        self.ledger_grew[side_ix(side)]
+    }
+
+    /// A checkpoint of `side` whose every event before read mark `safe` is done was
+    /// saved: forget the entries whose echo was read before it.
+    pub(crate) fn checkpoint_saved(&mut self, side: Side, safe: (u64, u64)) {
+        let i = side_ix(side);
+        let mut removed = 0;
+        self.ledger[i].retain(|_, l| {
+            let n = l.len();
+            l.retain(|e| !passed(e, Some(safe)));
+            removed += n - l.len();
+            !l.is_empty()
+        });
+        self.ledger_len[i] -= removed;
+    }
+
+    /// Forget `side`'s ledger (its stream starts afresh: nothing before is replayed).
+    pub(crate) fn clear_ledger(&mut self, side: Side) {
+        self.drop_seeded(side);
+        let i = side_ix(side);
+        self.ledger[i].clear();
+        self.ledger_len[i] = 0;
+        self.ledger_grew[i] = false;
+    }
+
+    /// Start `side` with the previous run's pending deletes: their echoes are expected
+    /// (from any time) and they stay ledgered until passed.
+    pub(crate) fn seed(&mut self, side: Side, pending: &[PendingDelete]) {
+        for p in pending.iter().take(LEDGER_CAPACITY) {
+            let echo = Echo::Deleted(p.deleted_at);
+            self.record(side, &p.key, echo);
+            let i = side_ix(side);
+            self.ledger[i]
+                .entry(p.key.clone())
+                .or_default()
+                .push(Ledgered {
+                    at: p.deleted_at,
+                    read: None,
+                    seeded: true,
+                });
+            self.ledger_len[i] += 1;
+        }
+    }
+
+    /// `side`'s stream caught up with the previous run's changes: the seeded deletes
+    /// whose echo did not come never will (their writes found nothing, or were never
+    /// sent); forget them, so they cannot pass for a later client delete.
+    pub(crate) fn drop_seeded(&mut self, side: Side) {
+        let i = side_ix(side);
+        let stale: Vec<(Key, Option<DateTime>)> = self.ledger[i]
+            .iter()
+            .flat_map(|(k, l)| {
+                l.iter()
+                    .filter(|e| e.seeded && e.read.is_none())
+                    .map(|e| (k.clone(), e.at))
+            })
+            .collect();
+        for (k, at) in stale {
+            self.unledger(side, &k, |e| e.seeded && e.read.is_none() && e.at == at);
+            self.forget(side, &k, Echo::Deleted(at));
         }
     }
 
@@ -140,14 +321,21 @@ impl EchoMemory {
             self.order.push_back(id);
         }
         list.push(Expected { echo, not_before });
-        if list.len() > PER_KEY {
-            list.remove(0);
+        let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
+        if let Some(Echo::Deleted(at)) = dropped {
+            // No longer recognised here: nor after a restart.
+            self.unledger(side, key, |e| e.read.is_none() && e.at == at);
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
                 Some(old) => {
                     self.entries.remove(&old);
                     self.evicted = true;
+                    // Its echo can no longer be recognised here either.
+                    let i = side_ix(old.0);
+                    if let Some(l) = self.ledger[i].remove(&old.1) {
+                        self.ledger_len[i] -= l.len();
+                    }
                 }
                 None => break,
             }
@@ -161,6 +349,9 @@ impl EchoMemory {
             if let Some(i) = k.pending.iter().rposition(|e| e.echo == echo) {
                 k.pending.remove(i);
             }
+        }
+        if let Echo::Deleted(at) = echo {
+            self.unledger(side, key, |e| e.read.is_none() && !e.seeded && e.at == at);
         }
     }
 
@@ -205,6 +396,7 @@ impl EchoMemory {
         key: &Key,
         kind: &ChangeKind,
         at: DateTime,
+        mark: (u64, u64),
     ) -> bool {
         let last = &mut self.last_read[side_ix(side)];
         *last = (*last).max(Some(at));
@@ -218,7 +410,12 @@ impl EchoMemory {
         let skew = self.skew;
         match list.iter().position(|e| e.matches(kind, at, skew)) {
             Some(i) => {
-                list.drain(..=i);
+                let taken: Vec<Echo> = list.drain(..=i).map(|e| e.echo).collect();
+                for echo in taken {
+                    if let Echo::Deleted(w) = echo {
+                        self.ledger_read(side, key, w, mark);
+                    }
+                }
                 true
             }
             None => false,
@@ -232,6 +429,8 @@ mod tests {
     use bson::doc;
 
     const NO_SKEW: Duration = Duration::ZERO;
+    /// A read mark for tests that do not look at the ledger.
+    const M: (u64, u64) = (0, 0);
 
     fn t(ms: i64) -> DateTime {
         DateTime::from_millis(ms)
@@ -249,14 +448,14 @@ mod tests {
         let up = ChangeKind::Upsert(d.clone());
         m.record(Side::Cloud, &k, upsert(&d));
         m.record(Side::Cloud, &k, Echo::Deleted(None));
-        assert!(!m.take_echo(Side::Local, &k, &up, t(0)));
-        assert!(m.take_echo(Side::Cloud, &k, &up, t(0)));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0)));
+        assert!(!m.take_echo(Side::Local, &k, &up, t(0), M));
+        assert!(m.take_echo(Side::Cloud, &k, &up, t(0), M));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M));
         assert!(
-            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0)),
+            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M),
             "consumed"
         );
-        assert!(!m.take_echo(Side::Cloud, &k, &up, t(0)));
+        assert!(!m.take_echo(Side::Cloud, &k, &up, t(0), M));
     }
 
     #[test]
@@ -267,10 +466,10 @@ mod tests {
         m.record(Side::Local, &k, Echo::Deleted(None));
         m.forget(Side::Local, &k, Echo::Deleted(None));
         assert!(
-            m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0)),
+            m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M),
             "the applied one still echoes"
         );
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M));
     }
 
     #[test]
@@ -280,10 +479,10 @@ mod tests {
         // The engine propagates a delete made at 10 s; a client delete of the same key
         // made at 9 s (before the propagated one) is still unread in the stream.
         m.record(Side::Local, &k, Echo::Deleted(Some(t(10_000))));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000), M));
         // Within the allowed skew of the other server's clock, it is the echo.
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600)));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600), M));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000), M));
     }
 
     #[test]
@@ -293,15 +492,15 @@ mod tests {
         let other = Key(2.into());
         // A change stamped 10 s has been read from local when the engine records its
         // delete propagating one made at 6 s.
-        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000)));
+        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000), M));
         m.record(Side::Local, &k, Echo::Deleted(Some(t(6_000))));
         // A client's delete at 7 s, made before that change, is read next: not the echo.
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000)));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000), M));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
         // Changes read from the other side do not move this side's bound.
         m.record(Side::Local, &k, Echo::Deleted(None));
-        assert!(!m.take_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000)));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000)));
+        assert!(!m.take_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000), M));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
     }
 
     #[test]
@@ -323,12 +522,114 @@ mod tests {
         );
         assert!(!m.overwritten_after(Side::Local, &k, 0, 4), "another side");
         // Still known once the echo came back.
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d), t(0)));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d), t(0), M));
         assert!(m.overwritten_after(Side::Cloud, &k, 0, 4));
         // A key the memory does not follow has no mark.
         let other = Key(2.into());
         m.applied(Side::Cloud, &other, (0, 9));
         assert!(!m.overwritten_after(Side::Cloud, &other, 0, 1));
+    }
+
+    fn keys_of(pending: &[PendingDelete]) -> Vec<(i32, Option<i64>)> {
+        let mut v: Vec<(i32, Option<i64>)> = pending
+            .iter()
+            .map(|p| {
+                (
+                    p.key.0.as_i32().unwrap(),
+                    p.deleted_at.map(|t| t.timestamp_millis()),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn ledgered_deletes_stay_until_a_saved_checkpoint_passes_their_echo() {
+        let mut m = EchoMemory::new(8, NO_SKEW);
+        let (k1, k2, k3) = (Key(1.into()), Key(2.into()), Key(3.into()));
+        for k in [&k1, &k2, &k3] {
+            let echo = Echo::Deleted(Some(t(5)));
+            m.record(Side::Cloud, k, echo);
+            assert!(m.ledger_delete(Side::Cloud, k, echo));
+        }
+        assert!(m.ledger_grew(Side::Cloud));
+        assert_eq!(keys_of(&m.pending_deletes(Side::Cloud, None)).len(), 3);
+        assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
+        // Key 3's write found nothing: no echo will come.
+        m.forget(Side::Cloud, &k3, Echo::Deleted(Some(t(5))));
+        // Key 1's echo is read at seq 7 (generation 0); key 2's is not read yet.
+        assert!(m.take_echo(Side::Cloud, &k1, &ChangeKind::Delete, t(6), (0, 7)));
+        // A checkpoint with events up to seq 7 done does not pass it; one past it does.
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Cloud, Some((0, 7)))),
+            [(1, Some(5)), (2, Some(5))]
+        );
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Cloud, Some((0, 8)))),
+            [(2, Some(5))]
+        );
+        m.checkpoint_saved(Side::Cloud, (0, 8));
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Cloud, None)),
+            [(2, Some(5))]
+        );
+        assert!(m.pending_deletes(Side::Local, None).is_empty(), "per side");
+        m.clear_ledger(Side::Cloud);
+        assert!(m.pending_deletes(Side::Cloud, None).is_empty());
+    }
+
+    #[test]
+    fn seeded_deletes_are_echoes_until_the_stream_catches_up() {
+        let mut m = EchoMemory::new(8, NO_SKEW);
+        let (k1, k2) = (Key(1.into()), Key(2.into()));
+        let seeded = [
+            PendingDelete {
+                key: k1.clone(),
+                deleted_at: Some(t(5)),
+            },
+            PendingDelete {
+                key: k2.clone(),
+                deleted_at: Some(t(5)),
+            },
+        ];
+        m.seed(Side::Local, &seeded);
+        assert!(!m.ledger_grew(Side::Local), "already saved");
+        // Key 1's echo is replayed: recognised, from any time after the delete.
+        assert!(m.take_echo(Side::Local, &k1, &ChangeKind::Delete, t(50), (0, 0)));
+        m.drop_seeded(Side::Local);
+        // Key 2's never came: a later delete is a client's.
+        assert!(!m.take_echo(Side::Local, &k2, &ChangeKind::Delete, t(60), (0, 1)));
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Local, Some((0, 0)))),
+            [(1, Some(5))],
+            "key 1 stays until a checkpoint passes its echo"
+        );
+        m.checkpoint_saved(Side::Local, (0, 1));
+        assert!(m.pending_deletes(Side::Local, None).is_empty());
+    }
+
+    #[test]
+    fn the_ledger_is_bounded_and_follows_evictions() {
+        let mut m = EchoMemory::new(2, NO_SKEW);
+        let echo = Echo::Deleted(None);
+        for i in 0..3 {
+            let k = Key(i.into());
+            m.record(Side::Local, &k, echo);
+            assert!(m.ledger_delete(Side::Local, &k, echo));
+        }
+        // Key 0 was evicted: its echo is no longer recognised, nor ledgered.
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Local, None)),
+            [(1, None), (2, None)]
+        );
+        let mut m = EchoMemory::new(LEDGER_CAPACITY + 10, NO_SKEW);
+        for i in 0..LEDGER_CAPACITY {
+            assert!(m.ledger_delete(Side::Local, &Key((i as i64).into()), echo));
+        }
+        assert!(!m.ledger_delete(Side::Local, &Key((-1_i64).into()), echo));
+        assert!(m.ledger_delete(Side::Cloud, &Key((-1_i64).into()), echo));
+        assert!(!m.ledger_delete(Side::Cloud, &Key(1.into()), Echo::Doc(1)));
     }
 
     #[test]
@@ -339,7 +640,7 @@ mod tests {
         }
         assert_eq!(m.entries.len(), 2);
         assert!(m.evicted_any());
-        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0)));
-        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0)));
+        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0), M));
+        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0), M));
     }
 }

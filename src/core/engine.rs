@@ -238,7 +238,7 @@ pub(crate) async fn run_reconcile(
         cancel,
         attempts: None,
         apply_lock: Some(&sh.apply_lock),
-        echo: Some(&sh.echo),
+        echo: Some((&sh.echo, &sh.ledger_io)),
         progress: None,
     };
     let span = tracing::info_span!("reconcile", %mode, dry_run);

@@ -8,7 +8,7 @@ use bson::{DateTime, Document};
 
 use crate::core::error::StoreError;
 use crate::core::types::{
-    Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
+    Key, PendingDelete, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
 };
 
 /// An open change stream on one collection.
@@ -65,10 +65,25 @@ pub trait CollectionStore: Send + Sync {
 pub trait StateStore: Send + Sync {
     /// The last saved resume token of `side`'s stream.
     async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError>;
-    /// Save `side`'s resume token (overwrites).
-    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError>;
-    /// Forget `side`'s checkpoint (after history loss, before the reconcile that
-    /// replaces it).
+    /// Save `side`'s resume token and, in the same atomic write, the engine's deletes to
+    /// `side` whose echoes may still follow it (both overwrite).
+    async fn save_checkpoint(
+        &self,
+        side: Side,
+        token: &ResumeToken,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError>;
+    /// Replace the pending deletes of `side` (kept with its checkpoint, which this does
+    /// not change; written before the deletes are sent).
+    async fn save_pending_deletes(
+        &self,
+        side: Side,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError>;
+    /// The pending deletes saved for `side` (malformed entries are left out).
+    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError>;
+    /// Forget `side`'s checkpoint and pending deletes (after history loss, before the
+    /// reconcile that replaces it).
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError>;
 
     /// Tombstones that exist for `keys` (in any order).

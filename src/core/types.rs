@@ -253,6 +253,18 @@ pub struct Tombstone {
     pub quiet: bool,
 }
 
+/// A delete the engine wrote to a side whose echo (a delete event on that side's stream)
+/// may still come after the side's saved checkpoint: kept with the checkpoint so that a
+/// restart replaying the stream recognises the echo (see
+/// [`crate::core::store::StateStore::save_pending_deletes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelete {
+    /// The deleted key.
+    pub key: Key,
+    /// The delete time the write propagated (`None`: an unconditional delete).
+    pub deleted_at: Option<DateTime>,
+}
+
 /// A write the engine asks a store to make. Conditional variants encode last-writer-wins
 /// so that the store can decide atomically in one round trip (MongoDB: a filtered
 /// upsert / delete).

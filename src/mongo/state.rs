@@ -3,9 +3,11 @@
 //!
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
 //! (see [`pair_name`]):
-//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`.
-//!   The pair (both namespaces) is in the id, so changing either collection in the
-//!   config never resumes from a token that belongs to another sync.
+//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt,
+//!   pendingDeletes: [{key, deletedAt: Date|null}]}`. The pair (both namespaces) is in
+//!   the id, so changing either collection in the config never resumes from a token that
+//!   belongs to another sync. `pendingDeletes` are the engine's deletes to that side whose
+//!   echoes may follow the token (saved with it in one write, and before the deletes).
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   plus `quiet: true` once the engine's deletes for it are known to have removed
 //!   nothing (absent in tombstones written before that field existed: not quiet, the
@@ -24,7 +26,7 @@ use mongodb::{Client, Collection, Database};
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::StateStore;
-use crate::core::types::{Key, ResumeToken, Side, Tombstone};
+use crate::core::types::{Key, PendingDelete, ResumeToken, Side, Tombstone};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
 use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 use crate::mongo::scan_filter::after_filter;
@@ -252,6 +254,31 @@ fn quiet_statement(key: &Key, at: DateTime) -> Document {
     }
 }
 
+/// The stored form of pending deletes.
+fn pending_array(pending: &[PendingDelete]) -> Vec<Bson> {
+    pending
+        .iter()
+        .map(|p| {
+            let at = p.deleted_at.map_or(Bson::Null, Bson::DateTime);
+            Bson::Document(doc! { "key": p.key.as_bson().clone(), "deletedAt": at })
+        })
+        .collect()
+}
+
+/// Reads a pending delete back (`None` when malformed).
+fn parse_pending(b: &Bson) -> Option<PendingDelete> {
+    let d = b.as_document()?;
+    let deleted_at = match d.get("deletedAt")? {
+        Bson::DateTime(t) => Some(*t),
+        Bson::Null => None,
+        _ => return None,
+    };
+    Some(PendingDelete {
+        key: Key(d.get("key")?.clone()),
+        deleted_at,
+    })
+}
+
 /// Reads a sync record back.
 fn parse_synced(d: &Document) -> Option<(Key, DateTime)> {
     let key = Key(d.get("_id")?.clone());
@@ -279,7 +306,12 @@ impl StateStore for MongoState {
             .map(ResumeToken))
     }
 
-    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
+    async fn save_checkpoint(
+        &self,
+        side: Side,
+        token: &ResumeToken,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError> {
         let id = self.checkpoint_id(side);
         let replacement = doc! {
             "_id": id.clone(),
@@ -287,6 +319,7 @@ impl StateStore for MongoState {
             "pair": self.pair.as_str(),
             "token": token.0.clone(),
             "savedAt": DateTime::now(),
+            "pendingDeletes": pending_array(pending),
         };
         self.checkpoints
             .replace_one(doc! { "_id": id }, replacement)
@@ -294,6 +327,42 @@ impl StateStore for MongoState {
             .await
             .map(drop)
             .map_err(|e| self.err("save checkpoint", &e))
+    }
+
+    async fn save_pending_deletes(
+        &self,
+        side: Side,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError> {
+        let fields = doc! {
+            "side": side.as_str(),
+            "pair": self.pair.as_str(),
+            "pendingDeletes": pending_array(pending),
+        };
+        self.checkpoints
+            .update_one(
+                doc! { "_id": self.checkpoint_id(side) },
+                doc! { "$set": fields },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(|e| self.err("save pending deletes", &e))
+    }
+
+    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError> {
+        let found = self
+            .checkpoints
+            .find_one(doc! { "_id": self.checkpoint_id(side) })
+            .await
+            .map_err(|e| self.err("load pending deletes", &e))?;
+        let Some(list) = found
+            .as_ref()
+            .and_then(|d| d.get_array("pendingDeletes").ok())
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(list.iter().filter_map(parse_pending).collect())
     }
 
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {

@@ -10,10 +10,10 @@ async fn checkpoints_round_trip_per_side() {
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
     let t1 = ResumeToken(doc! {"_data": "01"});
     let t2 = ResumeToken(doc! {"_data": "02"});
-    state.save_checkpoint(Side::Local, &t1).await.unwrap();
-    state.save_checkpoint(Side::Cloud, &t2).await.unwrap();
+    state.save_checkpoint(Side::Local, &t1, &[]).await.unwrap();
+    state.save_checkpoint(Side::Cloud, &t2, &[]).await.unwrap();
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), Some(t1));
-    state.save_checkpoint(Side::Local, &t2).await.unwrap();
+    state.save_checkpoint(Side::Local, &t2, &[]).await.unwrap();
     assert_eq!(
         state.load_checkpoint(Side::Local).await.unwrap(),
         Some(t2.clone())
@@ -22,6 +22,79 @@ async fn checkpoints_round_trip_per_side() {
     state.clear_checkpoint(Side::Local).await.unwrap();
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
     assert_eq!(state.load_checkpoint(Side::Cloud).await.unwrap(), Some(t2));
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn pending_deletes_are_kept_with_the_checkpoint() {
+    let b = Backend::start("state_pending").await;
+    let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
+    let p = |key: &str, t: Option<i64>| PendingDelete {
+        key: k(key),
+        deleted_at: t.map(at),
+    };
+    assert!(state
+        .load_pending_deletes(Side::Local)
+        .await
+        .unwrap()
+        .is_empty());
+    // Saved alone before any checkpoint: no token appears.
+    state
+        .save_pending_deletes(Side::Local, &[p("a", Some(5)), p("b", None)])
+        .await
+        .unwrap();
+    assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap(),
+        [p("a", Some(5)), p("b", None)]
+    );
+    assert!(state
+        .load_pending_deletes(Side::Cloud)
+        .await
+        .unwrap()
+        .is_empty());
+    // A checkpoint replaces them; saving them alone keeps the token.
+    let t1 = ResumeToken(doc! {"_data": "01"});
+    state
+        .save_checkpoint(Side::Local, &t1, &[p("c", Some(7))])
+        .await
+        .unwrap();
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap(),
+        [p("c", Some(7))]
+    );
+    state
+        .save_pending_deletes(Side::Local, &[p("c", Some(7)), p("d", Some(8))])
+        .await
+        .unwrap();
+    assert_eq!(
+        state.load_checkpoint(Side::Local).await.unwrap(),
+        Some(t1.clone())
+    );
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap().len(),
+        2
+    );
+    // A malformed entry is left out.
+    b.client
+        .database(&b.db)
+        .collection::<Document>(CHECKPOINTS)
+        .update_one(
+            doc! {"side": "local"},
+            doc! {"$push": {"pendingDeletes": {"key": "e", "deletedAt": "yesterday"}}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap().len(),
+        2
+    );
+    state.clear_checkpoint(Side::Local).await.unwrap();
+    assert!(state
+        .load_pending_deletes(Side::Local)
+        .await
+        .unwrap()
+        .is_empty());
     b.finish().await;
 }
 

@@ -60,12 +60,20 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
                 })
                 .await
                 {
-                    Ok(t) => {
-                        if t.is_some() {
-                            replay = Replay::Possible;
+                    Ok(Some(t)) => {
+                        replay = Replay::Possible;
+                        // The previous run's deletes whose echoes may follow `t`.
+                        match retry("load_pending_deletes", &stop, None, || {
+                            state.load_pending_deletes(side)
+                        })
+                        .await
+                        {
+                            Ok(pending) => lock(&sh.echo).seed(side, &pending),
+                            Err(_) => break,
                         }
-                        t
+                        Some(t)
                     }
+                    Ok(None) => None,
                     Err(_) => break,
                 },
             }
@@ -76,6 +84,7 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             replay = Replay::Over;
             lock(&sh.trackers[ix(side)]).reset();
             lock(&sh.saved)[ix(side)] = None;
+            lock(&sh.echo).clear_ledger(side);
         }
         let ticket = sh.reconcile_started.load(Ordering::SeqCst);
         let opened = tokio::select! {
@@ -203,7 +212,7 @@ async fn stream_loop(
                     let known = echo.knows(side, &ev.key);
                     let maybe_unseen = *replay == Replay::Possible || echo.evicted_any();
                     (
-                        echo.take_echo(side, &ev.key, &ev.kind, ev.server_time),
+                        echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq)),
                         known,
                         maybe_unseen,
                     )
@@ -237,6 +246,7 @@ async fn stream_loop(
                 if caught_up_signs >= 2 && *replay == Replay::Possible {
                     tracing::debug!(%side, "caught up with the changes of the previous run");
                     *replay = Replay::Over;
+                    lock(&sh.echo).drop_seeded(side);
                 }
                 lock(&sh.trackers[ix(side)]).read_progress(token);
             }

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
-use crate::core::echo::{EchoMemory, ECHO_CAPACITY};
+use crate::core::echo::{Echo, EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::queue::Queue;
-use crate::core::store::CollectionStore;
-use crate::core::types::{ReconcileReport, ResumeToken, Side};
+use crate::core::store::{CollectionStore, StateStore};
+use crate::core::types::{ReconcileReport, ResumeToken, Side, Write};
 
 /// Lock a std mutex, ignoring poisoning (a panicking task is already a bug report).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     pub(crate) reconcile_lock: tokio::sync::Mutex<u64>,
     /// Number of reconciles started so far.
     pub(crate) reconcile_started: AtomicU64,
+    /// Serialises saves of the delete ledger (with checkpoints or alone), so an older
+    /// copy never overwrites a newer one.
+    pub(crate) ledger_io: tokio::sync::Mutex<()>,
     /// Cancelled when the engine stops for good: ends retry loops.
     pub(crate) hard_stop: CancellationToken,
     /// Whether `run` is active.
@@ -119,6 +122,7 @@ impl Shared {
             apply_lock: tokio::sync::Mutex::new(()),
             reconcile_lock: tokio::sync::Mutex::new(0),
             reconcile_started: AtomicU64::new(0),
+            ledger_io: tokio::sync::Mutex::new(()),
             hard_stop: CancellationToken::new(),
             running: AtomicBool::new(false),
             config,
@@ -204,4 +208,42 @@ where
             }
         }
     }
+}
+
+/// Ledger the deletes among `writes`, about to be sent to `side`, and save the ledger
+/// before they are (see [`crate::core::echo`]): a restart replaying `side`'s stream then
+/// recognises their echoes. `io` serialises the ledger's saves.
+pub(crate) async fn ledger_deletes(
+    echo: &Mutex<EchoMemory>,
+    io: &tokio::sync::Mutex<()>,
+    state: &dyn StateStore,
+    side: Side,
+    writes: &[Write],
+    cancel: &CancellationToken,
+    attempts: Option<u32>,
+) -> Result<(), Stop> {
+    let mut any = false;
+    {
+        let mut echo = lock(echo);
+        for w in writes {
+            if matches!(w, Write::DeleteIfNotNewer { .. }) {
+                any |= echo.ledger_delete(side, w.key(), Echo::of_write(w));
+            }
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    let _io = io.lock().await;
+    let pending = {
+        let mut echo = lock(echo);
+        if !echo.ledger_grew(side) {
+            return Ok(()); // saved meanwhile
+        }
+        echo.pending_deletes(side, None)
+    };
+    retry("save_pending_deletes", cancel, attempts, || {
+        state.save_pending_deletes(side, &pending)
+    })
+    .await
 }

@@ -25,17 +25,25 @@ pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) ->
         if !sh.config.mode.watches(side) {
             continue;
         }
-        let Some(safe) = lock(&sh.trackers[ix(side)]).safe() else {
+        let (safe, mark) = {
+            let t = lock(&sh.trackers[ix(side)]);
+            (t.safe(), t.safe_mark())
+        };
+        let Some(safe) = safe else {
             continue;
         };
         if lock(&sh.saved)[ix(side)].as_ref() == Some(&safe) {
             continue;
         }
         let state = sh.stores.state.as_ref();
+        // The ledger is saved with the token, less the deletes whose echo it passes.
+        let _io = sh.ledger_io.lock().await;
+        let pending = lock(&sh.echo).pending_deletes(side, Some(mark));
         retry("save_checkpoint", cancel, None, || {
-            state.save_checkpoint(side, &safe)
+            state.save_checkpoint(side, &safe, &pending)
         })
         .await?;
+        lock(&sh.echo).checkpoint_saved(side, mark);
         lock(&sh.saved)[ix(side)] = Some(safe);
     }
     Ok(())

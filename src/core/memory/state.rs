@@ -11,13 +11,15 @@ use bson::DateTime;
 use super::FaultOp;
 use crate::core::error::StoreError;
 use crate::core::store::StateStore;
-use crate::core::types::{Key, ResumeToken, Side, Tombstone};
+use crate::core::types::{Key, PendingDelete, ResumeToken, Side, Tombstone};
 
 /// Mutable state behind the lock.
 #[derive(Default)]
 struct Inner {
     /// Saved checkpoint per side.
     checkpoints: HashMap<Side, ResumeToken>,
+    /// Pending deletes saved per side.
+    pending: HashMap<Side, Vec<PendingDelete>>,
     /// Tombstones by key.
     tombstones: HashMap<Key, Tombstone>,
     /// Sync records: the version both sides last agreed on, by key (ordered: scanned).
@@ -89,15 +91,41 @@ impl StateStore for MemoryState {
         Ok(self.check()?.checkpoints.get(&side).cloned())
     }
 
-    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
+    async fn save_checkpoint(
+        &self,
+        side: Side,
+        token: &ResumeToken,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError> {
         let mut g = self.check()?;
         g.checkpoints.insert(side, token.clone());
+        g.pending.insert(side, pending.to_vec());
         g.saves += 1;
         Ok(())
     }
 
+    async fn save_pending_deletes(
+        &self,
+        side: Side,
+        pending: &[PendingDelete],
+    ) -> Result<(), StoreError> {
+        self.check()?.pending.insert(side, pending.to_vec());
+        Ok(())
+    }
+
+    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError> {
+        Ok(self
+            .check()?
+            .pending
+            .get(&side)
+            .cloned()
+            .unwrap_or_default())
+    }
+
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {
-        self.check()?.checkpoints.remove(&side);
+        let mut g = self.check()?;
+        g.checkpoints.remove(&side);
+        g.pending.remove(&side);
         Ok(())
     }
 

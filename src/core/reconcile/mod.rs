@@ -33,7 +33,7 @@ use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::echo::{Echo, EchoMemory};
-use crate::core::engine::shared::{lock, retry, Stop};
+use crate::core::engine::shared::{ledger_deletes, lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
@@ -59,8 +59,9 @@ pub(crate) struct Job<'a> {
     pub(crate) attempts: Option<u32>,
     /// Held per page, shared with the engine's apply worker.
     pub(crate) apply_lock: Option<&'a tokio::sync::Mutex<()>>,
-    /// The engine's echo memory, so reconcile writes are not re-propagated.
-    pub(crate) echo: Option<&'a Mutex<EchoMemory>>,
+    /// The engine's echo memory, so reconcile writes are not re-propagated, and the
+    /// lock serialising saves of its delete ledger.
+    pub(crate) echo: Option<(&'a Mutex<EchoMemory>, &'a tokio::sync::Mutex<()>)>,
     /// Called with the number of keys examined so far.
     pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
@@ -389,14 +390,18 @@ async fn apply_side(
         return Ok(Vec::new());
     }
     let store = job.store(side);
-    if let Some(echo) = job.echo {
-        let mut echo = lock(echo);
-        for w in writes {
-            echo.record(side, w.key(), Echo::of_write(w));
+    if let Some((echo, io)) = job.echo {
+        {
+            let mut echo = lock(echo);
+            for w in writes {
+                echo.record(side, w.key(), Echo::of_write(w));
+            }
         }
+        let state = job.stores.state.as_ref();
+        ledger_deletes(echo, io, state, side, writes, job.cancel, job.attempts).await?;
     }
     let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
-    if let Some(echo) = job.echo {
+    if let Some((echo, _)) = job.echo {
         let mut echo = lock(echo);
         for (w, o) in writes.iter().zip(&outcomes) {
             if *o != WriteOutcome::Applied {
