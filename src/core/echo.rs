@@ -19,11 +19,14 @@
 //!
 //! After a restart the memory starts with the deletes of the previous run still pending
 //! (see [`EchoMemory::seed`]): the engine keeps a ledger of the deletes it propagated
-//! whose echo the side's saved checkpoint has not passed yet, saves it before sending
-//! them and with every checkpoint, so a stream replaying from that checkpoint
-//! recognises their echoes — even for a key whose tombstone was superseded since.
-//! Entries of the previous run still unmatched once the stream has caught up are
-//! dropped ([`EchoMemory::drop_seeded`]): their writes found nothing, or never happened.
+//! that removed a document and whose echo the side's saved checkpoint has not passed
+//! yet. It is saved once they returned and with every checkpoint, so a stream
+//! replaying from that checkpoint recognises their echoes — even for a key whose
+//! tombstone was superseded since. Only deletes known to have removed something are
+//! saved: one that found nothing, or was never sent, has no echo, and its entry would
+//! take the next client delete of the key for one. (A crash between a delete and the
+//! save leaves its echo to the tombstone rule.) Entries of the previous run still
+//! unmatched once the stream has caught up are dropped ([`EchoMemory::drop_seeded`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -48,6 +51,8 @@ struct Ledgered {
     at: Option<DateTime>,
     /// Read mark (gen, seq) of its echo, once read.
     read: Option<(u64, u64)>,
+    /// The write returned and removed a document (or the entry is the previous run's).
+    applied: bool,
     /// Loaded from the previous run.
     seeded: bool,
 }
@@ -188,11 +193,24 @@ impl EchoMemory {
             .push(Ledgered {
                 at,
                 read: None,
+                applied: false,
                 seeded: false,
             });
         self.ledger_len[i] += 1;
-        self.ledger_grew[i] = true;
         true
+    }
+
+    /// The ledgered delete at `at` of `side`'s `key` returned having removed a document:
+    /// it is saved from now on (if its echo has not been passed meanwhile).
+    pub(crate) fn ledger_applied(&mut self, side: Side, key: &Key, at: Option<DateTime>) {
+        let i = side_ix(side);
+        if let Some(e) = self.ledger[i]
+            .get_mut(key)
+            .and_then(|l| l.iter_mut().find(|e| !e.applied && e.at == at))
+        {
+            e.applied = true;
+            self.ledger_grew[i] = true;
+        }
     }
 
     /// Remove one ledger entry of `side`'s `key` matching `pick`.
@@ -236,10 +254,12 @@ impl EchoMemory {
         self.ledger[i]
             .iter()
             .flat_map(|(k, l)| {
-                l.iter().filter(|e| !passed(e)).map(|e| PendingDelete {
-                    key: k.clone(),
-                    deleted_at: e.at,
-                })
+                l.iter()
+                    .filter(|e| e.applied && !passed(e))
+                    .map(|e| PendingDelete {
+                        key: k.clone(),
+                        deleted_at: e.at,
+                    })
             })
             .collect()
     }
@@ -285,6 +305,7 @@ impl EchoMemory {
                 .push(Ledgered {
                     at: p.deleted_at,
                     read: None,
+                    applied: true,
                     seeded: true,
                 });
             self.ledger_len[i] += 1;
@@ -351,7 +372,7 @@ impl EchoMemory {
             }
         }
         if let Echo::Deleted(at) = echo {
-            self.unledger(side, key, |e| e.read.is_none() && !e.seeded && e.at == at);
+            self.unledger(side, key, |e| !e.applied && e.at == at);
         }
     }
 
@@ -553,13 +574,18 @@ mod tests {
             m.record(Side::Cloud, k, echo);
             assert!(m.ledger_delete(Side::Cloud, k, echo));
         }
-        assert!(m.ledger_grew(Side::Cloud));
-        assert_eq!(keys_of(&m.pending_deletes(Side::Cloud, None)).len(), 3);
-        assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
-        // Key 3's write found nothing: no echo will come.
-        m.forget(Side::Cloud, &k3, Echo::Deleted(Some(t(5))));
-        // Key 1's echo is read at seq 7 (generation 0); key 2's is not read yet.
+        // Nothing is saved before the writes return.
+        assert!(!m.ledger_grew(Side::Cloud));
+        assert!(m.pending_deletes(Side::Cloud, None).is_empty());
+        // Key 1's echo is read at seq 7 (generation 0), before its write returned.
         assert!(m.take_echo(Side::Cloud, &k1, &ChangeKind::Delete, t(6), (0, 7)));
+        // Keys 1 and 2 removed a document; key 3's write found nothing (no echo).
+        m.ledger_applied(Side::Cloud, &k1, Some(t(5)));
+        m.ledger_applied(Side::Cloud, &k2, Some(t(5)));
+        m.forget(Side::Cloud, &k3, Echo::Deleted(Some(t(5))));
+        assert!(m.ledger_grew(Side::Cloud));
+        assert_eq!(keys_of(&m.pending_deletes(Side::Cloud, None)).len(), 2);
+        assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
         // A checkpoint with events up to seq 7 done does not pass it; one past it does.
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Cloud, Some((0, 7)))),
@@ -617,6 +643,7 @@ mod tests {
             let k = Key(i.into());
             m.record(Side::Local, &k, echo);
             assert!(m.ledger_delete(Side::Local, &k, echo));
+            m.ledger_applied(Side::Local, &k, None);
         }
         // Key 0 was evicted: its echo is no longer recognised, nor ledgered.
         assert_eq!(

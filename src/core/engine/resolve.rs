@@ -36,7 +36,7 @@ use std::sync::atomic::Ordering;
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{ix, ledger_deletes, lock, retry, Shared, Stop};
+use super::shared::{ix, ledger_deletes, lock, retry, save_ledger, Shared, Stop};
 use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
@@ -572,28 +572,24 @@ async fn lww_group(
         .await?;
     }
     let marks = expect_echoes(sh, &plans);
-    // Propagated deletes are ledgered: after a crash, their echoes replayed from the
-    // checkpoint are still recognised (even once a newer version superseded the
-    // tombstone). The side's own corrections mostly find nothing and are left to the
-    // tombstone rule.
-    let propagated: Vec<Write> = plans.writes[ix(dst)]
-        .iter()
-        .zip(&plans.meta[ix(dst)])
-        .filter(|(_, m)| m.why == Why::Delete)
-        .map(|(w, _)| w.clone())
-        .collect();
-    ledger_deletes(
+    // Propagated deletes (the only deletes sent to `dst`) are ledgered: after a crash,
+    // their echoes replayed from the checkpoint are still recognised, even once a newer
+    // version superseded the tombstone. The side's own corrections mostly find nothing
+    // and are left to the tombstone rule.
+    ledger_deletes(&sh.echo, dst, &plans.writes[ix(dst)]);
+    let outcomes = apply_plans(sh, &plans, cancel).await?;
+    remember(sh, &plans, &outcomes, marks);
+    save_ledger(
         &sh.echo,
         &sh.ledger_io,
         state,
         dst,
-        &propagated,
+        &plans.writes[ix(dst)],
+        &outcomes[ix(dst)],
         cancel,
         None,
     )
     .await?;
-    let outcomes = apply_plans(sh, &plans, cancel).await?;
-    remember(sh, &plans, &outcomes, marks);
     if both {
         quiet_tombstones(state, &record, &tombs, &plans, &outcomes, cancel).await?;
     }

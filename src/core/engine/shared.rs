@@ -16,7 +16,7 @@ use crate::core::echo::{Echo, EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::queue::Queue;
 use crate::core::store::{CollectionStore, StateStore};
-use crate::core::types::{ReconcileReport, ResumeToken, Side, Write};
+use crate::core::types::{ReconcileReport, ResumeToken, Side, Write, WriteOutcome};
 
 /// Lock a std mutex, ignoring poisoning (a panicking task is already a bug report).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,29 +210,41 @@ where
     }
 }
 
-/// Ledger the deletes among `writes`, about to be sent to `side`, and save the ledger
-/// before they are (see [`crate::core::echo`]): a restart replaying `side`'s stream then
-/// recognises their echoes. `io` serialises the ledger's saves.
-pub(crate) async fn ledger_deletes(
+/// Ledger the deletes among `writes`, about to be sent to `side` (see
+/// [`crate::core::echo`]); [`save_ledger`] once they returned.
+pub(crate) fn ledger_deletes(echo: &Mutex<EchoMemory>, side: Side, writes: &[Write]) {
+    let mut echo = lock(echo);
+    for w in writes {
+        if matches!(w, Write::DeleteIfNotNewer { .. }) {
+            echo.ledger_delete(side, w.key(), Echo::of_write(w));
+        }
+    }
+}
+
+/// `writes` to `side` returned `outcomes`: note the ledgered deletes that removed a
+/// document, and save the ledger if it gained any, so a restart replaying `side`'s
+/// stream recognises their echoes. `io` serialises the ledger's saves.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn save_ledger(
     echo: &Mutex<EchoMemory>,
     io: &tokio::sync::Mutex<()>,
     state: &dyn StateStore,
     side: Side,
     writes: &[Write],
+    outcomes: &[WriteOutcome],
     cancel: &CancellationToken,
     attempts: Option<u32>,
 ) -> Result<(), Stop> {
-    let mut any = false;
     {
         let mut echo = lock(echo);
-        for w in writes {
-            if matches!(w, Write::DeleteIfNotNewer { .. }) {
-                any |= echo.ledger_delete(side, w.key(), Echo::of_write(w));
+        for (w, o) in writes.iter().zip(outcomes) {
+            if let (Write::DeleteIfNotNewer { deleted_at, .. }, WriteOutcome::Applied) = (w, o) {
+                echo.ledger_applied(side, w.key(), Some(*deleted_at));
             }
         }
-    }
-    if !any {
-        return Ok(());
+        if !echo.ledger_grew(side) {
+            return Ok(());
+        }
     }
     let _io = io.lock().await;
     let pending = {

@@ -33,7 +33,7 @@ use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::echo::{Echo, EchoMemory};
-use crate::core::engine::shared::{ledger_deletes, lock, retry, Stop};
+use crate::core::engine::shared::{ledger_deletes, lock, retry, save_ledger, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
@@ -390,24 +390,36 @@ async fn apply_side(
         return Ok(Vec::new());
     }
     let store = job.store(side);
+    if let Some((echo, _)) = job.echo {
+        let mut memory = lock(echo);
+        for w in writes {
+            memory.record(side, w.key(), Echo::of_write(w));
+        }
+        drop(memory);
+        ledger_deletes(echo, side, writes);
+    }
+    let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
     if let Some((echo, io)) = job.echo {
         {
             let mut echo = lock(echo);
-            for w in writes {
-                echo.record(side, w.key(), Echo::of_write(w));
+            for (w, o) in writes.iter().zip(&outcomes) {
+                if *o != WriteOutcome::Applied {
+                    echo.forget(side, w.key(), Echo::of_write(w));
+                }
             }
         }
         let state = job.stores.state.as_ref();
-        ledger_deletes(echo, io, state, side, writes, job.cancel, job.attempts).await?;
-    }
-    let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
-    if let Some((echo, _)) = job.echo {
-        let mut echo = lock(echo);
-        for (w, o) in writes.iter().zip(&outcomes) {
-            if *o != WriteOutcome::Applied {
-                echo.forget(side, w.key(), Echo::of_write(w));
-            }
-        }
+        save_ledger(
+            echo,
+            io,
+            state,
+            side,
+            writes,
+            &outcomes,
+            job.cancel,
+            job.attempts,
+        )
+        .await?;
     }
     Ok(outcomes)
 }
