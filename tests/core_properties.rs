@@ -890,3 +890,29 @@ fn a_delete_that_found_nothing_is_not_expected_to_echo_after_a_crash() {
     ];
     block_on(two_way(ops, Local, true, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` with the exact check (no crash
+/// needed; it fails on the code before this session's changes too). Cloud is the
+/// tie-break side. The engine copies local's t1 over cloud's client t0; both clients
+/// then write key 1 at t2. Cloud's entry (its t0, then the echo of the copy) re-checks
+/// the copy against local, which lost to local's t2; local's t2 was written back over
+/// cloud's own t2 as if that were the engine's copy, so cloud's tie winner was lost.
+/// The write-back wins ties only where it replaces a copy of the same `updatedAt`.
+#[test]
+fn recheck_write_back_does_not_beat_the_tie_winner_of_its_side() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 2, 0, 0),
+        put(Cloud, 1, 0, 0),
+        put(Local, 3, 0, 0),
+        put(Local, 0, 0, 0),
+        put(Local, 1, 1, 0),
+        Op::Wait(51),
+        put(Local, 0, 0, 0),
+        put(Local, 0, 0, 0),
+        put(Cloud, 1, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::DropStreams(Cloud),
+    ];
+    block_on(two_way(ops, Cloud, true, Check::Exact)).unwrap();
+}

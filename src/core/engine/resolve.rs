@@ -664,11 +664,17 @@ async fn lww_group(
         if tomb.is_some() {
             superseded.push(key.clone());
         }
+        // A re-checked copy that lost a tie to a different version with its own
+        // `updatedAt` is replaced by it on its side. A newer winner meets the side's
+        // current version under the tie-break rule: a client of that side may have
+        // written one with the winner's `updatedAt` since.
+        let replaces_copy =
+            m.why == Why::Recheck && m.sent.and_then(|s| updated_at(s, field)) == Some(u);
         let write = Write::UpsertIfNewer {
             key: key.clone(),
             doc: w.clone(),
             updated_at: u,
-            or_equal: dst == cfg.tie_break || m.why == Why::Recheck,
+            or_equal: dst == cfg.tie_break || replaces_copy,
         };
         back.push(src, write, Why::Upsert, None);
     }
