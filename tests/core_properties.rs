@@ -916,3 +916,52 @@ fn recheck_write_back_does_not_beat_the_tie_winner_of_its_side() {
     ];
     block_on(two_way(ops, Cloud, true, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` with the exact check (it fails
+/// on the code before this session's changes too). Cloud's entry (t0, its delete at t6,
+/// t6 again) resolves to the delete, which the engine applies to cloud itself (the
+/// delete wins the tie with t6) while local's newer t7 is written back. After a crash
+/// cloud's stream replays the echo of that own-side delete (server time t7); the
+/// tombstone it would match was superseded by t7, so it passed for a client delete at
+/// t7 and removed t7 on both sides. The ledger now keeps own-side deletes too.
+#[test]
+fn replayed_echo_of_an_own_side_delete_is_recognised() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 0, 0, 0),
+        del(Cloud, 0, 6),
+        put(Cloud, 0, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::Wait(1),
+        put(Local, 0, 0, 0),
+        put(Local, 0, 0, 0),
+        Op::Wait(49),
+        Op::Crash,
+    ];
+    block_on(two_way(ops, Local, true, Check::Exact)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (it fails on the code
+/// before this session's changes too). The engine's copy of local's t3 came back on
+/// cloud's stream; while that stream is down, cloud's client deletes it and writes an
+/// older version (its clock behind), which the engine's propagation of local's delete
+/// (t2) removes. Cloud's client delete, read first, used to be taken for the echo of
+/// that write, and the real echo for a client delete at the server's later time (t9),
+/// which removed local's t4. A delete that cannot remove what the stream last showed
+/// (a version newer than the delete it propagates) now echoes only after an upsert.
+#[test]
+fn client_delete_before_the_version_the_engine_deleted_is_not_its_echo() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 5, 3, 0),
+        Op::Wait(51),
+        del(Local, 5, 2),
+        Op::DropStreams(Cloud),
+        del(Cloud, 5, 0),
+        put(Cloud, 5, 0, 0),
+        del(Local, 0, 9),
+        Op::Wait(50),
+        put(Local, 5, 4, 0),
+    ];
+    block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
+}

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bson::DateTime;
 
-use crate::core::doc::content_hash;
+use crate::core::doc::{content_hash, updated_at};
 use crate::core::types::{ChangeKind, Key, PendingDelete, Side, Write};
 
 /// Default number of remembered writes.
@@ -87,6 +87,9 @@ struct Expected {
     /// Server time of the newest change read from the target side when the write was
     /// recorded: the write's own change is not older.
     not_before: Option<DateTime>,
+    /// A delete that can only have removed a document the stream has not shown yet (see
+    /// [`Seen`]): its echo follows an upsert of the key not read yet.
+    after_upsert: bool,
 }
 
 impl Expected {
@@ -100,7 +103,7 @@ impl Expected {
                 let after_propagated = w.is_none_or(|w| {
                     at.timestamp_millis() >= w.timestamp_millis().saturating_sub(skew)
                 });
-                after_propagated && self.not_before.is_none_or(|n| at >= n)
+                after_propagated && !self.after_upsert && self.not_before.is_none_or(|n| at >= n)
             }
             _ => false,
         }
@@ -119,6 +122,30 @@ struct KeyEchoes {
     /// The target side's read mark (gen, next seq) when the latest write that changed
     /// the document was recorded.
     applied: Option<(u64, u64)>,
+    /// The key's latest change read from the target side since the memory follows it.
+    seen: Option<Seen>,
+}
+
+/// A key's latest change read from a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// A document with this `updatedAt` (`None`: missing or not a date).
+    Doc(Option<DateTime>),
+    /// A delete.
+    Gone,
+}
+
+impl Seen {
+    /// Whether a delete of everything not newer than `w` (`None`: of anything) cannot
+    /// remove what the stream last showed: if it removes a document, one the stream
+    /// has not shown yet (a re-creation or an update), whose upsert event comes first.
+    fn spares(self, w: Option<DateTime>) -> bool {
+        match (self, w) {
+            (Seen::Gone, _) => true,
+            (Seen::Doc(Some(u)), Some(w)) => u > w,
+            (Seen::Doc(_), _) => false,
+        }
+    }
 }
 
 /// Recent engine writes by (target side, key).
@@ -136,6 +163,8 @@ pub(crate) struct EchoMemory {
     last_read: [Option<DateTime>; 2],
     /// Whether a key was ever evicted (its echoes can no longer be recognised).
     evicted: bool,
+    /// Name of the `updatedAt` field.
+    field: String,
     /// Per side: ledgered deletes by key (see the module docs).
     ledger: [HashMap<Key, Vec<Ledgered>>; 2],
     /// Per side: number of ledger entries.
@@ -162,9 +191,10 @@ fn side_ix(side: Side) -> usize {
 
 impl EchoMemory {
     /// Empty memory holding up to `capacity` keys, for servers whose clocks differ by
-    /// up to `skew`.
-    pub(crate) fn new(capacity: usize, skew: Duration) -> Self {
+    /// up to `skew`, documents carrying their version in `field`.
+    pub(crate) fn new(capacity: usize, skew: Duration, field: &str) -> Self {
         EchoMemory {
+            field: field.to_string(),
             entries: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
@@ -337,11 +367,20 @@ impl EchoMemory {
     pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
         let id = (side, key.clone());
         let not_before = self.last_read[side_ix(side)];
-        let list = &mut self.entries.entry(id.clone()).or_default().pending;
+        let k = self.entries.entry(id.clone()).or_default();
+        let after_upsert = match echo {
+            Echo::Deleted(w) => k.seen.is_some_and(|s| s.spares(w)),
+            Echo::Doc(_) => false,
+        };
+        let list = &mut k.pending;
         if list.is_empty() {
             self.order.push_back(id);
         }
-        list.push(Expected { echo, not_before });
+        list.push(Expected {
+            echo,
+            not_before,
+            after_upsert,
+        });
         let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
         if let Some(Echo::Deleted(at)) = dropped {
             // No longer recognised here: nor after a restart.
@@ -421,13 +460,19 @@ impl EchoMemory {
     ) -> bool {
         let last = &mut self.last_read[side_ix(side)];
         *last = (*last).max(Some(at));
-        let Some(list) = self
-            .entries
-            .get_mut(&(side, key.clone()))
-            .map(|k| &mut k.pending)
-        else {
+        let Some(k) = self.entries.get_mut(&(side, key.clone())) else {
             return false;
         };
+        k.seen = Some(match kind {
+            ChangeKind::Upsert(d) => {
+                for e in &mut k.pending {
+                    e.after_upsert = false;
+                }
+                Seen::Doc(updated_at(d, &self.field))
+            }
+            ChangeKind::Delete => Seen::Gone,
+        });
+        let list = &mut k.pending;
         let skew = self.skew;
         match list.iter().position(|e| e.matches(kind, at, skew)) {
             Some(i) => {
@@ -463,7 +508,7 @@ mod tests {
 
     #[test]
     fn matching_write_is_an_echo_once() {
-        let mut m = EchoMemory::new(2, NO_SKEW);
+        let mut m = EchoMemory::new(2, NO_SKEW, "u");
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         let up = ChangeKind::Upsert(d.clone());
@@ -481,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_write_that_did_not_happen_is_forgotten_once() {
-        let mut m = EchoMemory::new(4, NO_SKEW);
+        let mut m = EchoMemory::new(4, NO_SKEW, "u");
         let k = Key(1.into());
         m.record(Side::Local, &k, Echo::Deleted(None));
         m.record(Side::Local, &k, Echo::Deleted(None));
@@ -495,7 +540,7 @@ mod tests {
 
     #[test]
     fn an_older_client_delete_is_not_taken_for_a_propagated_delete() {
-        let mut m = EchoMemory::new(4, Duration::from_millis(500));
+        let mut m = EchoMemory::new(4, Duration::from_millis(500), "u");
         let k = Key(1.into());
         // The engine propagates a delete made at 10 s; a client delete of the same key
         // made at 9 s (before the propagated one) is still unread in the stream.
@@ -508,7 +553,7 @@ mod tests {
 
     #[test]
     fn a_delete_older_than_a_change_read_before_the_write_is_not_its_echo() {
-        let mut m = EchoMemory::new(4, NO_SKEW);
+        let mut m = EchoMemory::new(4, NO_SKEW, "u");
         let k = Key(1.into());
         let other = Key(2.into());
         // A change stamped 10 s has been read from local when the engine records its
@@ -519,14 +564,41 @@ mod tests {
         assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000), M));
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
         // Changes read from the other side do not move this side's bound.
+        let up = ChangeKind::Upsert(doc! {"_id": 1});
+        assert!(!m.take_echo(Side::Local, &k, &up, t(15_000), M));
         m.record(Side::Local, &k, Echo::Deleted(None));
         assert!(!m.take_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000), M));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(16_000), M));
+    }
+
+    #[test]
+    fn a_delete_that_cannot_remove_what_the_stream_showed_echoes_after_an_upsert() {
+        let mut m = EchoMemory::new(4, NO_SKEW, "u");
+        let k = Key(1.into());
+        let copy = doc! {"_id": 1, "u": t(3_000)};
+        let up = |u: i64| ChangeKind::Upsert(doc! {"_id": 1, "u": t(u)});
+        // The engine's copy (version 3 s) came back; then it propagates a delete of
+        // everything not newer than 2 s, which cannot remove that copy.
+        m.record(Side::Cloud, &k, upsert(&copy));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(copy), t(3_000), M));
+        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
+        // A client deleted the copy (3 s) and wrote version 1 s before the engine's
+        // delete removed it: the first delete is the client's.
+        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(3_000), M));
+        assert!(!m.take_echo(Side::Cloud, &k, &up(1_000), t(3_000), M));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(9_000), M));
+        // After a version the delete can remove (1 s), its echo may come at once.
+        assert!(!m.take_echo(Side::Cloud, &k, &up(1_000), t(9_500), M));
+        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(10_000), M));
+        // After a delete, only a re-created document can be removed.
+        m.record(Side::Cloud, &k, Echo::Deleted(None));
+        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(11_000), M));
     }
 
     #[test]
     fn a_change_read_before_an_applied_write_is_overwritten() {
-        let mut m = EchoMemory::new(4, NO_SKEW);
+        let mut m = EchoMemory::new(4, NO_SKEW, "u");
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         m.record(Side::Cloud, &k, upsert(&d));
@@ -567,7 +639,7 @@ mod tests {
 
     #[test]
     fn ledgered_deletes_stay_until_a_saved_checkpoint_passes_their_echo() {
-        let mut m = EchoMemory::new(8, NO_SKEW);
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
         let (k1, k2, k3) = (Key(1.into()), Key(2.into()), Key(3.into()));
         for k in [&k1, &k2, &k3] {
             let echo = Echo::Deleted(Some(t(5)));
@@ -607,7 +679,7 @@ mod tests {
 
     #[test]
     fn seeded_deletes_are_echoes_until_the_stream_catches_up() {
-        let mut m = EchoMemory::new(8, NO_SKEW);
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
         let (k1, k2) = (Key(1.into()), Key(2.into()));
         let seeded = [
             PendingDelete {
@@ -637,7 +709,7 @@ mod tests {
 
     #[test]
     fn the_ledger_is_bounded_and_follows_evictions() {
-        let mut m = EchoMemory::new(2, NO_SKEW);
+        let mut m = EchoMemory::new(2, NO_SKEW, "u");
         let echo = Echo::Deleted(None);
         for i in 0..3 {
             let k = Key(i.into());
@@ -650,7 +722,7 @@ mod tests {
             keys_of(&m.pending_deletes(Side::Local, None)),
             [(1, None), (2, None)]
         );
-        let mut m = EchoMemory::new(LEDGER_CAPACITY + 10, NO_SKEW);
+        let mut m = EchoMemory::new(LEDGER_CAPACITY + 10, NO_SKEW, "u");
         for i in 0..LEDGER_CAPACITY {
             assert!(m.ledger_delete(Side::Local, &Key((i as i64).into()), echo));
         }
@@ -661,7 +733,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let mut m = EchoMemory::new(2, NO_SKEW);
+        let mut m = EchoMemory::new(2, NO_SKEW, "u");
         for i in 0..5 {
             m.record(Side::Local, &Key(i.into()), Echo::Deleted(None));
         }

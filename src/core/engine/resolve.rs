@@ -572,24 +572,29 @@ async fn lww_group(
         .await?;
     }
     let marks = expect_echoes(sh, &plans);
-    // Propagated deletes (the only deletes sent to `dst`) are ledgered: after a crash,
-    // their echoes replayed from the checkpoint are still recognised, even once a newer
-    // version superseded the tombstone. The side's own corrections mostly find nothing
-    // and are left to the tombstone rule.
-    ledger_deletes(&sh.echo, dst, &plans.writes[ix(dst)]);
+    // Deletes are ledgered: after a crash, the echoes of those that removed a document,
+    // replayed from the checkpoint, are still recognised, even once a newer version
+    // superseded the tombstone.
+    for side in Side::BOTH {
+        ledger_deletes(&sh.echo, side, &plans.writes[ix(side)]);
+    }
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes, marks);
-    save_ledger(
-        &sh.echo,
-        &sh.ledger_io,
-        state,
-        dst,
-        &plans.writes[ix(dst)],
-        &outcomes[ix(dst)],
-        cancel,
-        None,
-    )
-    .await?;
+    for side in Side::BOTH {
+        let i = ix(side);
+        let (writes, done) = (&plans.writes[i], &outcomes[i]);
+        save_ledger(
+            &sh.echo,
+            &sh.ledger_io,
+            state,
+            side,
+            writes,
+            done,
+            cancel,
+            None,
+        )
+        .await?;
+    }
     if both {
         quiet_tombstones(state, &record, &tombs, &plans, &outcomes, cancel).await?;
     }

@@ -113,7 +113,11 @@ impl Shared {
             ),
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
-            echo: Mutex::new(EchoMemory::new(ECHO_CAPACITY, config.server_clock_skew)),
+            echo: Mutex::new(EchoMemory::new(
+                ECHO_CAPACITY,
+                config.server_clock_skew,
+                &config.updated_at_field,
+            )),
             paused: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
             streams: Mutex::new([status(Side::Local), status(Side::Cloud)]),
