@@ -40,9 +40,9 @@ pub async fn run(n: usize) -> anyhow::Result<EngineOnly> {
     let (local, before) = loaded_local(n);
     let cloud = MemoryStore::new(Side::Cloud, "updatedAt", 1_000_000);
     let state = MemoryState::new();
-    state.save_checkpoint(Side::Local, &before).await?;
+    state.save_checkpoint(Side::Local, &before, &[]).await?;
     state
-        .save_checkpoint(Side::Cloud, &cloud.latest_token())
+        .save_checkpoint(Side::Cloud, &cloud.latest_token(), &[])
         .await?;
     let config = EngineConfig {
         mode: Mode::LocalToCloud,
