@@ -207,6 +207,16 @@ impl EchoMemory {
         }
     }
 
+    /// Remember that the engine is writing `write` to `side` ([`Self::record`]), and
+    /// ledger it if it is a conditional delete (see the module docs).
+    pub(crate) fn expect_write(&mut self, side: Side, write: &Write) {
+        let echo = Echo::of_write(write);
+        self.record(side, write.key(), echo);
+        if matches!(write, Write::DeleteIfNotNewer { .. }) {
+            self.ledger_delete(side, write.key(), echo);
+        }
+    }
+
     /// Ledger the delete `echo` the engine is about to write to `side` (after
     /// [`Self::record`]); false when the ledger is full.
     pub(crate) fn ledger_delete(&mut self, side: Side, key: &Key, echo: Echo) -> bool {

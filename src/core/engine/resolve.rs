@@ -36,7 +36,7 @@ use std::sync::atomic::Ordering;
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{ix, ledger_deletes, lock, retry, save_ledger, Shared, Stop};
+use super::shared::{ix, lock, retry, save_ledger, Shared, Stop};
 use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
@@ -322,7 +322,7 @@ fn expect_echoes(sh: &Shared, plans: &Plans<'_>) -> Marks {
     let mut echo = lock(&sh.echo);
     for side in Side::BOTH {
         for w in &plans.writes[ix(side)] {
-            echo.record(side, w.key(), Echo::of_write(w));
+            echo.expect_write(side, w);
         }
     }
     marks
@@ -571,21 +571,17 @@ async fn lww_group(
         })
         .await?;
     }
+    // Deletes are ledgered too: after a crash, the echoes of those that removed a
+    // document, replayed from the checkpoint, are still recognised, even once a newer
+    // version superseded the tombstone.
     let marks = expect_echoes(sh, &plans);
-    // Deletes are ledgered: after a crash, the echoes of those that removed a document,
-    // replayed from the checkpoint, are still recognised, even once a newer version
-    // superseded the tombstone.
-    for side in Side::BOTH {
-        ledger_deletes(&sh.echo, side, &plans.writes[ix(side)]);
-    }
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes, marks);
     for side in Side::BOTH {
         let i = ix(side);
         let (writes, done) = (&plans.writes[i], &outcomes[i]);
         save_ledger(
-            &sh.echo,
-            &sh.ledger_io,
+            (&sh.echo, &sh.ledger_io),
             state,
             side,
             writes,

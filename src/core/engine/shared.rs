@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
-use crate::core::echo::{Echo, EchoMemory, ECHO_CAPACITY};
+use crate::core::echo::{EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::queue::Queue;
 use crate::core::store::{CollectionStore, StateStore};
@@ -214,24 +214,14 @@ where
     }
 }
 
-/// Ledger the deletes among `writes`, about to be sent to `side` (see
-/// [`crate::core::echo`]); [`save_ledger`] once they returned.
-pub(crate) fn ledger_deletes(echo: &Mutex<EchoMemory>, side: Side, writes: &[Write]) {
-    let mut echo = lock(echo);
-    for w in writes {
-        if matches!(w, Write::DeleteIfNotNewer { .. }) {
-            echo.ledger_delete(side, w.key(), Echo::of_write(w));
-        }
-    }
-}
+/// The engine's echo memory and the lock serialising saves of its delete ledger.
+pub(crate) type EchoRefs<'a> = (&'a Mutex<EchoMemory>, &'a tokio::sync::Mutex<()>);
 
 /// `writes` to `side` returned `outcomes`: note the ledgered deletes that removed a
 /// document, and save the ledger if it gained any, so a restart replaying `side`'s
-/// stream recognises their echoes. `io` serialises the ledger's saves.
-#[allow(clippy::too_many_arguments)]
+/// stream recognises their echoes.
 pub(crate) async fn save_ledger(
-    echo: &Mutex<EchoMemory>,
-    io: &tokio::sync::Mutex<()>,
+    (echo, io): EchoRefs<'_>,
     state: &dyn StateStore,
     side: Side,
     writes: &[Write],

@@ -26,14 +26,14 @@
 //! A dry run counts the same decisions and writes nothing, records included.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::echo::{Echo, EchoMemory};
-use crate::core::engine::shared::{ledger_deletes, lock, retry, save_ledger, Stop};
+use crate::core::echo::Echo;
+use crate::core::engine::shared::{lock, retry, save_ledger, EchoRefs, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
@@ -61,7 +61,7 @@ pub(crate) struct Job<'a> {
     pub(crate) apply_lock: Option<&'a tokio::sync::Mutex<()>>,
     /// The engine's echo memory, so reconcile writes are not re-propagated, and the
     /// lock serialising saves of its delete ledger.
-    pub(crate) echo: Option<(&'a Mutex<EchoMemory>, &'a tokio::sync::Mutex<()>)>,
+    pub(crate) echo: Option<EchoRefs<'a>>,
     /// Called with the number of keys examined so far.
     pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
@@ -391,17 +391,15 @@ async fn apply_side(
     }
     let store = job.store(side);
     if let Some((echo, _)) = job.echo {
-        let mut memory = lock(echo);
+        let mut echo = lock(echo);
         for w in writes {
-            memory.record(side, w.key(), Echo::of_write(w));
+            echo.expect_write(side, w);
         }
-        drop(memory);
-        ledger_deletes(echo, side, writes);
     }
     let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
-    if let Some((echo, io)) = job.echo {
+    if let Some(refs) = job.echo {
         {
-            let mut echo = lock(echo);
+            let mut echo = lock(refs.0);
             for (w, o) in writes.iter().zip(&outcomes) {
                 if *o != WriteOutcome::Applied {
                     echo.forget(side, w.key(), Echo::of_write(w));
@@ -410,8 +408,7 @@ async fn apply_side(
         }
         let state = job.stores.state.as_ref();
         save_ledger(
-            echo,
-            io,
+            refs,
             state,
             side,
             writes,
