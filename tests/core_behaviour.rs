@@ -212,7 +212,7 @@ async fn echo_after_restart_costs_at_most_a_no_op() {
         .save_checkpoint(
             Side::Cloud,
             &datasync::core::ResumeToken(doc! {"seq": 0_i64}),
-            &[],
+            &datasync::core::DeleteLedger::default(),
         )
         .await
         .expect("save");

@@ -34,7 +34,7 @@ use std::time::Duration;
 use bson::DateTime;
 
 use crate::core::doc::{content_hash, updated_at};
-use crate::core::types::{ChangeKind, Key, PendingDelete, Side, Write};
+use crate::core::types::{ChangeKind, DeleteLedger, Key, PendingDelete, Side, Write};
 
 /// Default number of remembered writes.
 pub(crate) const ECHO_CAPACITY: usize = 100_000;
@@ -51,10 +51,24 @@ struct Ledgered {
     at: Option<DateTime>,
     /// Read mark (gen, seq) of its echo, once read.
     read: Option<(u64, u64)>,
-    /// The write returned and removed a document (or the entry is the previous run's).
+    /// The write returned and removed a document (or the previous run's entry says so).
+    /// Otherwise it is in flight, or a tentative entry of the previous run (never
+    /// matched: it may have found nothing).
     applied: bool,
     /// Loaded from the previous run.
     seeded: bool,
+}
+
+impl Ledgered {
+    /// A write of this run still in flight.
+    fn in_flight(&self) -> bool {
+        !self.applied && !self.seeded
+    }
+
+    /// Its echo is expected (in flight or applied; not a previous run's tentative one).
+    fn expected(&self) -> bool {
+        self.applied || !self.seeded
+    }
 }
 
 /// What the engine wrote.
@@ -124,6 +138,9 @@ struct KeyEchoes {
     applied: Option<(u64, u64)>,
     /// The key's latest change read from the target side since the memory follows it.
     seen: Option<Seen>,
+    /// `updatedAt` of the latest copy the engine wrote here whose origin it does not
+    /// know (see [`EchoMemory::copied_from_replay`]).
+    unsure_copy: Option<DateTime>,
 }
 
 /// A key's latest change read from a stream.
@@ -169,8 +186,14 @@ pub(crate) struct EchoMemory {
     ledger: [HashMap<Key, Vec<Ledgered>>; 2],
     /// Per side: number of ledger entries.
     ledger_len: [usize; 2],
-    /// Per side: the ledger gained entries since it was last taken for saving.
+    /// Per side: the ledger changed since it was last taken for saving.
     ledger_grew: [bool; 2],
+    /// Per side: this run did not ledger, or dropped, a delete whose echo may still come
+    /// (a full ledger, a key dropped from the memory): saved lists are incomplete.
+    lossy: [bool; 2],
+    /// Per side: the previous run's list was incomplete, and its changes are still
+    /// being replayed (until [`EchoMemory::drop_seeded`]).
+    inherited_lossy: [bool; 2],
 }
 
 /// Whether `e`'s echo was read before read mark `safe` (same stream generation), or in
@@ -204,6 +227,8 @@ impl EchoMemory {
             ledger: Default::default(),
             ledger_len: [0; 2],
             ledger_grew: [false; 2],
+            lossy: [false; 2],
+            inherited_lossy: [false; 2],
         }
     }
 
@@ -225,8 +250,10 @@ impl EchoMemory {
         };
         let i = side_ix(side);
         if self.ledger_len[i] >= LEDGER_CAPACITY {
+            self.lossy[i] = true;
             return false;
         }
+        self.ledger_grew[i] = true;
         self.ledger[i]
             .entry(key.clone())
             .or_default()
@@ -246,7 +273,7 @@ impl EchoMemory {
         let i = side_ix(side);
         if let Some(e) = self.ledger[i]
             .get_mut(key)
-            .and_then(|l| l.iter_mut().find(|e| !e.applied && e.at == at))
+            .and_then(|l| l.iter_mut().find(|e| e.in_flight() && e.at == at))
         {
             e.applied = true;
             self.ledger_grew[i] = true;
@@ -267,46 +294,59 @@ impl EchoMemory {
             self.ledger[i].remove(key);
         }
         self.ledger_len[i] -= 1;
+        self.ledger_grew[i] = true;
         true
     }
 
     /// Mark the oldest unread ledger entry of a delete at `at` read at `mark`.
     fn ledger_read(&mut self, side: Side, key: &Key, at: Option<DateTime>, mark: (u64, u64)) {
-        if let Some(e) = self.ledger[side_ix(side)]
-            .get_mut(key)
-            .and_then(|l| l.iter_mut().find(|e| e.read.is_none() && e.at == at))
-        {
+        if let Some(e) = self.ledger[side_ix(side)].get_mut(key).and_then(|l| {
+            l.iter_mut()
+                .find(|e| e.expected() && e.read.is_none() && e.at == at)
+        }) {
             e.read = Some(mark);
         }
     }
 
     /// `side`'s ledger as it should be saved with a checkpoint whose every event before
     /// read mark `safe` is done (entries whose echo was read before it are left out),
-    /// or alone (`safe` = `None`). Clears the "grew" flag.
-    pub(crate) fn pending_deletes(
-        &mut self,
-        side: Side,
-        safe: Option<(u64, u64)>,
-    ) -> Vec<PendingDelete> {
+    /// or alone (`safe` = `None`). Writes still in flight are tentative. Clears the
+    /// "grew" flag.
+    pub(crate) fn pending_deletes(&mut self, side: Side, safe: Option<(u64, u64)>) -> DeleteLedger {
         let i = side_ix(side);
         self.ledger_grew[i] = false;
         let passed = |e: &Ledgered| passed(e, safe);
-        self.ledger[i]
+        let deletes = self.ledger[i]
             .iter()
             .flat_map(|(k, l)| {
-                l.iter()
-                    .filter(|e| e.applied && !passed(e))
-                    .map(|e| PendingDelete {
-                        key: k.clone(),
-                        deleted_at: e.at,
-                    })
+                l.iter().filter(|e| !passed(e)).map(|e| PendingDelete {
+                    key: k.clone(),
+                    deleted_at: e.at,
+                    tentative: !e.applied,
+                })
             })
-            .collect()
+            .collect();
+        DeleteLedger {
+            deletes,
+            complete: !self.lossy[i] && !self.inherited_lossy[i],
+        }
     }
 
-    /// Whether `side`'s ledger gained entries since it was last taken for saving.
+    /// Whether `side`'s ledger changed since it was last taken for saving.
     pub(crate) fn ledger_grew(&self, side: Side) -> bool {
         self.ledger_grew[side_ix(side)]
+    }
+
+    /// Whether, while `side`'s stream replays the previous run's changes, a delete of
+    /// `key` may be the echo of one of that run's deletes the memory does not expect:
+    /// its list was incomplete (and the memory does not follow the key), or has a
+    /// tentative entry for the key.
+    pub(crate) fn unsure(&self, side: Side, key: &Key) -> bool {
+        let i = side_ix(side);
+        (self.inherited_lossy[i] && !self.knows(side, key))
+            || self.ledger[i]
+                .get(key)
+                .is_some_and(|l| l.iter().any(|e| e.seeded && !e.applied))
     }
 
     /// A checkpoint of `side` whose every event before read mark `safe` is done was
@@ -330,22 +370,27 @@ impl EchoMemory {
         self.ledger[i].clear();
         self.ledger_len[i] = 0;
         self.ledger_grew[i] = false;
+        self.lossy[i] = false;
     }
 
-    /// Start `side` with the previous run's pending deletes: their echoes are expected
-    /// (from any time) and they stay ledgered until passed.
-    pub(crate) fn seed(&mut self, side: Side, pending: &[PendingDelete]) {
-        for p in pending.iter().take(LEDGER_CAPACITY) {
-            let echo = Echo::Deleted(p.deleted_at);
-            self.record(side, &p.key, echo);
-            let i = side_ix(side);
+    /// Start `side` with the previous run's pending deletes: the echoes of those known
+    /// to have removed a document are expected (from any time); tentative ones only
+    /// make their key [`Self::unsure`]. All stay ledgered until passed, or until the
+    /// stream catches up.
+    pub(crate) fn seed(&mut self, side: Side, pending: &DeleteLedger) {
+        let i = side_ix(side);
+        self.inherited_lossy[i] = !pending.complete || pending.deletes.len() > LEDGER_CAPACITY;
+        for p in pending.deletes.iter().take(LEDGER_CAPACITY) {
+            if !p.tentative {
+                self.record(side, &p.key, Echo::Deleted(p.deleted_at));
+            }
             self.ledger[i]
                 .entry(p.key.clone())
                 .or_default()
                 .push(Ledgered {
                     at: p.deleted_at,
                     read: None,
-                    applied: true,
+                    applied: !p.tentative,
                     seeded: true,
                 });
             self.ledger_len[i] += 1;
@@ -357,17 +402,27 @@ impl EchoMemory {
     /// sent); forget them, so they cannot pass for a later client delete.
     pub(crate) fn drop_seeded(&mut self, side: Side) {
         let i = side_ix(side);
-        let stale: Vec<(Key, Option<DateTime>)> = self.ledger[i]
+        self.inherited_lossy[i] = false;
+        let stale: Vec<(Key, Option<DateTime>, bool)> = self.ledger[i]
             .iter()
             .flat_map(|(k, l)| {
                 l.iter()
                     .filter(|e| e.seeded && e.read.is_none())
-                    .map(|e| (k.clone(), e.at))
+                    .map(|e| (k.clone(), e.at, e.applied))
             })
             .collect();
-        for (k, at) in stale {
+        for (k, at, expected) in stale {
             self.unledger(side, &k, |e| e.seeded && e.read.is_none() && e.at == at);
-            self.forget(side, &k, Echo::Deleted(at));
+            if expected {
+                // Seeded first: the oldest such expectation (a later one may be a
+                // write of this run, still to come back).
+                if let Some(ke) = self.entries.get_mut(&(side, k)) {
+                    let echo = Echo::Deleted(at);
+                    if let Some(p) = ke.pending.iter().position(|e| e.echo == echo) {
+                        ke.pending.remove(p);
+                    }
+                }
+            }
         }
     }
 
@@ -382,6 +437,7 @@ impl EchoMemory {
             Echo::Deleted(w) => k.seen.is_some_and(|s| s.spares(w)),
             Echo::Doc(_) => false,
         };
+        k.unsure_copy = None;
         let list = &mut k.pending;
         if list.is_empty() {
             self.order.push_back(id);
@@ -394,7 +450,9 @@ impl EchoMemory {
         let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
         if let Some(Echo::Deleted(at)) = dropped {
             // No longer recognised here: nor after a restart.
-            self.unledger(side, key, |e| e.read.is_none() && e.at == at);
+            if self.unledger(side, key, |e| e.read.is_none() && e.at == at) {
+                self.lossy[side_ix(side)] = true;
+            }
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
@@ -405,6 +463,8 @@ impl EchoMemory {
                     let i = side_ix(old.0);
                     if let Some(l) = self.ledger[i].remove(&old.1) {
                         self.ledger_len[i] -= l.len();
+                        self.ledger_grew[i] = true;
+                        self.lossy[i] |= l.iter().any(|e| e.read.is_none());
                     }
                 }
                 None => break,
@@ -421,7 +481,7 @@ impl EchoMemory {
             }
         }
         if let Echo::Deleted(at) = echo {
-            self.unledger(side, key, |e| !e.applied && e.at == at);
+            self.unledger(side, key, |e| e.in_flight() && e.at == at);
         }
     }
 
@@ -442,6 +502,24 @@ impl EchoMemory {
             .get(&(side, key.clone()))
             .and_then(|k| k.applied)
             .is_some_and(|(g, next)| g == gen && seq < next)
+    }
+
+    /// The engine's latest write to `side`'s `key` (recorded) copies a version with
+    /// `updatedAt` `u` read from a replayed change: it may be the echo of a copy the
+    /// previous run made from `side` itself, so which side's client wrote it is not
+    /// known.
+    pub(crate) fn copied_from_replay(&mut self, side: Side, key: &Key, u: DateTime) {
+        if let Some(k) = self.entries.get_mut(&(side, key.clone())) {
+            k.unsure_copy = Some(u);
+        }
+    }
+
+    /// Whether the engine's latest write to `side`'s `key` is a copy of the version with
+    /// `updatedAt` `u` whose origin is not known ([`Self::copied_from_replay`]).
+    pub(crate) fn copy_origin_unknown(&self, side: Side, key: &Key, u: DateTime) -> bool {
+        self.entries
+            .get(&(side, key.clone()))
+            .is_some_and(|k| k.unsure_copy == Some(u))
     }
 
     /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
@@ -633,13 +711,16 @@ mod tests {
         assert!(!m.overwritten_after(Side::Cloud, &other, 0, 1));
     }
 
-    fn keys_of(pending: &[PendingDelete]) -> Vec<(i32, Option<i64>)> {
-        let mut v: Vec<(i32, Option<i64>)> = pending
+    /// (key, deleted_at ms, tentative), sorted.
+    fn keys_of(pending: &DeleteLedger) -> Vec<(i32, Option<i64>, bool)> {
+        let mut v: Vec<(i32, Option<i64>, bool)> = pending
+            .deletes
             .iter()
             .map(|p| {
                 (
                     p.key.0.as_i32().unwrap(),
                     p.deleted_at.map(|t| t.timestamp_millis()),
+                    p.tentative,
                 )
             })
             .collect();
@@ -652,13 +733,23 @@ mod tests {
         let mut m = EchoMemory::new(8, NO_SKEW, "u");
         let (k1, k2, k3) = (Key(1.into()), Key(2.into()), Key(3.into()));
         for k in [&k1, &k2, &k3] {
-            let echo = Echo::Deleted(Some(t(5)));
-            m.record(Side::Cloud, k, echo);
-            assert!(m.ledger_delete(Side::Cloud, k, echo));
+            m.expect_write(
+                Side::Cloud,
+                &Write::DeleteIfNotNewer {
+                    key: k.clone(),
+                    deleted_at: t(5),
+                },
+            );
         }
-        // Nothing is saved before the writes return.
-        assert!(!m.ledger_grew(Side::Cloud));
-        assert!(m.pending_deletes(Side::Cloud, None).is_empty());
+        // Saved before the writes are sent, tentative.
+        assert!(m.ledger_grew(Side::Cloud));
+        let before = m.pending_deletes(Side::Cloud, None);
+        assert!(before.complete);
+        assert_eq!(
+            keys_of(&before),
+            [(1, Some(5), true), (2, Some(5), true), (3, Some(5), true)]
+        );
+        assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
         // Key 1's echo is read at seq 7 (generation 0), before its write returned.
         assert!(m.take_echo(Side::Cloud, &k1, &ChangeKind::Delete, t(6), (0, 7)));
         // Keys 1 and 2 removed a document; key 3's write found nothing (no echo).
@@ -666,55 +757,101 @@ mod tests {
         m.ledger_applied(Side::Cloud, &k2, Some(t(5)));
         m.forget(Side::Cloud, &k3, Echo::Deleted(Some(t(5))));
         assert!(m.ledger_grew(Side::Cloud));
-        assert_eq!(keys_of(&m.pending_deletes(Side::Cloud, None)).len(), 2);
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Cloud, None)),
+            [(1, Some(5), false), (2, Some(5), false)]
+        );
         assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
         // A checkpoint with events up to seq 7 done does not pass it; one past it does.
         assert_eq!(
-            keys_of(&m.pending_deletes(Side::Cloud, Some((0, 7)))),
-            [(1, Some(5)), (2, Some(5))]
+            keys_of(&m.pending_deletes(Side::Cloud, Some((0, 7)))).len(),
+            2
         );
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Cloud, Some((0, 8)))),
-            [(2, Some(5))]
+            [(2, Some(5), false)]
         );
         m.checkpoint_saved(Side::Cloud, (0, 8));
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Cloud, None)),
-            [(2, Some(5))]
+            [(2, Some(5), false)]
         );
-        assert!(m.pending_deletes(Side::Local, None).is_empty(), "per side");
+        assert!(
+            m.pending_deletes(Side::Local, None).deletes.is_empty(),
+            "per side"
+        );
         m.clear_ledger(Side::Cloud);
-        assert!(m.pending_deletes(Side::Cloud, None).is_empty());
+        assert!(m.pending_deletes(Side::Cloud, None).deletes.is_empty());
+    }
+
+    fn pending(key: i32, at: i64, tentative: bool) -> PendingDelete {
+        PendingDelete {
+            key: Key(key.into()),
+            deleted_at: Some(t(at)),
+            tentative,
+        }
     }
 
     #[test]
     fn seeded_deletes_are_echoes_until_the_stream_catches_up() {
         let mut m = EchoMemory::new(8, NO_SKEW, "u");
-        let (k1, k2) = (Key(1.into()), Key(2.into()));
-        let seeded = [
-            PendingDelete {
-                key: k1.clone(),
-                deleted_at: Some(t(5)),
-            },
-            PendingDelete {
-                key: k2.clone(),
-                deleted_at: Some(t(5)),
-            },
-        ];
+        let (k1, k2, k3, k4) = (Key(1.into()), Key(2.into()), Key(3.into()), Key(4.into()));
+        let seeded = DeleteLedger {
+            deletes: vec![
+                pending(1, 5, false),
+                pending(2, 5, false),
+                pending(3, 5, true),
+            ],
+            complete: true,
+        };
         m.seed(Side::Local, &seeded);
         assert!(!m.ledger_grew(Side::Local), "already saved");
-        // Key 1's echo is replayed: recognised, from any time after the delete.
+        // A complete list: only the key with a tentative entry is unsure.
+        assert!(!m.unsure(Side::Local, &k1));
+        assert!(m.unsure(Side::Local, &k3));
+        assert!(!m.unsure(Side::Local, &k4));
+        assert!(m.pending_deletes(Side::Local, None).complete);
+        // Key 1's echo is replayed: recognised, from any time after the delete. A
+        // tentative entry is never taken for an echo.
         assert!(m.take_echo(Side::Local, &k1, &ChangeKind::Delete, t(50), (0, 0)));
+        assert!(!m.take_echo(Side::Local, &k3, &ChangeKind::Delete, t(50), (0, 1)));
+        assert_eq!(
+            keys_of(&m.pending_deletes(Side::Local, Some((0, 2)))),
+            [(2, Some(5), false), (3, Some(5), true)],
+            "kept until the stream catches up, in case of another crash"
+        );
         m.drop_seeded(Side::Local);
+        assert!(!m.unsure(Side::Local, &k3));
         // Key 2's never came: a later delete is a client's.
         assert!(!m.take_echo(Side::Local, &k2, &ChangeKind::Delete, t(60), (0, 1)));
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Local, Some((0, 0)))),
-            [(1, Some(5))],
+            [(1, Some(5), false)],
             "key 1 stays until a checkpoint passes its echo"
         );
         m.checkpoint_saved(Side::Local, (0, 1));
-        assert!(m.pending_deletes(Side::Local, None).is_empty());
+        assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
+    }
+
+    #[test]
+    fn an_incomplete_list_leaves_unknown_keys_unsure_until_the_stream_catches_up() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let (k1, k2) = (Key(1.into()), Key(2.into()));
+        let seeded = DeleteLedger {
+            deletes: vec![pending(1, 5, false)],
+            complete: false,
+        };
+        m.seed(Side::Cloud, &seeded);
+        assert!(!m.unsure(Side::Cloud, &k1), "followed");
+        assert!(m.unsure(Side::Cloud, &k2));
+        assert!(!m.unsure(Side::Local, &k2), "per side");
+        assert!(
+            !m.pending_deletes(Side::Cloud, None).complete,
+            "saved incomplete while replaying"
+        );
+        m.drop_seeded(Side::Cloud);
+        assert!(!m.unsure(Side::Cloud, &k2));
+        assert!(m.pending_deletes(Side::Cloud, None).complete);
     }
 
     #[test]
@@ -727,18 +864,29 @@ mod tests {
             assert!(m.ledger_delete(Side::Local, &k, echo));
             m.ledger_applied(Side::Local, &k, None);
         }
-        // Key 0 was evicted: its echo is no longer recognised, nor ledgered.
-        assert_eq!(
-            keys_of(&m.pending_deletes(Side::Local, None)),
-            [(1, None), (2, None)]
-        );
+        // Key 0 was evicted: its echo is no longer recognised, nor ledgered, and the
+        // list says it is incomplete.
+        let saved = m.pending_deletes(Side::Local, None);
+        assert_eq!(keys_of(&saved), [(1, None, false), (2, None, false)]);
+        assert!(!saved.complete);
+        assert!(m.pending_deletes(Side::Cloud, None).complete, "per side");
         let mut m = EchoMemory::new(LEDGER_CAPACITY + 10, NO_SKEW, "u");
         for i in 0..LEDGER_CAPACITY {
             assert!(m.ledger_delete(Side::Local, &Key((i as i64).into()), echo));
         }
+        assert!(m.pending_deletes(Side::Local, None).complete);
         assert!(!m.ledger_delete(Side::Local, &Key((-1_i64).into()), echo));
+        assert!(
+            !m.pending_deletes(Side::Local, None).complete,
+            "one left out"
+        );
         assert!(m.ledger_delete(Side::Cloud, &Key((-1_i64).into()), echo));
         assert!(!m.ledger_delete(Side::Cloud, &Key(1.into()), Echo::Doc(1)));
+        m.clear_ledger(Side::Local);
+        assert!(
+            m.pending_deletes(Side::Local, None).complete,
+            "a fresh stream"
+        );
     }
 
     #[test]

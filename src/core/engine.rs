@@ -394,6 +394,26 @@ pub async fn reconcile_once(
 ) -> Result<ReconcileReport, EngineError> {
     validate(config)?;
     let cancel = CancellationToken::new();
+    if !dry_run {
+        // Its deletes are not ledgered: a daemon restarting from a saved checkpoint must
+        // take unlisted deletes for possible echoes while it replays them.
+        let state = stores.state.as_ref();
+        for side in Side::BOTH {
+            let mut ledger = shared::retry("load_pending_deletes", &cancel, Some(5), || {
+                state.load_pending_deletes(side)
+            })
+            .await
+            .map_err(engine_error)?;
+            if ledger.complete {
+                ledger.complete = false;
+                shared::retry("save_pending_deletes", &cancel, Some(5), || {
+                    state.save_pending_deletes(side, &ledger)
+                })
+                .await
+                .map_err(engine_error)?;
+            }
+        }
+    }
     let job = reconcile::Job {
         config,
         stores,

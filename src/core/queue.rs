@@ -78,6 +78,10 @@ pub(crate) struct QueuedEvent {
     /// a restart, or after the memory evicted keys): an echo among them could not be
     /// recognised.
     pub(crate) echo_unknown: bool,
+    /// Some change of the entry was replayed after a restart for a key the echo memory
+    /// did not follow: an upsert among them may be the echo of a copy the previous run
+    /// made, so its origin (the side whose client wrote it) is not known.
+    pub(crate) replayed: bool,
     /// A change that was not recognised as the engine's own write was coalesced into
     /// this entry before `event`.
     pub(crate) client_before: bool,
@@ -109,6 +113,7 @@ impl QueuedEvent {
             best_upsert: None,
             engine_write: false,
             echo_unknown: false,
+            replayed: false,
             client_before: false,
         }
     }
@@ -176,6 +181,8 @@ struct Slot {
     engine_write: bool,
     /// See [`QueuedEvent::echo_unknown`].
     echo_unknown: bool,
+    /// See [`QueuedEvent::replayed`].
+    replayed: bool,
     /// See [`QueuedEvent::client_before`].
     client_before: bool,
 }
@@ -206,6 +213,7 @@ impl Slot {
             }),
             engine_write: self.engine_write,
             echo_unknown: self.echo_unknown,
+            replayed: self.replayed,
             client_before: self.client_before,
         }
     }
@@ -400,6 +408,7 @@ impl Queue {
             after_upsert: ev.after_upsert,
             engine_write: ev.engine_write,
             echo_unknown: ev.echo_unknown,
+            replayed: ev.replayed,
             client_before: ev.client_before,
         }
     }
@@ -411,6 +420,7 @@ impl Queue {
         let prev = std::mem::replace(slot, self.fresh(ev, new_u, deadline));
         slot.after_upsert = prev.after_upsert || prev.body.is_some();
         slot.echo_unknown |= prev.echo_unknown;
+        slot.replayed |= prev.replayed;
         slot.client_before = prev.client_before || !prev.engine_write;
         if slot.body.is_none() && prev.body.is_some() {
             slot.removed = prev.updated_at;

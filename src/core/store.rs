@@ -8,7 +8,7 @@ use bson::{DateTime, Document};
 
 use crate::core::error::StoreError;
 use crate::core::types::{
-    Key, PendingDelete, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
+    DeleteLedger, Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
 };
 
 /// An open change stream on one collection.
@@ -71,17 +71,19 @@ pub trait StateStore: Send + Sync {
         &self,
         side: Side,
         token: &ResumeToken,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError>;
     /// Replace the pending deletes of `side` (kept with its checkpoint, which this does
-    /// not change; written before the deletes are sent).
+    /// not change; written before the deletes are sent, tentative, and once they
+    /// returned).
     async fn save_pending_deletes(
         &self,
         side: Side,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError>;
-    /// The pending deletes saved for `side` (malformed entries are left out).
-    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError>;
+    /// The pending deletes saved for `side` (malformed entries are left out, and make
+    /// the list incomplete; none saved: an empty, incomplete list).
+    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError>;
     /// Forget `side`'s checkpoint and pending deletes (after history loss, before the
     /// reconcile that replaces it).
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError>;

@@ -263,6 +263,21 @@ pub struct PendingDelete {
     pub key: Key,
     /// The delete time the write propagated (`None`: an unconditional delete).
     pub deleted_at: Option<DateTime>,
+    /// Saved before the write returned: it may or may not have removed a document.
+    pub tentative: bool,
+}
+
+/// A side's pending deletes as saved with its checkpoint.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteLedger {
+    /// The deletes whose echo may still follow the checkpoint.
+    pub deletes: Vec<PendingDelete>,
+    /// Every delete the engine made whose echo may follow the checkpoint is listed.
+    /// When false (a full ledger, a key the echo memory dropped, a delete made by
+    /// `datasync reconcile`, or a ledger saved by a version without this flag), a
+    /// restart replaying the stream takes deletes of keys not listed for possible
+    /// echoes too (the tombstone rule).
+    pub complete: bool,
 }
 
 /// A write the engine asks a store to make. Conditional variants encode last-writer-wins

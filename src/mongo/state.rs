@@ -26,7 +26,7 @@ use mongodb::{Client, Collection, Database};
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::StateStore;
-use crate::core::types::{Key, PendingDelete, ResumeToken, Side, Tombstone};
+use crate::core::types::{DeleteLedger, Key, PendingDelete, ResumeToken, Side, Tombstone};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
 use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 use crate::mongo::scan_filter::after_filter;
@@ -254,13 +254,18 @@ fn quiet_statement(key: &Key, at: DateTime) -> Document {
     }
 }
 
-/// The stored form of pending deletes.
-fn pending_array(pending: &[PendingDelete]) -> Vec<Bson> {
+/// The stored form of pending deletes (`tentative` stored only when true).
+fn pending_array(pending: &DeleteLedger) -> Vec<Bson> {
     pending
+        .deletes
         .iter()
         .map(|p| {
             let at = p.deleted_at.map_or(Bson::Null, Bson::DateTime);
-            Bson::Document(doc! { "key": p.key.as_bson().clone(), "deletedAt": at })
+            let mut d = doc! { "key": p.key.as_bson().clone(), "deletedAt": at };
+            if p.tentative {
+                d.insert("tentative", true);
+            }
+            Bson::Document(d)
         })
         .collect()
 }
@@ -273,10 +278,28 @@ fn parse_pending(b: &Bson) -> Option<PendingDelete> {
         Bson::Null => None,
         _ => return None,
     };
+    let tentative = match d.get("tentative") {
+        None => false,
+        Some(Bson::Boolean(b)) => *b,
+        Some(_) => return None,
+    };
     Some(PendingDelete {
         key: Key(d.get("key")?.clone()),
         deleted_at,
+        tentative,
     })
+}
+
+/// Reads a checkpoint document's pending deletes back. Missing, or with a malformed
+/// entry (left out), the list is incomplete.
+fn parse_ledger(d: Option<&Document>) -> DeleteLedger {
+    let Some(list) = d.and_then(|d| d.get_array("pendingDeletes").ok()) else {
+        return DeleteLedger::default();
+    };
+    let deletes: Vec<PendingDelete> = list.iter().filter_map(parse_pending).collect();
+    let complete = deletes.len() == list.len()
+        && d.and_then(|d| d.get_bool("pendingDeletesComplete").ok()) == Some(true);
+    DeleteLedger { deletes, complete }
 }
 
 /// Reads a sync record back.
@@ -310,7 +333,7 @@ impl StateStore for MongoState {
         &self,
         side: Side,
         token: &ResumeToken,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError> {
         let id = self.checkpoint_id(side);
         let replacement = doc! {
@@ -320,6 +343,7 @@ impl StateStore for MongoState {
             "token": token.0.clone(),
             "savedAt": DateTime::now(),
             "pendingDeletes": pending_array(pending),
+            "pendingDeletesComplete": pending.complete,
         };
         self.checkpoints
             .replace_one(doc! { "_id": id }, replacement)
@@ -332,12 +356,13 @@ impl StateStore for MongoState {
     async fn save_pending_deletes(
         &self,
         side: Side,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError> {
         let fields = doc! {
             "side": side.as_str(),
             "pair": self.pair.as_str(),
             "pendingDeletes": pending_array(pending),
+            "pendingDeletesComplete": pending.complete,
         };
         self.checkpoints
             .update_one(
@@ -350,19 +375,13 @@ impl StateStore for MongoState {
             .map_err(|e| self.err("save pending deletes", &e))
     }
 
-    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError> {
+    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError> {
         let found = self
             .checkpoints
             .find_one(doc! { "_id": self.checkpoint_id(side) })
             .await
             .map_err(|e| self.err("load pending deletes", &e))?;
-        let Some(list) = found
-            .as_ref()
-            .and_then(|d| d.get_array("pendingDeletes").ok())
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(list.iter().filter_map(parse_pending).collect())
+        Ok(parse_ledger(found.as_ref()))
     }
 
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {

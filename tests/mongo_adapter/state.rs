@@ -10,10 +10,19 @@ async fn checkpoints_round_trip_per_side() {
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
     let t1 = ResumeToken(doc! {"_data": "01"});
     let t2 = ResumeToken(doc! {"_data": "02"});
-    state.save_checkpoint(Side::Local, &t1, &[]).await.unwrap();
-    state.save_checkpoint(Side::Cloud, &t2, &[]).await.unwrap();
+    state
+        .save_checkpoint(Side::Local, &t1, &DeleteLedger::default())
+        .await
+        .unwrap();
+    state
+        .save_checkpoint(Side::Cloud, &t2, &DeleteLedger::default())
+        .await
+        .unwrap();
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), Some(t1));
-    state.save_checkpoint(Side::Local, &t2, &[]).await.unwrap();
+    state
+        .save_checkpoint(Side::Local, &t2, &DeleteLedger::default())
+        .await
+        .unwrap();
     assert_eq!(
         state.load_checkpoint(Side::Local).await.unwrap(),
         Some(t2.clone())
@@ -29,42 +38,46 @@ async fn checkpoints_round_trip_per_side() {
 async fn pending_deletes_are_kept_with_the_checkpoint() {
     let b = Backend::start("state_pending").await;
     let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
-    let p = |key: &str, t: Option<i64>| PendingDelete {
+    let p = |key: &str, t: Option<i64>, tentative: bool| PendingDelete {
         key: k(key),
         deleted_at: t.map(at),
+        tentative,
     };
-    assert!(state
-        .load_pending_deletes(Side::Local)
-        .await
-        .unwrap()
-        .is_empty());
+    let list = |deletes: Vec<PendingDelete>, complete: bool| DeleteLedger { deletes, complete };
+    // Nothing saved: an empty list, not known to be complete.
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap(),
+        DeleteLedger::default()
+    );
     // Saved alone before any checkpoint: no token appears.
+    let saved = list(vec![p("a", Some(5), false), p("b", None, true)], true);
     state
-        .save_pending_deletes(Side::Local, &[p("a", Some(5)), p("b", None)])
+        .save_pending_deletes(Side::Local, &saved)
         .await
         .unwrap();
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
     assert_eq!(
         state.load_pending_deletes(Side::Local).await.unwrap(),
-        [p("a", Some(5)), p("b", None)]
+        saved
     );
-    assert!(state
-        .load_pending_deletes(Side::Cloud)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        state.load_pending_deletes(Side::Cloud).await.unwrap(),
+        DeleteLedger::default()
+    );
     // A checkpoint replaces them; saving them alone keeps the token.
     let t1 = ResumeToken(doc! {"_data": "01"});
+    let saved = list(vec![p("c", Some(7), false)], false);
     state
-        .save_checkpoint(Side::Local, &t1, &[p("c", Some(7))])
+        .save_checkpoint(Side::Local, &t1, &saved)
         .await
         .unwrap();
     assert_eq!(
         state.load_pending_deletes(Side::Local).await.unwrap(),
-        [p("c", Some(7))]
+        saved
     );
+    let saved = list(vec![p("c", Some(7), false), p("d", Some(8), true)], true);
     state
-        .save_pending_deletes(Side::Local, &[p("c", Some(7)), p("d", Some(8))])
+        .save_pending_deletes(Side::Local, &saved)
         .await
         .unwrap();
     assert_eq!(
@@ -72,10 +85,10 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
         Some(t1.clone())
     );
     assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap().len(),
-        2
+        state.load_pending_deletes(Side::Local).await.unwrap(),
+        saved
     );
-    // A malformed entry is left out.
+    // A malformed entry is left out, and the list is no longer complete.
     b.client
         .database(&b.db)
         .collection::<Document>(CHECKPOINTS)
@@ -85,16 +98,25 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap().len(),
-        2
-    );
-    state.clear_checkpoint(Side::Local).await.unwrap();
-    assert!(state
-        .load_pending_deletes(Side::Local)
+    let loaded = state.load_pending_deletes(Side::Local).await.unwrap();
+    assert_eq!((loaded.deletes.len(), loaded.complete), (2, false));
+    // A list saved by a version without the completeness flag is incomplete.
+    b.client
+        .database(&b.db)
+        .collection::<Document>(CHECKPOINTS)
+        .update_one(
+            doc! {"side": "local"},
+            doc! {"$pull": {"pendingDeletes": {"key": "e"}}, "$unset": {"pendingDeletesComplete": ""}},
+        )
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    let loaded = state.load_pending_deletes(Side::Local).await.unwrap();
+    assert_eq!((loaded.deletes.len(), loaded.complete), (2, false));
+    state.clear_checkpoint(Side::Local).await.unwrap();
+    assert_eq!(
+        state.load_pending_deletes(Side::Local).await.unwrap(),
+        DeleteLedger::default()
+    );
     b.finish().await;
 }
 

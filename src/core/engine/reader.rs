@@ -205,16 +205,19 @@ async fn stream_loop(
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor
                 // hides one.
-                // An unknown key's change may be the echo of a write the memory never
-                // saw (a previous run's, or one it evicted).
-                let (engine_write, echo_known, maybe_unseen) = {
+                // A change may be the echo of a delete the memory does not know: one of
+                // the previous run's that its saved ledger does not list for sure, or
+                // one of an unknown key after the memory evicted keys.
+                let (engine_write, echo_unknown, replayed) = {
                     let mut echo = lock(&sh.echo);
                     let known = echo.knows(side, &ev.key);
-                    let maybe_unseen = *replay == Replay::Possible || echo.evicted_any();
+                    let replaying = *replay == Replay::Possible;
+                    let unknown =
+                        (replaying && echo.unsure(side, &ev.key)) || (!known && echo.evicted_any());
                     (
                         echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq)),
-                        known,
-                        maybe_unseen,
+                        unknown,
+                        replaying && !known,
                     )
                 };
                 tracing::debug!(
@@ -231,7 +234,8 @@ async fn stream_loop(
                 }
                 let mut queued = QueuedEvent::new(ev, gen, seq);
                 queued.engine_write = engine_write;
-                queued.echo_unknown = !echo_known && maybe_unseen;
+                queued.echo_unknown = echo_unknown;
+                queued.replayed = replayed;
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     old = sh.queue.push(queued) => old,

@@ -36,7 +36,7 @@ use std::sync::atomic::Ordering;
 use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{ix, lock, retry, save_ledger, Shared, Stop};
+use super::shared::{ix, lock, retry, save_ledger, save_ledger_changes, Shared, Stop};
 use crate::core::doc::{key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
@@ -449,6 +449,8 @@ async fn lww_group(
     let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
+    // Copies to `dst` of versions read from replayed changes (origin unknown).
+    let mut replayed_copies: Vec<(Key, DateTime)> = Vec::new();
     for (q, mut eff, known) in live {
         let key = &q.event.key;
         // A quiet tombstone explains no echo: none of the engine's deletes for it
@@ -499,6 +501,9 @@ async fn lww_group(
                     plans.push(dst, upsert(false), Why::Recheck, Some(d));
                 } else {
                     plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
+                    if q.replayed {
+                        replayed_copies.push((key.clone(), u));
+                    }
                 }
                 if !latest {
                     // The side's newest change is older than a version it had: that
@@ -575,6 +580,15 @@ async fn lww_group(
     // document, replayed from the checkpoint, are still recognised, even once a newer
     // version superseded the tombstone.
     let marks = expect_echoes(sh, &plans);
+    if !replayed_copies.is_empty() {
+        let mut echo = lock(&sh.echo);
+        for (key, u) in &replayed_copies {
+            echo.copied_from_replay(dst, key, *u);
+        }
+    }
+    for side in Side::BOTH {
+        save_ledger_changes((&sh.echo, &sh.ledger_io), state, side, cancel, None).await?;
+    }
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes, marks);
     for side in Side::BOTH {
@@ -669,8 +683,11 @@ async fn lww_group(
         // `updatedAt` is replaced by it on its side. A newer winner meets the side's
         // current version under the tie-break rule: a client of that side may have
         // written one with the winner's `updatedAt` since.
-        let replaces_copy =
-            m.why == Why::Recheck && m.sent.and_then(|s| updated_at(s, field)) == Some(u);
+        // A copy made from a replayed change may be the echo of the previous run's
+        // copy from this side: then its origin is unknown, and the usual rule applies.
+        let replaces_copy = m.why == Why::Recheck
+            && m.sent.and_then(|s| updated_at(s, field)) == Some(u)
+            && !lock(&sh.echo).copy_origin_unknown(src, key, u);
         let write = Write::UpsertIfNewer {
             key: key.clone(),
             doc: w.clone(),

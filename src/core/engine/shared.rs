@@ -218,10 +218,10 @@ where
 pub(crate) type EchoRefs<'a> = (&'a Mutex<EchoMemory>, &'a tokio::sync::Mutex<()>);
 
 /// `writes` to `side` returned `outcomes`: note the ledgered deletes that removed a
-/// document, and save the ledger if it gained any, so a restart replaying `side`'s
-/// stream recognises their echoes.
+/// document (the others were forgotten already), and save the ledger if it changed, so
+/// a restart replaying `side`'s stream recognises their echoes.
 pub(crate) async fn save_ledger(
-    (echo, io): EchoRefs<'_>,
+    refs: EchoRefs<'_>,
     state: &dyn StateStore,
     side: Side,
     writes: &[Write],
@@ -230,15 +230,28 @@ pub(crate) async fn save_ledger(
     attempts: Option<u32>,
 ) -> Result<(), Stop> {
     {
-        let mut echo = lock(echo);
+        let mut echo = lock(refs.0);
         for (w, o) in writes.iter().zip(outcomes) {
             if let (Write::DeleteIfNotNewer { deleted_at, .. }, WriteOutcome::Applied) = (w, o) {
                 echo.ledger_applied(side, w.key(), Some(*deleted_at));
             }
         }
-        if !echo.ledger_grew(side) {
-            return Ok(());
-        }
+    }
+    save_ledger_changes(refs, state, side, cancel, attempts).await
+}
+
+/// Save `side`'s delete ledger if it changed since last saved: before deletes are sent
+/// (as tentative entries, so that a crash before they return leaves the replay unsure
+/// of those keys only), and after they returned.
+pub(crate) async fn save_ledger_changes(
+    (echo, io): EchoRefs<'_>,
+    state: &dyn StateStore,
+    side: Side,
+    cancel: &CancellationToken,
+    attempts: Option<u32>,
+) -> Result<(), Stop> {
+    if !lock(echo).ledger_grew(side) {
+        return Ok(());
     }
     let _io = io.lock().await;
     let pending = {

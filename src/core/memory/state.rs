@@ -11,7 +11,7 @@ use bson::DateTime;
 use super::FaultOp;
 use crate::core::error::StoreError;
 use crate::core::store::StateStore;
-use crate::core::types::{Key, PendingDelete, ResumeToken, Side, Tombstone};
+use crate::core::types::{DeleteLedger, Key, ResumeToken, Side, Tombstone};
 
 /// Mutable state behind the lock.
 #[derive(Default)]
@@ -19,7 +19,7 @@ struct Inner {
     /// Saved checkpoint per side.
     checkpoints: HashMap<Side, ResumeToken>,
     /// Pending deletes saved per side.
-    pending: HashMap<Side, Vec<PendingDelete>>,
+    pending: HashMap<Side, DeleteLedger>,
     /// Tombstones by key.
     tombstones: HashMap<Key, Tombstone>,
     /// Sync records: the version both sides last agreed on, by key (ordered: scanned).
@@ -95,11 +95,11 @@ impl StateStore for MemoryState {
         &self,
         side: Side,
         token: &ResumeToken,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError> {
         let mut g = self.check()?;
         g.checkpoints.insert(side, token.clone());
-        g.pending.insert(side, pending.to_vec());
+        g.pending.insert(side, pending.clone());
         g.saves += 1;
         Ok(())
     }
@@ -107,13 +107,13 @@ impl StateStore for MemoryState {
     async fn save_pending_deletes(
         &self,
         side: Side,
-        pending: &[PendingDelete],
+        pending: &DeleteLedger,
     ) -> Result<(), StoreError> {
-        self.check()?.pending.insert(side, pending.to_vec());
+        self.check()?.pending.insert(side, pending.clone());
         Ok(())
     }
 
-    async fn load_pending_deletes(&self, side: Side) -> Result<Vec<PendingDelete>, StoreError> {
+    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError> {
         Ok(self
             .check()?
             .pending

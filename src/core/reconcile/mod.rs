@@ -33,7 +33,7 @@ use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::echo::Echo;
-use crate::core::engine::shared::{lock, retry, save_ledger, EchoRefs, Stop};
+use crate::core::engine::shared::{lock, retry, save_ledger, save_ledger_changes, EchoRefs, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
@@ -390,11 +390,15 @@ async fn apply_side(
         return Ok(Vec::new());
     }
     let store = job.store(side);
-    if let Some((echo, _)) = job.echo {
-        let mut echo = lock(echo);
-        for w in writes {
-            echo.expect_write(side, w);
+    if let Some(refs) = job.echo {
+        {
+            let mut echo = lock(refs.0);
+            for w in writes {
+                echo.expect_write(side, w);
+            }
         }
+        let state = job.stores.state.as_ref();
+        save_ledger_changes(refs, state, side, job.cancel, job.attempts).await?;
     }
     let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
     if let Some(refs) = job.echo {
