@@ -18,15 +18,18 @@
 
 //!
 //! After a restart the memory starts with the deletes of the previous run still pending
-//! (see [`EchoMemory::seed`]): the engine keeps a ledger of the deletes it propagated
-//! that removed a document and whose echo the side's saved checkpoint has not passed
-//! yet. It is saved once they returned and with every checkpoint, so a stream
-//! replaying from that checkpoint recognises their echoes — even for a key whose
-//! tombstone was superseded since. Only deletes known to have removed something are
-//! saved: one that found nothing, or was never sent, has no echo, and its entry would
-//! take the next client delete of the key for one. (A crash between a delete and the
-//! save leaves its echo to the tombstone rule.) Entries of the previous run still
-//! unmatched once the stream has caught up are dropped ([`EchoMemory::drop_seeded`]).
+//! (see [`EchoMemory::seed`]): the engine keeps a ledger of the conditional deletes it
+//! wrote whose echo the side's saved checkpoint has not passed yet. It is saved before
+//! they are sent (as tentative entries), once they returned (those that found nothing
+//! are left out) and with every checkpoint, so a stream replaying from that checkpoint
+//! recognises their echoes — even for a key whose tombstone was superseded since. Only
+//! deletes known to have removed something are expected after a restart: one that
+//! found nothing has no echo, and its entry would take the next client delete of the
+//! key for one. A tentative entry (a crash while its delete was in flight) leaves its
+//! key to the tombstone rule instead, as does every key when the saved list is
+//! incomplete (see [`DeleteLedger::complete`]); with a complete list, the replayed
+//! deletes of other keys are clients'. Entries of the previous run still unmatched once
+//! the stream has caught up are dropped ([`EchoMemory::drop_seeded`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

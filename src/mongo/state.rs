@@ -4,10 +4,13 @@
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
 //! (see [`pair_name`]):
 //! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt,
-//!   pendingDeletes: [{key, deletedAt: Date|null}]}`. The pair (both namespaces) is in
-//!   the id, so changing either collection in the config never resumes from a token that
-//!   belongs to another sync. `pendingDeletes` are the engine's deletes to that side whose
-//!   echoes may follow the token (saved with it in one write, and before the deletes).
+//!   pendingDeletes: [{key, deletedAt: Date|null, tentative?: true}],
+//!   pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
+//!   either collection in the config never resumes from a token that belongs to another
+//!   sync. `pendingDeletes` are the engine's deletes to that side whose echoes may follow
+//!   the token (saved with it in one write, before the deletes are sent as `tentative`,
+//!   and after they returned); `pendingDeletesComplete` says the list has them all
+//!   (missing, as written by older versions: not complete).
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   plus `quiet: true` once the engine's deletes for it are known to have removed
 //!   nothing (absent in tombstones written before that field existed: not quiet, the

@@ -21,10 +21,12 @@
 //!
 //! Echoes: the engine's own writes are expected in the echo memory before they are
 //! made (and forgotten if they changed nothing); a change matching one is dropped.
-//! After a restart the memory is empty: a delete event for a key that already has a
-//! tombstone, whose queue entry saw no upsert, is then taken for the echo of a delete
-//! the engine made (unless it is the same delete re-delivered, recognised by its own
-//! origin and time). An echoed upsert costs one no-op conditional write or a compare.
+//! After a restart the memory holds only the previous run's ledgered deletes: for a
+//! key the saved ledger leaves it unsure of (see [`crate::core::echo`]), a delete event
+//! of a key that already has a tombstone, whose queue entry saw no upsert, is taken for
+//! the echo of a delete the engine made (unless it is the same delete re-delivered,
+//! recognised by its own origin and time). An echoed upsert costs one no-op conditional
+//! write or a compare.
 //!
 //! A queue entry may hide several changes of one side; its verdict is the greatest of
 //! them under last-writer-wins (see [`Effective`]), and the side itself is corrected
