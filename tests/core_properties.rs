@@ -782,16 +782,17 @@ fn recheck_of_an_engine_write_keeps_the_tie_winner() {
 /// Shrunk case of `both_ways_converges_to_last_writer_wins` (found once in a
 /// 400,000-case run; it fails on older code too). Local and cloud both delete key 1 at
 /// t7; local's client re-creates it (t1) while local's stream is down. Propagating
-/// cloud's delete removes that t1 on local, but local's own t7 delete, still unread, is
-/// then taken for the echo of that write (same time, read after the write was
-/// recorded), so the real echo passes for a client delete at the server's later time
-/// (t8) and removes cloud's t8 on both sides. Not fixed: read in stream order, this is
-/// the same sequence as `same_time_echo_then_a_client_delete_is_propagated` (a delete
-/// not after the propagated one, a client upsert not newer than it, a later delete),
-/// where the first delete is the echo and the second a client's; a rule on times alone
-/// fixes one by breaking the other (tried).
+/// cloud's delete removes that t1 on local, but local's own t7 delete, still unread,
+/// was then taken for the echo of that write (same time, read after the write was
+/// recorded), so the real echo passed for a client delete at the server's later time
+/// (t8) and removed cloud's t8 on both sides. Read in stream order, this is the same
+/// sequence as `same_time_echo_then_a_client_delete_is_propagated` (a delete not after
+/// the propagated one, a client upsert not newer than it, a later delete), where the
+/// first delete is the echo: times alone cannot tell them apart. The engine now reads
+/// the version each conditional delete is about to remove (one fetch per side), and
+/// its echo matches only once the stream has shown that version (here t1, shown after
+/// local's own delete).
 #[test]
-#[ignore = "open bug (issue 6): a same-time client delete read late is taken for the engine's delete echo"]
 fn same_time_client_delete_read_late_is_not_taken_for_the_engines_echo() {
     use Side::{Cloud, Local};
     let ops = vec![

@@ -107,6 +107,11 @@ struct Expected {
     /// A delete that can only have removed a document the stream has not shown yet (see
     /// [`Seen`]): its echo follows an upsert of the key not read yet.
     after_upsert: bool,
+    /// For a delete: `updatedAt` of the version it is about to remove (read just before
+    /// it is sent), and whether the stream has shown that version yet. Its echo comes
+    /// after that version's upsert event, so a delete read before it is a client's
+    /// (say one that removed an older version, and the key was re-created since).
+    removes: Option<(DateTime, bool)>,
 }
 
 impl Expected {
@@ -120,7 +125,10 @@ impl Expected {
                 let after_propagated = w.is_none_or(|w| {
                     at.timestamp_millis() >= w.timestamp_millis().saturating_sub(skew)
                 });
-                after_propagated && !self.after_upsert && self.not_before.is_none_or(|n| at >= n)
+                after_propagated
+                    && !self.after_upsert
+                    && self.not_before.is_none_or(|n| at >= n)
+                    && self.removes.is_none_or(|(_, shown)| shown)
             }
             _ => false,
         }
@@ -145,6 +153,12 @@ struct KeyEchoes {
     /// know (see [`EchoMemory::copied_from_replay`]).
     unsure_copy: Option<DateTime>,
 }
+
+/// Upserts remembered per key in [`EchoMemory::recent`].
+const SHOWN: usize = 4;
+
+/// Keys followed by [`EchoMemory::recent`] (first read, first forgotten).
+const RECENT_KEYS: usize = 16_384;
 
 /// A key's latest change read from a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +211,11 @@ pub(crate) struct EchoMemory {
     /// Per side: the previous run's list was incomplete, and its changes are still
     /// being replayed (until [`EchoMemory::drop_seeded`]).
     inherited_lossy: [bool; 2],
+    /// Per (side, key) recently read, engine writes or not: `updatedAt`s of the latest
+    /// upserts read since the key was first read (newest last, at most [`SHOWN`]).
+    recent: HashMap<(Side, Key), Vec<DateTime>>,
+    /// Order in which keys entered `recent`.
+    recent_order: VecDeque<(Side, Key)>,
 }
 
 /// Whether `e`'s echo was read before read mark `safe` (same stream generation), or in
@@ -232,14 +251,38 @@ impl EchoMemory {
             ledger_grew: [false; 2],
             lossy: [false; 2],
             inherited_lossy: [false; 2],
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
     /// Remember that the engine is writing `write` to `side` ([`Self::record`]), and
     /// ledger it if it is a conditional delete (see the module docs).
     pub(crate) fn expect_write(&mut self, side: Side, write: &Write) {
+        self.expect_write_removing(side, write, None);
+    }
+
+    /// [`Self::expect_write`], for a delete known to be about to remove the version with
+    /// `updatedAt` `removes` (see [`Expected::removes`]).
+    pub(crate) fn expect_write_removing(
+        &mut self,
+        side: Side,
+        write: &Write,
+        removes: Option<DateTime>,
+    ) {
         let echo = Echo::of_write(write);
         self.record(side, write.key(), echo);
+        // Only when the memory has followed the key's changes: then a version not shown
+        // recently is one the stream has yet to show (the key changed since the latest
+        // change read).
+        if let (Some(u), Echo::Deleted(_)) = (removes, echo) {
+            let id = (side, write.key().clone());
+            if let Some(shown) = self.recent.get(&id).map(|r| r.contains(&u)) {
+                if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
+                    e.removes = Some((u, shown));
+                }
+            }
+        }
         if matches!(write, Write::DeleteIfNotNewer { .. }) {
             self.ledger_delete(side, write.key(), echo);
         }
@@ -366,7 +409,8 @@ impl EchoMemory {
         self.ledger_len[i] -= removed;
     }
 
-    /// Forget `side`'s ledger (its stream starts afresh: nothing before is replayed).
+    /// Forget `side`'s ledger and recently read changes (its stream starts afresh:
+    /// nothing before is replayed, and changes in between are never shown).
     pub(crate) fn clear_ledger(&mut self, side: Side) {
         self.drop_seeded(side);
         let i = side_ix(side);
@@ -374,6 +418,9 @@ impl EchoMemory {
         self.ledger_len[i] = 0;
         self.ledger_grew[i] = false;
         self.lossy[i] = false;
+        // What the old stream showed says nothing of what the new one will.
+        self.recent.retain(|(s, _), _| *s != side);
+        self.recent_order.retain(|(s, _)| *s != side);
     }
 
     /// Start `side` with the previous run's pending deletes: the echoes of those known
@@ -449,6 +496,7 @@ impl EchoMemory {
             echo,
             not_before,
             after_upsert,
+            removes: None,
         });
         let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
         if let Some(Echo::Deleted(at)) = dropped {
@@ -525,6 +573,31 @@ impl EchoMemory {
             .is_some_and(|k| k.unsure_copy == Some(u))
     }
 
+    /// Note a change of `side`'s `key` read from its stream in [`Self::recent`].
+    fn note_read(&mut self, side: Side, key: &Key, kind: &ChangeKind) {
+        let id = (side, key.clone());
+        let shown = match self.recent.get_mut(&id) {
+            Some(s) => s,
+            None => {
+                if self.recent_order.len() >= RECENT_KEYS {
+                    if let Some(old) = self.recent_order.pop_front() {
+                        self.recent.remove(&old);
+                    }
+                }
+                self.recent_order.push_back(id.clone());
+                self.recent.entry(id).or_default()
+            }
+        };
+        if let ChangeKind::Upsert(d) = kind {
+            if let Some(u) = updated_at(d, &self.field) {
+                if shown.len() == SHOWN {
+                    shown.remove(0);
+                }
+                shown.push(u);
+            }
+        }
+    }
+
     /// Whether the memory has followed `side`'s `key` since the engine wrote it (an
     /// unknown key may still see echoes of writes from before a restart).
     pub(crate) fn knows(&self, side: Side, key: &Key) -> bool {
@@ -551,15 +624,20 @@ impl EchoMemory {
     ) -> bool {
         let last = &mut self.last_read[side_ix(side)];
         *last = (*last).max(Some(at));
+        self.note_read(side, key, kind);
         let Some(k) = self.entries.get_mut(&(side, key.clone())) else {
             return false;
         };
         k.seen = Some(match kind {
             ChangeKind::Upsert(d) => {
+                let u = updated_at(d, &self.field);
                 for e in &mut k.pending {
                     e.after_upsert = false;
+                    if let (Some((r, shown)), Some(u)) = (&mut e.removes, u) {
+                        *shown |= *r == u;
+                    }
                 }
-                Seen::Doc(updated_at(d, &self.field))
+                Seen::Doc(u)
             }
             ChangeKind::Delete => Seen::Gone,
         });
@@ -890,6 +968,45 @@ mod tests {
             m.pending_deletes(Side::Local, None).complete,
             "a fresh stream"
         );
+    }
+
+    #[test]
+    fn a_delete_echo_follows_the_version_it_removes() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let (k, other) = (Key(1.into()), Key(2.into()));
+        let up = |u: i64| ChangeKind::Upsert(doc! {"_id": 1, "u": t(u)});
+        let del = |w: i64| Write::DeleteIfNotNewer {
+            key: k.clone(),
+            deleted_at: t(w),
+        };
+        assert!(!m.take_echo(Side::Local, &k, &up(0), t(0), M));
+        // The engine deletes version t1, which the stream has not shown yet (a client
+        // deleted t0 and re-created the key, both unread): the client's delete, read
+        // first, is not the echo, even at the propagated time.
+        m.expect_write_removing(Side::Local, &del(7), Some(t(1)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), M));
+        assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), M));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(8), M));
+        // A version already shown: the next delete is the echo.
+        assert!(!m.take_echo(Side::Local, &k, &up(2), t(9), M));
+        m.expect_write_removing(Side::Local, &del(9), Some(t(2)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), M));
+        // A key whose changes were never read: nothing to go by, any delete matches.
+        let w = Write::DeleteIfNotNewer {
+            key: other.clone(),
+            deleted_at: t(7),
+        };
+        m.expect_write_removing(Side::Local, &w, Some(t(1)));
+        assert!(m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10), M));
+        // A fresh stream forgets what the old one showed.
+        assert!(!m.take_echo(Side::Cloud, &k, &up(3), t(3), M));
+        m.clear_ledger(Side::Cloud);
+        let w = Write::DeleteIfNotNewer {
+            key: k.clone(),
+            deleted_at: t(7),
+        };
+        m.expect_write_removing(Side::Cloud, &w, Some(t(3)));
+        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(7), M));
     }
 
     #[test]

@@ -316,15 +316,55 @@ pub(crate) async fn apply_batch(
 /// Each target side's read mark when writes were recorded (see [`expect_echoes`]).
 type Marks = [(u64, u64); 2];
 
+/// `updatedAt` of the versions the planned conditional deletes are about to remove, per
+/// target side, read just before they are sent (one fetch per side with any; see
+/// `removes` in [`crate::core::echo`]'s expected echoes).
+type Removals = [HashMap<Key, DateTime>; 2];
+
+async fn removals(
+    sh: &Shared,
+    plans: &Plans<'_>,
+    cancel: &CancellationToken,
+) -> Result<Removals, Stop> {
+    let field = sh.config.updated_at_field.as_str();
+    let mut out: Removals = Default::default();
+    for side in Side::BOTH {
+        let limits: HashMap<&Key, DateTime> = plans.writes[ix(side)]
+            .iter()
+            .filter_map(|w| match w {
+                Write::DeleteIfNotNewer { key, deleted_at } => Some((key, *deleted_at)),
+                _ => None,
+            })
+            .collect();
+        if limits.is_empty() {
+            continue;
+        }
+        let keys: Vec<Key> = limits.keys().map(|k| (*k).clone()).collect();
+        let store = sh.store(side);
+        for d in retry("fetch", cancel, None, || store.fetch(&keys)).await? {
+            let key = key_of(&d);
+            let Some(u) = updated_at(&d, field) else {
+                continue;
+            };
+            if limits.get(&key).is_some_and(|w| u <= *w) {
+                out[ix(side)].insert(key, u);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Remember the writes about to be made, so their echoes are recognised even by the
 /// reader (which may see them before `apply` returns); returns each side's read mark
-/// (every change read so far was made before these writes).
-fn expect_echoes(sh: &Shared, plans: &Plans<'_>) -> Marks {
+/// (every change read so far was made before these writes). `removes`: what the
+/// conditional deletes are about to remove, when known.
+fn expect_echoes(sh: &Shared, plans: &Plans<'_>, removes: Option<&Removals>) -> Marks {
     let marks = Side::BOTH.map(|side| lock(&sh.trackers[ix(side)]).mark());
     let mut echo = lock(&sh.echo);
     for side in Side::BOTH {
         for w in &plans.writes[ix(side)] {
-            echo.expect_write(side, w);
+            let r = removes.and_then(|r| r[ix(side)].get(w.key()).copied());
+            echo.expect_write_removing(side, w, r);
         }
     }
     marks
@@ -587,7 +627,12 @@ async fn lww_group(
     // Deletes are ledgered too: after a crash, the echoes of those that removed a
     // document, replayed from the checkpoint, are still recognised, even once a newer
     // version superseded the tombstone.
-    let marks = expect_echoes(sh, &plans);
+    let removes = if both {
+        Some(removals(sh, &plans, cancel).await?)
+    } else {
+        None
+    };
+    let marks = expect_echoes(sh, &plans, removes.as_ref());
     if !replayed_copies.is_empty() {
         let mut echo = lock(&sh.echo);
         for (key, u) in &replayed_copies {
@@ -710,7 +755,7 @@ async fn lww_group(
         })
         .await?;
     }
-    let marks = expect_echoes(sh, &back);
+    let marks = expect_echoes(sh, &back, None);
     let outcomes = apply_plans(sh, &back, cancel).await?;
     remember(sh, &back, &outcomes, marks);
     // Winners written back: `dst` holds them already.
@@ -856,7 +901,7 @@ async fn overwrite_group(
     if plans.is_empty() {
         return Ok(());
     }
-    let marks = expect_echoes(sh, &plans);
+    let marks = expect_echoes(sh, &plans, None);
     let outcomes = apply_plans(sh, &plans, cancel).await?;
     remember(sh, &plans, &outcomes, marks);
     // Local is now a copy of cloud for these keys.
