@@ -1054,3 +1054,34 @@ fn replayed_client_write_overwritten_before_a_crash_is_not_copied() {
     ];
     block_on(two_way(ops, Cloud, true, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (found at once by a seed
+/// the crash property with clocks behind had recorded). Cloud wins
+/// ties. The engine copies cloud's key 0 (t9) to local; cloud's client writes it
+/// stamped t0 (behind), which loses, and deletes it (t0) while the engine writes the
+/// winner, fetched from local, back to cloud. That write-back joins cloud's entry after
+/// the client delete, so it is re-checked against local, whose client has meanwhile
+/// written its own t9. The re-check took the written-back copy for local's version and
+/// let local's t9 replace it on cloud (fix 12's rule). A winner written back is now a
+/// copy of unknown origin (it may be, as here, the engine's own copy of the side's
+/// version), and the plain tie rule decides.
+#[test]
+fn recheck_of_a_written_back_winner_keeps_the_tie_winner() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 2, 0, 0),
+        put(Local, 5, 0, 0),
+        put(Local, 4, 0, 0),
+        put(Cloud, 0, 9, 0),
+        Op::Wait(51),
+        del(Local, 2, 0),
+        del(Local, 4, 0),
+        put(Local, 1, 0, 0),
+        put(Cloud, 0, 0, 0),
+        del(Cloud, 2, 0),
+        del(Cloud, 0, 0),
+        Op::Wait(51),
+        put(Local, 0, 9, 0),
+    ];
+    block_on(two_way(ops, Cloud, false, Check::Exact)).unwrap();
+}

@@ -150,7 +150,7 @@ struct KeyEchoes {
     /// The key's latest change read from the target side since the memory follows it.
     seen: Option<Seen>,
     /// `updatedAt` of the latest copy the engine wrote here whose origin it does not
-    /// know (see [`EchoMemory::copied_from_replay`]).
+    /// know (see [`EchoMemory::copied_unknown_origin`]).
     unsure_copy: Option<DateTime>,
 }
 
@@ -556,17 +556,18 @@ impl EchoMemory {
     }
 
     /// The engine's latest write to `side`'s `key` (recorded) copies a version with
-    /// `updatedAt` `u` read from a replayed change: it may be the echo of a copy the
-    /// previous run made from `side` itself, so which side's client wrote it is not
-    /// known.
-    pub(crate) fn copied_from_replay(&mut self, side: Side, key: &Key, u: DateTime) {
+    /// `updatedAt` `u` whose origin (which side's client wrote it) is not known: one read
+    /// from a replayed change (it may be the echo of a copy the previous run made from
+    /// `side` itself), or a winner fetched from the other side (it may be a copy the
+    /// engine made there from `side`).
+    pub(crate) fn copied_unknown_origin(&mut self, side: Side, key: &Key, u: DateTime) {
         if let Some(k) = self.entries.get_mut(&(side, key.clone())) {
             k.unsure_copy = Some(u);
         }
     }
 
     /// Whether the engine's latest write to `side`'s `key` is a copy of the version with
-    /// `updatedAt` `u` whose origin is not known ([`Self::copied_from_replay`]).
+    /// `updatedAt` `u` whose origin is not known ([`Self::copied_unknown_origin`]).
     pub(crate) fn copy_origin_unknown(&self, side: Side, key: &Key, u: DateTime) -> bool {
         self.entries
             .get(&(side, key.clone()))

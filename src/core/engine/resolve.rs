@@ -636,7 +636,7 @@ async fn lww_group(
     if !replayed_copies.is_empty() {
         let mut echo = lock(&sh.echo);
         for (key, u) in &replayed_copies {
-            echo.copied_from_replay(dst, key, *u);
+            echo.copied_unknown_origin(dst, key, *u);
         }
     }
     for side in Side::BOTH {
@@ -736,8 +736,9 @@ async fn lww_group(
         // `updatedAt` is replaced by it on its side. A newer winner meets the side's
         // current version under the tie-break rule: a client of that side may have
         // written one with the winner's `updatedAt` since.
-        // A copy made from a replayed change may be the echo of the previous run's
-        // copy from this side: then its origin is unknown, and the usual rule applies.
+        // A copy whose origin is unknown (made from a replayed change, or a winner
+        // written back; see `EchoMemory::copied_unknown_origin`) may be this side's own
+        // version: then the usual rule applies.
         let replaces_copy = m.why == Why::Recheck
             && m.sent.and_then(|s| updated_at(s, field)) == Some(u)
             && !lock(&sh.echo).copy_origin_unknown(src, key, u);
@@ -756,6 +757,19 @@ async fn lww_group(
         .await?;
     }
     let marks = expect_echoes(sh, &back, None);
+    {
+        // A winner fetched from `dst` may itself be a copy the engine made there from
+        // `src`: a re-check of it must not take it for `dst`'s version.
+        let mut echo = lock(&sh.echo);
+        for w in &back.writes[ix(src)] {
+            if let Write::UpsertIfNewer {
+                key, updated_at, ..
+            } = w
+            {
+                echo.copied_unknown_origin(src, key, *updated_at);
+            }
+        }
+    }
     let outcomes = apply_plans(sh, &back, cancel).await?;
     remember(sh, &back, &outcomes, marks);
     // Winners written back: `dst` holds them already.
