@@ -1085,3 +1085,60 @@ fn recheck_of_a_written_back_winner_keeps_the_tie_winner() {
     ];
     block_on(two_way(ops, Cloud, false, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (a default 256-case run;
+/// fails on older code too): the sides diverged. Local writes key 3 (t8), copied to
+/// cloud, then deletes it with an older stamp (t5); cloud's client writes t9, which the
+/// engine copies into local's empty key before local's delete is read, and then writes
+/// t0 over it (clock behind). Local's delete, read late, went to cloud and removed that
+/// t0 (right: t5 beats t0), but local's copy of t9, newer than the delete, stayed on
+/// local alone: its echo brings nothing, and the delete's own-side write just lost to
+/// it. An own-side delete that loses to a newer version of its side (read before the
+/// delete is sent) now copies that version to the other side.
+#[test]
+fn delete_beaten_on_its_own_side_by_the_engines_copy_does_not_diverge() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 3, 8, 0),
+        Op::Wait(51),
+        del(Local, 3, 5),
+        put(Cloud, 3, 0, 0),
+        put(Local, 2, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::DropStreams(Local),
+        put(Local, 0, 0, 0),
+        put(Local, 4, 0, 0),
+        Op::Wait(100),
+        put(Cloud, 3, 0, 0),
+    ];
+    block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_through_crashes` with the exact check (once in
+/// 232,000 cases; no crash needed). Local wins ties. Local writes key 2 (t12), which
+/// the engine copies over cloud's t11. Cloud's entry (its client's t11, then that
+/// copy) is re-checked against local, whose client has meanwhile deleted the key with
+/// an older stamp: the re-check puts local's t12 back there (right). Local's entry (the
+/// delete, then that re-check's write) is re-checked in turn against cloud, whose
+/// client has meanwhile written its own t12; fix 12's rule took the re-check's write
+/// for cloud's version and let cloud's t12 replace it on local, though local's wins
+/// the tie. The rule now applies only to a copy of a version the other side's client
+/// wrote, read live; any other copy is left to the plain tie rule.
+#[test]
+fn recheck_of_a_recheck_keeps_the_tie_winner() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 1, 0, 0),
+        put(Local, 0, 0, 0),
+        put(Local, 2, 11, 0),
+        put(Cloud, 2, 0, 0),
+        put(Local, 2, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::Wait(51),
+        Op::DropStreams(Local),
+        del(Local, 2, 0),
+        Op::Wait(100),
+        put(Cloud, 2, 0, 0),
+    ];
+    block_on(two_way(ops, Local, true, Check::Exact)).unwrap();
+}

@@ -149,9 +149,9 @@ struct KeyEchoes {
     applied: Option<(u64, u64)>,
     /// The key's latest change read from the target side since the memory follows it.
     seen: Option<Seen>,
-    /// `updatedAt` of the latest copy the engine wrote here whose origin it does not
-    /// know (see [`EchoMemory::copied_unknown_origin`]).
-    unsure_copy: Option<DateTime>,
+    /// `updatedAt` of the version the engine's latest write here copied from a client of
+    /// the other side (see [`EchoMemory::copied_client_version`]).
+    client_copy: Option<DateTime>,
 }
 
 /// Upserts remembered per key in [`EchoMemory::recent`].
@@ -487,7 +487,7 @@ impl EchoMemory {
             Echo::Deleted(w) => k.seen.is_some_and(|s| s.spares(w)),
             Echo::Doc(_) => false,
         };
-        k.unsure_copy = None;
+        k.client_copy = None;
         let list = &mut k.pending;
         if list.is_empty() {
             self.order.push_back(id);
@@ -556,22 +556,23 @@ impl EchoMemory {
     }
 
     /// The engine's latest write to `side`'s `key` (recorded) copies a version with
-    /// `updatedAt` `u` whose origin (which side's client wrote it) is not known: one read
-    /// from a replayed change (it may be the echo of a copy the previous run made from
-    /// `side` itself), or a winner fetched from the other side (it may be a copy the
-    /// engine made there from `side`).
-    pub(crate) fn copied_unknown_origin(&mut self, side: Side, key: &Key, u: DateTime) {
+    /// `updatedAt` `u` that a client of the other side wrote (read live from its stream,
+    /// not replayed after a restart). Any other copy (one made from a replayed change,
+    /// which may be the echo of the previous run's copy from `side` itself; a winner
+    /// written back, or a re-check's, which may be a copy the engine made from `side`)
+    /// has no known origin.
+    pub(crate) fn copied_client_version(&mut self, side: Side, key: &Key, u: DateTime) {
         if let Some(k) = self.entries.get_mut(&(side, key.clone())) {
-            k.unsure_copy = Some(u);
+            k.client_copy = Some(u);
         }
     }
 
-    /// Whether the engine's latest write to `side`'s `key` is a copy of the version with
-    /// `updatedAt` `u` whose origin is not known ([`Self::copied_unknown_origin`]).
-    pub(crate) fn copy_origin_unknown(&self, side: Side, key: &Key, u: DateTime) -> bool {
+    /// Whether the engine's latest write to `side`'s `key` is a copy of the other side's
+    /// client version with `updatedAt` `u` ([`Self::copied_client_version`]).
+    pub(crate) fn copy_of_client_version(&self, side: Side, key: &Key, u: DateTime) -> bool {
         self.entries
             .get(&(side, key.clone()))
-            .is_some_and(|k| k.unsure_copy == Some(u))
+            .is_some_and(|k| k.client_copy == Some(u))
     }
 
     /// Note a change of `side`'s `key` read from its stream in [`Self::recent`].

@@ -316,55 +316,55 @@ pub(crate) async fn apply_batch(
 /// Each target side's read mark when writes were recorded (see [`expect_echoes`]).
 type Marks = [(u64, u64); 2];
 
-/// `updatedAt` of the versions the planned conditional deletes are about to remove, per
-/// target side, read just before they are sent (one fetch per side with any; see
-/// `removes` in [`crate::core::echo`]'s expected echoes).
-type Removals = [HashMap<Key, DateTime>; 2];
+/// The documents the planned conditional deletes find, per target side, read just
+/// before they are sent (one fetch per side with any): what each is about to remove
+/// (see `removes` in [`crate::core::echo`]'s expected echoes), or the newer version it
+/// will lose to.
+type Found = [HashMap<Key, Document>; 2];
 
-async fn removals(
+async fn found_by_deletes(
     sh: &Shared,
     plans: &Plans<'_>,
     cancel: &CancellationToken,
-) -> Result<Removals, Stop> {
-    let field = sh.config.updated_at_field.as_str();
-    let mut out: Removals = Default::default();
+) -> Result<Found, Stop> {
+    let mut out: Found = Default::default();
     for side in Side::BOTH {
-        let limits: HashMap<&Key, DateTime> = plans.writes[ix(side)]
+        let keys: Vec<Key> = plans.writes[ix(side)]
             .iter()
-            .filter_map(|w| match w {
-                Write::DeleteIfNotNewer { key, deleted_at } => Some((key, *deleted_at)),
-                _ => None,
-            })
+            .filter(|w| matches!(w, Write::DeleteIfNotNewer { .. }))
+            .map(|w| w.key().clone())
             .collect();
-        if limits.is_empty() {
+        if keys.is_empty() {
             continue;
         }
-        let keys: Vec<Key> = limits.keys().map(|k| (*k).clone()).collect();
         let store = sh.store(side);
-        for d in retry("fetch", cancel, None, || store.fetch(&keys)).await? {
-            let key = key_of(&d);
-            let Some(u) = updated_at(&d, field) else {
-                continue;
-            };
-            if limits.get(&key).is_some_and(|w| u <= *w) {
-                out[ix(side)].insert(key, u);
-            }
-        }
+        out[ix(side)] = retry("fetch", cancel, None, || store.fetch(&keys))
+            .await?
+            .into_iter()
+            .map(|d| (key_of(&d), d))
+            .collect();
     }
     Ok(out)
 }
 
 /// Remember the writes about to be made, so their echoes are recognised even by the
 /// reader (which may see them before `apply` returns); returns each side's read mark
-/// (every change read so far was made before these writes). `removes`: what the
-/// conditional deletes are about to remove, when known.
-fn expect_echoes(sh: &Shared, plans: &Plans<'_>, removes: Option<&Removals>) -> Marks {
+/// (every change read so far was made before these writes). `found`: what the
+/// conditional deletes find, when known.
+fn expect_echoes(sh: &Shared, plans: &Plans<'_>, found: Option<&Found>) -> Marks {
+    let field = sh.config.updated_at_field.as_str();
     let marks = Side::BOTH.map(|side| lock(&sh.trackers[ix(side)]).mark());
     let mut echo = lock(&sh.echo);
     for side in Side::BOTH {
         for w in &plans.writes[ix(side)] {
-            let r = removes.and_then(|r| r[ix(side)].get(w.key()).copied());
-            echo.expect_write_removing(side, w, r);
+            let removes = match (w, found) {
+                (Write::DeleteIfNotNewer { key, deleted_at }, Some(f)) => f[ix(side)]
+                    .get(key)
+                    .and_then(|d| updated_at(d, field))
+                    .filter(|u| u <= deleted_at),
+                _ => None,
+            };
+            echo.expect_write_removing(side, w, removes);
         }
     }
     marks
@@ -497,8 +497,8 @@ async fn lww_group(
     let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
-    // Copies to `dst` of versions read from replayed changes (origin unknown).
-    let mut replayed_copies: Vec<(Key, DateTime)> = Vec::new();
+    // Copies to `dst` of versions `src`'s clients wrote (read live, not replayed).
+    let mut client_copies: Vec<(Key, DateTime)> = Vec::new();
     for (q, mut eff, known) in live {
         let key = &q.event.key;
         // A quiet tombstone explains no echo: none of the engine's deletes for it
@@ -549,8 +549,8 @@ async fn lww_group(
                     plans.push(dst, upsert(false), Why::Recheck, Some(d));
                 } else {
                     plans.push(dst, upsert(src == cfg.tie_break), Why::Upsert, Some(d));
-                    if q.replayed {
-                        replayed_copies.push((key.clone(), u));
+                    if !q.replayed && !q.engine_write {
+                        client_copies.push((key.clone(), u));
                     }
                 }
                 if !latest {
@@ -627,16 +627,16 @@ async fn lww_group(
     // Deletes are ledgered too: after a crash, the echoes of those that removed a
     // document, replayed from the checkpoint, are still recognised, even once a newer
     // version superseded the tombstone.
-    let removes = if both {
-        Some(removals(sh, &plans, cancel).await?)
+    let found = if both {
+        Some(found_by_deletes(sh, &plans, cancel).await?)
     } else {
         None
     };
-    let marks = expect_echoes(sh, &plans, removes.as_ref());
-    if !replayed_copies.is_empty() {
+    let marks = expect_echoes(sh, &plans, found.as_ref());
+    if !client_copies.is_empty() {
         let mut echo = lock(&sh.echo);
-        for (key, u) in &replayed_copies {
-            echo.copied_unknown_origin(dst, key, *u);
+        for (key, u) in &client_copies {
+            echo.copied_client_version(dst, key, *u);
         }
     }
     for side in Side::BOTH {
@@ -675,6 +675,15 @@ async fn lww_group(
                 _ => {}
             }
         }
+    }
+    if let Some(found) = &found {
+        let beaten = Beaten {
+            plans: &plans,
+            outcomes: &outcomes,
+            found,
+            tombs: &tombs,
+        };
+        forward_beaten_deletes(sh, src, beaten, sync, cancel).await?;
     }
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
@@ -736,12 +745,13 @@ async fn lww_group(
         // `updatedAt` is replaced by it on its side. A newer winner meets the side's
         // current version under the tie-break rule: a client of that side may have
         // written one with the winner's `updatedAt` since.
-        // A copy whose origin is unknown (made from a replayed change, or a winner
-        // written back; see `EchoMemory::copied_unknown_origin`) may be this side's own
-        // version: then the usual rule applies.
+        // Only a copy of a version `dst`'s client wrote, read live: any other copy (made
+        // from a replayed change, a winner written back, a re-check's) may be this
+        // side's own version (see `EchoMemory::copied_client_version`), and the usual
+        // rule applies.
         let replaces_copy = m.why == Why::Recheck
             && m.sent.and_then(|s| updated_at(s, field)) == Some(u)
-            && !lock(&sh.echo).copy_origin_unknown(src, key, u);
+            && lock(&sh.echo).copy_of_client_version(src, key, u);
         let write = Write::UpsertIfNewer {
             key: key.clone(),
             doc: w.clone(),
@@ -757,23 +767,89 @@ async fn lww_group(
         .await?;
     }
     let marks = expect_echoes(sh, &back, None);
-    {
-        // A winner fetched from `dst` may itself be a copy the engine made there from
-        // `src`: a re-check of it must not take it for `dst`'s version.
-        let mut echo = lock(&sh.echo);
-        for w in &back.writes[ix(src)] {
-            if let Write::UpsertIfNewer {
-                key, updated_at, ..
-            } = w
-            {
-                echo.copied_unknown_origin(src, key, *updated_at);
-            }
-        }
-    }
     let outcomes = apply_plans(sh, &back, cancel).await?;
     remember(sh, &back, &outcomes, marks);
     // Winners written back: `dst` holds them already.
     sync.note_copies(&back.writes[ix(src)], &outcomes[ix(src)], field);
+    Ok(())
+}
+
+/// A group's applied plan, as [`forward_beaten_deletes`] reads it.
+struct Beaten<'a, 'b> {
+    /// The planned writes.
+    plans: &'a Plans<'b>,
+    /// Their outcomes.
+    outcomes: &'a Outcomes,
+    /// What the conditional deletes found before they were sent.
+    found: &'a Found,
+    /// The group's tombstones before it.
+    tombs: &'a HashMap<Key, Tombstone>,
+}
+
+/// A delete of `src` whose own-side write lost to a newer version there (found before
+/// it was sent, and newer than any earlier tombstone of the key): that version beats
+/// the delete, which went to the other side, so it is copied there. It is usually one
+/// the engine wrote after the client's delete (read late), whose echo brings nothing;
+/// a client's own newer version is also propagated by its event, and the copy is a
+/// no-op then. The key's tombstone is superseded.
+async fn forward_beaten_deletes(
+    sh: &Shared,
+    src: Side,
+    b: Beaten<'_, '_>,
+    sync: &mut SyncChanges,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let Beaten {
+        plans,
+        outcomes,
+        found,
+        tombs,
+    } = b;
+    let field = sh.config.updated_at_field.as_str();
+    let dst = src.other();
+    let mut fwd = Plans::default();
+    let i = ix(src);
+    for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
+        let Write::DeleteIfNotNewer { key, deleted_at } = w else {
+            continue;
+        };
+        if m.why != Why::OwnSide || *o != WriteOutcome::NotApplied {
+            continue;
+        }
+        let Some(doc) = found[i].get(key) else {
+            continue;
+        };
+        let newest_delete = tombs
+            .get(key)
+            .map_or(*deleted_at, |t| t.deleted_at.max(*deleted_at));
+        let Some(u) = updated_at(doc, field).filter(|u| *u > newest_delete) else {
+            continue;
+        };
+        let write = Write::UpsertIfNewer {
+            key: key.clone(),
+            doc: doc.clone(),
+            updated_at: u,
+            or_equal: src == sh.config.tie_break,
+        };
+        fwd.push(dst, write, Why::Upsert, None);
+    }
+    if fwd.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Key> = fwd.writes[ix(dst)]
+        .iter()
+        .map(|w| w.key().clone())
+        .collect();
+    tracing::debug!(side = %src, keys = keys.len(), "deletes beaten by a newer version on their side; copying it");
+    let state = sh.stores.state.as_ref();
+    retry("remove_tombstones", cancel, None, || {
+        state.remove_tombstones(&keys)
+    })
+    .await?;
+    let marks = expect_echoes(sh, &fwd, None);
+    let outcomes = apply_plans(sh, &fwd, cancel).await?;
+    remember(sh, &fwd, &outcomes, marks);
+    sync.note_copies(&fwd.writes[ix(dst)], &outcomes[ix(dst)], field);
     Ok(())
 }
 
