@@ -766,11 +766,24 @@ async fn lww_group(
         })
         .await?;
     }
-    let marks = expect_echoes(sh, &back, None);
-    let outcomes = apply_plans(sh, &back, cancel).await?;
-    remember(sh, &back, &outcomes, marks);
     // Winners written back: `dst` holds them already.
-    sync.note_copies(&back.writes[ix(src)], &outcomes[ix(src)], field);
+    apply_copies(sh, &back, src, sync, cancel).await
+}
+
+/// Apply `plans`, copies of documents from the other side to `target`, and note the
+/// versions both sides now hold.
+async fn apply_copies(
+    sh: &Shared,
+    plans: &Plans<'_>,
+    target: Side,
+    sync: &mut SyncChanges,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let marks = expect_echoes(sh, plans, None);
+    let outcomes = apply_plans(sh, plans, cancel).await?;
+    remember(sh, plans, &outcomes, marks);
+    let field = sh.config.updated_at_field.as_str();
+    sync.note_copies(&plans.writes[ix(target)], &outcomes[ix(target)], field);
     Ok(())
 }
 
@@ -846,11 +859,7 @@ async fn forward_beaten_deletes(
         state.remove_tombstones(&keys)
     })
     .await?;
-    let marks = expect_echoes(sh, &fwd, None);
-    let outcomes = apply_plans(sh, &fwd, cancel).await?;
-    remember(sh, &fwd, &outcomes, marks);
-    sync.note_copies(&fwd.writes[ix(dst)], &outcomes[ix(dst)], field);
-    Ok(())
+    apply_copies(sh, &fwd, dst, sync, cancel).await
 }
 
 /// Whether `q` is a client upsert replayed after a restart (see
@@ -991,15 +1000,6 @@ async fn overwrite_group(
     if plans.is_empty() {
         return Ok(());
     }
-    let marks = expect_echoes(sh, &plans, None);
-    let outcomes = apply_plans(sh, &plans, cancel).await?;
-    remember(sh, &plans, &outcomes, marks);
     // Local is now a copy of cloud for these keys.
-    let field = sh.config.updated_at_field.as_str();
-    sync.note_copies(
-        &plans.writes[ix(Side::Local)],
-        &outcomes[ix(Side::Local)],
-        field,
-    );
-    Ok(())
+    apply_copies(sh, &plans, Side::Local, sync, cancel).await
 }
