@@ -1140,3 +1140,57 @@ fn recheck_of_a_recheck_keeps_the_tie_winner() {
     ];
     block_on(two_way(ops, Local, true, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` (exact check, clocks behind;
+/// once in 567,000 cases). Local wins ties. The engine copies local's key 3 (t9) to
+/// cloud and crashes; cloud's stream replays its client's t0 and delete (t8), and
+/// cloud's client writes t1 over the copy. The engine propagates the delete (it loses on
+/// local), its own-side delete removes t1 on cloud, and local's t9 is written back
+/// there. The replayed echo of the first copy, identical to the write-back, matched the
+/// write-back's expected echo and consumed the own-side delete's before it, so that
+/// delete's echo later passed for a client delete and removed t9 on both sides. An
+/// upsert echo no longer consumes the expected deletes before it.
+#[test]
+fn replayed_echo_of_an_identical_copy_does_not_consume_an_expected_delete() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 3, 0, 0),
+        del(Cloud, 3, 8),
+        put(Cloud, 0, 5, 0),
+        Op::DropStreams(Cloud),
+        put(Local, 0, 0, 0),
+        put(Local, 3, 9, 0),
+        Op::Wait(50),
+        put(Local, 2, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::Crash,
+        put(Cloud, 3, 1, 0),
+    ];
+    block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
+}
+
+/// Shrunk case of `both_ways_converges_to_last_writer_wins` (once in 424,000 cases;
+/// open). Local wins ties. Local deletes key 2 (t6) and its client writes t1 (behind);
+/// cloud writes t6 and deletes it (t6), then writes t7 before the engine handles the
+/// delete. Propagating cloud's delete removes local's t1 while local's stream, down,
+/// has shown nothing of the key yet; local's own t6 delete, read late, is taken for
+/// that delete's echo (same time), and the real echo then passes for a client delete
+/// at the server's later time and removes t7 on both sides. Failure 19's check needs
+/// the stream to have shown the key before; here it had not.
+#[test]
+#[ignore = "open (issue 6): a same-time client delete of a key the stream has not shown yet is taken for the engine's delete echo"]
+fn same_time_client_delete_of_a_key_not_shown_yet_is_not_taken_for_the_engines_echo() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 2, 0, 0),
+        del(Local, 2, 6),
+        put(Cloud, 2, 6, 0),
+        put(Local, 2, 1, 0),
+        del(Cloud, 2, 0),
+        Op::DropStreams(Local),
+        put(Local, 3, 11, 0),
+        Op::Wait(50),
+        put(Cloud, 2, 7, 0),
+    ];
+    block_on(two_way(ops, Local, false, Check::Exact)).unwrap();
+}

@@ -647,7 +647,26 @@ impl EchoMemory {
         let skew = self.skew;
         match list.iter().position(|e| e.matches(kind, at, skew)) {
             Some(i) => {
-                let taken: Vec<Echo> = list.drain(..=i).map(|e| e.echo).collect();
+                // The writes before it changed nothing, or their echoes were missed. An
+                // upsert echo leaves the expected deletes before it: it may be the echo
+                // of an identical copy made before them (a previous run's, replayed),
+                // and a missed upsert echo costs a no-op compare, a missed delete echo
+                // a wrong delete.
+                let upsert = matches!(kind, ChangeKind::Upsert(_));
+                let taken: Vec<Echo> = if upsert {
+                    let mut taken = Vec::new();
+                    let mut j = 0;
+                    for _ in 0..=i {
+                        if matches!(list[j].echo, Echo::Deleted(_)) {
+                            j += 1;
+                        } else {
+                            taken.push(list.remove(j).echo);
+                        }
+                    }
+                    taken
+                } else {
+                    list.drain(..=i).map(|e| e.echo).collect()
+                };
                 for echo in taken {
                     if let Echo::Deleted(w) = echo {
                         self.ledger_read(side, key, w, mark);
