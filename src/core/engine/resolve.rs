@@ -337,12 +337,7 @@ async fn found_by_deletes(
         if keys.is_empty() {
             continue;
         }
-        let store = sh.store(side);
-        out[ix(side)] = retry("fetch", cancel, None, || store.fetch(&keys))
-            .await?
-            .into_iter()
-            .map(|d| (key_of(&d), d))
-            .collect();
+        out[ix(side)] = fetch_by_key(sh, side, &keys, cancel).await?;
     }
     Ok(out)
 }
@@ -384,6 +379,21 @@ fn remember(sh: &Shared, plans: &Plans<'_>, outcomes: &Outcomes, marks: Marks) {
             }
         }
     }
+}
+
+/// The documents `side` holds for `keys`, by key (one fetch).
+async fn fetch_by_key(
+    sh: &Shared,
+    side: Side,
+    keys: &[Key],
+    cancel: &CancellationToken,
+) -> Result<HashMap<Key, Document>, Stop> {
+    let store = sh.store(side);
+    Ok(retry("fetch", cancel, None, || store.fetch(keys))
+        .await?
+        .into_iter()
+        .map(|d| (key_of(&d), d))
+        .collect())
 }
 
 fn skip(sh: &Shared, key: &Key, side: Side, reason: &str) {
@@ -706,12 +716,7 @@ async fn lww_group(
         return Ok(());
     }
     let keys: Vec<Key> = lost.iter().map(|(k, _)| (*k).clone()).collect();
-    let store = sh.store(dst);
-    let winners: HashMap<Key, Document> = retry("fetch", cancel, None, || store.fetch(&keys))
-        .await?
-        .into_iter()
-        .map(|d| (key_of(&d), d))
-        .collect();
+    let winners = fetch_by_key(sh, dst, &keys, cancel).await?;
     let mut back = Plans::default();
     let mut superseded: Vec<Key> = Vec::new();
     let recorded: HashMap<&Key, DateTime> = record.iter().map(|t| (&t.key, t.deleted_at)).collect();
@@ -893,12 +898,7 @@ async fn drop_overwritten_replays(
     if keys.is_empty() {
         return Ok(());
     }
-    let store = sh.store(src);
-    let current: HashMap<Key, Document> = retry("fetch", cancel, None, || store.fetch(&keys))
-        .await?
-        .into_iter()
-        .map(|d| (key_of(&d), d))
-        .collect();
+    let current = fetch_by_key(sh, src, &keys, cancel).await?;
     live.retain(|(q, eff, _)| {
         let Some(doc) = replayed_upsert(q, eff) else {
             return true;
@@ -977,12 +977,7 @@ async fn overwrite_group(
             return Ok(());
         }
         let keys: Vec<Key> = live.iter().map(|q| q.event.key.clone()).collect();
-        let cloud = sh.store(Side::Cloud);
-        let truth: HashMap<Key, Document> = retry("fetch", cancel, None, || cloud.fetch(&keys))
-            .await?
-            .into_iter()
-            .map(|d| (key_of(&d), d))
-            .collect();
+        let truth = fetch_by_key(sh, Side::Cloud, &keys, cancel).await?;
         for q in live {
             let key = q.event.key.clone();
             let write = match (truth.get(&key), &q.event.kind) {
