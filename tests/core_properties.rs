@@ -1197,16 +1197,16 @@ fn same_time_client_delete_of_a_key_not_shown_yet_is_not_taken_for_the_engines_e
 }
 
 /// Shrunk case of `both_ways_converges_through_crashes` (exact check, clocks behind;
-/// once in 175,000 cases; open). Local wins ties. Cloud deletes key 5 (t5) after the
+/// once in 175,000 cases; RELIABILITY.md failure 27). Local wins ties. Cloud deletes key 5 (t5) after the
 /// engine copied local's t0 there; the engine propagates the delete (it loses to
 /// local's t6), its own-side delete removes the copy on cloud, local's t6 is written
 /// back, and the engine crashes. Cloud's stream replays from before the client's t5
 /// delete: the ledgered own-side delete (saved with the checkpoint, expected from any
 /// time) matches that client delete, which has its time, and the real echo, later,
-/// passes for a client delete at the server's time and removes t6 on both sides. A
-/// saved ledger entry would need the stream position after which its echo comes.
+/// passes for a client delete at the server's time and removes t6 on both sides. Fix:
+/// a saved ledger entry keeps the resume token of the change read just before its
+/// delete was sent, and a replay expects its echo only after that change.
 #[test]
-#[ignore = "open (issue 6): after a crash, a ledgered own-side delete matches the replayed client delete it propagated"]
 fn replayed_client_delete_is_not_taken_for_the_echo_of_its_own_side_delete() {
     use Side::{Cloud, Local};
     let ops = vec![

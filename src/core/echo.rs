@@ -22,7 +22,11 @@
 //! wrote whose echo the side's saved checkpoint has not passed yet. It is saved before
 //! they are sent (as tentative entries), once they returned (those that found nothing
 //! are left out) and with every checkpoint, so a stream replaying from that checkpoint
-//! recognises their echoes — even for a key whose tombstone was superseded since. Only
+//! recognises their echoes — even for a key whose tombstone was superseded since. Each
+//! entry keeps the resume token of the newest change read from the side when its delete
+//! was sent (unless the saved checkpoint is past that change): the echo follows that
+//! change, so a replayed delete read before it (say the client delete the engine
+//! propagated) is not taken for it. Only
 //! deletes known to have removed something are expected after a restart: one that
 //! found nothing has no echo, and its entry would take the next client delete of the
 //! key for one. A tentative entry (a crash while its delete was in flight) leaves its
@@ -37,7 +41,7 @@ use std::time::Duration;
 use bson::DateTime;
 
 use crate::core::doc::{content_hash, updated_at};
-use crate::core::types::{ChangeKind, DeleteLedger, Key, PendingDelete, Side, Write};
+use crate::core::types::{ChangeKind, DeleteLedger, Key, PendingDelete, ResumeToken, Side, Write};
 
 /// Default number of remembered writes.
 pub(crate) const ECHO_CAPACITY: usize = 100_000;
@@ -47,8 +51,18 @@ pub(crate) const ECHO_CAPACITY: usize = 100_000;
 /// MongoDB's 16 MiB document limit and every save small.
 pub(crate) const LEDGER_CAPACITY: usize = 2_000;
 
+/// Where in a side's stream a ledgered delete's echo comes.
+#[derive(Debug, Clone)]
+enum After {
+    /// Anywhere a restart replays.
+    Start,
+    /// After the change with this resume token: read at this mark (gen, seq) in this
+    /// run, or (`None`) not read again yet by a run replaying it.
+    Change(Option<(u64, u64)>, ResumeToken),
+}
+
 /// A ledgered delete: one the engine wrote whose echo a restart may replay.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Ledgered {
     /// The propagated delete time.
     at: Option<DateTime>,
@@ -60,17 +74,36 @@ struct Ledgered {
     applied: bool,
     /// Loaded from the previous run.
     seeded: bool,
+    /// Where its echo comes.
+    after: After,
 }
 
 impl Ledgered {
+    /// Whether its echo may be the next change read (not a seeded entry waiting for the
+    /// replay to pass the change it follows).
+    fn armed(&self) -> bool {
+        !matches!(self.after, After::Change(None, _))
+    }
+
     /// A write of this run still in flight.
     fn in_flight(&self) -> bool {
         !self.applied && !self.seeded
     }
 
-    /// Its echo is expected (in flight or applied; not a previous run's tentative one).
+    /// Its echo is expected now (in flight or applied; not a previous run's tentative
+    /// one, nor one whose position the replay has not reached).
     fn expected(&self) -> bool {
-        self.applied || !self.seeded
+        (self.applied || !self.seeded) && self.armed()
+    }
+
+    /// Where a checkpoint whose every event before read mark `cut` is done (`None`: the
+    /// one the run started from) replays its echo from.
+    fn saved_after(&self, cut: Option<(u64, u64)>) -> Option<ResumeToken> {
+        match &self.after {
+            After::Start => None,
+            After::Change(Some(m), _) if cut.is_some_and(|c| before(*m, c)) => None,
+            After::Change(_, t) => Some(t.clone()),
+        }
     }
 }
 
@@ -216,15 +249,32 @@ pub(crate) struct EchoMemory {
     recent: HashMap<(Side, Key), Vec<DateTime>>,
     /// Order in which keys entered `recent`.
     recent_order: VecDeque<(Side, Key)>,
+    /// Per side: read mark and resume token of the newest change read.
+    last_change: [Option<((u64, u64), ResumeToken)>; 2],
+    /// Per side: read mark of the latest checkpoint this run saved.
+    saved_mark: [Option<(u64, u64)>; 2],
+    /// Per side: keys of seeded entries waiting for the replay to pass a change, by that
+    /// change's resume token (encoded).
+    waiting: [HashMap<Vec<u8>, Vec<Key>>; 2],
 }
 
 /// Whether `e`'s echo was read before read mark `safe` (same stream generation), or in
 /// an earlier generation.
 fn passed(e: &Ledgered, safe: Option<(u64, u64)>) -> bool {
     match (e.read, safe) {
-        (Some((g, seq)), Some((sg, sseq))) => g < sg || (g == sg && seq < sseq),
+        (Some(r), Some(s)) => before(r, s),
         _ => false,
     }
+}
+
+/// Whether read mark `a` is before `b` (an earlier generation, or earlier in the same).
+fn before(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// A resume token as a map key (`None` when it cannot be encoded).
+fn token_key(t: &ResumeToken) -> Option<Vec<u8>> {
+    bson::to_vec(&t.0).ok()
 }
 
 fn side_ix(side: Side) -> usize {
@@ -253,6 +303,9 @@ impl EchoMemory {
             inherited_lossy: [false; 2],
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
+            last_change: [None, None],
+            saved_mark: [None; 2],
+            waiting: Default::default(),
         }
     }
 
@@ -300,6 +353,10 @@ impl EchoMemory {
             return false;
         }
         self.ledger_grew[i] = true;
+        let after = match &self.last_change[i] {
+            Some((m, t)) => After::Change(Some(*m), t.clone()),
+            None => After::Start,
+        };
         self.ledger[i]
             .entry(key.clone())
             .or_default()
@@ -308,6 +365,7 @@ impl EchoMemory {
                 read: None,
                 applied: false,
                 seeded: false,
+                after,
             });
         self.ledger_len[i] += 1;
         true
@@ -362,6 +420,7 @@ impl EchoMemory {
         let i = side_ix(side);
         self.ledger_grew[i] = false;
         let passed = |e: &Ledgered| passed(e, safe);
+        let cut = safe.or(self.saved_mark[i]);
         let deletes = self.ledger[i]
             .iter()
             .flat_map(|(k, l)| {
@@ -369,6 +428,7 @@ impl EchoMemory {
                     key: k.clone(),
                     deleted_at: e.at,
                     tentative: !e.applied,
+                    after: e.saved_after(cut),
                 })
             })
             .collect();
@@ -399,6 +459,7 @@ impl EchoMemory {
     /// saved: forget the entries whose echo was read before it.
     pub(crate) fn checkpoint_saved(&mut self, side: Side, safe: (u64, u64)) {
         let i = side_ix(side);
+        self.saved_mark[i] = Some(safe);
         let mut removed = 0;
         self.ledger[i].retain(|_, l| {
             let n = l.len();
@@ -418,22 +479,42 @@ impl EchoMemory {
         self.ledger_len[i] = 0;
         self.ledger_grew[i] = false;
         self.lossy[i] = false;
+        self.last_change[i] = None;
+        self.saved_mark[i] = None;
         // What the old stream showed says nothing of what the new one will.
         self.recent.retain(|(s, _), _| *s != side);
         self.recent_order.retain(|(s, _)| *s != side);
     }
 
     /// Start `side` with the previous run's pending deletes: the echoes of those known
-    /// to have removed a document are expected (from any time); tentative ones only
-    /// make their key [`Self::unsure`]. All stay ledgered until passed, or until the
-    /// stream catches up.
+    /// to have removed a document are expected, once the replay has passed the change
+    /// each follows ([`PendingDelete::after`], see [`Self::read_change`]); tentative
+    /// ones only make their key [`Self::unsure`]. All stay ledgered until passed, or
+    /// until the stream catches up.
     pub(crate) fn seed(&mut self, side: Side, pending: &DeleteLedger) {
         let i = side_ix(side);
         self.inherited_lossy[i] = !pending.complete || pending.deletes.len() > LEDGER_CAPACITY;
         for p in pending.deletes.iter().take(LEDGER_CAPACITY) {
-            if !p.tentative {
-                self.record(side, &p.key, Echo::Deleted(p.deleted_at));
-            }
+            // A token that cannot be encoded cannot be waited for: expected anywhere.
+            let wait = p
+                .after
+                .as_ref()
+                .and_then(|t| Some((t.clone(), token_key(t)?)));
+            let after = match wait {
+                Some((t, bytes)) => {
+                    self.waiting[i]
+                        .entry(bytes)
+                        .or_default()
+                        .push(p.key.clone());
+                    After::Change(None, t)
+                }
+                None => {
+                    if !p.tentative {
+                        self.record(side, &p.key, Echo::Deleted(p.deleted_at));
+                    }
+                    After::Start
+                }
+            };
             self.ledger[i]
                 .entry(p.key.clone())
                 .or_default()
@@ -442,8 +523,36 @@ impl EchoMemory {
                     read: None,
                     applied: !p.tentative,
                     seeded: true,
+                    after,
                 });
             self.ledger_len[i] += 1;
+        }
+    }
+
+    /// `side`'s stream showed the change with `token`, read at `mark` (after
+    /// [`Self::take_echo`]): seeded deletes that follow it are expected from now on.
+    pub(crate) fn read_change(&mut self, side: Side, mark: (u64, u64), token: &ResumeToken) {
+        let i = side_ix(side);
+        self.last_change[i] = Some((mark, token.clone()));
+        if self.waiting[i].is_empty() {
+            return;
+        }
+        let Some(keys) = token_key(token).and_then(|b| self.waiting[i].remove(&b)) else {
+            return;
+        };
+        for key in keys {
+            let mut armed = Vec::new();
+            for e in self.ledger[i].get_mut(&key).into_iter().flatten() {
+                if matches!(&e.after, After::Change(None, t) if t == token) {
+                    e.after = After::Change(Some(mark), token.clone());
+                    if e.applied {
+                        armed.push(e.at);
+                    }
+                }
+            }
+            for at in armed {
+                self.record(side, &key, Echo::Deleted(at));
+            }
         }
     }
 
@@ -453,16 +562,19 @@ impl EchoMemory {
     pub(crate) fn drop_seeded(&mut self, side: Side) {
         let i = side_ix(side);
         self.inherited_lossy[i] = false;
+        self.waiting[i].clear();
         let stale: Vec<(Key, Option<DateTime>, bool)> = self.ledger[i]
             .iter()
             .flat_map(|(k, l)| {
                 l.iter()
                     .filter(|e| e.seeded && e.read.is_none())
-                    .map(|e| (k.clone(), e.at, e.applied))
+                    .map(|e| (k.clone(), e.at, e.expected()))
             })
             .collect();
         for (k, at, expected) in stale {
-            self.unledger(side, &k, |e| e.seeded && e.read.is_none() && e.at == at);
+            self.unledger(side, &k, |e| {
+                e.seeded && e.read.is_none() && e.at == at && e.expected() == expected
+            });
             if expected {
                 // Seeded first: the oldest such expectation (a later one may be a
                 // write of this run, still to come back).
@@ -501,7 +613,9 @@ impl EchoMemory {
         let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
         if let Some(Echo::Deleted(at)) = dropped {
             // No longer recognised here: nor after a restart.
-            if self.unledger(side, key, |e| e.read.is_none() && e.at == at) {
+            if self.unledger(side, key, |e| {
+                e.expected() && e.read.is_none() && e.at == at
+            }) {
                 self.lossy[side_ix(side)] = true;
             }
         }
@@ -891,6 +1005,7 @@ mod tests {
             key: Key(key.into()),
             deleted_at: Some(t(at)),
             tentative,
+            after: None,
         }
     }
 
@@ -933,6 +1048,90 @@ mod tests {
         );
         m.checkpoint_saved(Side::Local, (0, 1));
         assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
+    }
+
+    fn tok(n: i32) -> ResumeToken {
+        ResumeToken(doc! {"n": n})
+    }
+
+    #[test]
+    fn a_ledgered_delete_is_saved_with_the_change_its_echo_follows() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let (k1, k2) = (Key(1.into()), Key(2.into()));
+        let delete = |k: i32, at: i64| Write::DeleteIfNotNewer {
+            key: Key(k.into()),
+            deleted_at: t(at),
+        };
+        // Nothing read yet: its echo may come anywhere after the checkpoint.
+        m.expect_write(Side::Cloud, &delete(1, 5));
+        assert!(!m.take_echo(Side::Cloud, &k2, &ChangeKind::Delete, t(6), (0, 0)));
+        m.read_change(Side::Cloud, (0, 0), &tok(7));
+        m.expect_write(Side::Cloud, &delete(2, 5));
+        let after = |l: DeleteLedger| -> Vec<_> {
+            let mut v: Vec<_> = l.deletes.into_iter().map(|p| (p.key, p.after)).collect();
+            v.sort_by_key(|(k, _)| k.to_string());
+            v
+        };
+        assert_eq!(
+            after(m.pending_deletes(Side::Cloud, None)),
+            [(k1.clone(), None), (k2.clone(), Some(tok(7)))],
+            "the change read before key 2's delete is replayed from the saved checkpoint"
+        );
+        // A checkpoint past that change: both echoes may come anywhere after it.
+        assert_eq!(
+            after(m.pending_deletes(Side::Cloud, Some((0, 1)))),
+            [(k1.clone(), None), (k2.clone(), None)]
+        );
+        m.checkpoint_saved(Side::Cloud, (0, 1));
+        assert_eq!(
+            after(m.pending_deletes(Side::Cloud, None)),
+            [(k1, None), (k2, None)],
+            "saved alone: the saved checkpoint is past that change"
+        );
+    }
+
+    #[test]
+    fn a_seeded_delete_is_not_expected_before_the_change_it_follows() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let k = Key(1.into());
+        let mut p = pending(1, 5, false);
+        p.after = Some(tok(3));
+        m.seed(
+            Side::Local,
+            &DeleteLedger {
+                deletes: vec![p.clone()],
+                complete: true,
+            },
+        );
+        // The replay shows the client delete the engine's delete propagated, then the
+        // change read before the engine's delete was sent, then the echo.
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(5), (0, 0)));
+        m.read_change(Side::Local, (0, 0), &tok(2));
+        let other = Key(9.into());
+        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(6), (0, 1)));
+        m.read_change(Side::Local, (0, 1), &tok(3));
+        assert_eq!(
+            m.pending_deletes(Side::Local, None).deletes,
+            [p],
+            "saved as it was until the checkpoint passes that change"
+        );
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), (0, 2)));
+        m.read_change(Side::Local, (0, 2), &tok(4));
+        m.checkpoint_saved(Side::Local, (0, 3));
+        assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
+        // A seeded entry whose change never came back is dropped with the others.
+        let mut p = pending(1, 8, false);
+        p.after = Some(tok(99));
+        m.seed(
+            Side::Local,
+            &DeleteLedger {
+                deletes: vec![p],
+                complete: true,
+            },
+        );
+        m.drop_seeded(Side::Local);
+        assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), (0, 3)));
     }
 
     #[test]

@@ -265,6 +265,12 @@ pub struct PendingDelete {
     pub deleted_at: Option<DateTime>,
     /// Saved before the write returned: it may or may not have removed a document.
     pub tentative: bool,
+    /// Resume token of the newest change read from the side when the delete was
+    /// written: its echo comes after that change, so a replay expects it only once the
+    /// stream has shown that change again (a client delete read before it is not the
+    /// echo). `None`: anywhere after the checkpoint (that change is not after it, or
+    /// nothing was read).
+    pub after: Option<ResumeToken>,
 }
 
 /// A side's pending deletes as saved with its checkpoint.

@@ -4,12 +4,13 @@
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
 //! (see [`pair_name`]):
 //! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt,
-//!   pendingDeletes: [{key, deletedAt: Date|null, tentative?: true}],
-//!   pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
+//!   pendingDeletes: [{key, deletedAt: Date|null, tentative?: true, after?: <resume
+//!   token>}], pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
 //!   either collection in the config never resumes from a token that belongs to another
 //!   sync. `pendingDeletes` are the engine's deletes to that side whose echoes may follow
 //!   the token (saved with it in one write, before the deletes are sent as `tentative`,
-//!   and after they returned); `pendingDeletesComplete` says the list has them all
+//!   and after they returned; `after`, when present, is the token of the change read
+//!   just before the delete was sent, which its echo follows); `pendingDeletesComplete` says the list has them all
 //!   (missing, as written by older versions: not complete).
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   plus `quiet: true` once the engine's deletes for it are known to have removed
@@ -268,6 +269,9 @@ fn pending_array(pending: &DeleteLedger) -> Vec<Bson> {
             if p.tentative {
                 d.insert("tentative", true);
             }
+            if let Some(t) = &p.after {
+                d.insert("after", t.0.clone());
+            }
             Bson::Document(d)
         })
         .collect()
@@ -286,10 +290,16 @@ fn parse_pending(b: &Bson) -> Option<PendingDelete> {
         Some(Bson::Boolean(b)) => *b,
         Some(_) => return None,
     };
+    let after = match d.get("after") {
+        None => None,
+        Some(Bson::Document(t)) => Some(ResumeToken(t.clone())),
+        Some(_) => return None,
+    };
     Some(PendingDelete {
         key: Key(d.get("key")?.clone()),
         deleted_at,
         tentative,
+        after,
     })
 }
 

@@ -42,6 +42,7 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
         key: k(key),
         deleted_at: t.map(at),
         tentative,
+        after: None,
     };
     let list = |deletes: Vec<PendingDelete>, complete: bool| DeleteLedger { deletes, complete };
     // Nothing saved: an empty list, not known to be complete.
@@ -75,7 +76,9 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
         state.load_pending_deletes(Side::Local).await.unwrap(),
         saved
     );
-    let saved = list(vec![p("c", Some(7), false), p("d", Some(8), true)], true);
+    let mut after = p("d", Some(8), true);
+    after.after = Some(ResumeToken(doc! {"_data": "02"}));
+    let saved = list(vec![p("c", Some(7), false), after], true);
     state
         .save_pending_deletes(Side::Local, &saved)
         .await

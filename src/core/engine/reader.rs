@@ -198,8 +198,10 @@ async fn stream_loop(
                 *failures = 0;
                 caught_up_signs = 1;
                 ev.side = side;
-                // The token moves to the tracker: nothing after it reads `ev.token`.
+                // The token moves to the tracker (and a copy to the echo memory): nothing
+                // after it reads `ev.token`.
                 let token = std::mem::replace(&mut ev.token, ResumeToken(Document::new()));
+                let position = token.clone();
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(token);
                 // The engine's own write coming back: recognised here, in stream order.
                 // With nothing pending for the key it is done at once; otherwise it
@@ -214,11 +216,9 @@ async fn stream_loop(
                     let replaying = *replay == Replay::Possible;
                     let unknown =
                         (replaying && echo.unsure(side, &ev.key)) || (!known && echo.evicted_any());
-                    (
-                        echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq)),
-                        unknown,
-                        replaying && !known,
-                    )
+                    let taken = echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq));
+                    echo.read_change(side, (gen, seq), &position);
+                    (taken, unknown, replaying && !known)
                 };
                 tracing::debug!(
                     %side,
