@@ -14,7 +14,12 @@
 //! Nor is a delete made before the newest change already read from that side when the
 //! write was recorded: the engine writes after reading it, and one server's clock does
 //! not go back, so such a delete (say a client deleting the key again, still unread)
-//! is a client's too.
+//! is a client's too. Nor, for a delete that removes a version the stream has not shown
+//! yet (the engine reads what each delete is about to remove), a delete read before
+//! that version's upsert. When the stream had shown nothing of the key, the version may
+//! predate the stream and never be shown: the first delete is then taken, in doubt
+//! until the key's next delete, and restored as expected if that version's upsert
+//! follows it.
 
 //!
 //! After a restart the memory starts with the deletes of the previous run still pending
@@ -140,11 +145,36 @@ struct Expected {
     /// A delete that can only have removed a document the stream has not shown yet (see
     /// [`Seen`]): its echo follows an upsert of the key not read yet.
     after_upsert: bool,
-    /// For a delete: `updatedAt` of the version it is about to remove (read just before
-    /// it is sent), and whether the stream has shown that version yet. Its echo comes
-    /// after that version's upsert event, so a delete read before it is a client's
-    /// (say one that removed an older version, and the key was re-created since).
-    removes: Option<(DateTime, bool)>,
+    /// For a delete: the version it is about to remove (read just before it is sent).
+    removes: Option<Removes>,
+}
+
+/// The version a delete of the engine is about to remove. Its echo comes after that
+/// version's upsert event, so a delete read before it is a client's (say one that
+/// removed an older version, and the key was re-created since).
+#[derive(Debug, Clone, Copy)]
+struct Removes {
+    /// Its `updatedAt`.
+    at: DateTime,
+    /// The stream has shown it.
+    shown: bool,
+    /// The stream had shown the key when the delete was recorded. Otherwise the version
+    /// may predate what the stream shows (its upsert event never comes), so the echo is
+    /// not held back; a delete taken for it is doubted until the key's next delete (see
+    /// [`Doubted`]).
+    followed: bool,
+}
+
+/// A delete taken for the echo of an expected delete whose removed version the stream
+/// had not shown ([`Removes::followed`] false). If that version's upsert is read next,
+/// the delete came before it and was a client's: the expectation is restored, so the
+/// real echo, still to come, is recognised.
+#[derive(Debug, Clone, Copy)]
+struct Doubted {
+    /// The expectation the delete consumed.
+    expected: Expected,
+    /// Read mark of the delete.
+    mark: (u64, u64),
 }
 
 impl Expected {
@@ -161,7 +191,7 @@ impl Expected {
                 after_propagated
                     && !self.after_upsert
                     && self.not_before.is_none_or(|n| at >= n)
-                    && self.removes.is_none_or(|(_, shown)| shown)
+                    && self.removes.is_none_or(|r| r.shown || !r.followed)
             }
             _ => false,
         }
@@ -185,6 +215,8 @@ struct KeyEchoes {
     /// `updatedAt` of the version the engine's latest write here copied from a client of
     /// the other side (see [`EchoMemory::copied_client_version`]).
     client_copy: Option<DateTime>,
+    /// The latest delete taken for an echo, while it is in doubt.
+    doubted: Option<Doubted>,
 }
 
 /// Upserts remembered per key in [`EchoMemory::recent`].
@@ -325,15 +357,18 @@ impl EchoMemory {
     ) {
         let echo = Echo::of_write(write);
         self.record(side, write.key(), echo);
-        // Only when the memory has followed the key's changes: then a version not shown
-        // recently is one the stream has yet to show (the key changed since the latest
-        // change read).
+        // When the memory has followed the key's changes, a version not shown recently
+        // is one the stream has yet to show (the key changed since the latest change
+        // read).
         if let (Some(u), Echo::Deleted(_)) = (removes, echo) {
             let id = (side, write.key().clone());
-            if let Some(shown) = self.recent.get(&id).map(|r| r.contains(&u)) {
-                if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
-                    e.removes = Some((u, shown));
-                }
+            let shown = self.recent.get(&id).map(|r| r.contains(&u));
+            if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
+                e.removes = Some(Removes {
+                    at: u,
+                    shown: shown == Some(true),
+                    followed: shown.is_some(),
+                });
             }
         }
         if matches!(write, Write::DeleteIfNotNewer { .. }) {
@@ -400,6 +435,23 @@ impl EchoMemory {
         self.ledger_len[i] -= 1;
         self.ledger_grew[i] = true;
         true
+    }
+
+    /// Undo [`Self::ledger_read`] of the entry of a delete at `at` read at `mark`. An
+    /// entry dropped meanwhile (a saved checkpoint passed `mark`) leaves the saved lists
+    /// incomplete.
+    fn ledger_unread(&mut self, side: Side, key: &Key, at: Option<DateTime>, mark: (u64, u64)) {
+        let i = side_ix(side);
+        match self.ledger[i]
+            .get_mut(key)
+            .and_then(|l| l.iter_mut().find(|e| e.read == Some(mark) && e.at == at))
+        {
+            Some(e) => {
+                e.read = None;
+                self.ledger_grew[i] = true;
+            }
+            None => self.lossy[i] = true,
+        }
     }
 
     /// Mark the oldest unread ledger entry of a delete at `at` read at `mark`.
@@ -744,23 +796,52 @@ impl EchoMemory {
         let Some(k) = self.entries.get_mut(&(side, key.clone())) else {
             return false;
         };
+        let mut doubted = None;
         k.seen = Some(match kind {
             ChangeKind::Upsert(d) => {
                 let u = updated_at(d, &self.field);
                 for e in &mut k.pending {
                     e.after_upsert = false;
-                    if let (Some((r, shown)), Some(u)) = (&mut e.removes, u) {
-                        *shown |= *r == u;
+                    if let (Some(r), Some(u)) = (&mut e.removes, u) {
+                        r.shown |= r.at == u;
                     }
                 }
+                doubted = k
+                    .doubted
+                    .filter(|d| d.expected.removes.is_some_and(|r| Some(r.at) == u));
                 Seen::Doc(u)
             }
-            ChangeKind::Delete => Seen::Gone,
+            ChangeKind::Delete => {
+                k.doubted = None;
+                Seen::Gone
+            }
         });
         let list = &mut k.pending;
         let skew = self.skew;
-        match list.iter().position(|e| e.matches(kind, at, skew)) {
+        let found = list.iter().position(|e| e.matches(kind, at, skew));
+        if let (Some(d), None) = (doubted, found) {
+            // The doubted delete came before the version its expectation removes: a
+            // client's. The echo is still to come, after this upsert.
+            k.doubted = None;
+            let mut restored = d.expected;
+            if let Some(r) = &mut restored.removes {
+                r.shown = true;
+            }
+            list.insert(0, restored);
+            if let Echo::Deleted(w @ Some(_)) = restored.echo {
+                self.ledger_unread(side, key, w, d.mark);
+            }
+            return false;
+        }
+        match found {
             Some(i) => {
+                if !matches!(kind, ChangeKind::Upsert(_)) {
+                    let e = list[i];
+                    k.doubted = e
+                        .removes
+                        .is_some_and(|r| !r.followed && !r.shown)
+                        .then_some(Doubted { expected: e, mark });
+                }
                 // The writes before it changed nothing, or their echoes were missed. An
                 // upsert echo leaves the expected deletes before it: it may be the echo
                 // of an identical copy made before them (a previous run's, replayed),
@@ -1227,6 +1308,49 @@ mod tests {
         };
         m.expect_write_removing(Side::Cloud, &w, Some(t(3)));
         assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(7), M));
+    }
+
+    #[test]
+    fn a_delete_taken_before_the_version_the_echo_removes_was_a_clients() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let k = Key(1.into());
+        let up = |u: i64| ChangeKind::Upsert(doc! {"_id": 1, "u": t(u)});
+        let del = Write::DeleteIfNotNewer {
+            key: k.clone(),
+            deleted_at: t(7),
+        };
+        let mark = |seq| (0, seq);
+        // The stream has shown nothing of the key: the delete read first is taken for
+        // the echo of the engine's delete of t1...
+        m.expect_write_removing(Side::Local, &del, Some(t(1)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), mark(0)));
+        // ...until t1's upsert follows it: it was a client's, deleting an older version,
+        // and the echo is still to come (and still ledgered).
+        assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), mark(1)));
+        assert_eq!(
+            m.pending_deletes(Side::Local, Some(mark(2))).deletes.len(),
+            1
+        );
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), mark(2)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10), mark(3)));
+        assert!(m
+            .pending_deletes(Side::Local, Some(mark(3)))
+            .deletes
+            .is_empty());
+        // Another key not shown yet. Taken, then another version and a delete: the
+        // doubt ends with that delete.
+        let k = Key(2.into());
+        let up = |u: i64| ChangeKind::Upsert(doc! {"_id": 2, "u": t(u)});
+        let del = Write::DeleteIfNotNewer {
+            key: k.clone(),
+            deleted_at: t(7),
+        };
+        m.expect_write_removing(Side::Local, &del, Some(t(1)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(11), mark(4)));
+        assert!(!m.take_echo(Side::Local, &k, &up(2), t(12), mark(5)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(13), mark(6)));
+        assert!(!m.take_echo(Side::Local, &k, &up(1), t(14), mark(7)));
+        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(15), mark(8)));
     }
 
     #[test]
