@@ -1226,3 +1226,30 @@ fn replayed_client_delete_is_not_taken_for_the_echo_of_its_own_side_delete() {
     ];
     block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` (clocks behind; found after
+/// 32,578 cases by the first long run of failure 28's fix, RELIABILITY.md failure 29).
+/// Local wins ties. Cloud writes key 3 (t2) and deletes it; local writes t3, deletes
+/// it and re-creates it with t0 (its clock behind), all unread while local's stream
+/// lags. Propagating cloud's delete removes local's t0: local's own delete, read
+/// first, is taken for that delete's echo, in doubt; t0's upsert then shows it was a
+/// client's. Restoring the expected echo alone lost that client delete, so t3, read
+/// before it, came back on both sides. Fix: the revealed client delete joins the
+/// upsert's queue entry as a client delete coalesced before it.
+#[test]
+fn a_delete_found_to_be_a_clients_after_it_was_taken_for_an_echo_still_counts() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 5, 0, 0),
+        put(Cloud, 3, 2, 0),
+        del(Cloud, 3, 0),
+        put(Local, 4, 0, 0),
+        put(Local, 3, 3, 0),
+        del(Local, 3, 0),
+        put(Local, 3, 0, 0),
+        put(Local, 1, 0, 0),
+        Op::DropStreams(Local),
+        put(Local, 0, 0, 0),
+    ];
+    block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
+}

@@ -175,6 +175,10 @@ struct Doubted {
     expected: Expected,
     /// Read mark of the delete.
     mark: (u64, u64),
+    /// Its server time.
+    at: DateTime,
+    /// `updatedAt` of the version the stream showed just before it.
+    removed: Option<DateTime>,
 }
 
 impl Expected {
@@ -281,6 +285,8 @@ pub(crate) struct EchoMemory {
     recent: HashMap<(Side, Key), Vec<DateTime>>,
     /// Order in which keys entered `recent`.
     recent_order: VecDeque<(Side, Key)>,
+    /// A doubted delete just found to be a client's (see [`Self::take_revealed`]).
+    revealed: Option<(DateTime, Option<DateTime>)>,
     /// Per side: read mark and resume token of the newest change read.
     last_change: [Option<((u64, u64), ResumeToken)>; 2],
     /// Per side: read mark of the latest checkpoint this run saved.
@@ -335,6 +341,7 @@ impl EchoMemory {
             inherited_lossy: [false; 2],
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
+            revealed: None,
             last_change: [None, None],
             saved_mark: [None; 2],
             waiting: Default::default(),
@@ -452,6 +459,14 @@ impl EchoMemory {
             }
             None => self.lossy[i] = true,
         }
+    }
+
+    /// After [`Self::take_echo`] of an upsert: a delete read before it and taken for an
+    /// echo turned out to be a client's (see [`Doubted`]); its server time and the
+    /// `updatedAt` of the version the stream showed before it, for the queue to count
+    /// it as a client delete coalesced before the upsert.
+    pub(crate) fn take_revealed(&mut self) -> Option<(DateTime, Option<DateTime>)> {
+        self.revealed.take()
     }
 
     /// Mark the oldest unread ledger entry of a delete at `at` read at `mark`.
@@ -797,6 +812,10 @@ impl EchoMemory {
             return false;
         };
         let mut doubted = None;
+        let shown_before = match k.seen {
+            Some(Seen::Doc(u)) => u,
+            _ => None,
+        };
         k.seen = Some(match kind {
             ChangeKind::Upsert(d) => {
                 let u = updated_at(d, &self.field);
@@ -831,6 +850,7 @@ impl EchoMemory {
             if let Echo::Deleted(w @ Some(_)) = restored.echo {
                 self.ledger_unread(side, key, w, d.mark);
             }
+            self.revealed = Some((d.at, d.removed));
             return false;
         }
         match found {
@@ -840,7 +860,12 @@ impl EchoMemory {
                     k.doubted = e
                         .removes
                         .is_some_and(|r| !r.followed && !r.shown)
-                        .then_some(Doubted { expected: e, mark });
+                        .then_some(Doubted {
+                            expected: e,
+                            mark,
+                            at,
+                            removed: shown_before,
+                        });
                 }
                 // The writes before it changed nothing, or their echoes were missed. An
                 // upsert echo leaves the expected deletes before it: it may be the echo
@@ -1327,6 +1352,8 @@ mod tests {
         // ...until t1's upsert follows it: it was a client's, deleting an older version,
         // and the echo is still to come (and still ledgered).
         assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), mark(1)));
+        assert_eq!(m.take_revealed(), Some((t(7), None)), "for the queue");
+        assert_eq!(m.take_revealed(), None);
         assert_eq!(
             m.pending_deletes(Side::Local, Some(mark(2))).deletes.len(),
             1

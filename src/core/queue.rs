@@ -421,7 +421,7 @@ impl Queue {
         slot.after_upsert = prev.after_upsert || prev.body.is_some();
         slot.echo_unknown |= prev.echo_unknown;
         slot.replayed |= prev.replayed;
-        slot.client_before = prev.client_before || !prev.engine_write;
+        slot.client_before |= prev.client_before || !prev.engine_write;
         if slot.body.is_none() && prev.body.is_some() {
             slot.removed = prev.updated_at;
         }
@@ -432,7 +432,7 @@ impl Queue {
             }),
             _ => None,
         };
-        slot.max_delete = prev.max_delete.max(prev_delete);
+        slot.max_delete = slot.max_delete.max(prev.max_delete).max(prev_delete);
         let prev_up = match (prev.body, prev.updated_at) {
             (Some(b), Some(u)) => Some(Box::new((b, u))),
             _ => None,
