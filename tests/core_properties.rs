@@ -1253,3 +1253,30 @@ fn a_delete_found_to_be_a_clients_after_it_was_taken_for_an_echo_still_counts() 
     ];
     block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` (clocks behind; after 289,006
+/// cases of the long run of fix 29, RELIABILITY.md failure 30; passes on the code
+/// before fix 28). Local wins ties. The engine copies cloud's key 0 (t1) to local,
+/// crashes, and after the restart propagates cloud's delete, removing that copy on
+/// local (a key the restarted memory had not seen). Its echo is taken, in doubt; then
+/// a local client re-creates the key with the same `updatedAt` (t1, its clock behind)
+/// and writes t2. Fix 28 took the re-creation for the removed version, so the real
+/// echo passed for a client delete at the server's time and removed t2. Fix: the
+/// doubt ends only on the removed version itself (same content), not on any document
+/// with its `updatedAt`.
+#[test]
+fn a_client_recreating_a_key_at_the_removed_versions_time_does_not_uncover_an_echo() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Cloud, 0, 1, 0),
+        del(Local, 0, 3),
+        Op::LoseHistory(Local),
+        del(Cloud, 0, 1),
+        Op::Crash,
+        Op::Wait(51),
+        put(Local, 0, 1, 0),
+        put(Local, 1, 0, 0),
+        put(Local, 0, 0, 0),
+    ];
+    block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
+}

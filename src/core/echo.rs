@@ -156,6 +156,8 @@ struct Expected {
 struct Removes {
     /// Its `updatedAt`.
     at: DateTime,
+    /// Its content hash.
+    hash: u64,
     /// The stream has shown it.
     shown: bool,
     /// The stream had shown the key when the delete was recorded. Otherwise the version
@@ -355,24 +357,25 @@ impl EchoMemory {
     }
 
     /// [`Self::expect_write`], for a delete known to be about to remove the version with
-    /// `updatedAt` `removes` (see [`Expected::removes`]).
+    /// `updatedAt` and content hash `removes` (see [`Expected::removes`]).
     pub(crate) fn expect_write_removing(
         &mut self,
         side: Side,
         write: &Write,
-        removes: Option<DateTime>,
+        removes: Option<(DateTime, u64)>,
     ) {
         let echo = Echo::of_write(write);
         self.record(side, write.key(), echo);
         // When the memory has followed the key's changes, a version not shown recently
         // is one the stream has yet to show (the key changed since the latest change
         // read).
-        if let (Some(u), Echo::Deleted(_)) = (removes, echo) {
+        if let (Some((u, hash)), Echo::Deleted(_)) = (removes, echo) {
             let id = (side, write.key().clone());
             let shown = self.recent.get(&id).map(|r| r.contains(&u));
             if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
                 e.removes = Some(Removes {
                     at: u,
+                    hash,
                     shown: shown == Some(true),
                     followed: shown.is_some(),
                 });
@@ -825,9 +828,12 @@ impl EchoMemory {
                         r.shown |= r.at == u;
                     }
                 }
+                // The very version removed (another document with its `updatedAt`, say
+                // a client re-creating the key at that time, says nothing).
+                let h = content_hash(d);
                 doubted = k
                     .doubted
-                    .filter(|d| d.expected.removes.is_some_and(|r| Some(r.at) == u));
+                    .filter(|x| x.expected.removes.is_some_and(|r| r.hash == h));
                 Seen::Doc(u)
             }
             ChangeKind::Delete => {
@@ -1296,6 +1302,11 @@ mod tests {
         );
     }
 
+    /// What a delete removes: `{_id: key, u: t(u)}`.
+    fn removing(key: i32, u: i64) -> Option<(DateTime, u64)> {
+        Some((t(u), content_hash(&doc! {"_id": key, "u": t(u)})))
+    }
+
     #[test]
     fn a_delete_echo_follows_the_version_it_removes() {
         let mut m = EchoMemory::new(8, NO_SKEW, "u");
@@ -1309,20 +1320,20 @@ mod tests {
         // The engine deletes version t1, which the stream has not shown yet (a client
         // deleted t0 and re-created the key, both unread): the client's delete, read
         // first, is not the echo, even at the propagated time.
-        m.expect_write_removing(Side::Local, &del(7), Some(t(1)));
+        m.expect_write_removing(Side::Local, &del(7), removing(1, 1));
         assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), M));
         assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), M));
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(8), M));
         // A version already shown: the next delete is the echo.
         assert!(!m.take_echo(Side::Local, &k, &up(2), t(9), M));
-        m.expect_write_removing(Side::Local, &del(9), Some(t(2)));
+        m.expect_write_removing(Side::Local, &del(9), removing(1, 2));
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), M));
         // A key whose changes were never read: nothing to go by, any delete matches.
         let w = Write::DeleteIfNotNewer {
             key: other.clone(),
             deleted_at: t(7),
         };
-        m.expect_write_removing(Side::Local, &w, Some(t(1)));
+        m.expect_write_removing(Side::Local, &w, removing(2, 1));
         assert!(m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10), M));
         // A fresh stream forgets what the old one showed.
         assert!(!m.take_echo(Side::Cloud, &k, &up(3), t(3), M));
@@ -1331,7 +1342,7 @@ mod tests {
             key: k.clone(),
             deleted_at: t(7),
         };
-        m.expect_write_removing(Side::Cloud, &w, Some(t(3)));
+        m.expect_write_removing(Side::Cloud, &w, removing(1, 3));
         assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(7), M));
     }
 
@@ -1347,7 +1358,7 @@ mod tests {
         let mark = |seq| (0, seq);
         // The stream has shown nothing of the key: the delete read first is taken for
         // the echo of the engine's delete of t1...
-        m.expect_write_removing(Side::Local, &del, Some(t(1)));
+        m.expect_write_removing(Side::Local, &del, removing(1, 1));
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), mark(0)));
         // ...until t1's upsert follows it: it was a client's, deleting an older version,
         // and the echo is still to come (and still ledgered).
@@ -1372,8 +1383,13 @@ mod tests {
             key: k.clone(),
             deleted_at: t(7),
         };
-        m.expect_write_removing(Side::Local, &del, Some(t(1)));
+        m.expect_write_removing(Side::Local, &del, removing(2, 1));
         assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(11), mark(4)));
+        // Another document with the removed version's `updatedAt` (a client re-creating
+        // the key at that time) is not that version.
+        let other = ChangeKind::Upsert(doc! {"_id": 2, "u": t(1), "by": "client"});
+        assert!(!m.take_echo(Side::Local, &k, &other, t(11), mark(4)));
+        assert_eq!(m.take_revealed(), None);
         assert!(!m.take_echo(Side::Local, &k, &up(2), t(12), mark(5)));
         assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(13), mark(6)));
         assert!(!m.take_echo(Side::Local, &k, &up(1), t(14), mark(7)));

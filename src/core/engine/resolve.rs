@@ -39,7 +39,7 @@ use bson::{DateTime, Document};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, retry, save_ledger, save_ledger_changes, Shared, Stop};
-use crate::core::doc::{key_of, same_content, updated_at};
+use crate::core::doc::{content_hash, key_of, same_content, updated_at};
 use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::StateStore;
@@ -355,8 +355,8 @@ fn expect_echoes(sh: &Shared, plans: &Plans<'_>, found: Option<&Found>) -> Marks
             let removes = match (w, found) {
                 (Write::DeleteIfNotNewer { key, deleted_at }, Some(f)) => f[ix(side)]
                     .get(key)
-                    .and_then(|d| updated_at(d, field))
-                    .filter(|u| u <= deleted_at),
+                    .and_then(|d| Some((updated_at(d, field)?, content_hash(d))))
+                    .filter(|(u, _)| u <= deleted_at),
                 _ => None,
             };
             echo.expect_write_removing(side, w, removes);
