@@ -1280,3 +1280,31 @@ fn a_client_recreating_a_key_at_the_removed_versions_time_does_not_uncover_an_ec
     ];
     block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
 }
+
+/// Shrunk case of `both_ways_converges_through_crashes` (clocks behind; after 260,461
+/// cases; RELIABILITY.md failure 31; fails on the code of earlier sessions too). Local
+/// wins ties. With local's stream lagging, local's client deletes key 3 (server time
+/// t8) and re-creates it with t1 (its clock behind); the engine propagates cloud's
+/// delete (t1), removing that t1 on local, and crashes. The replay shows local's
+/// client delete first: the ledgered delete took it for its echo, the real echo then
+/// passed for a client delete at the server's later time, and removed local's t9
+/// written after the restart. Fix: the ledger keeps the version each delete was about
+/// to remove, so the replay of that version after the delete taken uncovers it as a
+/// client's (fix 28, after a restart).
+#[test]
+fn replayed_client_delete_before_the_version_a_ledgered_delete_removed_is_not_its_echo() {
+    use Side::{Cloud, Local};
+    let ops = vec![
+        put(Local, 3, 0, 0),
+        Op::Wait(51),
+        put(Local, 0, 11, 0),
+        Op::DropStreams(Local),
+        del(Local, 3, 8),
+        put(Local, 3, 1, 0),
+        del(Cloud, 3, 1),
+        Op::Wait(50),
+        Op::Crash,
+        put(Local, 3, 9, 0),
+    ];
+    block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
+}

@@ -81,6 +81,8 @@ struct Ledgered {
     seeded: bool,
     /// Where its echo comes.
     after: After,
+    /// `updatedAt` and content hash of the version it was about to remove.
+    removes: Option<(DateTime, u64)>,
 }
 
 impl Ledgered {
@@ -381,8 +383,37 @@ impl EchoMemory {
                 });
             }
         }
-        if matches!(write, Write::DeleteIfNotNewer { .. }) {
-            self.ledger_delete(side, write.key(), echo);
+        if matches!(write, Write::DeleteIfNotNewer { .. })
+            && self.ledger_delete(side, write.key(), echo)
+        {
+            let l = self.ledger[side_ix(side)].get_mut(write.key());
+            if let Some(e) = l.and_then(|l| l.last_mut()) {
+                e.removes = removes;
+            }
+        }
+    }
+
+    /// Expect the echo of the previous run's delete at `at` of `side`'s `key`, which was
+    /// about to remove `removes`: the memory does not follow the key, so a delete taken
+    /// for it stays in doubt until that version shows (see [`Doubted`]).
+    fn expect_seeded(
+        &mut self,
+        side: Side,
+        key: &Key,
+        at: Option<DateTime>,
+        removes: Option<(DateTime, u64)>,
+    ) {
+        self.record(side, key, Echo::Deleted(at));
+        if let Some((u, hash)) = removes {
+            let e = self.entries.get_mut(&(side, key.clone()));
+            if let Some(e) = e.and_then(|k| k.pending.last_mut()) {
+                e.removes = Some(Removes {
+                    at: u,
+                    hash,
+                    shown: false,
+                    followed: false,
+                });
+            }
         }
     }
 
@@ -411,6 +442,7 @@ impl EchoMemory {
                 applied: false,
                 seeded: false,
                 after,
+                removes: None,
             });
         self.ledger_len[i] += 1;
         true
@@ -499,6 +531,7 @@ impl EchoMemory {
                     deleted_at: e.at,
                     tentative: !e.applied,
                     after: e.saved_after(cut),
+                    removes: e.removes,
                 })
             })
             .collect();
@@ -580,7 +613,7 @@ impl EchoMemory {
                 }
                 None => {
                     if !p.tentative {
-                        self.record(side, &p.key, Echo::Deleted(p.deleted_at));
+                        self.expect_seeded(side, &p.key, p.deleted_at, p.removes);
                     }
                     After::Start
                 }
@@ -594,6 +627,7 @@ impl EchoMemory {
                     applied: !p.tentative,
                     seeded: true,
                     after,
+                    removes: p.removes,
                 });
             self.ledger_len[i] += 1;
         }
@@ -616,12 +650,12 @@ impl EchoMemory {
                 if matches!(&e.after, After::Change(None, t) if t == token) {
                     e.after = After::Change(Some(mark), token.clone());
                     if e.applied {
-                        armed.push(e.at);
+                        armed.push((e.at, e.removes));
                     }
                 }
             }
-            for at in armed {
-                self.record(side, &key, Echo::Deleted(at));
+            for (at, removes) in armed {
+                self.expect_seeded(side, &key, at, removes);
             }
         }
     }
@@ -1118,6 +1152,7 @@ mod tests {
             deleted_at: Some(t(at)),
             tentative,
             after: None,
+            removes: None,
         }
     }
 
@@ -1244,6 +1279,31 @@ mod tests {
         m.drop_seeded(Side::Local);
         assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
         assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), (0, 3)));
+    }
+
+    #[test]
+    fn a_seeded_delete_taken_before_the_version_it_removes_was_a_clients() {
+        let mut m = EchoMemory::new(8, NO_SKEW, "u");
+        let k = Key(1.into());
+        let mut p = pending(1, 5, false);
+        p.removes = removing(1, 3);
+        let seeded = DeleteLedger {
+            deletes: vec![p.clone()],
+            complete: true,
+        };
+        m.seed(Side::Local, &seeded);
+        assert_eq!(
+            m.pending_deletes(Side::Local, None).deletes,
+            [p],
+            "saved again"
+        );
+        // The replay shows a client's delete, then the version the engine's delete
+        // removed, then the echo.
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(6), (0, 0)));
+        let removed = ChangeKind::Upsert(doc! {"_id": 1, "u": t(3)});
+        assert!(!m.take_echo(Side::Local, &k, &removed, t(7), (0, 1)));
+        assert_eq!(m.take_revealed(), Some((t(6), None)));
+        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(8), (0, 2)));
     }
 
     #[test]

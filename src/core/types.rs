@@ -271,6 +271,11 @@ pub struct PendingDelete {
     /// echo). `None`: anywhere after the checkpoint (that change is not after it, or
     /// nothing was read).
     pub after: Option<ResumeToken>,
+    /// `updatedAt` and content hash ([`crate::core::doc::content_hash`]) of the version
+    /// the delete was about to remove, when it was read: the echo comes after that
+    /// version's upsert, so a replay that shows it after a delete taken for the echo
+    /// knows that delete was a client's.
+    pub removes: Option<(DateTime, u64)>,
 }
 
 /// A side's pending deletes as saved with its checkpoint.

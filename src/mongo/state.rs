@@ -5,12 +5,13 @@
 //! (see [`pair_name`]):
 //! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt,
 //!   pendingDeletes: [{key, deletedAt: Date|null, tentative?: true, after?: <resume
-//!   token>}], pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
+//!   token>, removes?: {updatedAt: Date, hash: long}}], pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
 //!   either collection in the config never resumes from a token that belongs to another
 //!   sync. `pendingDeletes` are the engine's deletes to that side whose echoes may follow
 //!   the token (saved with it in one write, before the deletes are sent as `tentative`,
 //!   and after they returned; `after`, when present, is the token of the change read
-//!   just before the delete was sent, which its echo follows); `pendingDeletesComplete` says the list has them all
+//!   just before the delete was sent, which its echo follows; `removes`, the version it
+//!   was about to remove, whose upsert its echo follows); `pendingDeletesComplete` says the list has them all
 //!   (missing, as written by older versions: not complete).
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   plus `quiet: true` once the engine's deletes for it are known to have removed
@@ -272,6 +273,10 @@ fn pending_array(pending: &DeleteLedger) -> Vec<Bson> {
             if let Some(t) = &p.after {
                 d.insert("after", t.0.clone());
             }
+            if let Some((u, hash)) = p.removes {
+                // The hash's bits, as MongoDB stores 64-bit integers signed.
+                d.insert("removes", doc! { "updatedAt": u, "hash": hash as i64 });
+            }
             Bson::Document(d)
         })
         .collect()
@@ -295,11 +300,20 @@ fn parse_pending(b: &Bson) -> Option<PendingDelete> {
         Some(Bson::Document(t)) => Some(ResumeToken(t.clone())),
         Some(_) => return None,
     };
+    let removes = match d.get("removes") {
+        None => None,
+        Some(Bson::Document(r)) => Some((
+            *r.get_datetime("updatedAt").ok()?,
+            r.get_i64("hash").ok()? as u64,
+        )),
+        Some(_) => return None,
+    };
     Some(PendingDelete {
         key: Key(d.get("key")?.clone()),
         deleted_at,
         tentative,
         after,
+        removes,
     })
 }
 

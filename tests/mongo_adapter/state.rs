@@ -43,6 +43,7 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
         deleted_at: t.map(at),
         tentative,
         after: None,
+        removes: None,
     };
     let list = |deletes: Vec<PendingDelete>, complete: bool| DeleteLedger { deletes, complete };
     // Nothing saved: an empty list, not known to be complete.
@@ -78,6 +79,7 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
     );
     let mut after = p("d", Some(8), true);
     after.after = Some(ResumeToken(doc! {"_data": "02"}));
+    after.removes = Some((at(6), u64::MAX - 1));
     let saved = list(vec![p("c", Some(7), false), after], true);
     state
         .save_pending_deletes(Side::Local, &saved)
