@@ -46,7 +46,10 @@ use std::time::Duration;
 use bson::DateTime;
 
 use crate::core::doc::{content_hash, updated_at};
-use crate::core::types::{ChangeKind, DeleteLedger, Key, PendingDelete, ResumeToken, Side, Write};
+use crate::core::queue::EntryDelete;
+use crate::core::types::{
+    ChangeKind, DeleteLedger, Key, PendingDelete, RemovedVersion, ResumeToken, Side, Write,
+};
 
 /// Default number of remembered writes.
 pub(crate) const ECHO_CAPACITY: usize = 100_000;
@@ -81,8 +84,8 @@ struct Ledgered {
     seeded: bool,
     /// Where its echo comes.
     after: After,
-    /// `updatedAt` and content hash of the version it was about to remove.
-    removes: Option<(DateTime, u64)>,
+    /// The version it was about to remove.
+    removes: Option<RemovedVersion>,
 }
 
 impl Ledgered {
@@ -156,10 +159,8 @@ struct Expected {
 /// removed an older version, and the key was re-created since).
 #[derive(Debug, Clone, Copy)]
 struct Removes {
-    /// Its `updatedAt`.
-    at: DateTime,
-    /// Its content hash.
-    hash: u64,
+    /// Which version.
+    version: RemovedVersion,
     /// The stream has shown it.
     shown: bool,
     /// The stream had shown the key when the delete was recorded. Otherwise the version
@@ -255,6 +256,16 @@ impl Seen {
     }
 }
 
+/// What [`EchoMemory::take_echo`] made of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Taken {
+    /// The change is the engine's own write.
+    pub(crate) echo: bool,
+    /// A delete read before this upsert and taken for an echo then was a client's (see
+    /// [`Doubted`]): the queue counts it as a client delete coalesced before the upsert.
+    pub(crate) client_delete_before: Option<EntryDelete>,
+}
+
 /// Recent engine writes by (target side, key).
 #[derive(Debug)]
 pub(crate) struct EchoMemory {
@@ -289,8 +300,6 @@ pub(crate) struct EchoMemory {
     recent: HashMap<(Side, Key), Vec<DateTime>>,
     /// Order in which keys entered `recent`.
     recent_order: VecDeque<(Side, Key)>,
-    /// A doubted delete just found to be a client's (see [`Self::take_revealed`]).
-    revealed: Option<(DateTime, Option<DateTime>)>,
     /// Per side: read mark and resume token of the newest change read.
     last_change: [Option<((u64, u64), ResumeToken)>; 2],
     /// Per side: read mark of the latest checkpoint this run saved.
@@ -345,7 +354,6 @@ impl EchoMemory {
             inherited_lossy: [false; 2],
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
-            revealed: None,
             last_change: [None, None],
             saved_mark: [None; 2],
             waiting: Default::default(),
@@ -358,26 +366,28 @@ impl EchoMemory {
         self.expect_write_removing(side, write, None);
     }
 
-    /// [`Self::expect_write`], for a delete known to be about to remove the version with
-    /// `updatedAt` and content hash `removes` (see [`Expected::removes`]).
+    /// [`Self::expect_write`], for a delete known to be about to remove the version
+    /// `removes` (see [`Expected::removes`]).
     pub(crate) fn expect_write_removing(
         &mut self,
         side: Side,
         write: &Write,
-        removes: Option<(DateTime, u64)>,
+        removes: Option<RemovedVersion>,
     ) {
         let echo = Echo::of_write(write);
         self.record(side, write.key(), echo);
         // When the memory has followed the key's changes, a version not shown recently
         // is one the stream has yet to show (the key changed since the latest change
         // read).
-        if let (Some((u, hash)), Echo::Deleted(_)) = (removes, echo) {
+        if let (Some(version), Echo::Deleted(_)) = (removes, echo) {
             let id = (side, write.key().clone());
-            let shown = self.recent.get(&id).map(|r| r.contains(&u));
+            let shown = self
+                .recent
+                .get(&id)
+                .map(|r| r.contains(&version.updated_at));
             if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
                 e.removes = Some(Removes {
-                    at: u,
-                    hash,
+                    version,
                     shown: shown == Some(true),
                     followed: shown.is_some(),
                 });
@@ -401,15 +411,14 @@ impl EchoMemory {
         side: Side,
         key: &Key,
         at: Option<DateTime>,
-        removes: Option<(DateTime, u64)>,
+        removes: Option<RemovedVersion>,
     ) {
         self.record(side, key, Echo::Deleted(at));
-        if let Some((u, hash)) = removes {
+        if let Some(version) = removes {
             let e = self.entries.get_mut(&(side, key.clone()));
             if let Some(e) = e.and_then(|k| k.pending.last_mut()) {
                 e.removes = Some(Removes {
-                    at: u,
-                    hash,
+                    version,
                     shown: false,
                     followed: false,
                 });
@@ -494,14 +503,6 @@ impl EchoMemory {
             }
             None => self.lossy[i] = true,
         }
-    }
-
-    /// After [`Self::take_echo`] of an upsert: a delete read before it and taken for an
-    /// echo turned out to be a client's (see [`Doubted`]); its server time and the
-    /// `updatedAt` of the version the stream showed before it, for the queue to count
-    /// it as a client delete coalesced before the upsert.
-    pub(crate) fn take_revealed(&mut self) -> Option<(DateTime, Option<DateTime>)> {
-        self.revealed.take()
     }
 
     /// Mark the oldest unread ledger entry of a delete at `at` read at `mark`.
@@ -841,12 +842,12 @@ impl EchoMemory {
         kind: &ChangeKind,
         at: DateTime,
         mark: (u64, u64),
-    ) -> bool {
+    ) -> Taken {
         let last = &mut self.last_read[side_ix(side)];
         *last = (*last).max(Some(at));
         self.note_read(side, key, kind);
         let Some(k) = self.entries.get_mut(&(side, key.clone())) else {
-            return false;
+            return Taken::default();
         };
         let mut doubted = None;
         let shown_before = match k.seen {
@@ -859,7 +860,7 @@ impl EchoMemory {
                 for e in &mut k.pending {
                     e.after_upsert = false;
                     if let (Some(r), Some(u)) = (&mut e.removes, u) {
-                        r.shown |= r.at == u;
+                        r.shown |= r.version.updated_at == u;
                     }
                 }
                 // The very version removed (another document with its `updatedAt`, say
@@ -867,7 +868,7 @@ impl EchoMemory {
                 let h = content_hash(d);
                 doubted = k
                     .doubted
-                    .filter(|x| x.expected.removes.is_some_and(|r| r.hash == h));
+                    .filter(|x| x.expected.removes.is_some_and(|r| r.version.hash == h));
                 Seen::Doc(u)
             }
             ChangeKind::Delete => {
@@ -890,8 +891,13 @@ impl EchoMemory {
             if let Echo::Deleted(w @ Some(_)) = restored.echo {
                 self.ledger_unread(side, key, w, d.mark);
             }
-            self.revealed = Some((d.at, d.removed));
-            return false;
+            return Taken {
+                echo: false,
+                client_delete_before: Some(EntryDelete {
+                    at: d.at,
+                    removed: d.removed,
+                }),
+            };
         }
         match found {
             Some(i) => {
@@ -932,9 +938,12 @@ impl EchoMemory {
                         self.ledger_read(side, key, w, mark);
                     }
                 }
-                true
+                Taken {
+                    echo: true,
+                    client_delete_before: None,
+                }
             }
-            None => false,
+            None => Taken::default(),
         }
     }
 }
@@ -947,6 +956,20 @@ mod tests {
     const NO_SKEW: Duration = Duration::ZERO;
     /// A read mark for tests that do not look at the ledger.
     const M: (u64, u64) = (0, 0);
+
+    impl EchoMemory {
+        /// [`Self::take_echo`], for checks of whether the change was the engine's write.
+        fn is_echo(
+            &mut self,
+            side: Side,
+            key: &Key,
+            kind: &ChangeKind,
+            at: DateTime,
+            mark: (u64, u64),
+        ) -> bool {
+            self.take_echo(side, key, kind, at, mark).echo
+        }
+    }
 
     fn t(ms: i64) -> DateTime {
         DateTime::from_millis(ms)
@@ -964,14 +987,14 @@ mod tests {
         let up = ChangeKind::Upsert(d.clone());
         m.record(Side::Cloud, &k, upsert(&d));
         m.record(Side::Cloud, &k, Echo::Deleted(None));
-        assert!(!m.take_echo(Side::Local, &k, &up, t(0), M));
-        assert!(m.take_echo(Side::Cloud, &k, &up, t(0), M));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M));
+        assert!(!m.is_echo(Side::Local, &k, &up, t(0), M));
+        assert!(m.is_echo(Side::Cloud, &k, &up, t(0), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M));
         assert!(
-            !m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M),
+            !m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M),
             "consumed"
         );
-        assert!(!m.take_echo(Side::Cloud, &k, &up, t(0), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &up, t(0), M));
     }
 
     #[test]
@@ -982,10 +1005,10 @@ mod tests {
         m.record(Side::Local, &k, Echo::Deleted(None));
         m.forget(Side::Local, &k, Echo::Deleted(None));
         assert!(
-            m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M),
+            m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M),
             "the applied one still echoes"
         );
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M));
     }
 
     #[test]
@@ -995,10 +1018,10 @@ mod tests {
         // The engine propagates a delete made at 10 s; a client delete of the same key
         // made at 9 s (before the propagated one) is still unread in the stream.
         m.record(Side::Local, &k, Echo::Deleted(Some(t(10_000))));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000), M));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000), M));
         // Within the allowed skew of the other server's clock, it is the echo.
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600), M));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000), M));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600), M));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(12_000), M));
     }
 
     #[test]
@@ -1008,17 +1031,17 @@ mod tests {
         let other = Key(2.into());
         // A change stamped 10 s has been read from local when the engine records its
         // delete propagating one made at 6 s.
-        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000), M));
+        assert!(!m.is_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000), M));
         m.record(Side::Local, &k, Echo::Deleted(Some(t(6_000))));
         // A client's delete at 7 s, made before that change, is read next: not the echo.
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000), M));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000), M));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
         // Changes read from the other side do not move this side's bound.
         let up = ChangeKind::Upsert(doc! {"_id": 1});
-        assert!(!m.take_echo(Side::Local, &k, &up, t(15_000), M));
+        assert!(!m.is_echo(Side::Local, &k, &up, t(15_000), M));
         m.record(Side::Local, &k, Echo::Deleted(None));
-        assert!(!m.take_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000), M));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(16_000), M));
+        assert!(!m.is_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000), M));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(16_000), M));
     }
 
     #[test]
@@ -1030,20 +1053,20 @@ mod tests {
         // The engine's copy (version 3 s) came back; then it propagates a delete of
         // everything not newer than 2 s, which cannot remove that copy.
         m.record(Side::Cloud, &k, upsert(&copy));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(copy), t(3_000), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(copy), t(3_000), M));
         m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
         // A client deleted the copy (3 s) and wrote version 1 s before the engine's
         // delete removed it: the first delete is the client's.
-        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(3_000), M));
-        assert!(!m.take_echo(Side::Cloud, &k, &up(1_000), t(3_000), M));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(9_000), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(3_000), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &up(1_000), t(3_000), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(9_000), M));
         // After a version the delete can remove (1 s), its echo may come at once.
-        assert!(!m.take_echo(Side::Cloud, &k, &up(1_000), t(9_500), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &up(1_000), t(9_500), M));
         m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(10_000), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(10_000), M));
         // After a delete, only a re-created document can be removed.
         m.record(Side::Cloud, &k, Echo::Deleted(None));
-        assert!(!m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(11_000), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(11_000), M));
     }
 
     #[test]
@@ -1065,7 +1088,7 @@ mod tests {
         );
         assert!(!m.overwritten_after(Side::Local, &k, 0, 4), "another side");
         // Still known once the echo came back.
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Upsert(d), t(0), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(d), t(0), M));
         assert!(m.overwritten_after(Side::Cloud, &k, 0, 4));
         // A key the memory does not follow has no mark.
         let other = Key(2.into());
@@ -1113,7 +1136,7 @@ mod tests {
         );
         assert!(!m.ledger_grew(Side::Cloud), "taken for saving");
         // Key 1's echo is read at seq 7 (generation 0), before its write returned.
-        assert!(m.take_echo(Side::Cloud, &k1, &ChangeKind::Delete, t(6), (0, 7)));
+        assert!(m.is_echo(Side::Cloud, &k1, &ChangeKind::Delete, t(6), (0, 7)));
         // Keys 1 and 2 removed a document; key 3's write found nothing (no echo).
         m.ledger_applied(Side::Cloud, &k1, Some(t(5)));
         m.ledger_applied(Side::Cloud, &k2, Some(t(5)));
@@ -1177,8 +1200,8 @@ mod tests {
         assert!(m.pending_deletes(Side::Local, None).complete);
         // Key 1's echo is replayed: recognised, from any time after the delete. A
         // tentative entry is never taken for an echo.
-        assert!(m.take_echo(Side::Local, &k1, &ChangeKind::Delete, t(50), (0, 0)));
-        assert!(!m.take_echo(Side::Local, &k3, &ChangeKind::Delete, t(50), (0, 1)));
+        assert!(m.is_echo(Side::Local, &k1, &ChangeKind::Delete, t(50), (0, 0)));
+        assert!(!m.is_echo(Side::Local, &k3, &ChangeKind::Delete, t(50), (0, 1)));
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Local, Some((0, 2)))),
             [(2, Some(5), false), (3, Some(5), true)],
@@ -1187,7 +1210,7 @@ mod tests {
         m.drop_seeded(Side::Local);
         assert!(!m.unsure(Side::Local, &k3));
         // Key 2's never came: a later delete is a client's.
-        assert!(!m.take_echo(Side::Local, &k2, &ChangeKind::Delete, t(60), (0, 1)));
+        assert!(!m.is_echo(Side::Local, &k2, &ChangeKind::Delete, t(60), (0, 1)));
         assert_eq!(
             keys_of(&m.pending_deletes(Side::Local, Some((0, 0)))),
             [(1, Some(5), false)],
@@ -1211,7 +1234,7 @@ mod tests {
         };
         // Nothing read yet: its echo may come anywhere after the checkpoint.
         m.expect_write(Side::Cloud, &delete(1, 5));
-        assert!(!m.take_echo(Side::Cloud, &k2, &ChangeKind::Delete, t(6), (0, 0)));
+        assert!(!m.is_echo(Side::Cloud, &k2, &ChangeKind::Delete, t(6), (0, 0)));
         m.read_change(Side::Cloud, (0, 0), &tok(7));
         m.expect_write(Side::Cloud, &delete(2, 5));
         let after = |l: DeleteLedger| -> Vec<_> {
@@ -1252,17 +1275,17 @@ mod tests {
         );
         // The replay shows the client delete the engine's delete propagated, then the
         // change read before the engine's delete was sent, then the echo.
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(5), (0, 0)));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(5), (0, 0)));
         m.read_change(Side::Local, (0, 0), &tok(2));
         let other = Key(9.into());
-        assert!(!m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(6), (0, 1)));
+        assert!(!m.is_echo(Side::Local, &other, &ChangeKind::Delete, t(6), (0, 1)));
         m.read_change(Side::Local, (0, 1), &tok(3));
         assert_eq!(
             m.pending_deletes(Side::Local, None).deletes,
             [p],
             "saved as it was until the checkpoint passes that change"
         );
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), (0, 2)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(7), (0, 2)));
         m.read_change(Side::Local, (0, 2), &tok(4));
         m.checkpoint_saved(Side::Local, (0, 3));
         assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
@@ -1278,7 +1301,7 @@ mod tests {
         );
         m.drop_seeded(Side::Local);
         assert!(m.pending_deletes(Side::Local, None).deletes.is_empty());
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), (0, 3)));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9), (0, 3)));
     }
 
     #[test]
@@ -1299,11 +1322,12 @@ mod tests {
         );
         // The replay shows a client's delete, then the version the engine's delete
         // removed, then the echo.
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(6), (0, 0)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(6), (0, 0)));
         let removed = ChangeKind::Upsert(doc! {"_id": 1, "u": t(3)});
-        assert!(!m.take_echo(Side::Local, &k, &removed, t(7), (0, 1)));
-        assert_eq!(m.take_revealed(), Some((t(6), None)));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(8), (0, 2)));
+        let taken = m.take_echo(Side::Local, &k, &removed, t(7), (0, 1));
+        assert!(!taken.echo);
+        assert_eq!(taken.client_delete_before, Some(client_delete(6)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(8), (0, 2)));
     }
 
     #[test]
@@ -1362,9 +1386,21 @@ mod tests {
         );
     }
 
+    /// A client delete at `t(at)` uncovered before an upsert of the version it did not
+    /// remove (the stream had not shown the key before it).
+    fn client_delete(at: i64) -> EntryDelete {
+        EntryDelete {
+            at: t(at),
+            removed: None,
+        }
+    }
+
     /// What a delete removes: `{_id: key, u: t(u)}`.
-    fn removing(key: i32, u: i64) -> Option<(DateTime, u64)> {
-        Some((t(u), content_hash(&doc! {"_id": key, "u": t(u)})))
+    fn removing(key: i32, u: i64) -> Option<RemovedVersion> {
+        Some(RemovedVersion {
+            updated_at: t(u),
+            hash: content_hash(&doc! {"_id": key, "u": t(u)}),
+        })
     }
 
     #[test]
@@ -1376,34 +1412,34 @@ mod tests {
             key: k.clone(),
             deleted_at: t(w),
         };
-        assert!(!m.take_echo(Side::Local, &k, &up(0), t(0), M));
+        assert!(!m.is_echo(Side::Local, &k, &up(0), t(0), M));
         // The engine deletes version t1, which the stream has not shown yet (a client
         // deleted t0 and re-created the key, both unread): the client's delete, read
         // first, is not the echo, even at the propagated time.
         m.expect_write_removing(Side::Local, &del(7), removing(1, 1));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), M));
-        assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), M));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(8), M));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(7), M));
+        assert!(!m.is_echo(Side::Local, &k, &up(1), t(8), M));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(8), M));
         // A version already shown: the next delete is the echo.
-        assert!(!m.take_echo(Side::Local, &k, &up(2), t(9), M));
+        assert!(!m.is_echo(Side::Local, &k, &up(2), t(9), M));
         m.expect_write_removing(Side::Local, &del(9), removing(1, 2));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), M));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9), M));
         // A key whose changes were never read: nothing to go by, any delete matches.
         let w = Write::DeleteIfNotNewer {
             key: other.clone(),
             deleted_at: t(7),
         };
         m.expect_write_removing(Side::Local, &w, removing(2, 1));
-        assert!(m.take_echo(Side::Local, &other, &ChangeKind::Delete, t(10), M));
+        assert!(m.is_echo(Side::Local, &other, &ChangeKind::Delete, t(10), M));
         // A fresh stream forgets what the old one showed.
-        assert!(!m.take_echo(Side::Cloud, &k, &up(3), t(3), M));
+        assert!(!m.is_echo(Side::Cloud, &k, &up(3), t(3), M));
         m.clear_ledger(Side::Cloud);
         let w = Write::DeleteIfNotNewer {
             key: k.clone(),
             deleted_at: t(7),
         };
         m.expect_write_removing(Side::Cloud, &w, removing(1, 3));
-        assert!(m.take_echo(Side::Cloud, &k, &ChangeKind::Delete, t(7), M));
+        assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(7), M));
     }
 
     #[test]
@@ -1419,18 +1455,18 @@ mod tests {
         // The stream has shown nothing of the key: the delete read first is taken for
         // the echo of the engine's delete of t1...
         m.expect_write_removing(Side::Local, &del, removing(1, 1));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(7), mark(0)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(7), mark(0)));
         // ...until t1's upsert follows it: it was a client's, deleting an older version,
         // and the echo is still to come (and still ledgered).
-        assert!(!m.take_echo(Side::Local, &k, &up(1), t(8), mark(1)));
-        assert_eq!(m.take_revealed(), Some((t(7), None)), "for the queue");
-        assert_eq!(m.take_revealed(), None);
+        let taken = m.take_echo(Side::Local, &k, &up(1), t(8), mark(1));
+        assert!(!taken.echo);
+        assert_eq!(taken.client_delete_before, Some(client_delete(7)));
         assert_eq!(
             m.pending_deletes(Side::Local, Some(mark(2))).deletes.len(),
             1
         );
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(9), mark(2)));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(10), mark(3)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9), mark(2)));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(10), mark(3)));
         assert!(m
             .pending_deletes(Side::Local, Some(mark(3)))
             .deletes
@@ -1444,16 +1480,16 @@ mod tests {
             deleted_at: t(7),
         };
         m.expect_write_removing(Side::Local, &del, removing(2, 1));
-        assert!(m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(11), mark(4)));
+        assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(11), mark(4)));
         // Another document with the removed version's `updatedAt` (a client re-creating
         // the key at that time) is not that version.
         let other = ChangeKind::Upsert(doc! {"_id": 2, "u": t(1), "by": "client"});
-        assert!(!m.take_echo(Side::Local, &k, &other, t(11), mark(4)));
-        assert_eq!(m.take_revealed(), None);
-        assert!(!m.take_echo(Side::Local, &k, &up(2), t(12), mark(5)));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(13), mark(6)));
-        assert!(!m.take_echo(Side::Local, &k, &up(1), t(14), mark(7)));
-        assert!(!m.take_echo(Side::Local, &k, &ChangeKind::Delete, t(15), mark(8)));
+        let taken = m.take_echo(Side::Local, &k, &other, t(11), mark(4));
+        assert_eq!(taken, Taken::default());
+        assert!(!m.is_echo(Side::Local, &k, &up(2), t(12), mark(5)));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(13), mark(6)));
+        assert!(!m.is_echo(Side::Local, &k, &up(1), t(14), mark(7)));
+        assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(15), mark(8)));
     }
 
     #[test]
@@ -1464,7 +1500,7 @@ mod tests {
         }
         assert_eq!(m.entries.len(), 2);
         assert!(m.evicted_any());
-        assert!(m.take_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0), M));
-        assert!(!m.take_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0), M));
+        assert!(m.is_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0), M));
+        assert!(!m.is_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0), M));
     }
 }

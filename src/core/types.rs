@@ -271,11 +271,20 @@ pub struct PendingDelete {
     /// echo). `None`: anywhere after the checkpoint (that change is not after it, or
     /// nothing was read).
     pub after: Option<ResumeToken>,
-    /// `updatedAt` and content hash ([`crate::core::doc::content_hash`]) of the version
-    /// the delete was about to remove, when it was read: the echo comes after that
-    /// version's upsert, so a replay that shows it after a delete taken for the echo
-    /// knows that delete was a client's.
-    pub removes: Option<(DateTime, u64)>,
+    /// The version the delete was about to remove, when it was read: the echo comes
+    /// after that version's upsert, so a replay that shows it after a delete taken for
+    /// the echo knows that delete was a client's.
+    pub removes: Option<RemovedVersion>,
+}
+
+/// The version of a document a delete of the engine is about to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovedVersion {
+    /// Its `updatedAt`.
+    pub updated_at: DateTime,
+    /// Its content hash ([`crate::core::doc::content_hash`]): another document with
+    /// the same `updatedAt` (a client re-creating the key at that time) is not it.
+    pub hash: u64,
 }
 
 /// A side's pending deletes as saved with its checkpoint.

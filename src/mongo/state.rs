@@ -31,7 +31,9 @@ use mongodb::{Client, Collection, Database};
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::StateStore;
-use crate::core::types::{DeleteLedger, Key, PendingDelete, ResumeToken, Side, Tombstone};
+use crate::core::types::{
+    DeleteLedger, Key, PendingDelete, RemovedVersion, ResumeToken, Side, Tombstone,
+};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
 use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 use crate::mongo::scan_filter::after_filter;
@@ -273,9 +275,10 @@ fn pending_array(pending: &DeleteLedger) -> Vec<Bson> {
             if let Some(t) = &p.after {
                 d.insert("after", t.0.clone());
             }
-            if let Some((u, hash)) = p.removes {
+            if let Some(r) = p.removes {
                 // The hash's bits, as MongoDB stores 64-bit integers signed.
-                d.insert("removes", doc! { "updatedAt": u, "hash": hash as i64 });
+                let hash = r.hash as i64;
+                d.insert("removes", doc! { "updatedAt": r.updated_at, "hash": hash });
             }
             Bson::Document(d)
         })
@@ -302,10 +305,10 @@ fn parse_pending(b: &Bson) -> Option<PendingDelete> {
     };
     let removes = match d.get("removes") {
         None => None,
-        Some(Bson::Document(r)) => Some((
-            *r.get_datetime("updatedAt").ok()?,
-            r.get_i64("hash").ok()? as u64,
-        )),
+        Some(Bson::Document(r)) => Some(RemovedVersion {
+            updated_at: *r.get_datetime("updatedAt").ok()?,
+            hash: r.get_i64("hash").ok()? as u64,
+        }),
         Some(_) => return None,
     };
     Some(PendingDelete {

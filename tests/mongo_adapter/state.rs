@@ -79,7 +79,10 @@ async fn pending_deletes_are_kept_with_the_checkpoint() {
     );
     let mut after = p("d", Some(8), true);
     after.after = Some(ResumeToken(doc! {"_data": "02"}));
-    after.removes = Some((at(6), u64::MAX - 1));
+    after.removes = Some(RemovedVersion {
+        updated_at: at(6),
+        hash: u64::MAX - 1,
+    });
     let saved = list(vec![p("c", Some(7), false), after], true);
     state
         .save_pending_deletes(Side::Local, &saved)

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::shared::{backoff, ix, lock, retry, Shared, Stop};
 use super::{run_reconcile, StreamState};
 use crate::core::error::StoreError;
-use crate::core::queue::{EntryDelete, QueuedEvent};
+use crate::core::queue::QueuedEvent;
 use crate::core::store::ChangeStream;
 use crate::core::types::{ResumeToken, Side, StreamItem};
 
@@ -210,7 +210,7 @@ async fn stream_loop(
                 // A change may be the echo of a delete the memory does not know: one of
                 // the previous run's that its saved ledger does not list for sure, or
                 // one of an unknown key after the memory evicted keys.
-                let (engine_write, echo_unknown, replayed, revealed) = {
+                let (taken, echo_unknown, replayed) = {
                     let mut echo = lock(&sh.echo);
                     let known = echo.knows(side, &ev.key);
                     let replaying = *replay == Replay::Possible;
@@ -218,8 +218,9 @@ async fn stream_loop(
                         (replaying && echo.unsure(side, &ev.key)) || (!known && echo.evicted_any());
                     let taken = echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq));
                     echo.read_change(side, (gen, seq), &position);
-                    (taken, unknown, replaying && !known, echo.take_revealed())
+                    (taken, unknown, replaying && !known)
                 };
+                let engine_write = taken.echo;
                 tracing::debug!(
                     %side,
                     key = %ev.key,
@@ -236,9 +237,9 @@ async fn stream_loop(
                 queued.engine_write = engine_write;
                 queued.echo_unknown = echo_unknown;
                 queued.replayed = replayed;
-                if let Some((at, removed)) = revealed {
+                if let Some(d) = taken.client_delete_before {
                     // A delete taken for an echo earlier was a client's.
-                    queued.max_delete = Some(EntryDelete { at, removed });
+                    queued.max_delete = Some(d);
                     queued.client_before = true;
                 }
                 let pushed = tokio::select! {

@@ -44,7 +44,9 @@ use crate::core::echo::Echo;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::StateStore;
 use crate::core::synced::SyncChanges;
-use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write, WriteOutcome};
+use crate::core::types::{
+    ChangeKind, Key, Mode, RemovedVersion, Side, Tombstone, Write, WriteOutcome,
+};
 
 /// Why a write is made (drives what its outcome means).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,8 +357,13 @@ fn expect_echoes(sh: &Shared, plans: &Plans<'_>, found: Option<&Found>) -> Marks
             let removes = match (w, found) {
                 (Write::DeleteIfNotNewer { key, deleted_at }, Some(f)) => f[ix(side)]
                     .get(key)
-                    .and_then(|d| Some((updated_at(d, field)?, content_hash(d))))
-                    .filter(|(u, _)| u <= deleted_at),
+                    .and_then(|d| {
+                        Some(RemovedVersion {
+                            updated_at: updated_at(d, field)?,
+                            hash: content_hash(d),
+                        })
+                    })
+                    .filter(|r| r.updated_at <= *deleted_at),
                 _ => None,
             };
             echo.expect_write_removing(side, w, removes);
