@@ -86,6 +86,19 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             "≥ 0.5 (goal 0.8)",
             judge_ratio(ratio, Goal::AtLeast(0.5)),
         );
+        r.figure(
+            "2d",
+            "delete drain (saturated)",
+            format!(
+                "daemon drains {:.0} deletes/s vs raw batched deletes {:.0}/s → ratio {:.2} (upserts saturated: {:.2})",
+                t.saturated_deletes,
+                t.raw_deletes,
+                t.saturated_deletes / t.raw_deletes,
+                t.saturated / t.raw
+            ),
+            "information",
+            Verdict::Info,
+        );
         if !t.backlog.is_empty() {
             if let Err(e) = plot::backlog(
                 &cli.out.join("throughput_backlog.svg"),

@@ -3,6 +3,11 @@
 //! confirmations at fixed offered rates below it, stepping down, until one where the
 //! backlog does not grow.
 //! Ratio = confirmed sustained rate ÷ raw rate.
+//!
+//! Figure 2d (information): the same for deletes, saturated only: the raw batched
+//! delete rate of a plain client, and the rate at which the daemon drains deletes of
+//! the documents it copied (each batch of deletes costs the engine more than plain
+//! deletes: it reads what they will remove and saves its delete ledger around them).
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +37,10 @@ pub struct Throughput {
     pub sustained: f64,
     /// Backlog samples of the accepted confirmation run: `(s, documents behind)`.
     pub backlog: Vec<(f64, f64)>,
+    /// Raw batched deletes per second (plain client, the documents of `raw`).
+    pub raw_deletes: f64,
+    /// Deletes per second the daemon drained when saturated.
+    pub saturated_deletes: f64,
 }
 
 /// Upserts `n` documents in batches of [`BATCH`] with one plain client; returns docs/s.
@@ -51,6 +60,26 @@ pub async fn raw_upsert_rate(db: &Database, n: usize) -> anyhow::Result<f64> {
         db.run_command(doc! { "update": coll.name(), "updates": updates, "ordered": false })
             .await?;
     }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Deletes the `n` documents [`raw_upsert_rate`] wrote, in batches of [`BATCH`] with
+/// one plain client; returns docs/s.
+pub async fn raw_delete_rate(db: &Database, n: usize) -> anyhow::Result<f64> {
+    let coll = db.collection::<Document>("raw_upserts");
+    let start = Instant::now();
+    for chunk in (0..n as i64).collect::<Vec<_>>().chunks(BATCH) {
+        let deletes: Vec<Bson> = chunk
+            .iter()
+            .map(|&i| Bson::Document(doc! { "q": { "_id": i }, "limit": 1 }))
+            .collect();
+        db.run_command(doc! { "delete": coll.name(), "deletes": deletes, "ordered": false })
+            .await?;
+    }
+    anyhow::ensure!(
+        coll.estimated_document_count().await? == 0,
+        "raw deletes left documents behind"
+    );
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -134,6 +163,7 @@ pub async fn run(
 ) -> anyhow::Result<Throughput> {
     let raw_db_name = ctx.db("raw");
     let raw = raw_upsert_rate(&ctx.client.database(&raw_db_name), n).await?;
+    let raw_deletes = raw_delete_rate(&ctx.client.database(&raw_db_name), n).await?;
     ctx.drop_db(&raw_db_name).await;
 
     let db_name = ctx.db("tp");
@@ -174,6 +204,27 @@ pub async fn run(
         }
         rate *= CONFIRM_STEP;
     }
+
+    // Deletes: the first `n` documents, as fast as the client can, on local.
+    let start = Instant::now();
+    for from in (0..n as i64).step_by(BATCH) {
+        let ids: Vec<i64> = (from..(from + BATCH as i64).min(n as i64)).collect();
+        local.delete_many(doc! { "_id": { "$in": ids } }).await?;
+    }
+    let left = (base - n as i64).max(0) as u64;
+    let limit = Duration::from_secs(300);
+    let t0 = Instant::now();
+    let done = loop {
+        if cloud_count(&cloud).await? <= left {
+            break Instant::now();
+        }
+        anyhow::ensure!(
+            t0.elapsed() < limit,
+            "daemon did not propagate {n} deletes within 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let saturated_deletes = n as f64 / done.duration_since(start).as_secs_f64();
     daemon.stop().await?;
     ctx.drop_db(&db_name).await;
     ctx.drop_db(&format!("{db_name}_state")).await;
@@ -186,5 +237,7 @@ pub async fn run(
         saturated,
         sustained,
         backlog,
+        raw_deletes,
+        saturated_deletes,
     })
 }
