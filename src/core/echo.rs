@@ -216,6 +216,8 @@ const PER_KEY: usize = 4;
 struct KeyEchoes {
     /// Writes whose echo has not come back yet, oldest first.
     pending: Vec<Expected>,
+    /// Its latest place in [`EchoMemory::order`] (earlier places there are stale).
+    stamp: u64,
     /// The target side's read mark (gen, next seq) when the latest write that changed
     /// the document was recorded.
     applied: Option<(u64, u64)>,
@@ -224,8 +226,9 @@ struct KeyEchoes {
     /// `updatedAt` of the version the engine's latest write here copied from a client of
     /// the other side (see [`EchoMemory::copied_client_version`]).
     client_copy: Option<DateTime>,
-    /// The latest delete taken for an echo, while it is in doubt.
-    doubted: Option<Doubted>,
+    /// The latest delete taken for an echo, while it is in doubt. Rare, and this
+    /// struct is kept for up to [`ECHO_CAPACITY`] keys: boxed.
+    doubted: Option<Box<Doubted>>,
 }
 
 /// Upserts remembered per key in [`EchoMemory::recent`].
@@ -271,8 +274,13 @@ pub(crate) struct Taken {
 pub(crate) struct EchoMemory {
     /// What is remembered per (side, key).
     entries: HashMap<(Side, Key), KeyEchoes>,
-    /// Insertion order for eviction.
-    order: VecDeque<(Side, Key)>,
+    /// Eviction order: a key is (re)queued with a new stamp when a write is recorded
+    /// while nothing of it is pending; places whose stamp is no longer the key's are
+    /// stale, skipped and compacted away (so this stays within a small multiple of
+    /// `entries`, however often the same keys are written).
+    order: VecDeque<(u64, Side, Key)>,
+    /// Stamp of the next place in `order`.
+    next_stamp: u64,
     /// Maximum (side, key) entries.
     capacity: usize,
     /// Allowed clock difference between the two servers (see the module docs).
@@ -343,6 +351,7 @@ impl EchoMemory {
             field: field.to_string(),
             entries: HashMap::new(),
             order: VecDeque::new(),
+            next_stamp: 0,
             capacity: capacity.max(1),
             skew,
             last_read: [None; 2],
@@ -697,9 +706,8 @@ impl EchoMemory {
     /// the reader can recognise the echo whenever it arrives; [`Self::forget`] it if the
     /// write changed nothing).
     pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
-        let id = (side, key.clone());
         let not_before = self.last_read[side_ix(side)];
-        let k = self.entries.entry(id.clone()).or_default();
+        let k = self.entries.entry((side, key.clone())).or_default();
         let after_upsert = match echo {
             Echo::Deleted(w) => k.seen.is_some_and(|s| s.spares(w)),
             Echo::Doc(_) => false,
@@ -707,7 +715,13 @@ impl EchoMemory {
         k.client_copy = None;
         let list = &mut k.pending;
         if list.is_empty() {
-            self.order.push_back(id);
+            k.stamp = self.next_stamp;
+            self.next_stamp += 1;
+            self.order.push_back((k.stamp, side, key.clone()));
+        }
+        if list.capacity() == 0 {
+            // Usually the only one: up to `ECHO_CAPACITY` keys keep this allocation.
+            list.reserve_exact(1);
         }
         list.push(Expected {
             echo,
@@ -726,7 +740,11 @@ impl EchoMemory {
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
-                Some(old) => {
+                Some((stamp, side, key)) => {
+                    let old = (side, key);
+                    if self.entries.get(&old).is_none_or(|k| k.stamp != stamp) {
+                        continue; // stale: the key was queued again since
+                    }
                     self.entries.remove(&old);
                     self.evicted = true;
                     // Its echo can no longer be recognised here either.
@@ -739,6 +757,14 @@ impl EchoMemory {
                 }
                 None => break,
             }
+        }
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order.retain(|(stamp, side, key)| {
+                entries
+                    .get(&(*side, key.clone()))
+                    .is_some_and(|k| k.stamp == *stamp)
+            });
         }
     }
 
@@ -868,7 +894,9 @@ impl EchoMemory {
                 let h = content_hash(d);
                 doubted = k
                     .doubted
-                    .filter(|x| x.expected.removes.is_some_and(|r| r.version.hash == h));
+                    .as_deref()
+                    .filter(|x| x.expected.removes.is_some_and(|r| r.version.hash == h))
+                    .copied();
                 Seen::Doc(u)
             }
             ChangeKind::Delete => {
@@ -903,15 +931,14 @@ impl EchoMemory {
             Some(i) => {
                 if !matches!(kind, ChangeKind::Upsert(_)) {
                     let e = list[i];
-                    k.doubted = e
-                        .removes
-                        .is_some_and(|r| !r.followed && !r.shown)
-                        .then_some(Doubted {
+                    k.doubted = e.removes.is_some_and(|r| !r.followed && !r.shown).then(|| {
+                        Box::new(Doubted {
                             expected: e,
                             mark,
                             at,
                             removed: shown_before,
-                        });
+                        })
+                    });
                 }
                 // The writes before it changed nothing, or their echoes were missed. An
                 // upsert echo leaves the expected deletes before it: it may be the echo
@@ -1502,5 +1529,43 @@ mod tests {
         assert!(m.evicted_any());
         assert!(m.is_echo(Side::Local, &Key(4.into()), &ChangeKind::Delete, t(0), M));
         assert!(!m.is_echo(Side::Local, &Key(0.into()), &ChangeKind::Delete, t(0), M));
+    }
+
+    /// Regression: every write recorded after the key's previous echo had come back
+    /// queued the key for eviction again, and the queue was only ever shortened by
+    /// evictions: with fewer keys than the capacity it grew by one place per write, for
+    /// as long as the daemon ran (and a stale place evicted a key written since).
+    #[test]
+    fn rewriting_the_same_keys_keeps_the_eviction_order_bounded() {
+        let mut m = EchoMemory::new(1_000, NO_SKEW, "u");
+        for i in 0..20_000 {
+            for key in [1, 2] {
+                let d = doc! {"_id": key, "v": i};
+                m.record(Side::Cloud, &Key(key.into()), upsert(&d));
+                let echo = ChangeKind::Upsert(d);
+                assert!(m.is_echo(Side::Cloud, &Key(key.into()), &echo, t(0), M));
+            }
+        }
+        assert_eq!(m.entries.len(), 2);
+        assert!(m.order.len() <= 2 * 2 + 64, "{} places", m.order.len());
+        assert!(!m.evicted_any());
+    }
+
+    /// The least recently (re)queued key is evicted, not one written again since.
+    #[test]
+    fn eviction_skips_keys_written_again() {
+        let mut m = EchoMemory::new(2, NO_SKEW, "u");
+        let key = |i: i32| Key(i.into());
+        let d = |i: i32, v: i32| doc! {"_id": i, "v": v};
+        m.record(Side::Local, &key(1), upsert(&d(1, 1)));
+        m.record(Side::Local, &key(2), upsert(&d(2, 1)));
+        // Key 1's echo comes back, then it is written again: now the newest.
+        let echo = ChangeKind::Upsert(d(1, 1));
+        assert!(m.is_echo(Side::Local, &key(1), &echo, t(0), M));
+        m.record(Side::Local, &key(1), upsert(&d(1, 2)));
+        m.record(Side::Local, &key(3), upsert(&d(3, 1)));
+        assert!(m.knows(Side::Local, &key(1)), "written again: kept");
+        assert!(!m.knows(Side::Local, &key(2)), "the oldest: evicted");
+        assert!(m.knows(Side::Local, &key(3)));
     }
 }
