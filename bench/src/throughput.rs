@@ -104,9 +104,19 @@ async fn wait_count(
     n: u64,
     limit: Duration,
 ) -> anyhow::Result<Option<Instant>> {
+    wait_until_count(cloud, |c| c >= n, limit).await
+}
+
+/// Waits until cloud's document count satisfies `done`; returns when (or `None` after
+/// `limit`).
+async fn wait_until_count(
+    cloud: &Collection<Document>,
+    done: impl Fn(u64) -> bool,
+    limit: Duration,
+) -> anyhow::Result<Option<Instant>> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if cloud_count(cloud).await? >= n {
+        if done(cloud_count(cloud).await?) {
             return Ok(Some(Instant::now()));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -212,18 +222,9 @@ pub async fn run(
         local.delete_many(doc! { "_id": { "$in": ids } }).await?;
     }
     let left = (base - n as i64).max(0) as u64;
-    let limit = Duration::from_secs(300);
-    let t0 = Instant::now();
-    let done = loop {
-        if cloud_count(&cloud).await? <= left {
-            break Instant::now();
-        }
-        anyhow::ensure!(
-            t0.elapsed() < limit,
-            "daemon did not propagate {n} deletes within 300 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let done = wait_until_count(&cloud, |c| c <= left, Duration::from_secs(300))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("daemon did not propagate {n} deletes within 300 s"))?;
     let saturated_deletes = n as f64 / done.duration_since(start).as_secs_f64();
     daemon.stop().await?;
     ctx.drop_db(&db_name).await;

@@ -383,32 +383,24 @@ impl EchoMemory {
         write: &Write,
         removes: Option<RemovedVersion>,
     ) {
-        let echo = Echo::of_write(write);
-        self.record(side, write.key(), echo);
+        let (key, echo) = (write.key(), Echo::of_write(write));
         // When the memory has followed the key's changes, a version not shown recently
         // is one the stream has yet to show (the key changed since the latest change
         // read).
-        if let (Some(version), Echo::Deleted(_)) = (removes, echo) {
-            let id = (side, write.key().clone());
-            let shown = self
-                .recent
-                .get(&id)
-                .map(|r| r.contains(&version.updated_at));
-            if let Some(e) = self.entries.get_mut(&id).and_then(|k| k.pending.last_mut()) {
-                e.removes = Some(Removes {
+        let expected = removes
+            .filter(|_| matches!(echo, Echo::Deleted(_)))
+            .map(|version| {
+                let recent = self.recent.get(&(side, key.clone()));
+                let shown = recent.map(|r| r.contains(&version.updated_at));
+                Removes {
                     version,
                     shown: shown == Some(true),
                     followed: shown.is_some(),
-                });
-            }
-        }
-        if matches!(write, Write::DeleteIfNotNewer { .. })
-            && self.ledger_delete(side, write.key(), echo)
-        {
-            let l = self.ledger[side_ix(side)].get_mut(write.key());
-            if let Some(e) = l.and_then(|l| l.last_mut()) {
-                e.removes = removes;
-            }
+                }
+            });
+        self.record(side, key, echo, expected);
+        if matches!(write, Write::DeleteIfNotNewer { .. }) {
+            self.ledger_delete(side, key, echo, removes);
         }
     }
 
@@ -422,22 +414,23 @@ impl EchoMemory {
         at: Option<DateTime>,
         removes: Option<RemovedVersion>,
     ) {
-        self.record(side, key, Echo::Deleted(at));
-        if let Some(version) = removes {
-            let e = self.entries.get_mut(&(side, key.clone()));
-            if let Some(e) = e.and_then(|k| k.pending.last_mut()) {
-                e.removes = Some(Removes {
-                    version,
-                    shown: false,
-                    followed: false,
-                });
-            }
-        }
+        let expected = removes.map(|version| Removes {
+            version,
+            shown: false,
+            followed: false,
+        });
+        self.record(side, key, Echo::Deleted(at), expected);
     }
 
     /// Ledger the delete `echo` the engine is about to write to `side` (after
-    /// [`Self::record`]); false when the ledger is full.
-    pub(crate) fn ledger_delete(&mut self, side: Side, key: &Key, echo: Echo) -> bool {
+    /// [`Self::record`]), about to remove `removes`; false when the ledger is full.
+    pub(crate) fn ledger_delete(
+        &mut self,
+        side: Side,
+        key: &Key,
+        echo: Echo,
+        removes: Option<RemovedVersion>,
+    ) -> bool {
         let Echo::Deleted(at) = echo else {
             return false;
         };
@@ -460,7 +453,7 @@ impl EchoMemory {
                 applied: false,
                 seeded: false,
                 after,
-                removes: None,
+                removes,
             });
         self.ledger_len[i] += 1;
         true
@@ -704,8 +697,9 @@ impl EchoMemory {
 
     /// Remember that the engine is writing `echo` to `side` (call before the write, so
     /// the reader can recognise the echo whenever it arrives; [`Self::forget`] it if the
-    /// write changed nothing).
-    pub(crate) fn record(&mut self, side: Side, key: &Key, echo: Echo) {
+    /// write changed nothing); `removes`: for a delete, the version it is about to
+    /// remove.
+    fn record(&mut self, side: Side, key: &Key, echo: Echo, removes: Option<Removes>) {
         let not_before = self.last_read[side_ix(side)];
         let k = self.entries.entry((side, key.clone())).or_default();
         let after_upsert = match echo {
@@ -727,7 +721,7 @@ impl EchoMemory {
             echo,
             not_before,
             after_upsert,
-            removes: None,
+            removes,
         });
         let dropped = (list.len() > PER_KEY).then(|| list.remove(0).echo);
         if let Some(Echo::Deleted(at)) = dropped {
@@ -1012,8 +1006,8 @@ mod tests {
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
         let up = ChangeKind::Upsert(d.clone());
-        m.record(Side::Cloud, &k, upsert(&d));
-        m.record(Side::Cloud, &k, Echo::Deleted(None));
+        m.record(Side::Cloud, &k, upsert(&d), None);
+        m.record(Side::Cloud, &k, Echo::Deleted(None), None);
         assert!(!m.is_echo(Side::Local, &k, &up, t(0), M));
         assert!(m.is_echo(Side::Cloud, &k, &up, t(0), M));
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(0), M));
@@ -1028,8 +1022,8 @@ mod tests {
     fn a_write_that_did_not_happen_is_forgotten_once() {
         let mut m = EchoMemory::new(4, NO_SKEW, "u");
         let k = Key(1.into());
-        m.record(Side::Local, &k, Echo::Deleted(None));
-        m.record(Side::Local, &k, Echo::Deleted(None));
+        m.record(Side::Local, &k, Echo::Deleted(None), None);
+        m.record(Side::Local, &k, Echo::Deleted(None), None);
         m.forget(Side::Local, &k, Echo::Deleted(None));
         assert!(
             m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(0), M),
@@ -1044,7 +1038,7 @@ mod tests {
         let k = Key(1.into());
         // The engine propagates a delete made at 10 s; a client delete of the same key
         // made at 9 s (before the propagated one) is still unread in the stream.
-        m.record(Side::Local, &k, Echo::Deleted(Some(t(10_000))));
+        m.record(Side::Local, &k, Echo::Deleted(Some(t(10_000))), None);
         assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9_000), M));
         // Within the allowed skew of the other server's clock, it is the echo.
         assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(9_600), M));
@@ -1059,14 +1053,14 @@ mod tests {
         // A change stamped 10 s has been read from local when the engine records its
         // delete propagating one made at 6 s.
         assert!(!m.is_echo(Side::Local, &other, &ChangeKind::Delete, t(10_000), M));
-        m.record(Side::Local, &k, Echo::Deleted(Some(t(6_000))));
+        m.record(Side::Local, &k, Echo::Deleted(Some(t(6_000))), None);
         // A client's delete at 7 s, made before that change, is read next: not the echo.
         assert!(!m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(7_000), M));
         assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(10_000), M));
         // Changes read from the other side do not move this side's bound.
         let up = ChangeKind::Upsert(doc! {"_id": 1});
         assert!(!m.is_echo(Side::Local, &k, &up, t(15_000), M));
-        m.record(Side::Local, &k, Echo::Deleted(None));
+        m.record(Side::Local, &k, Echo::Deleted(None), None);
         assert!(!m.is_echo(Side::Cloud, &other, &ChangeKind::Delete, t(20_000), M));
         assert!(m.is_echo(Side::Local, &k, &ChangeKind::Delete, t(16_000), M));
     }
@@ -1079,9 +1073,9 @@ mod tests {
         let up = |u: i64| ChangeKind::Upsert(doc! {"_id": 1, "u": t(u)});
         // The engine's copy (version 3 s) came back; then it propagates a delete of
         // everything not newer than 2 s, which cannot remove that copy.
-        m.record(Side::Cloud, &k, upsert(&copy));
+        m.record(Side::Cloud, &k, upsert(&copy), None);
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Upsert(copy), t(3_000), M));
-        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
+        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))), None);
         // A client deleted the copy (3 s) and wrote version 1 s before the engine's
         // delete removed it: the first delete is the client's.
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(3_000), M));
@@ -1089,10 +1083,10 @@ mod tests {
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(9_000), M));
         // After a version the delete can remove (1 s), its echo may come at once.
         assert!(!m.is_echo(Side::Cloud, &k, &up(1_000), t(9_500), M));
-        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))));
+        m.record(Side::Cloud, &k, Echo::Deleted(Some(t(2_000))), None);
         assert!(m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(10_000), M));
         // After a delete, only a re-created document can be removed.
-        m.record(Side::Cloud, &k, Echo::Deleted(None));
+        m.record(Side::Cloud, &k, Echo::Deleted(None), None);
         assert!(!m.is_echo(Side::Cloud, &k, &ChangeKind::Delete, t(11_000), M));
     }
 
@@ -1101,7 +1095,7 @@ mod tests {
         let mut m = EchoMemory::new(4, NO_SKEW, "u");
         let k = Key(1.into());
         let d = doc! {"_id": 1, "v": 1};
-        m.record(Side::Cloud, &k, upsert(&d));
+        m.record(Side::Cloud, &k, upsert(&d), None);
         // Recorded when cloud's next read sequence was 5 (generation 0).
         m.applied(Side::Cloud, &k, (0, 5));
         assert!(m.overwritten_after(Side::Cloud, &k, 0, 4));
@@ -1384,8 +1378,8 @@ mod tests {
         let echo = Echo::Deleted(None);
         for i in 0..3 {
             let k = Key(i.into());
-            m.record(Side::Local, &k, echo);
-            assert!(m.ledger_delete(Side::Local, &k, echo));
+            m.record(Side::Local, &k, echo, None);
+            assert!(m.ledger_delete(Side::Local, &k, echo, None));
             m.ledger_applied(Side::Local, &k, None);
         }
         // Key 0 was evicted: its echo is no longer recognised, nor ledgered, and the
@@ -1396,16 +1390,16 @@ mod tests {
         assert!(m.pending_deletes(Side::Cloud, None).complete, "per side");
         let mut m = EchoMemory::new(LEDGER_CAPACITY + 10, NO_SKEW, "u");
         for i in 0..LEDGER_CAPACITY {
-            assert!(m.ledger_delete(Side::Local, &Key((i as i64).into()), echo));
+            assert!(m.ledger_delete(Side::Local, &Key((i as i64).into()), echo, None));
         }
         assert!(m.pending_deletes(Side::Local, None).complete);
-        assert!(!m.ledger_delete(Side::Local, &Key((-1_i64).into()), echo));
+        assert!(!m.ledger_delete(Side::Local, &Key((-1_i64).into()), echo, None));
         assert!(
             !m.pending_deletes(Side::Local, None).complete,
             "one left out"
         );
-        assert!(m.ledger_delete(Side::Cloud, &Key((-1_i64).into()), echo));
-        assert!(!m.ledger_delete(Side::Cloud, &Key(1.into()), Echo::Doc(1)));
+        assert!(m.ledger_delete(Side::Cloud, &Key((-1_i64).into()), echo, None));
+        assert!(!m.ledger_delete(Side::Cloud, &Key(1.into()), Echo::Doc(1), None));
         m.clear_ledger(Side::Local);
         assert!(
             m.pending_deletes(Side::Local, None).complete,
@@ -1523,7 +1517,7 @@ mod tests {
     fn memory_is_bounded() {
         let mut m = EchoMemory::new(2, NO_SKEW, "u");
         for i in 0..5 {
-            m.record(Side::Local, &Key(i.into()), Echo::Deleted(None));
+            m.record(Side::Local, &Key(i.into()), Echo::Deleted(None), None);
         }
         assert_eq!(m.entries.len(), 2);
         assert!(m.evicted_any());
@@ -1541,7 +1535,7 @@ mod tests {
         for i in 0..20_000 {
             for key in [1, 2] {
                 let d = doc! {"_id": key, "v": i};
-                m.record(Side::Cloud, &Key(key.into()), upsert(&d));
+                m.record(Side::Cloud, &Key(key.into()), upsert(&d), None);
                 let echo = ChangeKind::Upsert(d);
                 assert!(m.is_echo(Side::Cloud, &Key(key.into()), &echo, t(0), M));
             }
@@ -1557,13 +1551,13 @@ mod tests {
         let mut m = EchoMemory::new(2, NO_SKEW, "u");
         let key = |i: i32| Key(i.into());
         let d = |i: i32, v: i32| doc! {"_id": i, "v": v};
-        m.record(Side::Local, &key(1), upsert(&d(1, 1)));
-        m.record(Side::Local, &key(2), upsert(&d(2, 1)));
+        m.record(Side::Local, &key(1), upsert(&d(1, 1)), None);
+        m.record(Side::Local, &key(2), upsert(&d(2, 1)), None);
         // Key 1's echo comes back, then it is written again: now the newest.
         let echo = ChangeKind::Upsert(d(1, 1));
         assert!(m.is_echo(Side::Local, &key(1), &echo, t(0), M));
-        m.record(Side::Local, &key(1), upsert(&d(1, 2)));
-        m.record(Side::Local, &key(3), upsert(&d(3, 1)));
+        m.record(Side::Local, &key(1), upsert(&d(1, 2)), None);
+        m.record(Side::Local, &key(3), upsert(&d(3, 1)), None);
         assert!(m.knows(Side::Local, &key(1)), "written again: kept");
         assert!(!m.knows(Side::Local, &key(2)), "the oldest: evicted");
         assert!(m.knows(Side::Local, &key(3)));
