@@ -456,24 +456,167 @@ async fn write_back_after_own_side_delete_is_not_taken_for_a_delete() {
     assert_eq!(f.cloud.snapshot(), vec![d(2, 2, "l")]);
 }
 
+/// The one-way modes' source and target.
+fn one_way_sides(mode: Mode) -> (Side, Side) {
+    match mode {
+        Mode::LocalToCloud => (Side::Local, Side::Cloud),
+        _ => (Side::Cloud, Side::Local),
+    }
+}
+
+impl Fixture {
+    fn side(&self, side: Side) -> &MemoryStore {
+        match side {
+            Side::Local => &self.local,
+            Side::Cloud => &self.cloud,
+        }
+    }
+}
+
+/// The direction report of a reconcile into `target`.
+fn into(r: &datasync::core::ReconcileReport, target: Side) -> &datasync::core::DirectionReport {
+    match target {
+        Side::Cloud => &r.local_to_cloud,
+        Side::Local => &r.cloud_to_local,
+    }
+}
+
+/// Each row of README's mode table for a one-way reconcile (issue 16): the source's
+/// documents and deletes of documents that came from it reach the target; the target's
+/// own documents (never synced, or edited there since) are left alone; the source is
+/// never written. A dry run counts the same.
 #[tokio::test(start_paused = true)]
-async fn one_way_reconcile_makes_the_target_mirror_the_source() {
-    let f = fixture(Mode::LocalToCloud);
-    f.local.put(d(1, 10, "l"));
-    f.cloud.put(d(1, 20, "newer on cloud"));
-    f.cloud.put(d(2, 10, "only on cloud"));
-    f.cloud.put(doc! {"_id": 3, "v": "bad, only on cloud"});
-    let r = reconcile_once(&f.config, &f.stores, Mode::LocalToCloud, false, None)
-        .await
-        .expect("reconcile");
-    // LWW keeps cloud's newer version of a shared key; cloud-only keys follow the source.
-    assert_eq!(f.cloud.snapshot(), vec![d(1, 20, "newer on cloud")]);
-    assert_eq!(r.local_to_cloud.deleted, 2);
-    assert_eq!(
-        f.local.counters().apply_calls,
-        0,
-        "the source is never written"
-    );
+async fn one_way_reconcile_follows_the_mode_table() {
+    for mode in [Mode::LocalToCloud, Mode::CloudToLocal] {
+        let (src, dst) = one_way_sides(mode);
+        let f = fixture(mode);
+        let (s, t) = (f.side(src), f.side(dst));
+        // 1: new on the source → inserted.
+        s.put(d(1, 10, "new"));
+        // 2: source newer → updated.
+        s.put(d(2, 20, "src newer"));
+        t.put(d(2, 10, "old"));
+        // 3: the target's own newer edit of a shared key → left alone.
+        s.put(d(3, 10, "src"));
+        t.put(d(3, 20, "target's edit"));
+        // 4: the target's own document (another client's), never synced → kept.
+        t.put(d(4, 10, "target's own"));
+        // 5: synced, then deleted on the source while its history was lost → deleted.
+        t.put(d(5, 10, "synced"));
+        // 6: synced, deleted on the source, but edited on the target since → kept.
+        t.put(d(6, 30, "edited on the target"));
+        // 7: a tombstone of the source's delete covers it → deleted.
+        t.put(d(7, 10, "deleted on the source"));
+        // 8: a tombstone of the *target's* delete (from a both-ways past) → kept.
+        t.put(d(8, 10, "target re-created"));
+        // 9: malformed and only on the target → skipped, not deleted.
+        t.put(doc! {"_id": 9, "v": "no updatedAt"});
+        f.state
+            .record_synced(&[(k(5), at(10)), (k(6), at(10))])
+            .await
+            .expect("records");
+        f.state
+            .record_tombstones(&[
+                datasync::core::Tombstone {
+                    key: k(7),
+                    deleted_at: at(15),
+                    origin: src,
+                    quiet: false,
+                },
+                datasync::core::Tombstone {
+                    key: k(8),
+                    deleted_at: at(15),
+                    origin: dst,
+                    quiet: false,
+                },
+            ])
+            .await
+            .expect("tombstones");
+        let before = t.snapshot();
+        let dry = reconcile_once(&f.config, &f.stores, mode, true, None)
+            .await
+            .expect("dry run");
+        assert_eq!(t.snapshot(), before, "{mode}: a dry run wrote");
+        let r = reconcile_once(&f.config, &f.stores, mode, false, None)
+            .await
+            .expect("reconcile");
+        let got = into(&r, dst);
+        assert_eq!(
+            (got.inserted, got.updated, got.deleted, got.kept),
+            (1, 1, 2, 3),
+            "{mode}: {r:?}"
+        );
+        assert_eq!(into(&dry, dst), got, "{mode}: the dry run counts the same");
+        assert_eq!(r.skipped, 1, "{mode}");
+        assert_eq!(
+            t.snapshot(),
+            vec![
+                d(1, 10, "new"),
+                d(2, 20, "src newer"),
+                d(3, 20, "target's edit"),
+                d(4, 10, "target's own"),
+                d(6, 30, "edited on the target"),
+                d(8, 10, "target re-created"),
+                doc! {"_id": 9, "v": "no updatedAt"},
+            ],
+            "{mode}"
+        );
+        assert_eq!(s.counters().apply_calls, 0, "{mode}: the source is written");
+        assert_eq!(
+            f.state.synced(&k(5)),
+            None,
+            "{mode}: record of a delete kept"
+        );
+        // A second pass finds nothing to do and still keeps the target's own.
+        let again = reconcile_once(&f.config, &f.stores, mode, false, None)
+            .await
+            .expect("reconcile");
+        let got = into(&again, dst);
+        assert_eq!(
+            (got.inserted, got.updated, got.deleted),
+            (0, 0, 0),
+            "{mode}"
+        );
+        assert_eq!(got.kept, 3, "{mode}");
+    }
+}
+
+/// The live path of a one-way mode (issue 16): source inserts, updates and deletes of
+/// synced documents reach the target; the target's own documents and its own newer
+/// edits survive; nothing is written to the source.
+#[tokio::test(start_paused = true)]
+async fn one_way_live_changes_leave_the_targets_own_documents_alone() {
+    for mode in [Mode::LocalToCloud, Mode::CloudToLocal] {
+        let (src, dst) = one_way_sides(mode);
+        let f = fixture(mode);
+        let (s, t) = (f.side(src), f.side(dst));
+        t.put(d(1, 5, "target's own, from before"));
+        let eng = f.start().await;
+        t.put(d(2, 10, "target's own, written live"));
+        s.put(d(3, 10, "from the source"));
+        s.put(d(4, 10, "shared"));
+        settle().await;
+        t.put(d(4, 30, "target's newer edit"));
+        s.put(d(4, 20, "older source edit"));
+        s.put(d(5, 10, "synced then deleted"));
+        settle().await;
+        s.delete(&k(5), at(40));
+        settle().await;
+        let h = eng.stop().await;
+        assert_eq!(
+            t.snapshot(),
+            vec![
+                d(1, 5, "target's own, from before"),
+                d(2, 10, "target's own, written live"),
+                d(3, 10, "from the source"),
+                d(4, 30, "target's newer edit"),
+            ],
+            "{mode}"
+        );
+        assert_eq!(s.counters().apply_calls, 0, "{mode}: the source is written");
+        let (_, r) = h.status().last_reconcile.expect("start-up reconcile");
+        assert_eq!(into(&r, dst).kept, 1, "{mode}: {r:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

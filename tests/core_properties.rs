@@ -53,6 +53,8 @@ enum Op {
     LoseHistory(Side),
     /// The side's open streams break (network error).
     DropStreams(Side),
+    /// A full reconcile in the engine's mode (`ctl sync`, the cron), awaited.
+    Reconcile,
 }
 
 fn side() -> impl Strategy<Value = Side> {
@@ -67,6 +69,7 @@ fn op(sides: BoxedStrategy<Side>) -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => side().prop_map(Op::LoseHistory),
         1 => side().prop_map(Op::DropStreams),
+        1 => Just(Op::Reconcile),
     ]
 }
 
@@ -141,6 +144,7 @@ struct World {
     used: HashSet<(Side, u8, i64)>,
     crashes: u64,
     losses: u64,
+    reconciles: u64,
     /// Latest client time so far (the servers' clock).
     now: i64,
     /// Client clocks never run behind the servers' (used for schedules with crashes:
@@ -181,6 +185,7 @@ impl World {
             used: HashSet::new(),
             crashes: 0,
             losses: 0,
+            reconciles: 0,
             now: 0,
             synced_clocks: false,
         }
@@ -285,6 +290,10 @@ impl World {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Op::DropStreams(side) => self.store(side).drop_streams(),
+                Op::Reconcile => {
+                    self.reconciles += 1;
+                    eng.handle.reconcile(None, false).await.expect("reconcile");
+                }
             }
         }
         eng
@@ -308,7 +317,7 @@ impl World {
     /// No ping-pong: each client change costs the engine a bounded number of writes,
     /// plus what reconciles (one per start and per history loss) may write per key.
     fn check_write_bound(&self) -> Result<(), TestCaseError> {
-        let reconciles = 1 + 2 * (self.crashes + self.losses);
+        let reconciles = 1 + 2 * (self.crashes + self.losses) + self.reconciles;
         let bound = 3 * self.client_writes() + 2 * u64::from(KEYS) * reconciles;
         prop_assert!(
             self.engine_changes() <= bound,
@@ -383,9 +392,15 @@ async fn two_way_with(
     synced_clocks: bool,
     check: Check,
 ) -> Result<(), TestCaseError> {
+    // A full reconcile racing a delete whose event is still unread infers that delete
+    // at the sync record's version; with a client clock behind the version it deleted,
+    // the reference model's last writer differs (RELIABILITY.md, open items), so
+    // reconciles run in both-ways schedules only with `CORE_PROPERTIES_RECONCILES=1`.
+    let reconciles = std::env::var_os("CORE_PROPERTIES_RECONCILES").is_some();
     let ops: Vec<Op> = ops
         .into_iter()
         .filter(|o| crashes || !matches!(o, Op::Crash))
+        .filter(|o| reconciles || !matches!(o, Op::Reconcile))
         .collect();
     let mut w = World::new(Mode::BothWays, tie);
     w.synced_clocks = synced_clocks;
@@ -412,8 +427,11 @@ async fn two_way_with(
     w.check_write_bound()
 }
 
-/// One-way modes: clients write the source only, each with a clock that moves forward
-/// (one writer per side); the target must become identical to the source.
+/// One-way modes (issue 16): clients write the source and, on keys of their own (which
+/// the source never has, as another client's documents in a hub), the target; each
+/// client's clock moves forward. Every source change must arrive (the source's keys
+/// end identical on the target, deletes included), the target's own keys must survive
+/// exactly as its clients left them, and the source is never written.
 async fn one_way(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let source = if mode == Mode::LocalToCloud {
         Side::Local
@@ -421,20 +439,22 @@ async fn one_way(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
         Side::Cloud
     };
     let mut w = World::new(mode, Side::Cloud);
-    // Monotonic client time per side: rewrite each write's time to its position.
+    // Monotonic client time per side: rewrite each write's time to its position. The
+    // target's clients write keys `KEYS..2*KEYS` only.
+    let own = |side: Side, key: u8| if side == source { key } else { key + KEYS };
     let ops: Vec<Op> = ops
         .into_iter()
         .enumerate()
         .map(|(i, op)| match op {
-            Op::Put { key, v, .. } => Op::Put {
-                side: source,
-                key,
+            Op::Put { side, key, v, .. } => Op::Put {
+                side,
+                key: own(side, key),
                 t: i as u8,
                 v,
             },
-            Op::Del { key, .. } => Op::Del {
-                side: source,
-                key,
+            Op::Del { side, key, .. } => Op::Del {
+                side,
+                key: own(side, key),
                 t: i as u8,
             },
             other => other,
@@ -446,12 +466,20 @@ async fn one_way(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let eng = w.play(&ops, eng).await;
     w.quiesce(eng).await;
-    let (src, dst) = (
-        w.store(source).snapshot(),
+    let from_source: Vec<Happened> = w
+        .happened
+        .iter()
+        .filter(|h| h.side == source)
+        .cloned()
+        .collect();
+    let src = w.store(source).snapshot();
+    prop_assert_eq!(&src, &lww_expected(&from_source, Side::Cloud));
+    // Source keys and target-own keys are disjoint: the target holds both sets.
+    prop_assert_eq!(
         w.store(source.other()).snapshot(),
+        lww_expected(&w.happened, Side::Cloud),
+        "target is not the source's documents plus its own"
     );
-    prop_assert_eq!(&dst, &src, "target is not a copy of the source");
-    prop_assert_eq!(src, lww_expected(&w.happened, Side::Cloud));
     prop_assert_eq!(
         w.store(source).counters().apply_statements,
         0,
@@ -510,12 +538,12 @@ proptest! {
     }
 
     #[test]
-    fn local_to_cloud_target_mirrors_source(ops in schedule(Just(Side::Local).boxed())) {
+    fn local_to_cloud_delivers_the_source_and_keeps_the_targets_own(ops in schedule(side().boxed())) {
         block_on(one_way(Mode::LocalToCloud, ops))?;
     }
 
     #[test]
-    fn cloud_to_local_target_mirrors_source(ops in schedule(Just(Side::Cloud).boxed())) {
+    fn cloud_to_local_delivers_the_source_and_keeps_the_targets_own(ops in schedule(side().boxed())) {
         block_on(one_way(Mode::CloudToLocal, ops))?;
     }
 
@@ -1307,4 +1335,24 @@ fn replayed_client_delete_before_the_version_a_ledgered_delete_removed_is_not_it
         put(Local, 3, 9, 0),
     ];
     block_on(two_way_with(ops, Local, true, false, Check::Exact)).unwrap();
+}
+
+/// Issue 16: the target's own document (another client's, never synced) survives the
+/// full reconcile (`ctl sync`) after the source's history loss.
+#[test]
+fn one_way_target_own_document_survives_a_reconcile_after_history_loss() {
+    use Side::{Cloud, Local};
+    for (mode, source, target) in [
+        (Mode::LocalToCloud, Local, Cloud),
+        (Mode::CloudToLocal, Cloud, Local),
+    ] {
+        let ops = vec![
+            put(target, 0, 0, 0),
+            put(source, 1, 1, 0),
+            Op::LoseHistory(source),
+            Op::Reconcile,
+            put(source, 2, 2, 0),
+        ];
+        block_on(one_way(mode, ops)).unwrap();
+    }
 }

@@ -80,6 +80,7 @@ impl Controller for FakeEngine {
                 updated: 3,
                 deleted: 2,
                 unchanged: 1,
+                kept: 5,
             },
             cloud_to_local: DirectionReport::default(),
             conflicts: 6,
@@ -267,11 +268,11 @@ async fn sync_runs_a_reconcile_in_the_requested_mode_and_replies_with_its_report
     assert_eq!(r["mode"], json!("cloud-to-local"));
     assert_eq!(
         r["local_to_cloud"],
-        json!({"inserted": 4, "updated": 3, "deleted": 2, "unchanged": 1})
+        json!({"inserted": 4, "updated": 3, "deleted": 2, "unchanged": 1, "kept": 5})
     );
     assert_eq!(
         r["cloud_to_local"],
-        json!({"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 0})
+        json!({"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 0, "kept": 0})
     );
     assert_eq!(r["conflicts"], json!(6));
     assert_eq!(r["skipped"], json!(0));

@@ -408,15 +408,16 @@ async fn both_ways_mode_carries_writes_and_deletes_from_either_side() {
 }
 
 /// `{inserted, updated, deleted, unchanged}` of one direction.
-fn counts(r: &Value, dir: &str) -> [u64; 4] {
-    ["inserted", "updated", "deleted", "unchanged"].map(|k| r[dir][k].as_u64().unwrap())
+/// A direction's counts: inserted, updated, deleted, unchanged, kept.
+fn counts(r: &Value, dir: &str) -> [u64; 5] {
+    ["inserted", "updated", "deleted", "unchanged", "kept"].map(|k| r[dir][k].as_u64().unwrap())
 }
 
 /// Prepare the diff with the daemon paused: 2 same, 3 local-only, 2 cloud-only, 1
 /// differing (cloud newer), 1 cloud-only whose local delete is tombstoned. Then
 /// `ctl sync --mode M --dry-run`, `ctl sync --mode M` (same counts), check the data, and
 /// a second dry run that finds nothing to write.
-async fn ctl_sync_case(mode: &str, name: &str, l2c: [u64; 4], c2l: [u64; 4], ids: [&[&str]; 2]) {
+async fn ctl_sync_case(mode: &str, name: &str, l2c: [u64; 5], c2l: [u64; 5], ids: [&[&str]; 2]) {
     let m = Mongo::start().await;
     let mut p = Pair::new(&m, name);
     let daemon = p.start(&m, &Settings::default()).await;
@@ -473,7 +474,7 @@ async fn ctl_sync_case(mode: &str, name: &str, l2c: [u64; 4], c2l: [u64; 4], ids
     assert_eq!(local, ids[0], "local after sync --mode {mode}");
     assert_eq!(cloud, ids[1], "cloud after sync --mode {mode}");
 
-    if mode != "local-to-cloud" {
+    if mode == "both-ways" || mode == "overwrite-local" {
         assert_eq!(all(&p.local).await, all(&p.cloud).await, "contents differ");
     }
     let again = daemon
@@ -497,36 +498,41 @@ async fn ctl_sync_both_ways_reports_exact_counts_and_keeps_the_tombstoned_delete
     ctl_sync_case(
         "both-ways",
         "sbw",
-        [3, 0, 1, 2],
-        [2, 1, 0, 2],
+        [3, 0, 1, 2, 0],
+        [2, 1, 0, 2, 0],
         [BOTH_IDS, BOTH_IDS],
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctl_sync_local_to_cloud_mirrors_local_onto_cloud_with_exact_counts() {
+async fn ctl_sync_local_to_cloud_copies_local_and_keeps_clouds_own_with_exact_counts() {
     let local: &[&str] = &["diff", "l1", "l2", "l3", "same1", "same2"];
-    // Cloud keeps its newer `diff` (last writer wins in one direction too).
+    // Cloud keeps its newer `diff` (last writer wins in one direction too) and its own
+    // c1, c2 (issue 16); `tomb` goes: local's tombstone covers it.
     ctl_sync_case(
         "local-to-cloud",
         "sl2c",
-        [3, 0, 3, 2],
-        [0; 4],
-        [local, local],
+        [3, 0, 1, 2, 2],
+        [0; 5],
+        [local, BOTH_IDS],
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctl_sync_cloud_to_local_mirrors_cloud_onto_local_with_exact_counts() {
+async fn ctl_sync_cloud_to_local_copies_cloud_and_keeps_locals_own_with_exact_counts() {
     let cloud: &[&str] = &["c1", "c2", "diff", "same1", "same2", "tomb"];
+    let local: &[&str] = &[
+        "c1", "c2", "diff", "l1", "l2", "l3", "same1", "same2", "tomb",
+    ];
+    // Local keeps its own l1–l3 (issue 16).
     ctl_sync_case(
         "cloud-to-local",
         "sc2l",
-        [0; 4],
-        [3, 1, 3, 2],
-        [cloud, cloud],
+        [0; 5],
+        [3, 1, 0, 2, 3],
+        [local, cloud],
     )
     .await;
 }
@@ -537,8 +543,8 @@ async fn ctl_sync_overwrite_local_makes_local_identical_with_exact_counts() {
     ctl_sync_case(
         "overwrite-local",
         "sovl",
-        [0; 4],
-        [3, 1, 3, 2],
+        [0; 5],
+        [3, 1, 3, 2, 0],
         [cloud, cloud],
     )
     .await;

@@ -5,8 +5,8 @@ use datasync::daemon::admin::StatusReply;
 
 fn direction(name: &str, d: &DirectionReport) -> String {
     format!(
-        "  {name:<15} inserted {:>8}  updated {:>8}  deleted {:>8}  unchanged {:>8}",
-        d.inserted, d.updated, d.deleted, d.unchanged
+        "  {name:<15} inserted {:>8}  updated {:>8}  deleted {:>8}  unchanged {:>8}  kept {:>8}",
+        d.inserted, d.updated, d.deleted, d.unchanged, d.kept
     )
 }
 

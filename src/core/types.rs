@@ -389,6 +389,10 @@ pub struct DirectionReport {
     /// Documents already identical on both sides (counted once, in each direction the
     /// mode covers).
     pub unchanged: u64,
+    /// Documents only the target holds that a one-way mode leaves alone: the target's
+    /// own, never synced from the source (or changed there since).
+    #[serde(default)]
+    pub kept: u64,
 }
 
 /// Result of a full reconcile.

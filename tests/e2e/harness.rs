@@ -90,6 +90,8 @@ impl Default for Settings {
 pub struct Pair {
     /// Database of both collections (dropped by [`Pair::drop_databases`]).
     pub db: String,
+    /// Database of the cloud collection: `db`, or a hub's (see [`Pair::edge_of`]).
+    cloud_db: String,
     /// The local collection.
     pub local: Collection<Document>,
     /// The cloud collection.
@@ -119,11 +121,22 @@ impl Pair {
         Pair {
             local: database.collection("local_data"),
             cloud: database.collection("cloud_data"),
+            cloud_db: db.clone(),
             db,
             dir: tempfile::tempdir().unwrap(),
             client: m.client.clone(),
             starts: 0,
         }
+    }
+
+    /// Another edge around `hub`'s cloud collection: its own local collection and state,
+    /// the hub's cloud collection (many clients around one central cloud).
+    #[allow(dead_code)] // used by e2e_hub only
+    pub fn edge_of(m: &Mongo, name: &str, hub: &Pair) -> Pair {
+        let mut p = Pair::new(m, name);
+        p.cloud = hub.cloud.clone();
+        p.cloud_db = hub.cloud_db.clone();
+        p
     }
 
     /// The admin socket path.
@@ -139,7 +152,7 @@ uri = "{uri}"
 database = "{db}"
 [cloud]
 uri = "{uri}"
-database = "{db}"
+database = "{cloud_db}"
 [sync]
 debounce_ms = {debounce}
 tie_break = "{tie}"
@@ -156,6 +169,7 @@ level = "info,datasync=debug"
             mode = s.mode,
             uri = m.uri,
             db = self.db,
+            cloud_db = self.cloud_db,
             debounce = s.debounce_ms,
             tie = s.tie_break,
             on_start = s.on_start,

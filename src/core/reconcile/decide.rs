@@ -158,55 +158,100 @@ impl Rules {
                 } else {
                     Side::Cloud
                 };
-                let source = mode.propagates(side);
-                if mode != Mode::BothWays && !source {
-                    // One-way, only on the target: the source no longer has it (its delete
-                    // may be lost with the stream history): the target mirrors the source.
-                    dir(report, side).deleted += 1;
-                    plan.writes[ix(side)].push(Write::Delete { key: key.clone() });
-                    return;
-                }
                 let Some(u) = as_date(&e.updated_at) else {
                     report.skipped += 1;
                     tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
                     return;
                 };
-                let both = mode == Mode::BothWays;
-                let tomb = tombs.get(key).filter(|t| t.deleted_at >= u);
-                // This version (or a newer one) was synced: the other side deleted it since.
-                let was_synced = it.synced.filter(|r| u <= *r);
-                if let Some(t) = tomb.filter(|_| both) {
-                    // The other side deleted it after this version: the delete wins.
-                    dir(report, side).deleted += 1;
-                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
-                        key: key.clone(),
-                        deleted_at: t.deleted_at,
-                    });
-                } else if let Some(r) = was_synced.filter(|_| both) {
-                    dir(report, side).deleted += 1;
-                    plan.record.push(Tombstone {
-                        key: key.clone(),
-                        deleted_at: r,
-                        origin: side.other(),
-                        quiet: false,
-                    });
-                    plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
-                        key: key.clone(),
-                        deleted_at: r,
-                    });
-                } else if source {
-                    let Some(doc) = parsed(e, report) else {
-                        return;
-                    };
-                    if tombs.contains_key(key) {
-                        plan.remove.push(key.clone());
+                match one_sided(mode, side, u, it.synced, tombs.get(key)) {
+                    OneSided::Delete { at, infer } => {
+                        dir(report, side).deleted += 1;
+                        if infer {
+                            plan.record.push(Tombstone {
+                                key: key.clone(),
+                                deleted_at: at,
+                                origin: side.other(),
+                                quiet: false,
+                            });
+                        }
+                        plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                            key: key.clone(),
+                            deleted_at: at,
+                        });
                     }
-                    dir(report, side.other()).inserted += 1;
-                    plan.writes[ix(side.other())].push(upsert(doc, u, side));
+                    OneSided::Copy => {
+                        let Some(doc) = parsed(e, report) else {
+                            return;
+                        };
+                        if tombs.contains_key(key) {
+                            plan.remove.push(key.clone());
+                        }
+                        dir(report, side.other()).inserted += 1;
+                        plan.writes[ix(side.other())].push(upsert(doc, u, side));
+                    }
+                    OneSided::Keep => dir(report, side).kept += 1,
                 }
             }
             (None, None) => {}
         }
+    }
+}
+
+/// What becomes of a key held by one side only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OneSided {
+    /// The other side deleted it: delete it where it is, if not newer than `at`; `infer`
+    /// when no tombstone says so (the sync record does) and one is to be recorded.
+    Delete {
+        /// The delete's time (a tombstone's, or the sync record's version).
+        at: DateTime,
+        /// The delete is inferred from the sync record.
+        infer: bool,
+    },
+    /// Copy it to the other side.
+    Copy,
+    /// Leave it alone: the other side is a one-way target that never had it (counted as
+    /// `kept`).
+    Keep,
+}
+
+/// The rule for a key only `side` holds, at version `u`, in an LWW mode (`synced`: its
+/// sync record, `tomb`: its tombstone).
+///
+/// - Both-ways: a tombstone not older than `u`, or a sync record not older than `u` (the
+///   version was synced, so the other side deleted it since), means a delete; otherwise
+///   the document is copied.
+/// - One-way, `side` is the source: copied (a delete on the target is undone).
+/// - One-way, `side` is the target: deleted only when the document provably came from
+///   the source, that is when the sync record covers `u` (and the source no longer has
+///   it) or a tombstone of the source's delete covers `u`. Anything else is the
+///   target's own document, which a one-way mode never touches: kept.
+pub(super) fn one_sided(
+    mode: Mode,
+    side: Side,
+    u: DateTime,
+    synced: Option<DateTime>,
+    tomb: Option<&Tombstone>,
+) -> OneSided {
+    let both = mode == Mode::BothWays;
+    let source = mode.propagates(side);
+    // In a one-way mode only the source's deletes count.
+    let tomb = tomb.filter(|t| t.deleted_at >= u && (both || t.origin == side.other()));
+    if both || !source {
+        if let Some(t) = tomb {
+            return OneSided::Delete {
+                at: t.deleted_at,
+                infer: false,
+            };
+        }
+        if let Some(r) = synced.filter(|r| u <= *r) {
+            return OneSided::Delete { at: r, infer: true };
+        }
+    }
+    if source {
+        OneSided::Copy
+    } else {
+        OneSided::Keep
     }
 }
 

@@ -19,9 +19,12 @@
 //!   whose time is unknown**: copied to B;
 //! - no record: created on A, copied to B.
 //!
-//! One-way modes and `overwrite-local` never infer deletes: the target mirrors the
-//! source, so a source-only key is copied (a delete on the target is undone) and a
-//! target-only key is deleted. All modes keep the records up to date (documents equal
+//! One-way modes copy a source-only key (a delete on the target is undone) and delete a
+//! target-only key only when it provably came from the source: its sync record covers
+//! its version (the source deleted it since) or a tombstone of the source's delete does.
+//! Any other target-only key is the target's own (another client's, in a hub): it is
+//! left alone and counted as `kept`. `overwrite-local` makes local a mirror of cloud.
+//! All modes keep the records up to date (documents equal
 //! on both sides, copies and deletes made), so switching to both-ways later finds them.
 //! A dry run counts the same decisions and writes nothing, records included.
 
@@ -288,16 +291,14 @@ async fn stale_absences(
             (None, Some(c)) => (Side::Cloud, c),
             _ => continue,
         };
-        let deletes = match mode {
-            Mode::OverwriteLocal => present == Side::Local,
-            Mode::BothWays => match &entry.updated_at {
-                Some(bson::Bson::DateTime(u)) => {
-                    tombs.get(&it.key).is_none_or(|t| t.deleted_at < *u)
-                        && it.synced.is_some_and(|r| *u <= r)
-                }
-                _ => false,
-            },
-            _ => !mode.propagates(present),
+        // Deletes decided by a tombstone need no check (see above).
+        let deletes = match (mode, &entry.updated_at) {
+            (Mode::OverwriteLocal, _) => present == Side::Local,
+            (_, Some(bson::Bson::DateTime(u))) => matches!(
+                decide::one_sided(mode, present, *u, it.synced, tombs.get(&it.key)),
+                decide::OneSided::Delete { infer: true, .. }
+            ),
+            _ => false,
         };
         if deletes {
             check[decide::ix(present.other())].push(it.key.clone());
