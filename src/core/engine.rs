@@ -3,6 +3,7 @@
 //! loss and on request. PUBLIC API FROZEN (the daemon depends on it); internals are the
 //! core's to shape (split into submodules as it grows).
 
+mod keyed;
 mod reader;
 mod resolve;
 pub(crate) mod shared;

@@ -1,4 +1,5 @@
-//! Conflict resolution and batched apply of one drained batch.
+//! Conflict resolution and batched apply of one drained batch in `both-ways` (the other
+//! modes are decided from state: see [`super::keyed`]).
 //!
 //! The batch is split by source side and each group is resolved on its own, one after
 //! the other (so a local and a cloud event for the same key in one batch see each
@@ -60,8 +61,6 @@ enum Why {
     Delete,
     /// Correcting the event's own side (the delete or an older version is the last writer).
     OwnSide,
-    /// Making local identical to cloud (`overwrite-local`).
-    Overwrite,
 }
 
 /// Why a planned write is made, and what it carried.
@@ -126,16 +125,10 @@ impl Effective<'_> {
     }
 }
 
-/// The winner of `q`'s coalesced changes; `None` when the newest is malformed. One-way
-/// modes mirror the source's newest state, so only both-ways looks at older ones.
+/// The winner of `q`'s coalesced changes; `None` when the newest is malformed.
 /// Without `with_max_delete`, the entry's earlier deletes are left out (taken for
 /// echoes).
-fn effective<'a>(
-    q: &'a QueuedEvent,
-    field: &str,
-    both: bool,
-    with_max_delete: bool,
-) -> Option<Effective<'a>> {
+fn effective<'a>(q: &'a QueuedEvent, field: &str, with_max_delete: bool) -> Option<Effective<'a>> {
     let mut best = match &q.event.kind {
         ChangeKind::Upsert(d) => Effective::Upsert {
             doc: d,
@@ -147,9 +140,6 @@ fn effective<'a>(
             src_has_doc: false,
         },
     };
-    if !both {
-        return Some(best);
-    }
     let rank = |e: &Effective| match e {
         Effective::Upsert { u, .. } => (*u, 0),
         Effective::Delete { at, .. } => (*at, 1),
@@ -192,12 +182,8 @@ fn effective<'a>(
 ///   (`DeleteIfNotNewer`, whose echo carries only the server's time of the write), so
 ///   the client's delete is propagated with its own time. Client upserts before it
 ///   lost to the engine's delete, which removed them.
-fn own_write_over_client<'a>(
-    q: &'a QueuedEvent,
-    eff: Effective<'a>,
-    both: bool,
-) -> Option<Effective<'a>> {
-    if !both || !q.client_before {
+fn own_write_over_client<'a>(q: &'a QueuedEvent, eff: Effective<'a>) -> Option<Effective<'a>> {
+    if !q.client_before {
         return None;
     }
     match eff {
@@ -266,7 +252,7 @@ fn recheck_echo_deletes<'a>(
             }
         }
         ChangeKind::Upsert(_) if earlier_echo == Some(true) => {
-            effective(q, field, true, false).map_or(Recheck::Same, Recheck::Without)
+            effective(q, field, false).map_or(Recheck::Same, Recheck::Without)
         }
         ChangeKind::Upsert(_) => Recheck::Same,
     }
@@ -278,24 +264,25 @@ pub(crate) async fn apply_batch(
     batch: &[QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    let mut sync = SyncChanges::default();
-    // Tombstones as they were before this batch, for keys whose tombstone an earlier
-    // group of it recorded or dropped: whether a delete is the echo of one the engine
-    // made before is judged on them (a tombstone recorded in this batch explains no
-    // echo read before it; one dropped in it may still explain one).
-    let mut before: HashMap<Key, Option<Tombstone>> = HashMap::new();
-    for side in Side::BOTH {
-        let group: Vec<&QueuedEvent> = batch.iter().filter(|q| q.event.side == side).collect();
-        if group.is_empty() {
-            continue;
-        }
-        if sh.config.mode == Mode::OverwriteLocal {
-            overwrite_group(sh, side, &group, &mut sync, cancel).await?;
-        } else {
+    if sh.config.mode == Mode::BothWays {
+        let mut sync = SyncChanges::default();
+        // Tombstones as they were before this batch, for keys whose tombstone an earlier
+        // group of it recorded or dropped: whether a delete is the echo of one the
+        // engine made before is judged on them (a tombstone recorded in this batch
+        // explains no echo read before it; one dropped in it may still explain one).
+        let mut before: HashMap<Key, Option<Tombstone>> = HashMap::new();
+        for side in Side::BOTH {
+            let group: Vec<&QueuedEvent> = batch.iter().filter(|q| q.event.side == side).collect();
+            if group.is_empty() {
+                continue;
+            }
             lww_group(sh, side, &group, &mut sync, &mut before, cancel).await?;
         }
+        sync.flush(sh.stores.state.as_ref(), cancel, None).await?;
+    } else {
+        // The other modes are decided from state, like a reconcile of the batch's keys.
+        super::keyed::apply_keys(sh, batch, cancel).await?;
     }
-    sync.flush(sh.stores.state.as_ref(), cancel, None).await?;
     let now_applied: [Option<DateTime>; 2] = Side::BOTH.map(|s| {
         batch
             .iter()
@@ -435,7 +422,7 @@ async fn apply_plans(
     Ok(out)
 }
 
-/// Last-writer-wins resolution of events read from `src` (both-ways and one-way modes).
+/// Last-writer-wins resolution of events read from `src` (both-ways).
 async fn lww_group(
     sh: &Shared,
     src: Side,
@@ -448,7 +435,6 @@ async fn lww_group(
     if !cfg.mode.propagates(src) {
         return Ok(());
     }
-    let both = cfg.mode == Mode::BothWays;
     let dst = src.other();
     let field = cfg.updated_at_field.as_str();
 
@@ -459,7 +445,7 @@ async fn lww_group(
         let echo = lock(&sh.echo);
         for q in group {
             let e = &q.event;
-            let Some(eff) = effective(q, field, both, true) else {
+            let Some(eff) = effective(q, field, true) else {
                 skip(sh, &e.key, src, "updatedAt missing or not a DateTime");
                 continue;
             };
@@ -480,7 +466,7 @@ async fn lww_group(
             let eff = if q.engine_write && eff.is_latest() {
                 // The engine's own write came back; client changes of this side
                 // coalesced before it still count.
-                match own_write_over_client(q, eff, both) {
+                match own_write_over_client(q, eff) {
                     Some(eff) => eff,
                     None => continue,
                 }
@@ -493,11 +479,9 @@ async fn lww_group(
     if live.is_empty() {
         return Ok(());
     }
-    if both {
-        drop_overwritten_replays(sh, src, &mut live, cancel).await?;
-        if live.is_empty() {
-            return Ok(());
-        }
+    drop_overwritten_replays(sh, src, &mut live, cancel).await?;
+    if live.is_empty() {
+        return Ok(());
     }
 
     // 2. Tombstones of the group's keys, in one call.
@@ -525,7 +509,7 @@ async fn lww_group(
             None => tombs.get(key).cloned(),
         }
         .filter(|t| !t.quiet);
-        if both && !known {
+        if !known {
             if let Some(t) = &echo_tomb {
                 match recheck_echo_deletes(q, field, t, cfg.server_clock_skew) {
                     Recheck::Echo => continue,
@@ -536,7 +520,7 @@ async fn lww_group(
         }
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
-                let tomb = tombs.get(key).filter(|_| both);
+                let tomb = tombs.get(key);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
                     if t.quiet {
                         // This delete may remove the upsert: its echo needs the
@@ -582,7 +566,7 @@ async fn lww_group(
                 // was already deleted through the engine and this is its echo.
                 let plain =
                     !q.after_upsert && q.max_delete.is_none() && q.event.kind == ChangeKind::Delete;
-                if both && plain && !known {
+                if plain && !known {
                     if let Some(t) = &echo_tomb {
                         if !(t.origin == src && t.deleted_at == w) {
                             continue; // echo of the engine's own delete
@@ -613,17 +597,15 @@ async fn lww_group(
                 // echo of such a re-creation may already have been read (and consumed)
                 // while this batch was being resolved, so the echo memory cannot tell.
                 // On a side where the key is absent it costs no write.
-                if both {
-                    plans.push(
-                        src,
-                        Write::DeleteIfNotNewer {
-                            key: key.clone(),
-                            deleted_at: w,
-                        },
-                        Why::OwnSide,
-                        None,
-                    );
-                }
+                plans.push(
+                    src,
+                    Write::DeleteIfNotNewer {
+                        key: key.clone(),
+                        deleted_at: w,
+                    },
+                    Why::OwnSide,
+                    None,
+                );
             }
         }
     }
@@ -644,12 +626,8 @@ async fn lww_group(
     // Deletes are ledgered too: after a crash, the echoes of those that removed a
     // document, replayed from the checkpoint, are still recognised, even once a newer
     // version superseded the tombstone.
-    let found = if both {
-        Some(found_by_deletes(sh, &plans, cancel).await?)
-    } else {
-        None
-    };
-    let marks = expect_echoes(sh, &plans, found.as_ref());
+    let found = found_by_deletes(sh, &plans, cancel).await?;
+    let marks = expect_echoes(sh, &plans, Some(&found));
     if !client_copies.is_empty() {
         let mut echo = lock(&sh.echo);
         for (key, u) in &client_copies {
@@ -675,9 +653,7 @@ async fn lww_group(
         )
         .await?;
     }
-    if both {
-        quiet_tombstones(state, &record, &tombs, &plans, &outcomes, cancel).await?;
-    }
+    quiet_tombstones(state, &record, &tombs, &plans, &outcomes, cancel).await?;
     for side in Side::BOTH {
         let i = ix(side);
         for ((w, m), o) in plans.writes[i].iter().zip(&plans.meta[i]).zip(&outcomes[i]) {
@@ -693,15 +669,13 @@ async fn lww_group(
             }
         }
     }
-    if let Some(found) = &found {
-        let beaten = Beaten {
-            plans: &plans,
-            outcomes: &outcomes,
-            found,
-            tombs: &tombs,
-        };
-        forward_beaten_deletes(sh, src, beaten, sync, cancel).await?;
-    }
+    let beaten = Beaten {
+        plans: &plans,
+        outcomes: &outcomes,
+        found: &found,
+        tombs: &tombs,
+    };
+    forward_beaten_deletes(sh, src, beaten, sync, cancel).await?;
 
     // 5. Lost conditional writes: the other side holds a newer (or tie-winning) version.
     let lost: Vec<(&Key, &Meta<'_>)> = plans.writes[ix(dst)]
@@ -715,11 +689,6 @@ async fn lww_group(
         .map(|((w, m), _)| (w.key(), m))
         .collect();
     if lost.is_empty() {
-        return Ok(());
-    }
-    if !both {
-        let n = lost.iter().filter(|(_, m)| m.why == Why::Upsert).count() as u64;
-        sh.counters.conflicts.fetch_add(n, Ordering::Relaxed);
         return Ok(());
     }
     let keys: Vec<Key> = lost.iter().map(|(k, _)| (*k).clone()).collect();
@@ -955,53 +924,4 @@ async fn quiet_tombstones(
         state.quiet_tombstones(&quiet)
     })
     .await
-}
-
-/// `overwrite-local`: make local identical to cloud for the group's keys.
-async fn overwrite_group(
-    sh: &Shared,
-    src: Side,
-    group: &[&QueuedEvent],
-    sync: &mut SyncChanges,
-    cancel: &CancellationToken,
-) -> Result<(), Stop> {
-    let mut plans = Plans::default();
-    if src == Side::Cloud {
-        for q in group {
-            let key = q.event.key.clone();
-            let write = match &q.event.kind {
-                ChangeKind::Upsert(d) => Write::Replace {
-                    key,
-                    doc: d.clone(),
-                },
-                ChangeKind::Delete => Write::Delete { key },
-            };
-            plans.push(Side::Local, write, Why::Overwrite, None);
-        }
-    } else {
-        let live: Vec<&QueuedEvent> = group.iter().copied().filter(|q| !q.engine_write).collect();
-        if live.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<Key> = live.iter().map(|q| q.event.key.clone()).collect();
-        let truth = fetch_by_key(sh, Side::Cloud, &keys, cancel).await?;
-        for q in live {
-            let key = q.event.key.clone();
-            let write = match (truth.get(&key), &q.event.kind) {
-                (Some(c), ChangeKind::Upsert(d)) if same_content(c, d) => continue,
-                (None, ChangeKind::Delete) => continue,
-                (Some(c), _) => Write::Replace {
-                    key,
-                    doc: c.clone(),
-                },
-                (None, ChangeKind::Upsert(_)) => Write::Delete { key },
-            };
-            plans.push(Side::Local, write, Why::Overwrite, None);
-        }
-    }
-    if plans.is_empty() {
-        return Ok(());
-    }
-    // Local is now a copy of cloud for these keys.
-    apply_copies(sh, &plans, Side::Local, sync, cancel).await
 }

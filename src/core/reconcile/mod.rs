@@ -43,8 +43,10 @@ use crate::core::synced::SyncChanges;
 use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, WriteOutcome};
 
 mod decide;
+mod keys;
 
 use decide::{Item, Plan, Rules};
+pub(crate) use keys::run_keys;
 
 /// What a reconcile needs besides the stores.
 pub(crate) struct Job<'a> {
@@ -429,9 +431,10 @@ async fn apply_side(
 /// Carries out a page's plan: tombstones first (as in the engine: a crash after the
 /// deletes still knows them), then both sides' writes concurrently with the records of
 /// keys found equal, then the records of the copies made.
-async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<(), Stop> {
+/// Returns the writes applied per target side (local, cloud).
+async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<[u64; 2], Stop> {
     if job.dry_run {
-        return Ok(());
+        return Ok([0, 0]);
     }
     let state = job.stores.state.as_ref();
     let (recorded, removed) = tokio::join!(
@@ -473,14 +476,18 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<(), Stop> {
     );
     let (local, cloud) = (local?, cloud?);
     agreed?;
+    let count =
+        |o: &[WriteOutcome]| o.iter().filter(|o| **o == WriteOutcome::Applied).count() as u64;
+    let applied = [count(&local), count(&cloud)];
     // Every upsert of a reconcile copies the other side's document.
     let mut copies = SyncChanges::default();
     let field = &job.config.updated_at_field;
     copies.note_copies(to_local, &local, field);
     copies.note_copies(to_cloud, &cloud, field);
     if copies.is_empty() {
-        return Ok(());
+        return Ok(applied);
     }
     absent(&mut copies);
-    copies.flush(state, job.cancel, job.attempts).await
+    copies.flush(state, job.cancel, job.attempts).await?;
+    Ok(applied)
 }
