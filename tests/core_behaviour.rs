@@ -866,3 +866,53 @@ async fn sync_records_are_joined_by_key_across_pages() {
     assert_eq!(r.cloud_to_local.deleted, lost);
     assert_eq!(r.local_to_cloud.inserted, created);
 }
+
+/// Issue 20's future-timestamp guard: a version further ahead of its server's clock than
+/// `max_future` is not propagated (status and the reconcile report count it), and is
+/// decided again once the clock reaches it; the live path and the reconcile agree, in
+/// both-ways and in a one-way mode.
+#[tokio::test(start_paused = true)]
+async fn future_dated_version_is_held_back_until_the_clock_reaches_it() {
+    for mode in [Mode::BothWays, Mode::LocalToCloud] {
+        let mut f = fixture(mode);
+        f.config.max_future = Some(Duration::from_secs(5));
+        let eng = f.start().await;
+        // The servers' clocks read t100: t200 is 100 s ahead.
+        f.local.put(d(1, 200, "from a clock set ahead"));
+        f.local.put(d(2, 101, "fine"));
+        settle().await;
+        assert_eq!(f.cloud.get(&k(1)), None, "{mode}: future version copied");
+        assert_eq!(f.cloud.get(&k(2)), Some(d(2, 101, "fine")), "{mode}");
+        assert_eq!(eng.handle.status().quarantined, 1, "{mode}");
+        let r = eng.handle.reconcile(None, false).await.expect("reconcile");
+        assert_eq!(r.quarantined, 1, "{mode}: {r:?}");
+        assert_eq!(f.cloud.get(&k(1)), None, "{mode}: reconcile copied it");
+        // The clocks reach it (within max_future): it is decided again and copied.
+        f.local.set_clock(at(196));
+        f.cloud.set_clock(at(196));
+        tokio::time::sleep(Duration::from_secs(65)).await;
+        assert_eq!(
+            f.cloud.get(&k(1)),
+            Some(d(1, 200, "from a clock set ahead")),
+            "{mode}: not released"
+        );
+        let h = eng.stop().await;
+        assert_eq!(h.status().quarantined, 0, "{mode}");
+    }
+}
+
+/// A held-back key whose document changes to a sane version is released by that change.
+#[tokio::test(start_paused = true)]
+async fn held_back_key_is_released_when_the_document_changes() {
+    let mut f = fixture(Mode::BothWays);
+    f.config.max_future = Some(Duration::from_secs(5));
+    let eng = f.start().await;
+    f.cloud.put(d(1, 500, "far ahead"));
+    settle().await;
+    assert_eq!(eng.handle.status().quarantined, 1);
+    f.cloud.put(d(1, 100, "corrected"));
+    settle().await;
+    let h = eng.stop().await;
+    assert_eq!(f.local.get(&k(1)), Some(d(1, 100, "corrected")));
+    assert_eq!(h.status().quarantined, 0);
+}

@@ -51,6 +51,7 @@ impl Controller for FakeEngine {
             applied_cloud_to_local: 7,
             conflicts: 1,
             skipped: 2,
+            quarantined: 4,
             last_reconcile: None,
         }
     }
@@ -85,6 +86,7 @@ impl Controller for FakeEngine {
             cloud_to_local: DirectionReport::default(),
             conflicts: 6,
             skipped: 0,
+            quarantined: 0,
             duration_ms: 9,
         })
     }
@@ -226,6 +228,7 @@ async fn status_reply_has_the_documented_shape() {
     );
     assert_eq!(v["conflicts"], json!(1));
     assert_eq!(v["skipped"], json!(2));
+    assert_eq!(v["quarantined"], json!(4));
     assert_eq!(v["last_reconcile"], Value::Null);
     let next = v["next_reconcile_at"].as_str().expect("next_reconcile_at");
     let next = chrono::DateTime::parse_from_rfc3339(next).unwrap();

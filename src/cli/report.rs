@@ -21,7 +21,10 @@ pub fn report_text(r: &ReconcileReport) -> String {
         format!("{title}  mode {}  {} ms", r.mode, r.duration_ms),
         direction("local → cloud", &r.local_to_cloud),
         direction("cloud → local", &r.cloud_to_local),
-        format!("  conflicts {}  skipped {}", r.conflicts, r.skipped),
+        format!(
+            "  conflicts {}  skipped {}  held back (future updatedAt) {}",
+            r.conflicts, r.skipped, r.quarantined
+        ),
     ]
     .join("\n")
 }
@@ -51,8 +54,12 @@ pub fn status_text(s: &StatusReply) -> String {
         stream("local", &s.streams.local),
         stream("cloud", &s.streams.cloud),
         format!(
-            "applied  local → cloud {}  cloud → local {}  conflicts {}  skipped {}",
-            s.applied.local_to_cloud, s.applied.cloud_to_local, s.conflicts, s.skipped
+            "applied  local → cloud {}  cloud → local {}  conflicts {}  skipped {}  held back {}",
+            s.applied.local_to_cloud,
+            s.applied.cloud_to_local,
+            s.conflicts,
+            s.skipped,
+            s.quarantined
         ),
     ];
     match &s.last_reconcile {

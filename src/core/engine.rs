@@ -49,6 +49,9 @@ pub struct EngineConfig {
     /// delete the engine propagated from an older client delete of the same key (see
     /// `core::echo`); too small a value makes such echoes look like client deletes.
     pub server_clock_skew: Duration,
+    /// Versions whose `updatedAt` is further ahead of the clock than this are held back
+    /// until it reaches them (see [`crate::core::quarantine`]); `None`: no limit.
+    pub max_future: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
             reconcile_batch: 1000,
             tombstone_ttl: Duration::from_secs(30 * 86_400),
             server_clock_skew: Duration::from_secs(1),
+            max_future: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -129,6 +133,9 @@ pub struct EngineStatus {
     pub conflicts: u64,
     /// Documents skipped as malformed (bad or missing `updatedAt`, write refused).
     pub skipped: u64,
+    /// Keys held back now because their `updatedAt` is too far in the future.
+    #[serde(default)]
+    pub quarantined: u64,
     /// Last completed reconcile, if any, and when it finished.
     pub last_reconcile: Option<(DateTime, ReconcileReport)>,
 }
@@ -156,6 +163,7 @@ impl EngineHandle {
             conflicts: c.conflicts.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             last_reconcile: lock(&sh.last_reconcile).clone(),
+            quarantined: lock(&sh.quarantine).len() as u64,
         }
     }
     /// Stop applying events (they are still read and queued, up to the queue capacity).
@@ -241,6 +249,8 @@ pub(crate) async fn run_reconcile(
         apply_lock: Some(&sh.apply_lock),
         echo: Some((&sh.echo, &sh.ledger_io)),
         progress: None,
+        quarantine: Some(&sh.quarantine),
+        clocks: Some(&sh.clocks),
     };
     let span = tracing::info_span!("reconcile", %mode, dry_run);
     let report = reconcile::run(&job).instrument(span).await?;
@@ -343,6 +353,11 @@ impl Engine {
             tasks.spawn(async move { expire_tombstones(&sh, &stop).await })
         };
         aborts.0.push(expiry.abort_handle());
+        let held = {
+            let (sh, stop) = (sh.clone(), readers_stop.clone());
+            tasks.spawn(async move { keyed::release_due(&sh, &stop).await })
+        };
+        aborts.0.push(held.abort_handle());
         if reconcile_on_start {
             let (sh, stop) = (sh.clone(), readers_stop.clone());
             let h = tasks.spawn(async move {
@@ -425,6 +440,8 @@ pub async fn reconcile_once(
         apply_lock: None,
         echo: None,
         progress,
+        quarantine: None,
+        clocks: None,
     };
     reconcile::run(&job).await.map_err(engine_error)
 }

@@ -3,12 +3,14 @@
 //! never imports `mongodb`.
 
 mod checkpoint;
+pub(crate) mod clock;
 pub mod doc;
 mod echo;
 pub mod engine;
 pub mod error;
 pub mod key;
 pub mod memory;
+pub mod quarantine;
 mod queue;
 mod reconcile;
 pub mod store;

@@ -51,6 +51,12 @@ pub trait CollectionStore: Send + Sync {
 
     /// Number of documents (an estimate is fine): drives progress bars.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// The server's wall clock now, where the store can tell (`None`: it cannot; the
+    /// daemon's clock stands in). Read by the future-timestamp guard.
+    async fn server_time(&self) -> Result<Option<DateTime>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Engine state that must survive restarts: per-side checkpoints, tombstones and sync

@@ -410,6 +410,10 @@ pub struct ReconcileReport {
     pub conflicts: u64,
     /// Documents skipped because their `updatedAt` is missing or not a DateTime.
     pub skipped: u64,
+    /// Versions held back because their `updatedAt` is further in the future than
+    /// `sync.max_future_ms` allows (see [`crate::core::quarantine`]).
+    #[serde(default)]
+    pub quarantined: u64,
     /// Wall time of the reconcile.
     pub duration_ms: u64,
 }

@@ -235,6 +235,7 @@ fn connecting_reply(
                 applied_cloud_to_local: 0,
                 conflicts: 0,
                 skipped: 0,
+                quarantined: 0,
                 last_reconcile: None,
             };
             AdminReply::Status(Box::new(StatusReply::new(

@@ -325,6 +325,16 @@ impl CollectionStore for MongoStore {
             .await
             .map_err(|e| self.err("count", &e))
     }
+
+    async fn server_time(&self) -> Result<Option<bson::DateTime>, StoreError> {
+        // `hello` answers with the server's `localTime` (MongoDB manual, hello command).
+        let reply = self
+            .db
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(|e| self.err("hello", &e))?;
+        Ok(reply.get_datetime("localTime").ok().copied())
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct Settings {
     pub on_start: bool,
     /// `sync.debounce_ms`.
     pub debounce_ms: u64,
+    /// `sync.max_future_ms`.
+    pub max_future_ms: u64,
 }
 
 impl Default for Settings {
@@ -82,6 +84,7 @@ impl Default for Settings {
             tie_break: "cloud",
             on_start: false,
             debounce_ms: 20,
+            max_future_ms: 300_000,
         }
     }
 }
@@ -156,6 +159,7 @@ database = "{cloud_db}"
 [sync]
 debounce_ms = {debounce}
 tie_break = "{tie}"
+max_future_ms = {max_future}
 [reconcile]
 schedule = ""
 on_start = {on_start}
@@ -172,6 +176,7 @@ level = "info,datasync=debug"
             cloud_db = self.cloud_db,
             debounce = s.debounce_ms,
             tie = s.tie_break,
+            max_future = s.max_future_ms,
             on_start = s.on_start,
             socket = self.socket().display(),
         )

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::shared::{ix, lock, retry, save_ledger, save_ledger_changes, Shared, Stop};
 use crate::core::doc::{content_hash, key_of, same_content, updated_at};
 use crate::core::echo::Echo;
+use crate::core::quarantine::too_far_ahead;
 use crate::core::queue::QueuedEvent;
 use crate::core::store::StateStore;
 use crate::core::synced::SyncChanges;
@@ -495,6 +496,8 @@ async fn lww_group(
             .collect();
 
     // 3. Decide.
+    // The future-timestamp guard compares with the source server's clock.
+    let now = crate::core::clock::server_now(*lock(&sh.clocks))[ix(src)];
     let mut plans = Plans::default();
     let mut record: Vec<Tombstone> = Vec::new();
     let mut remove: Vec<Key> = Vec::new();
@@ -520,6 +523,11 @@ async fn lww_group(
         }
         match eff {
             Effective::Upsert { doc: d, u, latest } => {
+                if too_far_ahead(u, now, cfg.max_future) {
+                    lock(&sh.quarantine).hold(key, src, u);
+                    continue;
+                }
+                lock(&sh.quarantine).release(key);
                 let tomb = tombs.get(key);
                 if let Some(t) = tomb.filter(|t| t.deleted_at >= u) {
                     if t.quiet {

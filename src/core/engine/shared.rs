@@ -14,6 +14,7 @@ use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
 use crate::core::echo::{EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
+use crate::core::quarantine::Quarantine;
 use crate::core::queue::Queue;
 use crate::core::store::{CollectionStore, StateStore};
 use crate::core::types::{ReconcileReport, ResumeToken, Side, Write, WriteOutcome};
@@ -91,6 +92,10 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Whether `run` is active.
     pub(crate) running: AtomicBool,
+    /// Keys held back by the future-timestamp guard.
+    pub(crate) quarantine: Mutex<Quarantine>,
+    /// Each server's clock offset from the daemon's (local, cloud), in milliseconds.
+    pub(crate) clocks: Mutex<[i64; 2]>,
 }
 
 impl Shared {
@@ -129,6 +134,8 @@ impl Shared {
             ledger_io: tokio::sync::Mutex::new(()),
             hard_stop: CancellationToken::new(),
             running: AtomicBool::new(false),
+            quarantine: Mutex::new(Quarantine::default()),
+            clocks: Mutex::new([0, 0]),
             config,
             stores,
         }

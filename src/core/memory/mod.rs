@@ -417,4 +417,10 @@ impl CollectionStore for MemoryStore {
     async fn count(&self) -> Result<u64, StoreError> {
         Ok(self.shared.lock().docs.len() as u64)
     }
+
+    async fn server_time(&self) -> Result<Option<DateTime>, StoreError> {
+        // The settable clock; before a test sets one, the daemon's clock stands in.
+        let clock = self.shared.lock().clock;
+        Ok((clock.timestamp_millis() != 0).then_some(clock))
+    }
 }

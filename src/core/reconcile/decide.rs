@@ -3,9 +3,11 @@
 //! what to count. The rules are in the parent module's documentation.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bson::{Bson, DateTime, Document};
 
+use crate::core::quarantine::too_far_ahead;
 use crate::core::types::{
     DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
 };
@@ -35,6 +37,11 @@ pub(super) struct Plan {
     pub(super) record: Vec<Tombstone>,
     /// Keys found equal on both sides whose sync record is missing or different.
     pub(super) agree: Vec<(Key, DateTime)>,
+    /// Keys held back: the version to copy (on that side) is too far in the future.
+    pub(super) held: Vec<(Key, Side, DateTime)>,
+    /// Keys whose differing versions were won by the side the mode does not copy from
+    /// (a one-way target's newer version).
+    pub(super) target_won: u64,
 }
 
 /// Index of a side in [`Plan::writes`].
@@ -82,6 +89,11 @@ pub(super) struct Rules {
     pub(super) mode: Mode,
     /// Side whose copy wins a tie on equal `updatedAt` with different content.
     pub(super) tie: Side,
+    /// Each side's server clock (local, cloud), which the future-timestamp guard
+    /// compares that side's versions with.
+    pub(super) now: [DateTime; 2],
+    /// How far ahead of `now` a version may be and still be copied (`None`: no limit).
+    pub(super) max_future: Option<Duration>,
 }
 
 impl Rules {
@@ -101,6 +113,23 @@ impl Rules {
             }
         }
         plan
+    }
+
+    /// Whether copying version `u` of `key` from `from` waits for the clock (held back).
+    fn hold(
+        &self,
+        key: &Key,
+        from: Side,
+        u: DateTime,
+        plan: &mut Plan,
+        report: &mut ReconcileReport,
+    ) -> bool {
+        if !too_far_ahead(u, self.now[ix(from)], self.max_future) {
+            return false;
+        }
+        report.quarantined += 1;
+        plan.held.push((key.clone(), from, u));
+        true
     }
 
     fn lww_item(
@@ -144,6 +173,10 @@ impl Rules {
                     tie
                 };
                 if !mode.propagates(winner) {
+                    plan.target_won += 1;
+                    return;
+                }
+                if self.hold(key, winner, a.max(b), plan, report) {
                     return;
                 }
                 let Some(doc) = parsed(if winner == Side::Local { l } else { c }, report) else {
@@ -180,6 +213,9 @@ impl Rules {
                         });
                     }
                     OneSided::Copy => {
+                        if self.hold(key, side, u, plan, report) {
+                            return;
+                        }
                         let Some(doc) = parsed(e, report) else {
                             return;
                         };

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use bson::{DateTime, Document, RawDocumentBuf};
 
 use super::decide::{Item, Rules};
-use super::{write, Job};
+use super::{note_held, write, Job};
 use crate::core::doc::key_of;
-use crate::core::engine::shared::{retry, Stop};
+use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone};
 
 /// What an incremental reconcile did.
@@ -109,14 +109,10 @@ pub(crate) async fn run_keys(
         .map(|t| (t.key.clone(), t))
         .collect()
     };
-    let rules = Rules {
-        mode: job.mode,
-        tie: job.config.tie_break,
-    };
-    let plan = rules.decide(&items, &tombs, &mut out.report);
-    let r = &out.report;
-    let propagated = r.local_to_cloud.updated + r.cloud_to_local.updated;
-    out.target_won = r.conflicts.saturating_sub(propagated);
+    let offsets = job.clocks.map(|c| *lock(c)).unwrap_or_default();
+    let plan = Rules::of(job, offsets).decide(&items, &tombs, &mut out.report);
+    out.target_won = plan.target_won;
+    note_held(job, &items, &plan);
     out.applied = write(job, &items, plan).await?;
     Ok(out)
 }

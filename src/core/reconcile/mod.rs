@@ -35,9 +35,11 @@ use std::time::Instant;
 use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::clock;
 use crate::core::echo::Echo;
 use crate::core::engine::shared::{lock, retry, save_ledger, save_ledger_changes, EchoRefs, Stop};
 use crate::core::engine::{EngineConfig, Stores};
+use crate::core::quarantine::Quarantine;
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
 use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, WriteOutcome};
@@ -69,6 +71,42 @@ pub(crate) struct Job<'a> {
     pub(crate) echo: Option<EchoRefs<'a>>,
     /// Called with the number of keys examined so far.
     pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// The engine's keys held back by the future-timestamp guard, kept up to date.
+    pub(crate) quarantine: Option<&'a std::sync::Mutex<Quarantine>>,
+    /// The engine's last measured server clock offsets (a full reconcile measures them
+    /// again and stores them here).
+    pub(crate) clocks: Option<&'a std::sync::Mutex<clock::Offsets>>,
+}
+
+impl Rules {
+    /// The rules `job` decides with, against the servers' clocks now.
+    fn of(job: &Job<'_>, offsets: clock::Offsets) -> Rules {
+        Rules {
+            mode: job.mode,
+            tie: job.config.tie_break,
+            now: clock::server_now(offsets),
+            max_future: job.config.max_future,
+        }
+    }
+}
+
+/// Keep the engine's quarantine up to date with a page's decisions: held keys are
+/// held, every other key of the page was decided and is released. A dry run changes
+/// nothing.
+fn note_held(job: &Job<'_>, items: &[Item], plan: &Plan) {
+    let Some(q) = job.quarantine.filter(|_| !job.dry_run) else {
+        return;
+    };
+    let mut q = lock(q);
+    if q.is_empty() && plan.held.is_empty() {
+        return;
+    }
+    for it in items {
+        q.release(&it.key);
+    }
+    for (key, side, u) in &plan.held {
+        q.hold(key, *side, *u);
+    }
 }
 
 impl Job<'_> {
@@ -327,10 +365,8 @@ pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
         dry_run: job.dry_run,
         ..Default::default()
     };
-    let rules = Rules {
-        mode: job.mode,
-        tie: job.config.tie_break,
-    };
+    let offsets = clock::measure(job.stores, job.clocks, job.cancel, job.attempts).await?;
+    let rules = Rules::of(job, offsets);
     let mut reader = Reader {
         job,
         local: Paged::new(),
@@ -353,6 +389,7 @@ pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
                 break;
             }
             let plan = rules.decide(&page.items, &page.tombs, &mut report);
+            note_held(job, &page.items, &plan);
             write(job, &page.items, plan).await?;
             drop(_guard);
             progress(page.items.len());
@@ -363,6 +400,7 @@ pub(crate) async fn run(job: &Job<'_>) -> Result<ReconcileReport, Stop> {
         let mut page = reader.next_page().await?;
         while !page.items.is_empty() {
             let plan = rules.decide(&page.items, &page.tombs, &mut report);
+            note_held(job, &page.items, &plan);
             let (written, next) = tokio::join!(write(job, &page.items, plan), reader.next_page());
             written?;
             progress(page.items.len());

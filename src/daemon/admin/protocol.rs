@@ -172,6 +172,9 @@ pub struct StatusReply {
     pub conflicts: u64,
     /// Documents skipped as malformed.
     pub skipped: u64,
+    /// Keys held back now: their `updatedAt` is further in the future than
+    /// `sync.max_future_ms` allows.
+    pub quarantined: u64,
     /// Last finished reconcile, or null.
     pub last_reconcile: Option<LastReconcile>,
     /// Next scheduled reconcile (RFC 3339, UTC), null when unscheduled.
@@ -201,6 +204,7 @@ impl StatusReply {
             },
             conflicts: s.conflicts,
             skipped: s.skipped,
+            quarantined: s.quarantined,
             last_reconcile: s.last_reconcile.as_ref().map(|(at, r)| LastReconcile {
                 report: r.clone(),
                 finished_at: rfc3339(*at),

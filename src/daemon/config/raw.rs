@@ -53,6 +53,9 @@ pub struct RawSync {
     pub queue_capacity: u64,
     /// Side that wins when `updatedAt` is equal and contents differ: `local` or `cloud`.
     pub tie_break: String,
+    /// A version whose `updatedAt` is further ahead of the clock than this many
+    /// milliseconds is held back until the clock reaches it; 0 disables the guard.
+    pub max_future_ms: u64,
 }
 
 /// `[reconcile]`: full comparisons of both collections.
@@ -115,6 +118,7 @@ impl Default for RawConfig {
                 max_batch: 1000,
                 queue_capacity: 100_000,
                 tie_break: "cloud".into(),
+                max_future_ms: 300_000,
             },
             reconcile: RawReconcile {
                 schedule: "*/5 * * * *".into(),

@@ -60,6 +60,8 @@ pub struct SyncConfig {
     pub queue_capacity: usize,
     /// Tie-break winner.
     pub tie_break: Side,
+    /// Future-timestamp guard: how far ahead a version may be; `None`: off.
+    pub max_future: Option<Duration>,
 }
 
 /// `[reconcile]`, typed.
@@ -262,6 +264,8 @@ impl Config {
                 max_batch: max_batch as usize,
                 queue_capacity: queue_capacity as usize,
                 tie_break,
+                max_future: (raw.sync.max_future_ms > 0)
+                    .then(|| Duration::from_millis(raw.sync.max_future_ms)),
             },
             reconcile: ReconcileConfig {
                 schedule,
@@ -299,6 +303,7 @@ impl Config {
             max_batch: self.sync.max_batch,
             queue_capacity: self.sync.queue_capacity,
             tie_break: self.sync.tie_break,
+            max_future: self.sync.max_future,
             tombstone_ttl: self.state.tombstone_ttl,
             ..EngineConfig::default()
         }
@@ -322,6 +327,7 @@ impl Config {
                 max_batch: self.sync.max_batch as u64,
                 queue_capacity: self.sync.queue_capacity as u64,
                 tie_break: self.sync.tie_break.as_str().into(),
+                max_future_ms: self.sync.max_future.map_or(0, |d| d.as_millis() as u64),
             },
             reconcile: RawReconcile {
                 schedule: self
