@@ -23,20 +23,9 @@ async fn next(stream: &mut Stream) -> ChangeStreamEvent<Document> {
         .expect("event ok")
 }
 
-async fn setup() -> (
-    mongo_emulator::Emulator,
-    mongodb::Client,
-    Collection<Document>,
-) {
-    let emu = common::start().await;
-    let client = common::client(&emu).await;
-    let coll = client.database("d").collection::<Document>("c");
-    (emu, client, coll)
-}
-
 #[tokio::test]
 async fn insert_update_replace_delete_events_have_mongodb_shape() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1, "a": 1, "b": 2})
         .await
@@ -93,7 +82,7 @@ async fn insert_update_replace_delete_events_have_mongodb_shape() {
 
 #[tokio::test]
 async fn raw_event_update_description_has_all_three_fields() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap().with_type::<Document>();
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 2}})
@@ -118,7 +107,7 @@ async fn raw_event_update_description_has_all_three_fields() {
 
 #[tokio::test]
 async fn no_op_set_produces_no_event_and_n_modified_zero() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     let res = coll
@@ -139,7 +128,7 @@ async fn no_op_set_produces_no_event_and_n_modified_zero() {
 
 #[tokio::test]
 async fn replacement_without_id_always_counts_as_modified() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     let same_with_id = coll
@@ -159,7 +148,7 @@ async fn replacement_without_id_always_counts_as_modified() {
 
 #[tokio::test]
 async fn full_document_options() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut lookup = coll
         .watch()
@@ -204,7 +193,7 @@ async fn full_document_options() {
 
 #[tokio::test]
 async fn update_lookup_of_deleted_document_is_null() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll
         .watch()
@@ -237,7 +226,7 @@ async fn token_after_two_inserts(coll: &Collection<Document>) -> (ResumeToken, R
 
 #[tokio::test]
 async fn resume_after_returns_only_later_events() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (first, _) = token_after_two_inserts(&coll).await;
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
     let mut resumed = coll.watch().resume_after(first).await.unwrap();
@@ -254,7 +243,7 @@ async fn resume_after_returns_only_later_events() {
 
 #[tokio::test]
 async fn start_at_operation_time_includes_that_time() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     coll.insert_one(doc! {"_id": 2}).await.unwrap();
@@ -271,7 +260,7 @@ async fn start_at_operation_time_includes_that_time() {
 
 #[tokio::test]
 async fn drop_emits_drop_then_invalidate_and_start_after_continues() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     coll.drop().await.unwrap();
@@ -301,7 +290,7 @@ async fn drop_emits_drop_then_invalidate_and_start_after_continues() {
 
 #[tokio::test]
 async fn forget_history_makes_old_tokens_fail_with_286() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (a, _) = token_after_two_inserts(&coll).await;
     emu.handle().forget_history();
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
@@ -335,7 +324,7 @@ async fn history_limit_rolls_over_to_286() {
 
 #[tokio::test]
 async fn malformed_token_is_260() {
-    let (emu, client, _coll) = setup().await;
+    let (emu, client, _coll) = common::setup().await;
     let err = client
         .database("d")
         .run_command(doc! {
@@ -351,7 +340,7 @@ async fn malformed_token_is_260() {
 
 #[tokio::test]
 async fn empty_getmore_waits_and_advances_post_batch_resume_token() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     let db = client.database("d");
     coll.insert_one(doc! {"_id": 0}).await.unwrap();
     let opened = db
@@ -423,7 +412,7 @@ async fn empty_getmore_waits_and_advances_post_batch_resume_token() {
 
 #[tokio::test]
 async fn match_stage_filters_events() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll
         .watch()
         .pipeline(vec![doc! {"$match": {"operationType": "delete"}}])
@@ -440,7 +429,7 @@ async fn match_stage_filters_events() {
 
 #[tokio::test]
 async fn project_that_changes_id_is_280() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll
         .watch()
         .pipeline(vec![doc! {"$project": {"_id": 0}}])
@@ -459,7 +448,7 @@ async fn project_that_changes_id_is_280() {
 
 #[tokio::test]
 async fn database_and_cluster_streams_see_all_collections() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     let db = client.database("d");
     let mut db_stream = db.watch().await.unwrap();
     let mut cluster_stream = client.watch().await.unwrap();
@@ -509,7 +498,7 @@ async fn database_and_cluster_streams_see_all_collections() {
 
 #[tokio::test]
 async fn rename_emits_rename_then_invalidate() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     client
@@ -548,7 +537,7 @@ async fn live_stream_that_falls_behind_the_history_limit_gets_286() {
 
 #[tokio::test]
 async fn stage_not_allowed_in_change_stream_is_refused() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let err = coll
         .watch()
         .pipeline(vec![doc! {"$group": {"_id": null}}])
@@ -560,11 +549,11 @@ async fn stage_not_allowed_in_change_stream_is_refused() {
 
 #[tokio::test]
 async fn token_from_another_server_instance_is_286() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (token, _) = token_after_two_inserts(&coll).await;
     emu.shutdown().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (emu2, _client2, coll2) = setup().await;
+    let (emu2, _client2, coll2) = common::setup().await;
     let err = coll2.watch().resume_after(token).await.unwrap_err();
     assert_eq!(common::code(&err), 286);
     // Tokens of the new server resume fine.

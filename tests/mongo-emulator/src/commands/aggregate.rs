@@ -63,6 +63,15 @@ pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
     {
         return Err(CommandError::type_mismatch("$changeStream", "object"));
     }
+    if pipeline
+        .iter()
+        .any(|s| s.contains_key("$changeStreamSplitLargeEvent"))
+    {
+        return Err(CommandError::new(
+            20,
+            "$changeStreamSplitLargeEvent is only valid in a $changeStream pipeline",
+        ));
+    }
     let coll = match &target {
         Bson::String(s) if !s.is_empty() => s.clone(),
         Bson::String(_) => {

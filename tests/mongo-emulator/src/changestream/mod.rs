@@ -5,6 +5,10 @@
 //! Events are rendered straight to BSON from the stored documents (one encode, no
 //! document clone per event); only a stream with later stages decodes them again.
 
+mod split;
+
+use std::collections::VecDeque;
+
 use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
@@ -73,6 +77,27 @@ pub struct ChangeStream {
     pending_invalidate: Option<Timestamp>,
     /// An invalidate was returned; the cursor is finished.
     pub closed: bool,
+    /// The pipeline ends with `$changeStreamSplitLargeEvent`.
+    splits: bool,
+    /// Resumed from fragment `n` (0-based) of the event at this time: its first `n + 1`
+    /// fragments are not returned again.
+    resume_fragment: Option<(Timestamp, u16)>,
+    /// Rendered items that did not fit in the last batch (fragments of a split event, or
+    /// an event over the batch's byte budget), returned first by the next poll.
+    pending: VecDeque<Pending>,
+    /// The last postBatchResumeToken handed out.
+    last_pbrt: ResumeToken,
+}
+
+/// A rendered item waiting for the next batch.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// The event or fragment.
+    doc: RawDocumentBuf,
+    /// Its resume token.
+    token: ResumeToken,
+    /// It is an invalidate: returning it closes the stream.
+    closes: bool,
 }
 
 /// One batch from a stream.
@@ -185,9 +210,21 @@ impl ChangeStream {
                 )
             }
         };
+        let splits = split::validate(&stages)?;
+        let mut stages = stages;
+        if splits {
+            stages.pop();
+        }
         for st in &stages {
             let name = st.keys().next().map(String::as_str).unwrap_or("");
             if !ALLOWED_STAGES.contains(&name) {
+                // A stage the server does not know at all is 40324, as in any pipeline;
+                // a known one is refused in a change stream (20).
+                if let Err(e) = query::run_pipeline(Vec::new(), std::slice::from_ref(st)) {
+                    if e.code == 40324 {
+                        return Err(e.into());
+                    }
+                }
                 return Err(CommandError::new(
                     20,
                     format!("{name} is not permitted in a $changeStream pipeline"),
@@ -197,15 +234,20 @@ impl ChangeStream {
         if !stages.is_empty() {
             query::run_pipeline(Vec::new(), &stages)?;
         }
+        let now = inner.oplog.now();
         let mut stream = ChangeStream {
             ns,
             scope,
             full_document,
             before_change,
             pipeline: stages,
-            after: inner.oplog.now(),
+            after: now,
             pending_invalidate: None,
             closed: false,
+            splits,
+            resume_fragment: None,
+            pending: VecDeque::new(),
+            last_pbrt: ResumeToken::new(now, TokenKind::HighWater),
         };
         match resume {
             None => {}
@@ -220,6 +262,7 @@ impl ChangeStream {
                     return Err(history_lost());
                 }
                 stream.after = ts_before(*t);
+                stream.last_pbrt = ResumeToken::new(stream.after, TokenKind::HighWater);
             }
             Some((option, v)) => {
                 let token = ResumeToken::parse(v)?;
@@ -233,6 +276,18 @@ impl ChangeStream {
                     return Err(history_lost());
                 }
                 stream.after = token.ts;
+                stream.last_pbrt = token;
+                if let Some(n) = token.fragment {
+                    if !stream.splits {
+                        return Err(CommandError::new(
+                            280,
+                            "Resuming from a split event requires the $changeStreamSplitLargeEvent stage as the last stage of the pipeline",
+                        ));
+                    }
+                    // The event is read again and its fragments up to `n` swallowed.
+                    stream.after = ts_before(token.ts);
+                    stream.resume_fragment = Some((token.ts, n));
+                }
                 if token.kind == TokenKind::Event {
                     if let Some(ev) = inner.oplog.event_at(token.ts) {
                         if stream.invalidated_by(ev) {
@@ -245,7 +300,9 @@ impl ChangeStream {
         Ok(stream)
     }
 
-    /// Take up to `max` events from history (without waiting).
+    /// Take up to `max` events from history (without waiting). A batch holds at most
+    /// 16 MiB of events, except that its first item always goes in (as MongoDB's
+    /// `getMore` does); what does not fit waits in `pending`.
     pub fn poll(&mut self, inner: &Inner, max: usize) -> CmdResult<StreamBatch> {
         if let Some(ts) = self.pending_invalidate.take() {
             self.closed = true;
@@ -259,16 +316,30 @@ impl ChangeStream {
                 post_batch_resume_token: ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
             });
         }
+        let mut batch = Batch {
+            events: Vec::new(),
+            bytes: 0,
+            max,
+            last: None,
+        };
+        while let Some(item) = self.pending.pop_front() {
+            if !batch.fits(&item.doc) {
+                self.pending.push_front(item);
+                return Ok(self.finish(batch, inner, true));
+            }
+            let closes = item.closes;
+            batch.push(item);
+            if closes {
+                self.closed = true;
+                return Ok(self.finish(batch, inner, true));
+            }
+        }
         if inner.oplog.stream_lost(self.after) {
             return Err(history_lost());
         }
-        let mut events = Vec::new();
         let mut more = false;
-        let mut last_returned: Option<Timestamp> = None;
-        let mut bytes = 0usize;
         for ev in inner.oplog.events_after(self.after) {
-            // A batch stays within one 16 MiB document, as MongoDB's do.
-            if events.len() >= max || bytes >= crate::state::MAX_BSON_SIZE {
+            if batch.events.len() >= max || batch.bytes >= crate::state::MAX_BSON_SIZE {
                 more = true;
                 break;
             }
@@ -277,36 +348,103 @@ impl ChangeStream {
                 continue;
             }
             let rendered = self.render(ev, &inner.store)?;
-            if let Some(out) = self.apply_pipeline(rendered)? {
-                bytes += out.as_bytes().len();
-                events.push(out);
-                last_returned = Some(ev.ts);
-            }
+            let mut items = match self.apply_pipeline(rendered)? {
+                Some(out) => self.limit_size(out, ev.ts)?,
+                None => Vec::new(),
+            };
             if self.invalidated_by(ev) {
-                self.closed = true;
-                events.push(invalidate_event(ev.ts, ev.wall)?);
-                return Ok(StreamBatch {
-                    events,
-                    post_batch_resume_token: ResumeToken::new(ev.ts, TokenKind::Invalidate)
-                        .to_document(),
+                items.push(Pending {
+                    doc: invalidate_event(ev.ts, ev.wall)?,
+                    token: ResumeToken::new(ev.ts, TokenKind::Invalidate),
+                    closes: true,
                 });
             }
+            for item in items {
+                if !self.pending.is_empty() || !batch.fits(&item.doc) {
+                    self.pending.push_back(item);
+                } else if item.closes {
+                    self.closed = true;
+                    batch.push(item);
+                    return Ok(self.finish(batch, inner, true));
+                } else {
+                    batch.push(item);
+                }
+            }
+            if !self.pending.is_empty() {
+                more = true;
+                break;
+            }
         }
+        Ok(self.finish(batch, inner, more))
+    }
+
+    /// The batch's reply: its postBatchResumeToken is the last item's token when the
+    /// batch stopped early or ended on an event, else a high-water mark at the present.
+    fn finish(&mut self, batch: Batch, inner: &Inner, more: bool) -> StreamBatch {
         if !more {
             let now = inner.oplog.now();
             if ts_key(now) > ts_key(self.after) {
                 self.after = now;
             }
         }
-        let kind = if last_returned == Some(self.after) {
-            TokenKind::Event
-        } else {
-            TokenKind::HighWater
+        let pbrt = match batch.last {
+            Some(last) if !self.pending.is_empty() || self.closed || last.ts == self.after => last,
+            None if !self.pending.is_empty() => self.last_pbrt,
+            _ => ResumeToken::new(self.after, TokenKind::HighWater),
         };
-        Ok(StreamBatch {
-            events,
-            post_batch_resume_token: ResumeToken::new(self.after, kind).to_document(),
-        })
+        self.last_pbrt = pbrt;
+        StreamBatch {
+            events: batch.events,
+            post_batch_resume_token: pbrt.to_document(),
+        }
+    }
+
+    /// The 16 MiB rule for one event (after the user's stages): returned whole, split
+    /// into fragments by `$changeStreamSplitLargeEvent`, or refused with 10334.
+    fn limit_size(&mut self, event: RawDocumentBuf, ts: Timestamp) -> CmdResult<Vec<Pending>> {
+        let size = event.as_bytes().len();
+        let resumed = match self.resume_fragment {
+            Some((at, n)) if at == ts => {
+                self.resume_fragment = None;
+                Some(usize::from(n))
+            }
+            Some((at, _)) if ts_key(at) < ts_key(ts) => {
+                self.resume_fragment = None;
+                None
+            }
+            _ => None,
+        };
+        let whole = |doc| Pending {
+            doc,
+            token: ResumeToken::new(ts, TokenKind::Event),
+            closes: false,
+        };
+        if !self.splits {
+            if size > split::MAX_INTERNAL_SIZE {
+                return Err(split::too_large(&event, size));
+            }
+            return Ok(vec![whole(event)]);
+        }
+        if size <= split::MAX_EVENT_SIZE {
+            if resumed.is_some() {
+                return Err(split::different_split());
+            }
+            return Ok(vec![whole(event)]);
+        }
+        let fragments = split::split(&event, ts)?;
+        let skip = resumed.map_or(0, |n| n + 1);
+        if skip > fragments.len() {
+            return Err(split::different_split());
+        }
+        Ok(fragments
+            .into_iter()
+            .skip(skip)
+            .map(|(doc, token)| Pending {
+                doc,
+                token,
+                closes: false,
+            })
+            .collect())
     }
 
     fn sees(&self, ev: &Event) -> bool {
@@ -426,6 +564,33 @@ impl ChangeStream {
             ));
         }
         encode(&d).map(Some)
+    }
+}
+
+/// A batch being filled.
+struct Batch {
+    /// Items taken.
+    events: Vec<RawDocumentBuf>,
+    /// Their total size.
+    bytes: usize,
+    /// Most items.
+    max: usize,
+    /// The last item's token.
+    last: Option<ResumeToken>,
+}
+
+impl Batch {
+    /// Whether `doc` may join: the first item always does (MongoDB returns one object
+    /// of any size it could serialise), later ones while the batch stays within 16 MiB.
+    fn fits(&self, doc: &RawDocumentBuf) -> bool {
+        self.events.len() < self.max
+            && (self.events.is_empty()
+                || self.bytes + doc.as_bytes().len() <= crate::state::MAX_BSON_SIZE)
+    }
+    fn push(&mut self, item: Pending) {
+        self.bytes += item.doc.as_bytes().len();
+        self.events.push(item.doc);
+        self.last = Some(item.token);
     }
 }
 
