@@ -87,6 +87,10 @@ pub struct ChangeStream {
     pending: VecDeque<Pending>,
     /// The last postBatchResumeToken handed out.
     last_pbrt: ResumeToken,
+    /// When the user's stages are only `$project`s excluding top-level fields (what a
+    /// client asks to drop large parts such as `updateDescription`): those names, so
+    /// events skip the decode the general pipeline needs.
+    top_level_exclusion: Option<Vec<String>>,
 }
 
 /// A rendered item waiting for the next batch.
@@ -248,7 +252,9 @@ impl ChangeStream {
             resume_fragment: None,
             pending: VecDeque::new(),
             last_pbrt: ResumeToken::new(now, TokenKind::HighWater),
+            top_level_exclusion: None,
         };
+        stream.top_level_exclusion = top_level_exclusion(&stream.pipeline);
         match resume {
             None => {}
             Some(("startAtOperationTime", v)) => {
@@ -550,6 +556,9 @@ impl ChangeStream {
         if self.pipeline.is_empty() {
             return Ok(Some(event));
         }
+        if let Some(names) = &self.top_level_exclusion {
+            return Ok(Some(without_fields(&event, names)?));
+        }
         let event = Document::try_from(event.as_ref()).map_err(internal)?;
         let id = event.get("_id").cloned();
         let mut out = query::run_pipeline(vec![event], &self.pipeline)?;
@@ -565,6 +574,38 @@ impl ChangeStream {
         }
         encode(&d).map(Some)
     }
+}
+
+/// The field names when every stage is `{$project: {name: 0 | false, …}}` with plain
+/// top-level names other than `_id`.
+fn top_level_exclusion(stages: &[Document]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for st in stages {
+        let Some(Bson::Document(spec)) = st.get("$project") else {
+            return None;
+        };
+        for (name, v) in spec {
+            let excluded = matches!(v, Bson::Int32(0) | Bson::Int64(0) | Bson::Boolean(false))
+                || matches!(v, Bson::Double(f) if *f == 0.0);
+            if !excluded || name == "_id" || name.contains('.') || name.starts_with('$') {
+                return None;
+            }
+            names.push(name.clone());
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+/// `event` without the top-level fields `names`.
+fn without_fields(event: &RawDocumentBuf, names: &[String]) -> CmdResult<RawDocumentBuf> {
+    let mut out = raw_with_capacity(event.as_bytes().len());
+    for elem in event {
+        let (name, value) = elem.map_err(internal)?;
+        if !names.iter().any(|n| n == name) {
+            out.append(name, value.to_raw_bson());
+        }
+    }
+    Ok(out)
 }
 
 /// A batch being filled.
