@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::changestream::ChangeStream;
 use crate::error::{CmdResult, CommandError};
+use crate::failpoint::FailPoints;
 use crate::faults::Faults;
 use crate::oplog::{Event, EventKind, Oplog};
 use crate::store::{Key, Store};
@@ -110,6 +111,11 @@ pub struct Shared {
     next_connection: AtomicI64,
     /// Faults and counters.
     pub faults: Faults,
+    /// `configureFailPoint` state.
+    pub fail_points: FailPoints,
+    /// Application name each connection gave in its handshake (`client.application`),
+    /// which `failCommand`'s `appName` matches.
+    pub app_names: Mutex<HashMap<i64, String>>,
     /// Retryable write replies.
     pub retry: Mutex<RetryCache>,
 }
@@ -141,6 +147,8 @@ impl Shared {
             next_cursor: AtomicI64::new((seed & 0x0000_7fff_ffff_0000).max(1 << 20)),
             next_connection: AtomicI64::new(1),
             faults: Faults::default(),
+            fail_points: FailPoints::default(),
+            app_names: Mutex::new(HashMap::new()),
             retry: Mutex::new(RetryCache::default()),
         }
     }

@@ -200,6 +200,17 @@ pub fn rename_collection(ctx: &Ctx<'_>) -> CmdResult<Document> {
     Ok(doc! {})
 }
 
+/// `configureFailPoint` (admin only, as on MongoDB).
+pub fn configure_fail_point(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    if ctx.db != "admin" {
+        return Err(CommandError::new(
+            13,
+            "configureFailPoint may only be run against the admin database.",
+        ));
+    }
+    ctx.shared.fail_points.configure(ctx.body)
+}
+
 /// `emulatorFault` on admin: closeConnections, failCommand, delay, forgetHistory,
 /// counters.
 pub fn emulator_fault(ctx: &Ctx<'_>) -> CmdResult<Document> {
