@@ -149,6 +149,7 @@ pub fn code_name(code: i32) -> &'static str {
         27 => "IndexNotFound",
         40 => "ConflictingUpdateOperators",
         43 => "CursorNotFound",
+        47 => "NoMatchingDocument",
         48 => "NamespaceExists",
         50 => "MaxTimeMSExpired",
         52 => "DollarPrefixedFieldName",

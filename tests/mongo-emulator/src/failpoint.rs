@@ -26,6 +26,10 @@ enum Mode {
 /// One active `failCommand`.
 #[derive(Debug, Clone)]
 struct FailCommand {
+    /// The error is raised after the cursor was checked out
+    /// (`failGetMoreAfterCursorCheckout`), where the server knows a change stream's
+    /// cursor and labels resumable errors; `failCommand` fails before that.
+    after_checkout: bool,
     /// When it fires.
     mode: Mode,
     /// Commands it applies to.
@@ -138,6 +142,7 @@ impl FailPoints {
         points.insert(
             name.to_string(),
             FailCommand {
+                after_checkout: name == "failGetMoreAfterCursorCheckout",
                 mode,
                 commands,
                 app_name: data.get_str("appName").ok().map(str::to_string),
@@ -196,6 +201,7 @@ impl FailPoints {
             );
             match &p.error_labels {
                 Some(labels) => err.labels = labels.clone(),
+                None if command == "getMore" && !p.after_checkout => {}
                 None => err = err.with_server_labels(command),
             }
             Action::Fail(err)

@@ -148,7 +148,13 @@ async fn replacement_without_id_always_counts_as_modified() {
 
 #[tokio::test]
 async fn full_document_options() {
-    let (emu, _client, coll) = common::setup().await;
+    let (emu, client, coll) = common::setup().await;
+    // Pre- and post-images are recorded only where the collection asks for them.
+    client
+        .database("d")
+        .run_command(doc! {"create": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut lookup = coll
         .watch()
@@ -564,4 +570,123 @@ async fn token_from_another_server_instance_is_286() {
         doc! {"_id": 2}
     );
     emu2.shutdown().await;
+}
+
+#[tokio::test]
+async fn images_are_opt_in_per_collection_with_coll_mod() {
+    let (emu, client, coll) = common::setup().await;
+    coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+    let mut when = coll
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+        .await
+        .unwrap();
+    let mut required = coll
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 2}})
+        .await
+        .unwrap();
+    let w = next(&mut when).await;
+    assert_eq!(w.full_document, None, "no post-image while disabled");
+    assert_eq!(w.full_document_before_change, None);
+    let err = tokio::time::timeout(Duration::from_secs(5), required.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(common::code(&err), 47, "required post-image missing: {err}");
+
+    let db = client.database("d");
+    db.run_command(doc! {"collMod": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 3}})
+        .await
+        .unwrap();
+    let w = next(&mut when).await;
+    assert_eq!(w.full_document.unwrap(), doc! {"_id": 1, "a": 3});
+    assert_eq!(
+        w.full_document_before_change.unwrap(),
+        doc! {"_id": 1, "a": 2}
+    );
+    let err = db
+        .run_command(doc! {"collMod": "nope", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 26);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn expanded_events_show_ddl_collection_uuid_and_disambiguated_paths() {
+    let (emu, client, coll) = common::setup().await;
+    let db = client.database("d");
+    let mut plain = db.watch().await.unwrap().with_type::<Document>();
+    let mut expanded = db
+        .watch()
+        .show_expanded_events(true)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.insert_one(doc! {"_id": 1, "a": {"1": 1}, "l": [1, 2, 3]})
+        .await
+        .unwrap();
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"x": 1}, "name": "x_1"}]})
+        .await
+        .unwrap();
+    db.run_command(doc! {"collMod": "c"}).await.unwrap();
+    coll.update_one(
+        doc! {"_id": 1},
+        vec![doc! {"$set": {"a.1": 2, "l": [1, 2]}}],
+    )
+    .await
+    .unwrap();
+    let mut ops = Vec::new();
+    for _ in 0..5 {
+        let e = raw(&mut expanded).await;
+        assert!(
+            matches!(e.get("collectionUUID"), Some(Bson::Binary(_))),
+            "{e}"
+        );
+        ops.push(e.get_str("operationType").unwrap().to_string());
+        if ops.last().unwrap() == "update" {
+            let desc = e.get_document("updateDescription").unwrap();
+            assert_eq!(
+                desc.get_document("disambiguatedPaths").unwrap(),
+                &doc! {"a.1": ["a", "1"]}
+            );
+            assert_eq!(
+                desc.get_array("truncatedArrays").unwrap(),
+                &vec![Bson::Document(doc! {"field": "l", "newSize": 2})]
+            );
+        }
+    }
+    assert_eq!(
+        ops,
+        ["create", "insert", "createIndexes", "modify", "update"]
+    );
+    // Without the option: only the document events, without the new fields.
+    let ins = raw(&mut plain).await;
+    assert_eq!(ins.get_str("operationType").unwrap(), "insert");
+    assert!(ins.get("collectionUUID").is_none());
+    let upd = raw(&mut plain).await;
+    assert!(upd
+        .get_document("updateDescription")
+        .unwrap()
+        .get("disambiguatedPaths")
+        .is_none());
+    emu.shutdown().await;
+}
+
+/// The next raw event of `s`.
+async fn raw(s: &mut ChangeStream<Document>) -> Document {
+    tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("event within 5s")
+        .expect("stream open")
+        .expect("event ok")
 }

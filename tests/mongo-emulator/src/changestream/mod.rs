@@ -5,17 +5,17 @@
 //! Events are rendered straight to BSON from the stored documents (one encode, no
 //! document clone per event); only a stream with later stages decodes them again.
 
+mod render;
 mod split;
 
 use std::collections::VecDeque;
 
-use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
 use crate::oplog::{ts_before, ts_key, Event, EventKind};
 use crate::query;
 use crate::state::Inner;
-use crate::store::{Key, Store};
 use crate::token::{ResumeToken, TokenKind};
 
 /// Which events a stream sees.
@@ -77,6 +77,9 @@ pub struct ChangeStream {
     pending_invalidate: Option<Timestamp>,
     /// An invalidate was returned; the cursor is finished.
     pub closed: bool,
+    /// `showExpandedEvents`: DDL events, `collectionUUID`, `operationDescription`,
+    /// `disambiguatedPaths`.
+    expanded: bool,
     /// The pipeline ends with `$changeStreamSplitLargeEvent`.
     splits: bool,
     /// Resumed from fragment `n` (0-based) of the event at this time: its first `n + 1`
@@ -127,6 +130,7 @@ impl ChangeStream {
         let mut full_document = FullDocument::Default;
         let mut before_change = BeforeChange::Off;
         let mut resume: Option<(&str, &Bson)> = None;
+        let mut expanded = false;
         for (k, v) in opts {
             match k.as_str() {
                 "fullDocument" => {
@@ -164,7 +168,8 @@ impl ChangeStream {
                     resume = Some((k.as_str(), v));
                 }
                 "allChangesForCluster" => cluster = v.as_bool().unwrap_or(false),
-                "showExpandedEvents" | "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {}
+                "showExpandedEvents" => expanded = v.as_bool().unwrap_or(false),
+                "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {}
                 other => {
                     return Err(CommandError::new(
                         40415,
@@ -248,6 +253,7 @@ impl ChangeStream {
             after: now,
             pending_invalidate: None,
             closed: false,
+            expanded,
             splits,
             resume_fragment: None,
             pending: VecDeque::new(),
@@ -454,6 +460,9 @@ impl ChangeStream {
     }
 
     fn sees(&self, ev: &Event) -> bool {
+        if ev.kind.is_expanded() && !self.expanded {
+            return false;
+        }
         match &self.scope {
             Scope::Collection(db, coll) => {
                 ev.db == *db && ev.coll.as_deref() == Some(coll.as_str())
@@ -473,83 +482,6 @@ impl ChangeStream {
             Scope::Database(db) => ev.db == *db && matches!(ev.kind, EventKind::DropDatabase),
             Scope::Cluster => false,
         }
-    }
-
-    /// The change event of `ev`, encoded (fields in MongoDB's order).
-    fn render(&self, ev: &Event, store: &Store) -> CmdResult<RawDocumentBuf> {
-        let op = match ev.kind {
-            EventKind::Insert => "insert",
-            EventKind::Update(..) => "update",
-            EventKind::Replace => "replace",
-            EventKind::Delete => "delete",
-            EventKind::Drop => "drop",
-            EventKind::DropDatabase => "dropDatabase",
-            EventKind::Rename(..) => "rename",
-        };
-        // Sized once for the common event (header fields plus its document).
-        let doc_len = ev.after.as_ref().map_or(0, |a| a.as_bytes().len());
-        let mut d = raw_with_capacity(256 + doc_len);
-        d.append_ref("_id", &ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
-        d.append_ref("operationType", op);
-        d.append_ref("clusterTime", ev.ts);
-        d.append_ref("wallTime", ev.wall);
-        if matches!(ev.kind, EventKind::Insert | EventKind::Replace) {
-            append_doc(&mut d, "fullDocument", ev.after.as_ref());
-        }
-        let mut ns = RawDocumentBuf::new();
-        ns.append_ref("db", ev.db.as_str());
-        if let Some(c) = &ev.coll {
-            ns.append_ref("coll", c.as_str());
-        }
-        d.append_ref("ns", &ns);
-        if let EventKind::Rename(to_db, to_coll) = &ev.kind {
-            let mut to = RawDocumentBuf::new();
-            to.append_ref("db", to_db.as_str());
-            to.append_ref("coll", to_coll.as_str());
-            d.append("to", to);
-        }
-        if let Some(id) = &ev.id {
-            let mut key = RawDocumentBuf::new();
-            key.append(
-                "_id",
-                bson::RawBson::try_from(id.clone()).map_err(internal)?,
-            );
-            d.append_ref("documentKey", &key);
-        }
-        if let EventKind::Update(updated, removed) = &ev.kind {
-            let mut desc = RawDocumentBuf::new();
-            desc.append("updatedFields", encode(updated)?);
-            let mut names = RawArrayBuf::new();
-            for r in removed {
-                names.push(r.as_str());
-            }
-            desc.append("removedFields", names);
-            desc.append("truncatedArrays", RawArrayBuf::new());
-            d.append("updateDescription", desc);
-            match self.full_document {
-                FullDocument::Default => {}
-                FullDocument::UpdateLookup => {
-                    let current = ev.id.as_ref().and_then(|id| {
-                        let coll = store.coll(&ev.db, ev.coll.as_deref()?)?;
-                        coll.docs.get(&Key(id.clone()))
-                    });
-                    let current = current.map(encode).transpose()?;
-                    append_doc(&mut d, "fullDocument", current.as_ref());
-                }
-                FullDocument::WhenAvailable | FullDocument::Required => {
-                    append_doc(&mut d, "fullDocument", ev.after.as_ref());
-                }
-            }
-        }
-        if self.before_change != BeforeChange::Off
-            && matches!(
-                ev.kind,
-                EventKind::Update(..) | EventKind::Replace | EventKind::Delete
-            )
-        {
-            append_doc(&mut d, "fullDocumentBeforeChange", ev.before.as_ref());
-        }
-        Ok(d)
     }
 
     fn apply_pipeline(&self, event: RawDocumentBuf) -> CmdResult<Option<RawDocumentBuf>> {

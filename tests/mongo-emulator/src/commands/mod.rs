@@ -10,6 +10,7 @@ mod find;
 mod handshake;
 mod idrange;
 mod indexes;
+mod letvars;
 mod update;
 
 use std::sync::{Arc, Mutex};
@@ -124,6 +125,7 @@ pub async fn run(
 ) -> Reply {
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
+    let let_error = letvars::apply(&name, body).err();
     let moved = Mutex::new(move_write_array(body, &name));
     let ctx = Ctx {
         shared,
@@ -144,6 +146,7 @@ pub async fn run(
     }
     let result = match (action, shared.faults.take_failure(&name)) {
         (Action::Close, _) => return Reply::Close,
+        (_, None) if let_error.is_some() => Err(let_error.unwrap_or_else(|| unreachable!())),
         (Action::Fail(err), _) | (_, Some(err)) => Err(err),
         (Action::WriteConcernError(wce), None) => run_checked(&ctx, &name)
             .await
@@ -265,6 +268,7 @@ fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "listDatabases" => admin::list_databases(ctx),
         "listCollections" => admin::list_collections(ctx),
         "create" => admin::create(ctx),
+        "collMod" => admin::coll_mod(ctx),
         "drop" => admin::drop(ctx),
         "dropDatabase" => admin::drop_database(ctx),
         "renameCollection" => admin::rename_collection(ctx),

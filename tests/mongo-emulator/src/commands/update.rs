@@ -27,6 +27,13 @@ struct Outcome {
 pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let coll = collection_name(ctx, "update")?;
     let stmts = ctx.take_docs("updates")?;
+    // `sort` on an update statement is MongoDB 8.0; 7.0's parser refuses it.
+    if stmts.iter().any(|s| s.contains_key("sort")) {
+        return Err(CommandError::new(
+            40415,
+            "BSON field 'update.updates.sort' is an unknown field.",
+        ));
+    }
     let ordered = opt_bool(ctx.body, "ordered", true)?;
     let ns = format!("{}.{coll}", ctx.db);
     let (mut n, mut modified, mut changed, mut attempted) = (0i32, 0i32, 0u64, 0u64);
