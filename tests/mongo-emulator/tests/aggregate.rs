@@ -1,5 +1,5 @@
 //! Aggregation and command options through the official driver: `$out`, `let`
-//! variables, `$getField`/`$setField`, `collMod` of an index's TTL, configureFailPoint,
+//! variables, `$getField`/`$setField`, arrayFilters, `collMod` of an index's TTL, configureFailPoint,
 //! and 7.0's refusal of `sort` on update statements.
 
 mod common;
@@ -124,5 +124,20 @@ async fn coll_mod_changes_an_index_ttl_and_fail_points_fail_commands() {
         coll.find_one(doc! {}).await.unwrap().is_some(),
         "times: 1 fires once"
     );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn array_filters_update_the_matching_elements() {
+    let (emu, _client, coll) = common::setup().await;
+    coll.insert_one(doc! {"_id": 1, "y": [{"b": 3}, {"b": 1}, {"b": 3}]})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"y.$[i].b": 9}})
+        .array_filters(vec![doc! {"i.b": 3}])
+        .await
+        .unwrap();
+    let d = coll.find_one(doc! {"_id": 1}).await.unwrap().unwrap();
+    assert_eq!(d, doc! {"_id": 1, "y": [{"b": 9}, {"b": 1}, {"b": 9}]});
     emu.shutdown().await;
 }

@@ -7,6 +7,7 @@ mod arith;
 mod compare;
 mod convert;
 mod diff;
+pub mod positional;
 pub use diff::UpdateDescription;
 mod expr;
 mod expr_extra;
