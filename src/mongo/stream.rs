@@ -110,6 +110,27 @@ async fn watch(
     Ok(watch.await?.with_type::<RawDocumentBuf>())
 }
 
+/// Opens the driver stream in `mode`, or, when a post-image stream's first batch is
+/// already refused with BSONObjectTooLarge (the next event is too large), a lean one:
+/// the stream it opened and its mode.
+async fn watch_past_large(
+    coll: &Collection<Document>,
+    resume_after: Option<DriverToken>,
+    mode: Mode,
+    split: bool,
+) -> Result<(RawStream, Mode), mongodb::error::Error> {
+    match watch(coll, resume_after.clone(), mode, split).await {
+        Err(e) if mode == Mode::Full && error_code(&e) == Some(BSON_OBJECT_TOO_LARGE) => {
+            tracing::warn!(error = %e, "change event over 16 MiB; fetching documents by key until caught up");
+            Ok((
+                watch(coll, resume_after, Mode::Lean, split).await?,
+                Mode::Lean,
+            ))
+        }
+        other => Ok((other?, mode)),
+    }
+}
+
 /// Opens the change stream on `coll` (post-images of updates), splitting events over
 /// 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
 pub async fn open(
@@ -119,13 +140,14 @@ pub async fn open(
     ns: String,
 ) -> Result<MongoChangeStream, mongodb::error::Error> {
     let mut split = true;
-    let inner = match watch(coll, resume_after.clone(), Mode::Full, true).await {
+    let opened = match watch_past_large(coll, resume_after.clone(), Mode::Full, true).await {
         Err(e) if error_code(&e) == Some(UNRECOGNIZED_STAGE) => {
             split = false;
-            watch(coll, resume_after.clone(), Mode::Full, false).await?
+            watch_past_large(coll, resume_after.clone(), Mode::Full, false).await?
         }
         other => other?,
     };
+    let (inner, mode) = opened;
     Ok(MongoChangeStream {
         resume_at: resume_after.or_else(|| inner.resume_token()),
         inner,
@@ -133,8 +155,8 @@ pub async fn open(
         side,
         ns,
         split,
-        mode: Mode::Full,
-        lean_left: 0,
+        mode,
+        lean_left: LEAN_EVENTS,
         fragments: Fragments::default(),
         last_progress: None,
         ended: None,
@@ -296,9 +318,10 @@ impl MongoChangeStream {
         err
     }
 
-    /// Reopens the driver stream in `mode` from [`Self::resume_at`].
+    /// Reopens the driver stream in `mode` from [`Self::resume_at`] (lean instead when
+    /// the next event is too large for post-images).
     async fn reopen(&mut self, mode: Mode) -> Result<(), StoreError> {
-        let inner = watch(&self.coll, self.resume_at.clone(), mode, self.split)
+        let (inner, mode) = watch_past_large(&self.coll, self.resume_at.clone(), mode, self.split)
             .await
             .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
         self.inner = inner;
