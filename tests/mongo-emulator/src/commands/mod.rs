@@ -4,6 +4,7 @@
 
 mod admin;
 mod aggregate;
+mod collation;
 mod crud;
 mod cursors;
 mod find;
@@ -126,6 +127,7 @@ pub async fn run(
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
     let let_error = letvars::apply(&name, body).err();
+    collation::apply(&name, body);
     let moved = Mutex::new(move_write_array(body, &name));
     let ctx = Ctx {
         shared,
