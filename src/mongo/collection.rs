@@ -16,7 +16,7 @@ use crate::core::types::{Key, ResumeToken, ScanEntry, Side, Write, WriteOutcome}
 use crate::mongo::batch::{self, as_count, Statement};
 use crate::mongo::error::map_error;
 use crate::mongo::scan_filter::after_filter;
-use crate::mongo::stream::{self, MongoChangeStream};
+use crate::mongo::stream;
 
 /// Keys per `$in` query: keeps the filter far below the 16 MiB document limit for
 /// any reasonable `_id`.
@@ -241,14 +241,10 @@ impl CollectionStore for MongoStore {
             .as_ref()
             .map(stream::to_driver_token)
             .transpose()?;
-        let inner = stream::open(&self.coll, token)
+        let stream = stream::open(&self.coll, token, self.side, self.ns.clone())
             .await
             .map_err(|e| self.err("watch", &e))?;
-        Ok(Box::new(MongoChangeStream::new(
-            inner,
-            self.side,
-            self.ns.clone(),
-        )))
+        Ok(Box::new(stream))
     }
 
     async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError> {

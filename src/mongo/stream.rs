@@ -2,11 +2,20 @@
 //! [`ChangeEvent`]s, idle `getMore`s become [`StreamItem::Progress`] carrying the
 //! `postBatchResumeToken`, and the end of the namespace (drop, rename, invalidate)
 //! becomes an `Invalidated` error. The driver resumes by itself after resumable errors.
+//!
+//! Events over 16 MiB never stall the stream (manual: "Change Events", "Large change
+//! events", "$changeStreamSplitLargeEvent"): the server is asked only for the
+//! post-image (`updateDescription`, as large as the update, is projected away), events
+//! it still splits are reassembled, and when it fails a batch with BSONObjectTooLarge
+//! the stream reopens without documents and fetches each changed document by `_id`
+//! until it has caught up.
+
+mod fragments;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bson::{Bson, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::{doc, Bson, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken as DriverToken;
 use mongodb::options::FullDocumentType;
 use mongodb::Collection;
@@ -15,7 +24,8 @@ use tokio::time::Instant;
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::ChangeStream;
 use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side, StreamItem};
-use crate::mongo::error::{invalidated, map_error};
+use crate::mongo::error::{error_code, invalidated, map_error};
+use fragments::{Fragments, Piece};
 
 /// How long one `getMore` waits for events on the server.
 pub const MAX_AWAIT: Duration = Duration::from_millis(500);
@@ -26,10 +36,28 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// An empty `getMore` that came back faster than this did not wait on the server; the
 /// stream pauses this long before the next one instead of spinning.
 const MIN_POLL: Duration = Duration::from_millis(100);
+/// 10334 BSONObjectTooLarge: an event the server cannot return.
+const BSON_OBJECT_TOO_LARGE: i32 = 10334;
+/// 40324: a pipeline stage the server does not know (`$changeStreamSplitLargeEvent`
+/// before MongoDB 6.0.9).
+const UNRECOGNIZED_STAGE: i32 = 40324;
+/// Events a fetch-by-key (lean) stream hands out at most before the stream goes back to
+/// post-images, if it has not caught up before.
+const LEAN_EVENTS: u32 = BATCH_SIZE;
 
 /// The driver change stream of raw event documents (left encoded: [`convert`] decodes
 /// only the parts it keeps).
 type RawStream = mongodb::change_stream::ChangeStream<RawDocumentBuf>;
+
+/// What the stream asks the server for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Post-images (`updateLookup`): the usual mode.
+    Full,
+    /// No documents at all: each changed document is fetched by `_id`. Used after the
+    /// server failed a batch with BSONObjectTooLarge, until the stream catches up.
+    Lean,
+}
 
 /// Core token → driver token.
 pub fn to_driver_token(token: &ResumeToken) -> Result<DriverToken, StoreError> {
@@ -49,54 +77,119 @@ pub fn from_driver_token(token: &DriverToken) -> Option<ResumeToken> {
     }
 }
 
-/// Opens the driver change stream on `coll` with post-images of updates.
+/// The stages after `$changeStream`: only the fields the sync reads, and the split of
+/// events still over 16 MiB where the server has the stage.
+fn pipeline(mode: Mode, split: bool) -> Vec<Document> {
+    let mut stages = vec![match mode {
+        Mode::Full => doc! {"$project": {"updateDescription": 0}},
+        Mode::Lean => doc! {"$project": {"updateDescription": 0, "fullDocument": 0}},
+    }];
+    // Kept in lean mode too: a stream resumed from a fragment's token needs the stage.
+    if split {
+        stages.push(doc! {"$changeStreamSplitLargeEvent": {}});
+    }
+    stages
+}
+
+/// Opens the driver change stream on `coll`.
+async fn watch(
+    coll: &Collection<Document>,
+    resume_after: Option<DriverToken>,
+    mode: Mode,
+    split: bool,
+) -> Result<RawStream, mongodb::error::Error> {
+    let mut watch = coll
+        .watch()
+        .pipeline(pipeline(mode, split))
+        .max_await_time(MAX_AWAIT)
+        .batch_size(BATCH_SIZE)
+        .resume_after(resume_after);
+    if mode == Mode::Full {
+        watch = watch.full_document(FullDocumentType::UpdateLookup);
+    }
+    Ok(watch.await?.with_type::<RawDocumentBuf>())
+}
+
+/// Opens the driver stream in `mode`, or, when a post-image stream's first batch is
+/// already refused with BSONObjectTooLarge (the next event is too large), a lean one:
+/// the stream it opened and its mode.
+async fn watch_past_large(
+    coll: &Collection<Document>,
+    resume_after: Option<DriverToken>,
+    mode: Mode,
+    split: bool,
+) -> Result<(RawStream, Mode), mongodb::error::Error> {
+    match watch(coll, resume_after.clone(), mode, split).await {
+        Err(e) if mode == Mode::Full && error_code(&e) == Some(BSON_OBJECT_TOO_LARGE) => {
+            tracing::warn!(error = %e, "change event over 16 MiB; fetching documents by key until caught up");
+            Ok((
+                watch(coll, resume_after, Mode::Lean, split).await?,
+                Mode::Lean,
+            ))
+        }
+        other => Ok((other?, mode)),
+    }
+}
+
+/// Opens the change stream on `coll` (post-images of updates), splitting events over
+/// 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
 pub async fn open(
     coll: &Collection<Document>,
     resume_after: Option<DriverToken>,
-) -> Result<RawStream, mongodb::error::Error> {
-    let stream = coll
-        .watch()
-        .full_document(FullDocumentType::UpdateLookup)
-        .max_await_time(MAX_AWAIT)
-        .batch_size(BATCH_SIZE)
-        .resume_after(resume_after)
-        .await?;
-    Ok(stream.with_type::<RawDocumentBuf>())
+    side: Side,
+    ns: String,
+) -> Result<MongoChangeStream, mongodb::error::Error> {
+    let mut split = true;
+    let opened = match watch_past_large(coll, resume_after.clone(), Mode::Full, true).await {
+        Err(e) if error_code(&e) == Some(UNRECOGNIZED_STAGE) => {
+            split = false;
+            watch_past_large(coll, resume_after.clone(), Mode::Full, false).await?
+        }
+        other => other?,
+    };
+    let (inner, mode) = opened;
+    Ok(MongoChangeStream {
+        resume_at: resume_after.or_else(|| inner.resume_token()),
+        inner,
+        coll: coll.clone(),
+        side,
+        ns,
+        split,
+        mode,
+        lean_left: LEAN_EVENTS,
+        fragments: Fragments::default(),
+        last_progress: None,
+        ended: None,
+    })
 }
 
 /// An open change stream of one collection.
 pub struct MongoChangeStream {
     /// The driver stream.
     inner: RawStream,
+    /// The watched collection: reopening, and fetching documents by `_id`.
+    coll: Collection<Document>,
     /// Side stamped on events.
     side: Side,
     /// `db.coll`, for messages.
     ns: String,
+    /// The server has `$changeStreamSplitLargeEvent`.
+    split: bool,
+    /// What the server is asked for.
+    mode: Mode,
+    /// Events a lean stream may still hand out before going back to [`Mode::Full`].
+    lean_left: u32,
+    /// Fragments of a split event read so far.
+    fragments: Fragments,
+    /// Where a reopened stream resumes: the token after the last whole event (or idle
+    /// batch) this stream read, never one inside a split event.
+    resume_at: Option<DriverToken>,
     /// When the last `Progress` was handed out; `None` until the first one, which is
     /// handed out at once (the open's `postBatchResumeToken`) so a fresh stream can be
     /// checkpointed before any event arrives.
     last_progress: Option<Instant>,
     /// Set once the stream has ended for good; returned by every later `next`.
     ended: Option<StoreError>,
-}
-
-impl MongoChangeStream {
-    /// Wraps a driver stream watching `ns` on `side`.
-    pub fn new(inner: RawStream, side: Side, ns: String) -> Self {
-        MongoChangeStream {
-            inner,
-            side,
-            ns,
-            last_progress: None,
-            ended: None,
-        }
-    }
-
-    /// Ends the stream with `err` (kept for later calls) and returns it.
-    fn end(&mut self, err: StoreError) -> StoreError {
-        self.ended = Some(err.clone());
-        err
-    }
 }
 
 /// What one raw change event means for the core.
@@ -109,6 +202,35 @@ pub enum Converted {
     Skip,
     /// The namespace is gone: the stream is over.
     End(String),
+    /// An insert, replace or update that came without its document (a lean stream):
+    /// the document is fetched by `_id`.
+    Fetch(Box<Fetch>),
+}
+
+/// A change whose document must be fetched by `_id`.
+#[derive(Debug, PartialEq)]
+pub struct Fetch {
+    /// `_id` of the changed document.
+    pub key: Key,
+    /// Token to resume after the event.
+    pub token: ResumeToken,
+    /// Server time of the change.
+    pub server_time: DateTime,
+}
+
+impl Fetch {
+    /// The change as the core sees it once the document is known: an upsert of the
+    /// document as it is now (what `updateLookup` gives too), or nothing when it is gone
+    /// (its delete follows in the stream).
+    pub fn into_event(self, side: Side, current: Option<Document>) -> Option<ChangeEvent> {
+        Some(ChangeEvent {
+            side,
+            key: self.key,
+            kind: ChangeKind::Upsert(current?),
+            token: self.token,
+            server_time: self.server_time,
+        })
+    }
 }
 
 /// Interprets one raw change event of a stream on `side`.
@@ -120,15 +242,17 @@ pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
     let op = event
         .get_str("operationType")
         .map_err(|_| format!("change event without operationType: {}", show()))?;
+    // `None`: the document is to be fetched.
     let kind = match op {
         "insert" | "replace" | "update" => match event.get("fullDocument") {
-            Ok(Some(RawBsonRef::Document(d))) => ChangeKind::Upsert(
+            Ok(Some(RawBsonRef::Document(d))) => Some(ChangeKind::Upsert(
                 Document::try_from(d).map_err(|e| format!("{op} event: fullDocument: {e}"))?,
-            ),
+            )),
+            Ok(None) => None,
             _ if op == "update" => return Ok(Converted::Skip),
             _ => return Err(format!("{op} event without fullDocument: {}", show())),
         },
-        "delete" => ChangeKind::Delete,
+        "delete" => Some(ChangeKind::Delete),
         "drop" | "rename" | "dropDatabase" | "invalidate" => {
             return Ok(Converted::End(format!(
                 "change stream ended by a {op} event"
@@ -159,13 +283,100 @@ pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
             ))
         }
     };
-    Ok(Converted::Event(Box::new(ChangeEvent {
-        side,
-        key: Key(key),
-        kind,
-        token: ResumeToken(token),
-        server_time,
-    })))
+    let (key, token) = (Key(key), ResumeToken(token));
+    Ok(match kind {
+        Some(kind) => Converted::Event(Box::new(ChangeEvent {
+            side,
+            key,
+            kind,
+            token,
+            server_time,
+        })),
+        None => Converted::Fetch(Box::new(Fetch {
+            key,
+            token,
+            server_time,
+        })),
+    })
+}
+
+/// The current version of the document `key` in `coll` (`None`: deleted).
+async fn fetch(
+    coll: &Collection<Document>,
+    key: &Key,
+    ns: &str,
+) -> Result<Option<Document>, StoreError> {
+    coll.find_one(doc! {"_id": key.as_bson().clone()})
+        .await
+        .map_err(|e| map_error(&e, &format!("fetch a changed document of {ns}"), &[]))
+}
+
+impl MongoChangeStream {
+    /// Ends the stream with `err` (kept for later calls) and returns it.
+    fn end(&mut self, err: StoreError) -> StoreError {
+        self.ended = Some(err.clone());
+        err
+    }
+
+    /// Reopens the driver stream in `mode` from [`Self::resume_at`] (lean instead when
+    /// the next event is too large for post-images).
+    async fn reopen(&mut self, mode: Mode) -> Result<(), StoreError> {
+        let (inner, mode) = watch_past_large(&self.coll, self.resume_at.clone(), mode, self.split)
+            .await
+            .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
+        self.inner = inner;
+        self.mode = mode;
+        self.lean_left = LEAN_EVENTS;
+        self.fragments = Fragments::default();
+        Ok(())
+    }
+
+    /// The driver's resume token, as the core's.
+    fn driver_progress(&self) -> Option<ResumeToken> {
+        self.inner
+            .resume_token()
+            .as_ref()
+            .and_then(from_driver_token)
+    }
+
+    /// Handles one raw event; `None` when there is nothing to hand out.
+    async fn on_event(&mut self, raw: RawDocumentBuf) -> Result<Option<StreamItem>, StoreError> {
+        let event = match self.fragments.push(raw) {
+            Piece::Whole(event) => event,
+            Piece::Partial => return Ok(None),
+            // The missing fragments cannot be had from this stream any more: read the
+            // event again from the last whole one.
+            Piece::Broken => {
+                tracing::warn!(ns = %self.ns, "change stream resumed inside a split event; reopening from the last whole event");
+                self.reopen(self.mode).await?;
+                return Ok(None);
+            }
+        };
+        let converted = convert(&event, self.side);
+        if let Some(token) = event
+            .get_document("_id")
+            .ok()
+            .and_then(|t| Document::try_from(t).ok())
+        {
+            self.resume_at = bson::from_document(token).ok();
+        }
+        if self.mode == Mode::Lean {
+            self.lean_left = self.lean_left.saturating_sub(1);
+        }
+        match converted {
+            Ok(Converted::Event(e)) => Ok(Some(StreamItem::Event(*e))),
+            Ok(Converted::Skip) => Ok(None),
+            Ok(Converted::Fetch(f)) => {
+                let current = fetch(&self.coll, &f.key, &self.ns).await?;
+                Ok(f.into_event(self.side, current).map(StreamItem::Event))
+            }
+            Ok(Converted::End(why)) => {
+                let err = invalidated(&format!("{} on {}", why, self.ns));
+                Err(self.end(err))
+            }
+            Err(msg) => Err(self.end(StoreError::new(StoreErrorKind::Fatal, msg))),
+        }
+    }
 }
 
 #[async_trait]
@@ -180,44 +391,39 @@ impl ChangeStream for MongoChangeStream {
             }
             if self.last_progress.is_none() {
                 self.last_progress = Some(Instant::now());
-                if let Some(token) = self
-                    .inner
-                    .resume_token()
-                    .as_ref()
-                    .and_then(from_driver_token)
-                {
+                if let Some(token) = self.driver_progress() {
                     return Ok(StreamItem::Progress(token));
                 }
             }
+            if self.mode == Mode::Lean && self.lean_left == 0 {
+                self.reopen(Mode::Full).await?;
+            }
             let started = Instant::now();
             match self.inner.next_if_any().await {
-                Ok(Some(event)) => match convert(&event, self.side) {
-                    Ok(Converted::Event(e)) => return Ok(StreamItem::Event(*e)),
-                    Ok(Converted::Skip) => continue,
-                    Ok(Converted::End(why)) => {
-                        let err = invalidated(&format!("{} on {}", why, self.ns));
-                        return Err(self.end(err));
+                Ok(Some(raw)) => {
+                    if let Some(item) = self.on_event(raw).await? {
+                        return Ok(item);
                     }
-                    Err(msg) => {
-                        let err = StoreError::new(StoreErrorKind::Fatal, msg);
-                        return Err(self.end(err));
-                    }
-                },
+                }
                 Ok(None) if !self.inner.is_alive() => {
                     let err = invalidated(&format!("change stream on {} was closed", self.ns));
                     return Err(self.end(err));
                 }
+                // Half a split event read: its fragments' tokens are no place to resume.
+                Ok(None) if self.fragments.is_open() => {}
                 Ok(None) => {
+                    self.resume_at = self.inner.resume_token().or(self.resume_at.take());
+                    if self.mode == Mode::Lean {
+                        // Caught up past the event that was too large.
+                        tracing::info!(ns = %self.ns, "change stream caught up; back to post-images");
+                        self.reopen(Mode::Full).await?;
+                        continue;
+                    }
                     if self
                         .last_progress
                         .is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL)
                     {
-                        if let Some(token) = self
-                            .inner
-                            .resume_token()
-                            .as_ref()
-                            .and_then(from_driver_token)
-                        {
+                        if let Some(token) = self.driver_progress() {
                             self.last_progress = Some(Instant::now());
                             return Ok(StreamItem::Progress(token));
                         }
@@ -225,6 +431,14 @@ impl ChangeStream for MongoChangeStream {
                     if started.elapsed() < MIN_POLL {
                         tokio::time::sleep(MIN_POLL).await;
                     }
+                }
+                Err(e)
+                    if error_code(&e) == Some(BSON_OBJECT_TOO_LARGE) && self.mode == Mode::Full =>
+                {
+                    // The server cannot return an event (and would fail the same way on
+                    // every resume): read past it without documents, fetching each by key.
+                    tracing::warn!(ns = %self.ns, error = %e, "change event over 16 MiB; fetching documents by key until caught up");
+                    self.reopen(Mode::Lean).await?;
                 }
                 Err(e) => {
                     let err = map_error(&e, &format!("change stream on {}", self.ns), &[]);
@@ -279,9 +493,41 @@ mod tests {
         let mut e = event("update");
         e.insert("fullDocument", Bson::Null);
         assert_eq!(convert(&e, Side::Local).unwrap(), Converted::Skip);
+    }
+
+    #[test]
+    fn a_change_without_its_document_is_fetched_by_key() {
+        for op in ["insert", "replace", "update"] {
+            let Converted::Fetch(f) = convert(&event(op), Side::Local).unwrap() else {
+                panic!("{op} without fullDocument should be fetched")
+            };
+            assert_eq!(f.key.as_bson(), &Bson::Int32(7));
+            assert_eq!(f.token, ResumeToken(doc! {"_data": "82AB"}));
+            let e = f.into_event(Side::Local, Some(doc! {"_id": 7, "v": 1}));
+            assert_eq!(e.unwrap().kind, ChangeKind::Upsert(doc! {"_id": 7, "v": 1}));
+        }
+        let Converted::Fetch(f) = convert(&event("insert"), Side::Local).unwrap() else {
+            panic!("expected a fetch")
+        };
         assert_eq!(
-            convert(&event("update"), Side::Local).unwrap(),
-            Converted::Skip
+            f.into_event(Side::Local, None),
+            None,
+            "a gone document: its delete follows"
+        );
+    }
+
+    #[test]
+    fn the_stream_asks_only_for_what_the_sync_reads() {
+        assert_eq!(
+            pipeline(Mode::Full, true),
+            vec![
+                doc! {"$project": {"updateDescription": 0}},
+                doc! {"$changeStreamSplitLargeEvent": {}},
+            ]
+        );
+        assert_eq!(
+            pipeline(Mode::Lean, false),
+            vec![doc! {"$project": {"updateDescription": 0, "fullDocument": 0}}]
         );
     }
 

@@ -28,12 +28,17 @@ pub type CmdResult<T> = Result<T, CommandError>;
 impl CommandError {
     /// An error with the standard code name for `code`.
     pub fn new(code: i32, message: impl Into<String>) -> Self {
+        let mut labels = Vec::new();
+        // The server marks a change stream it can never resume (ChangeStreamFatalError).
+        if code == 280 {
+            labels.push("NonResumableChangeStreamError".to_string());
+        }
         CommandError {
             code,
             code_name: code_name(code),
             message: message.into(),
             extra: None,
-            labels: Vec::new(),
+            labels,
         }
     }
     /// Add an extra reply field.
@@ -144,6 +149,7 @@ pub fn code_name(code: i32) -> &'static str {
         27 => "IndexNotFound",
         40 => "ConflictingUpdateOperators",
         43 => "CursorNotFound",
+        47 => "NoMatchingDocument",
         48 => "NamespaceExists",
         50 => "MaxTimeMSExpired",
         52 => "DollarPrefixedFieldName",
@@ -166,6 +172,10 @@ pub fn code_name(code: i32) -> &'static str {
         262 => "ExceededTimeLimit",
         280 => "ChangeStreamFatalError",
         286 => "ChangeStreamHistoryLost",
+        7182500 => "Location7182500",
+        7182502 => "Location7182502",
+        7182800 => "Location7182800",
+        7182802 => "Location7182802",
         9001 => "SocketException",
         10107 => "NotWritablePrimary",
         10334 => "BSONObjectTooLarge",

@@ -6,6 +6,7 @@ pub mod query;
 mod changestream;
 mod commands;
 mod error;
+mod failpoint;
 mod faults;
 mod oplog;
 mod server;

@@ -12,8 +12,8 @@ use bson::{Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 pub enum EventKind {
     /// A document was inserted.
     Insert,
-    /// Update operators / pipeline changed a document: (updatedFields, removedFields).
-    Update(Document, Vec<String>),
+    /// Update operators / pipeline changed a document: its `updateDescription`.
+    Update(Box<crate::query::UpdateDescription>),
     /// A document was replaced.
     Replace,
     /// A document was deleted.
@@ -24,6 +24,27 @@ pub enum EventKind {
     DropDatabase,
     /// A collection was renamed to (db, coll).
     Rename(String, String),
+    /// A collection was created (explicitly or by a first write); expanded events only.
+    Create,
+    /// Indexes were created; expanded events only.
+    CreateIndexes,
+    /// Indexes were dropped; expanded events only.
+    DropIndexes,
+    /// `collMod`; expanded events only.
+    Modify,
+}
+
+impl EventKind {
+    /// Shown only to streams opened with `showExpandedEvents`.
+    pub fn is_expanded(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Create
+                | EventKind::CreateIndexes
+                | EventKind::DropIndexes
+                | EventKind::Modify
+        )
+    }
 }
 
 /// One change event as stored.
@@ -46,6 +67,13 @@ pub struct Event {
     pub before: Option<RawDocumentBuf>,
     /// Document after the write (insert/update/replace), encoded.
     pub after: Option<RawDocumentBuf>,
+    /// UUID of the collection when the event happened (`collectionUUID`).
+    pub uuid: Option<bson::Binary>,
+    /// The collection had `changeStreamPreAndPostImages` enabled at the write: `before`
+    /// and `after` may serve as pre- and post-images.
+    pub images: bool,
+    /// `operationDescription` of a DDL event (expanded events).
+    pub description: Option<Document>,
 }
 
 /// Order of cluster times.

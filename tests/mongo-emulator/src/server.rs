@@ -42,6 +42,7 @@ pub async fn serve(
 
 async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let connection_id = shared.connection_id();
+    let _forget = ForgetApp(shared.clone(), connection_id);
     let mut close = shared.faults.close_signal();
     close.borrow_and_update();
     let (rd, mut wr) = sock.into_split();
@@ -73,6 +74,9 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+        if matches!(reply, Reply::Close) {
+            return;
+        }
         if req.more_to_come {
             continue;
         }
@@ -81,6 +85,15 @@ async fn connection(sock: TcpStream, shared: Arc<Shared>, shutdown: Cancellation
         if wire::write_reply(&mut wr, &bytes).await.is_err() {
             return;
         }
+    }
+}
+
+/// Drops a closed connection's handshake application name.
+struct ForgetApp(Arc<Shared>, i64);
+
+impl Drop for ForgetApp {
+    fn drop(&mut self) {
+        crate::state::lock(&self.0.app_names).remove(&self.1);
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::changestream::ChangeStream;
 use crate::error::{CmdResult, CommandError};
+use crate::failpoint::FailPoints;
 use crate::faults::Faults;
 use crate::oplog::{Event, EventKind, Oplog};
 use crate::store::{Key, Store};
@@ -110,6 +111,11 @@ pub struct Shared {
     next_connection: AtomicI64,
     /// Faults and counters.
     pub faults: Faults,
+    /// `configureFailPoint` state.
+    pub fail_points: FailPoints,
+    /// Application name each connection gave in its handshake (`client.application`),
+    /// which `failCommand`'s `appName` matches.
+    pub app_names: Mutex<HashMap<i64, String>>,
     /// Retryable write replies.
     pub retry: Mutex<RetryCache>,
 }
@@ -141,6 +147,8 @@ impl Shared {
             next_cursor: AtomicI64::new((seed & 0x0000_7fff_ffff_0000).max(1 << 20)),
             next_connection: AtomicI64::new(1),
             faults: Faults::default(),
+            fail_points: FailPoints::default(),
+            app_names: Mutex::new(HashMap::new()),
             retry: Mutex::new(RetryCache::default()),
         }
     }
@@ -278,6 +286,7 @@ fn encoded(doc: &Document) -> RawDocumentBuf {
 
 impl Inner {
     fn event(&mut self, db: &str, coll: Option<&str>, kind: EventKind) -> Event {
+        let c = coll.and_then(|c| self.store.coll(db, c));
         Event {
             ts: self.oplog.tick(),
             wall: DateTime::now(),
@@ -287,13 +296,40 @@ impl Inner {
             id: None,
             before: None,
             after: None,
+            uuid: c.map(|c| c.uuid.clone()),
+            images: c.is_some_and(|c| c.images_enabled()),
+            description: None,
         }
+    }
+
+    /// Records a DDL event (shown to streams with `showExpandedEvents`).
+    pub fn ddl_event(&mut self, db: &str, coll: &str, kind: EventKind, description: Document) {
+        let mut ev = self.event(db, Some(coll), kind);
+        ev.description = Some(description);
+        self.oplog.push(ev);
+    }
+
+    /// Creates `db.coll` with `options` if it does not exist, recording a `create`
+    /// event; whether it was created.
+    pub fn create_collection(&mut self, db: &str, coll: &str, options: Document) -> bool {
+        if self.store.coll(db, coll).is_some() {
+            return false;
+        }
+        self.store
+            .dbs
+            .entry(db.to_string())
+            .or_default()
+            .insert(coll.to_string(), crate::store::Collection::new(options));
+        let description = bson::doc! {"idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}};
+        self.ddl_event(db, coll, EventKind::Create, description);
+        true
     }
 
     /// Insert a validated document (`_id` first). Duplicate `_id` → 11000.
     pub fn insert(&mut self, db: &str, coll: &str, doc: Document) -> CmdResult<()> {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key(id.clone());
+        self.create_collection(db, coll, Document::new());
         let c = self.store.coll_or_create(db, coll);
         if c.docs.contains_key(&key) {
             return Err(crate::store::duplicate_key(
@@ -338,8 +374,7 @@ impl Inner {
         let kind = if replacement {
             EventKind::Replace
         } else {
-            let (updated, removed) = crate::query::update_description(before, &new);
-            EventKind::Update(updated, removed)
+            EventKind::Update(Box::new(crate::query::update_description(before, &new)))
         };
         let (before, after) = (encoded(before), encoded(&new));
         c.docs.insert(key, new);
@@ -364,8 +399,8 @@ impl Inner {
 
     /// Drop a collection (drop event); whether it existed.
     pub fn drop_collection(&mut self, db: &str, coll: &str) -> Option<usize> {
-        let c = self.store.remove_coll(db, coll)?;
         let ev = self.event(db, Some(coll), EventKind::Drop);
+        let c = self.store.remove_coll(db, coll)?;
         self.oplog.push(ev);
         Some(c.indexes.len() + 1)
     }
@@ -398,12 +433,20 @@ impl Inner {
         if self.store.coll(from.0, from.1).is_none() {
             return Err(CommandError::new(26, "Source collection does not exist"));
         }
-        if self.store.coll(to.0, to.1).is_some() {
+        let mut description = bson::doc! {"to": {"db": to.0, "coll": to.1}};
+        if let Some(target) = self.store.coll(to.0, to.1).map(|t| t.uuid.clone()) {
             if !drop_target {
                 return Err(CommandError::new(48, "target namespace exists"));
             }
+            description.insert("dropTarget", target);
             self.drop_collection(to.0, to.1);
         }
+        let mut ev = self.event(
+            from.0,
+            Some(from.1),
+            EventKind::Rename(to.0.into(), to.1.into()),
+        );
+        ev.description = Some(description);
         let c = self
             .store
             .remove_coll(from.0, from.1)
@@ -413,11 +456,6 @@ impl Inner {
             .entry(to.0.to_string())
             .or_default()
             .insert(to.1.to_string(), c);
-        let ev = self.event(
-            from.0,
-            Some(from.1),
-            EventKind::Rename(to.0.into(), to.1.into()),
-        );
         self.oplog.push(ev);
         Ok(())
     }

@@ -62,6 +62,12 @@ pub struct Collection {
 }
 
 impl Collection {
+    /// Whether `changeStreamPreAndPostImages` is enabled (create or collMod option).
+    pub fn images_enabled(&self) -> bool {
+        self.options
+            .get_document("changeStreamPreAndPostImages")
+            .is_ok_and(|o| o.get_bool("enabled").unwrap_or(false))
+    }
     /// An empty collection.
     pub fn new(options: Document) -> Self {
         Collection {

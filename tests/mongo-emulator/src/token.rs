@@ -33,6 +33,10 @@ pub struct ResumeToken {
     pub ts: Timestamp,
     /// Event, invalidate or high-water mark.
     pub kind: TokenKind,
+    /// The fragment (0-based) of an event split by `$changeStreamSplitLargeEvent`;
+    /// `None` for a whole event. Encoded after the kind, so a fragment's token sorts
+    /// after its event's and before the next event's.
+    pub fragment: Option<u16>,
 }
 
 /// Format marker byte (MongoDB's key-string type byte for a Timestamp is 0x82).
@@ -41,7 +45,19 @@ const PREFIX: &str = "82";
 impl ResumeToken {
     /// A token of `kind` at `ts`.
     pub fn new(ts: Timestamp, kind: TokenKind) -> Self {
-        ResumeToken { ts, kind }
+        ResumeToken {
+            ts,
+            kind,
+            fragment: None,
+        }
+    }
+    /// The token of fragment `n` (0-based) of the event at `ts`.
+    pub fn fragment(ts: Timestamp, n: u16) -> Self {
+        ResumeToken {
+            ts,
+            kind: TokenKind::Event,
+            fragment: Some(n),
+        }
     }
     /// `{_data: hex}`.
     pub fn to_document(self) -> Document {
@@ -54,12 +70,16 @@ impl ResumeToken {
         d
     }
     fn hex(self) -> String {
-        format!(
+        let mut hex = format!(
             "{PREFIX}{:08X}{:08X}{:02X}",
             self.ts.time,
             self.ts.increment,
             self.kind.byte()
-        )
+        );
+        if let Some(n) = self.fragment {
+            hex.push_str(&format!("{n:04X}"));
+        }
+        hex
     }
     /// Parse a token given by a client; malformed → 260 InvalidResumeToken.
     pub fn parse(v: &Bson) -> Result<ResumeToken, CommandError> {
@@ -77,7 +97,7 @@ impl ResumeToken {
                 ))
             }
         };
-        if data.len() != 20 || !data.starts_with(PREFIX) || !data.is_ascii() {
+        if !matches!(data.len(), 20 | 24) || !data.starts_with(PREFIX) || !data.is_ascii() {
             return Err(bad());
         }
         let time = u32::from_str_radix(&data[2..10], 16).map_err(|_| bad())?;
@@ -88,9 +108,17 @@ impl ResumeToken {
             3 => TokenKind::HighWater,
             _ => return Err(bad()),
         };
+        let fragment = match data.get(20..) {
+            Some(f) if !f.is_empty() && kind == TokenKind::Event => {
+                Some(u16::from_str_radix(f, 16).map_err(|_| bad())?)
+            }
+            Some("") | None => None,
+            Some(_) => return Err(bad()),
+        };
         Ok(ResumeToken {
             ts: Timestamp { time, increment },
             kind,
+            fragment,
         })
     }
 }
@@ -127,6 +155,28 @@ mod tests {
         let s = |d: Document| d.get_str("_data").unwrap().to_string();
         assert!(s(da) < s(b.to_document()));
         assert!(s(b.to_document()) < s(c.to_document()));
+    }
+
+    #[test]
+    fn fragment_tokens_sort_between_their_event_and_the_next() {
+        let ts = Timestamp {
+            time: 10,
+            increment: 2,
+        };
+        let next = Timestamp {
+            time: 10,
+            increment: 3,
+        };
+        let hex = |t: ResumeToken| t.to_document().get_str("_data").unwrap().to_string();
+        let f1 = ResumeToken::fragment(ts, 1);
+        assert_eq!(
+            ResumeToken::parse(&Bson::Document(f1.to_document())).unwrap(),
+            f1
+        );
+        assert!(hex(ResumeToken::new(ts, TokenKind::Event)) < hex(ResumeToken::fragment(ts, 0)));
+        assert!(hex(ResumeToken::fragment(ts, 0)) < hex(f1));
+        assert!(hex(f1) < hex(ResumeToken::new(ts, TokenKind::HighWater)));
+        assert!(hex(f1) < hex(ResumeToken::new(next, TokenKind::Event)));
     }
 
     #[test]

@@ -23,20 +23,9 @@ async fn next(stream: &mut Stream) -> ChangeStreamEvent<Document> {
         .expect("event ok")
 }
 
-async fn setup() -> (
-    mongo_emulator::Emulator,
-    mongodb::Client,
-    Collection<Document>,
-) {
-    let emu = common::start().await;
-    let client = common::client(&emu).await;
-    let coll = client.database("d").collection::<Document>("c");
-    (emu, client, coll)
-}
-
 #[tokio::test]
 async fn insert_update_replace_delete_events_have_mongodb_shape() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1, "a": 1, "b": 2})
         .await
@@ -93,7 +82,7 @@ async fn insert_update_replace_delete_events_have_mongodb_shape() {
 
 #[tokio::test]
 async fn raw_event_update_description_has_all_three_fields() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap().with_type::<Document>();
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 2}})
@@ -118,7 +107,7 @@ async fn raw_event_update_description_has_all_three_fields() {
 
 #[tokio::test]
 async fn no_op_set_produces_no_event_and_n_modified_zero() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     let res = coll
@@ -139,7 +128,7 @@ async fn no_op_set_produces_no_event_and_n_modified_zero() {
 
 #[tokio::test]
 async fn replacement_without_id_always_counts_as_modified() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     let same_with_id = coll
@@ -159,7 +148,13 @@ async fn replacement_without_id_always_counts_as_modified() {
 
 #[tokio::test]
 async fn full_document_options() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
+    // Pre- and post-images are recorded only where the collection asks for them.
+    client
+        .database("d")
+        .run_command(doc! {"create": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut lookup = coll
         .watch()
@@ -204,7 +199,7 @@ async fn full_document_options() {
 
 #[tokio::test]
 async fn update_lookup_of_deleted_document_is_null() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
     let mut stream = coll
         .watch()
@@ -237,7 +232,7 @@ async fn token_after_two_inserts(coll: &Collection<Document>) -> (ResumeToken, R
 
 #[tokio::test]
 async fn resume_after_returns_only_later_events() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (first, _) = token_after_two_inserts(&coll).await;
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
     let mut resumed = coll.watch().resume_after(first).await.unwrap();
@@ -254,7 +249,7 @@ async fn resume_after_returns_only_later_events() {
 
 #[tokio::test]
 async fn start_at_operation_time_includes_that_time() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     coll.insert_one(doc! {"_id": 2}).await.unwrap();
@@ -271,7 +266,7 @@ async fn start_at_operation_time_includes_that_time() {
 
 #[tokio::test]
 async fn drop_emits_drop_then_invalidate_and_start_after_continues() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll.watch().await.unwrap();
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     coll.drop().await.unwrap();
@@ -301,7 +296,7 @@ async fn drop_emits_drop_then_invalidate_and_start_after_continues() {
 
 #[tokio::test]
 async fn forget_history_makes_old_tokens_fail_with_286() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (a, _) = token_after_two_inserts(&coll).await;
     emu.handle().forget_history();
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
@@ -335,7 +330,7 @@ async fn history_limit_rolls_over_to_286() {
 
 #[tokio::test]
 async fn malformed_token_is_260() {
-    let (emu, client, _coll) = setup().await;
+    let (emu, client, _coll) = common::setup().await;
     let err = client
         .database("d")
         .run_command(doc! {
@@ -351,7 +346,7 @@ async fn malformed_token_is_260() {
 
 #[tokio::test]
 async fn empty_getmore_waits_and_advances_post_batch_resume_token() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     let db = client.database("d");
     coll.insert_one(doc! {"_id": 0}).await.unwrap();
     let opened = db
@@ -423,7 +418,7 @@ async fn empty_getmore_waits_and_advances_post_batch_resume_token() {
 
 #[tokio::test]
 async fn match_stage_filters_events() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll
         .watch()
         .pipeline(vec![doc! {"$match": {"operationType": "delete"}}])
@@ -440,7 +435,7 @@ async fn match_stage_filters_events() {
 
 #[tokio::test]
 async fn project_that_changes_id_is_280() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let mut stream = coll
         .watch()
         .pipeline(vec![doc! {"$project": {"_id": 0}}])
@@ -459,7 +454,7 @@ async fn project_that_changes_id_is_280() {
 
 #[tokio::test]
 async fn database_and_cluster_streams_see_all_collections() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     let db = client.database("d");
     let mut db_stream = db.watch().await.unwrap();
     let mut cluster_stream = client.watch().await.unwrap();
@@ -509,7 +504,7 @@ async fn database_and_cluster_streams_see_all_collections() {
 
 #[tokio::test]
 async fn rename_emits_rename_then_invalidate() {
-    let (emu, client, coll) = setup().await;
+    let (emu, client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     client
@@ -548,7 +543,7 @@ async fn live_stream_that_falls_behind_the_history_limit_gets_286() {
 
 #[tokio::test]
 async fn stage_not_allowed_in_change_stream_is_refused() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let err = coll
         .watch()
         .pipeline(vec![doc! {"$group": {"_id": null}}])
@@ -560,11 +555,11 @@ async fn stage_not_allowed_in_change_stream_is_refused() {
 
 #[tokio::test]
 async fn token_from_another_server_instance_is_286() {
-    let (emu, _client, coll) = setup().await;
+    let (emu, _client, coll) = common::setup().await;
     let (token, _) = token_after_two_inserts(&coll).await;
     emu.shutdown().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (emu2, _client2, coll2) = setup().await;
+    let (emu2, _client2, coll2) = common::setup().await;
     let err = coll2.watch().resume_after(token).await.unwrap_err();
     assert_eq!(common::code(&err), 286);
     // Tokens of the new server resume fine.
@@ -575,4 +570,123 @@ async fn token_from_another_server_instance_is_286() {
         doc! {"_id": 2}
     );
     emu2.shutdown().await;
+}
+
+#[tokio::test]
+async fn images_are_opt_in_per_collection_with_coll_mod() {
+    let (emu, client, coll) = common::setup().await;
+    coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+    let mut when = coll
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+        .await
+        .unwrap();
+    let mut required = coll
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 2}})
+        .await
+        .unwrap();
+    let w = next(&mut when).await;
+    assert_eq!(w.full_document, None, "no post-image while disabled");
+    assert_eq!(w.full_document_before_change, None);
+    let err = tokio::time::timeout(Duration::from_secs(5), required.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(common::code(&err), 47, "required post-image missing: {err}");
+
+    let db = client.database("d");
+    db.run_command(doc! {"collMod": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 3}})
+        .await
+        .unwrap();
+    let w = next(&mut when).await;
+    assert_eq!(w.full_document.unwrap(), doc! {"_id": 1, "a": 3});
+    assert_eq!(
+        w.full_document_before_change.unwrap(),
+        doc! {"_id": 1, "a": 2}
+    );
+    let err = db
+        .run_command(doc! {"collMod": "nope", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 26);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn expanded_events_show_ddl_collection_uuid_and_disambiguated_paths() {
+    let (emu, client, coll) = common::setup().await;
+    let db = client.database("d");
+    let mut plain = db.watch().await.unwrap().with_type::<Document>();
+    let mut expanded = db
+        .watch()
+        .show_expanded_events(true)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.insert_one(doc! {"_id": 1, "a": {"1": 1}, "l": [1, 2, 3]})
+        .await
+        .unwrap();
+    db.run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"x": 1}, "name": "x_1"}]})
+        .await
+        .unwrap();
+    db.run_command(doc! {"collMod": "c"}).await.unwrap();
+    coll.update_one(
+        doc! {"_id": 1},
+        vec![doc! {"$set": {"a.1": 2, "l": [1, 2]}}],
+    )
+    .await
+    .unwrap();
+    let mut ops = Vec::new();
+    for _ in 0..5 {
+        let e = raw(&mut expanded).await;
+        assert!(
+            matches!(e.get("collectionUUID"), Some(Bson::Binary(_))),
+            "{e}"
+        );
+        ops.push(e.get_str("operationType").unwrap().to_string());
+        if ops.last().unwrap() == "update" {
+            let desc = e.get_document("updateDescription").unwrap();
+            assert_eq!(
+                desc.get_document("disambiguatedPaths").unwrap(),
+                &doc! {"a.1": ["a", "1"]}
+            );
+            assert_eq!(
+                desc.get_array("truncatedArrays").unwrap(),
+                &vec![Bson::Document(doc! {"field": "l", "newSize": 2})]
+            );
+        }
+    }
+    assert_eq!(
+        ops,
+        ["create", "insert", "createIndexes", "modify", "update"]
+    );
+    // Without the option: only the document events, without the new fields.
+    let ins = raw(&mut plain).await;
+    assert_eq!(ins.get_str("operationType").unwrap(), "insert");
+    assert!(ins.get("collectionUUID").is_none());
+    let upd = raw(&mut plain).await;
+    assert!(upd
+        .get_document("updateDescription")
+        .unwrap()
+        .get("disambiguatedPaths")
+        .is_none());
+    emu.shutdown().await;
+}
+
+/// The next raw event of `s`.
+async fn raw(s: &mut ChangeStream<Document>) -> Document {
+    tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("event within 5s")
+        .expect("stream open")
+        .expect("event ok")
 }

@@ -9,6 +9,7 @@ use bson::{doc, Bson, Document};
 use super::cursors::{batch_size, cursor_reply};
 use super::{collection_name, opt_bool, opt_doc, opt_i64, Ctx};
 use crate::error::{CmdResult, CommandError};
+use crate::oplog::EventKind;
 use crate::query;
 use crate::store::Collection;
 
@@ -133,20 +134,88 @@ pub fn create(ctx: &Ctx<'_>) -> CmdResult<Document> {
             options.insert(k.clone(), v.clone());
         }
     }
-    let mut inner = ctx.shared.inner();
-    if inner.store.coll(&ctx.db, &coll).is_some() {
+    if !ctx
+        .shared
+        .inner()
+        .create_collection(&ctx.db, &coll, options)
+    {
         return Err(CommandError::new(
             48,
             format!("Collection {}.{coll} already exists.", ctx.db),
         ));
     }
-    inner
-        .store
-        .dbs
-        .entry(ctx.db.clone())
-        .or_default()
-        .insert(coll, Collection::new(options));
+    ctx.shared.notify_changes();
     Ok(doc! {})
+}
+
+/// `collMod`: `index` changes an index's `expireAfterSeconds`/`hidden` (found by
+/// `name` or `keyPattern`; 27 when missing); other options are stored
+/// (`changeStreamPreAndPostImages` takes effect for later writes, the rest is
+/// metadata); a `modify` event is recorded.
+pub fn coll_mod(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    let coll = collection_name(ctx, "collMod")?;
+    let mut changes = Document::new();
+    for (k, v) in ctx.body.iter().skip(1) {
+        if !GENERIC_FIELDS.contains(&k.as_str()) {
+            changes.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(v) = changes.get("changeStreamPreAndPostImages") {
+        let ok =
+            matches!(v, Bson::Document(d) if matches!(d.get("enabled"), Some(Bson::Boolean(_))));
+        if !ok {
+            return Err(CommandError::new(
+                40414,
+                "BSON field 'changeStreamPreAndPostImages.enabled' is missing but a required field",
+            ));
+        }
+    }
+    {
+        let mut inner = ctx.shared.inner();
+        let ns = format!("{}.{coll}", ctx.db);
+        let c = inner
+            .store
+            .coll_mut(&ctx.db, &coll)
+            .ok_or_else(|| CommandError::new(26, format!("ns does not exist: {ns}")))?;
+        let mut reply = Document::new();
+        for (k, v) in &changes {
+            match (k.as_str(), v) {
+                ("index", Bson::Document(spec)) => reply = modify_index(c, spec)?,
+                ("index", _) => return Err(CommandError::type_mismatch("collMod.index", "object")),
+                _ => {
+                    c.options.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        inner.ddl_event(&ctx.db, &coll, EventKind::Modify, changes);
+        std::mem::drop(inner);
+        ctx.shared.notify_changes();
+        Ok(reply)
+    }
+}
+
+/// `collMod`'s `index` option on collection `c`; the reply's old/new values.
+fn modify_index(c: &mut Collection, spec: &Document) -> CmdResult<Document> {
+    let found = c
+        .indexes
+        .iter_mut()
+        .find(|i| match (spec.get("name"), spec.get("keyPattern")) {
+            (Some(Bson::String(n)), _) => &i.name == n,
+            (_, Some(Bson::Document(k))) => &i.key == k,
+            _ => false,
+        });
+    let index = found.ok_or_else(|| CommandError::new(27, format!("cannot find index {spec}")))?;
+    let mut reply = Document::new();
+    for field in ["expireAfterSeconds", "hidden"] {
+        if let Some(new) = spec.get(field) {
+            if let Some(old) = index.spec.get(field) {
+                reply.insert(format!("{field}_old"), old.clone());
+            }
+            reply.insert(format!("{field}_new"), new.clone());
+            index.spec.insert(field, new.clone());
+        }
+    }
+    Ok(reply)
 }
 
 /// `drop` (MongoDB 7.0: dropping a missing collection succeeds).
@@ -198,6 +267,17 @@ pub fn rename_collection(ctx: &Ctx<'_>) -> CmdResult<Document> {
         .rename((&from.0, &from.1), (&to.0, &to.1), drop_target)?;
     ctx.shared.notify_changes();
     Ok(doc! {})
+}
+
+/// `configureFailPoint` (admin only, as on MongoDB).
+pub fn configure_fail_point(ctx: &Ctx<'_>) -> CmdResult<Document> {
+    if ctx.db != "admin" {
+        return Err(CommandError::new(
+            13,
+            "configureFailPoint may only be run against the admin database.",
+        ));
+    }
+    ctx.shared.fail_points.configure(ctx.body)
 }
 
 /// `emulatorFault` on admin: closeConnections, failCommand, delay, forgetHistory,

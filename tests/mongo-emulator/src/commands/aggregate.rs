@@ -63,6 +63,15 @@ pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
     {
         return Err(CommandError::type_mismatch("$changeStream", "object"));
     }
+    if pipeline
+        .iter()
+        .any(|s| s.contains_key("$changeStreamSplitLargeEvent"))
+    {
+        return Err(CommandError::new(
+            20,
+            "$changeStreamSplitLargeEvent is only valid in a $changeStream pipeline",
+        ));
+    }
     let coll = match &target {
         Bson::String(s) if !s.is_empty() => s.clone(),
         Bson::String(_) => {
@@ -77,11 +86,25 @@ pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
             ))
         }
     };
+    let mut pipeline = pipeline;
+    let out_to = match pipeline.last().and_then(|s| s.get("$out")) {
+        Some(target) => Some(out_target(ctx, target)?),
+        None => None,
+    };
+    if out_to.is_some() {
+        pipeline.pop();
+    }
     let docs = {
         let inner = ctx.shared.inner();
         matching_docs(&inner, &ctx.db, &coll, &Document::new())?
     };
     let out = query::run_pipeline(docs, &pipeline)?;
+    if let Some((db, target)) = out_to {
+        write_out(ctx, &db, &target, out)?;
+        return Ok(
+            doc! {"cursor": {"firstBatch": [], "id": 0i64, "ns": format!("{}.{coll}", ctx.db)}},
+        );
+    }
     Ok(cursor_reply(
         ctx.shared,
         format!("{}.{coll}", ctx.db),
@@ -91,6 +114,51 @@ pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
     ))
 }
 
+/// The namespace of a final `$out` (`"coll"` or `{db, coll}`); refused with a
+/// linearizable read concern, as on MongoDB.
+fn out_target(ctx: &Ctx<'_>, target: &Bson) -> CmdResult<(String, String)> {
+    let level = ctx
+        .body
+        .get_document("readConcern")
+        .and_then(|r| r.get_str("level"));
+    if level == Ok("linearizable") {
+        return Err(CommandError::new(
+            72,
+            "$out cannot be used with a 'linearizable' read concern level",
+        ));
+    }
+    match target {
+        Bson::String(c) if !c.is_empty() => Ok((ctx.db.clone(), c.clone())),
+        Bson::Document(d) => match (d.get_str("db"), d.get_str("coll")) {
+            (Ok(db), Ok(c)) => Ok((db.to_string(), c.to_string())),
+            _ => Err(CommandError::failed_to_parse(
+                "$out needs 'db' and 'coll' strings",
+            )),
+        },
+        _ => Err(CommandError::failed_to_parse(
+            "$out needs a collection name",
+        )),
+    }
+}
+
+/// `$out`: the target collection's documents become `docs` (replacing what it held).
+fn write_out(ctx: &Ctx<'_>, db: &str, coll: &str, docs: Vec<Document>) -> CmdResult<()> {
+    let mut prepared = Vec::with_capacity(docs.len());
+    for d in docs {
+        prepared.push(super::crud::prepare_for_storage(d, true)?);
+    }
+    {
+        let mut inner = ctx.shared.inner();
+        inner.drop_collection(db, coll);
+        inner.create_collection(db, coll, Document::new());
+        for d in prepared {
+            inner.insert(db, coll, d)?;
+        }
+    }
+    ctx.shared.notify_changes();
+    Ok(())
+}
+
 fn open_change_stream(
     ctx: &Ctx<'_>,
     target: &Bson,
@@ -98,6 +166,19 @@ fn open_change_stream(
     stages: Vec<Document>,
     batch: Option<usize>,
 ) -> CmdResult<Document> {
+    // Change streams read majority-committed data; an explicit other level is refused.
+    if let Ok(level) = ctx
+        .body
+        .get_document("readConcern")
+        .and_then(|r| r.get_str("level"))
+    {
+        if level != "majority" {
+            return Err(CommandError::new(
+                72,
+                format!("$changeStream only supports readConcern level 'majority', not '{level}'"),
+            ));
+        }
+    }
     let (stream, first) = {
         let inner = ctx.shared.inner();
         let mut stream = ChangeStream::open(&inner, &ctx.db, target, opts, stages)?;

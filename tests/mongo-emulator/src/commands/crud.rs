@@ -209,6 +209,16 @@ pub fn prepare_for_storage(doc: Document, generate_id: bool) -> CmdResult<Docume
             )));
         }
     }
+    if let Some(Bson::Document(id)) = doc.get("_id") {
+        if let Some(k) = id.keys().find(|k| k.starts_with('$')) {
+            return Err(CommandError::new(
+                52,
+                format!(
+                    "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
+                ),
+            ));
+        }
+    }
     let id_first = doc.keys().next().is_some_and(|k| k == "_id");
     let mut out = Document::new();
     match doc.get("_id") {

@@ -78,11 +78,7 @@ pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Reply> {
         Some(Bson::Int32(n)) => *n as i64,
         _ => return Err(CommandError::type_mismatch("getMore.getMore", "long")),
     };
-    // Database and cluster change streams live on `$cmd.aggregate`.
-    let coll = match ctx.body.get("collection") {
-        Some(Bson::String(s)) if s == "$cmd.aggregate" => s.clone(),
-        _ => collection_name(ctx, "collection")?,
-    };
+    let coll = cursor_collection(ctx, "collection")?;
     let batch = batch_size(ctx.body, "batchSize")?.filter(|n| *n > 0);
     let max_time = opt_i64(ctx.body, "maxTimeMS")?.unwrap_or(1000).max(0) as u64;
     let shared = ctx.shared;
@@ -161,9 +157,18 @@ pub async fn get_more(ctx: &Ctx<'_>) -> CmdResult<Reply> {
     }
 }
 
+/// The collection a cursor command names in `field`: database and cluster change
+/// streams live on `$cmd.aggregate`.
+fn cursor_collection(ctx: &Ctx<'_>, field: &str) -> CmdResult<String> {
+    match ctx.body.get(field) {
+        Some(Bson::String(s)) if s == "$cmd.aggregate" => Ok(s.clone()),
+        _ => collection_name(ctx, field),
+    }
+}
+
 /// `killCursors`.
 pub fn kill_cursors(ctx: &Ctx<'_>) -> CmdResult<Document> {
-    collection_name(ctx, "killCursors")?;
+    cursor_collection(ctx, "killCursors")?;
     let ids = match ctx.body.get("cursors") {
         Some(Bson::Array(a)) => a.clone(),
         _ => return Err(CommandError::type_mismatch("killCursors.cursors", "array")),

@@ -19,6 +19,14 @@ pub fn hello(ctx: &Ctx<'_>, name: &str) -> Document {
     } else {
         d.insert("ismaster", true);
     }
+    if let Ok(app) = ctx
+        .body
+        .get_document("client")
+        .and_then(|c| c.get_document("application"))
+        .and_then(|a| a.get_str("name"))
+    {
+        crate::state::lock(&shared.app_names).insert(ctx.connection_id, app.to_string());
+    }
     if ctx.body.get_bool("helloOk").unwrap_or(false) {
         d.insert("helloOk", true);
     }
@@ -64,15 +72,39 @@ pub fn build_info() -> Document {
     }
 }
 
-/// `getParameter`: only `featureCompatibilityVersion` is known.
+/// `getParameter`: `featureCompatibilityVersion`, and `enableTestCommands` (on: the
+/// emulator has the test command `configureFailPoint`).
 pub fn get_parameter(ctx: &Ctx<'_>) -> Document {
     let mut d = Document::new();
-    if ctx.body.contains_key("featureCompatibilityVersion")
-        || ctx.body.get_str("getParameter") == Ok("*")
-    {
+    let all = ctx.body.get_str("getParameter") == Ok("*");
+    if all || ctx.body.contains_key("featureCompatibilityVersion") {
         d.insert("featureCompatibilityVersion", doc! { "version": "7.0" });
     }
+    if all || ctx.body.contains_key("enableTestCommands") {
+        d.insert("enableTestCommands", true);
+    }
     d
+}
+
+/// `getCmdLineOpts`: the options of a mongod started as this replica set member with
+/// test commands enabled (test harnesses read it to learn about auth, TLS and test
+/// commands).
+pub fn cmd_line_opts(ctx: &Ctx<'_>) -> Document {
+    let shared = ctx.shared;
+    let (host, port) = shared
+        .advertised
+        .rsplit_once(':')
+        .unwrap_or((shared.advertised.as_str(), "27017"));
+    let port: i32 = port.parse().unwrap_or(27017);
+    doc! {
+        "argv": ["mongod", "--replSet", shared.replica_set.clone(), "--bind_ip", host,
+                 "--port", port.to_string(), "--setParameter", "enableTestCommands=1"],
+        "parsed": {
+            "net": {"bindIp": host, "port": port},
+            "replication": {"replSet": shared.replica_set.clone()},
+            "setParameter": {"enableTestCommands": "1"},
+        },
+    }
 }
 
 /// `serverStatus`: a minimal document.

@@ -7,6 +7,7 @@ use bson::{doc, Bson, Document};
 use super::cursors::{batch_size, cursor_reply};
 use super::{collection_name, opt_doc, Ctx};
 use crate::error::{CmdResult, CommandError};
+use crate::oplog::EventKind;
 use crate::store::{duplicate_key, Collection, Index};
 
 /// `createIndexes`.
@@ -38,7 +39,7 @@ pub fn create_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
         parsed.push(parse_index(spec)?);
     }
     let mut inner = ctx.shared.inner();
-    let created = inner.store.coll(&ctx.db, &coll).is_none();
+    let created = inner.create_collection(&ctx.db, &coll, Document::new());
     let c = inner.store.coll_or_create(&ctx.db, &coll);
     let before = c.indexes.len() as i32 + 1;
     for idx in parsed {
@@ -86,6 +87,11 @@ pub fn create_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
         c.indexes.push(idx);
     }
     let after = c.indexes.len() as i32 + 1;
+    let new_specs: Vec<Bson> = c.indexes[(before - 1) as usize..]
+        .iter()
+        .map(|i| Bson::Document(i.spec.clone()))
+        .collect();
+    index_event(ctx, inner, &coll, EventKind::CreateIndexes, new_specs);
     let mut reply = doc! {
         "numIndexesBefore": before,
         "numIndexesAfter": after,
@@ -171,6 +177,7 @@ pub fn drop_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
         .coll_mut(&ctx.db, &coll)
         .ok_or_else(|| CommandError::new(26, format!("ns not found {ns}")))?;
     let was = c.indexes.len() as i32 + 1;
+    let specs_before: Vec<Document> = c.indexes.iter().map(|i| i.spec.clone()).collect();
     let id_index = || CommandError::new(72, "cannot drop _id index");
     match which {
         Bson::String(s) if s == "*" => c.indexes.clear(),
@@ -196,7 +203,28 @@ pub fn drop_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
         }
         _ => return Err(CommandError::type_mismatch("dropIndexes.index", "string")),
     }
+    let dropped: Vec<Bson> = specs_before
+        .into_iter()
+        .filter(|s| !c.indexes.iter().any(|i| &i.spec == s))
+        .map(Bson::Document)
+        .collect();
+    index_event(ctx, inner, &coll, EventKind::DropIndexes, dropped);
     Ok(doc! { "nIndexesWas": was })
+}
+
+/// Records a createIndexes/dropIndexes event for `specs` (if any) and wakes streams.
+fn index_event(
+    ctx: &Ctx<'_>,
+    mut inner: std::sync::MutexGuard<'_, crate::state::Inner>,
+    coll: &str,
+    kind: EventKind,
+    specs: Vec<Bson>,
+) {
+    if !specs.is_empty() {
+        inner.ddl_event(&ctx.db, coll, kind, doc! {"indexes": specs});
+    }
+    drop(inner);
+    ctx.shared.notify_changes();
 }
 
 fn remove_named(c: &mut Collection, name: &str) -> CmdResult<()> {

@@ -4,12 +4,14 @@
 
 mod admin;
 mod aggregate;
+mod collation;
 mod crud;
 mod cursors;
 mod find;
 mod handshake;
 mod idrange;
 mod indexes;
+mod letvars;
 mod update;
 
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use bson::{doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 
 use crate::error::{CmdResult, CommandError};
+use crate::failpoint::Action;
 use crate::state::{lock, Shared};
 
 /// What a handler gets.
@@ -77,6 +80,8 @@ pub enum Reply {
     Doc(Document),
     /// An encoded reply document.
     Raw(RawDocumentBuf),
+    /// No reply: the connection is closed (a `closeConnection` fail point).
+    Close,
 }
 
 impl Reply {
@@ -90,6 +95,7 @@ impl Reply {
                 Ok(v) => r.append(name, v),
                 Err(_) => unreachable!("the reply fields appended here are all encodable"),
             },
+            Reply::Close => {}
         }
     }
 
@@ -103,6 +109,7 @@ impl Reply {
                 out
             }
             Reply::Raw(r) => r.as_bytes().to_vec(),
+            Reply::Close => Vec::new(),
         }
     }
 }
@@ -119,6 +126,8 @@ pub async fn run(
 ) -> Reply {
     let name = body.keys().next().cloned().unwrap_or_default();
     shared.faults.count_command(&name);
+    let let_error = letvars::apply(&name, body).err();
+    collation::apply(&name, body);
     let moved = Mutex::new(move_write_array(body, &name));
     let ctx = Ctx {
         shared,
@@ -127,9 +136,24 @@ pub async fn run(
         connection_id,
         moved,
     };
-    let result = match shared.faults.take_failure(&name) {
-        Some(err) => Err(err),
-        None => run_checked(&ctx, &name).await,
+    let mut action = if name == "configureFailPoint" {
+        Action::Proceed
+    } else {
+        let app = lock(&shared.app_names).get(&connection_id).cloned();
+        shared.fail_points.check(&name, app.as_deref())
+    };
+    if let Action::Block(d, then) = action {
+        tokio::time::sleep(d).await;
+        action = *then;
+    }
+    let result = match (action, shared.faults.take_failure(&name)) {
+        (Action::Close, _) => return Reply::Close,
+        (_, None) if let_error.is_some() => Err(let_error.unwrap_or_else(|| unreachable!())),
+        (Action::Fail(err), _) | (_, Some(err)) => Err(err),
+        (Action::WriteConcernError(wce), None) => run_checked(&ctx, &name)
+            .await
+            .map(|r| with_write_concern_error(r, wce, &name)),
+        (_, None) => run_checked(&ctx, &name).await,
     };
     let mut reply = match result {
         Ok(Reply::Doc(mut d)) => {
@@ -145,6 +169,7 @@ pub async fn run(
             Reply::Raw(r)
         }
         Err(e) => Reply::Doc(e.to_reply()),
+        Ok(Reply::Close) => return Reply::Close,
     };
     let now = shared.inner().oplog.last_write();
     reply.append(
@@ -159,6 +184,23 @@ pub async fn run(
     );
     reply.append("operationTime", Bson::Timestamp(now));
     reply
+}
+
+/// A command's success with a fail point's `writeConcernError`; the server labels it
+/// `RetryableWriteError` on writes as it would a real one.
+fn with_write_concern_error(reply: Reply, wce: Document, command: &str) -> Reply {
+    let Reply::Doc(mut d) = reply else {
+        return reply;
+    };
+    let code = wce.get_i32("code").unwrap_or(0);
+    if WRITE_COMMANDS.contains(&command) && crate::error::RETRYABLE_WRITE_CODES.contains(&code) {
+        d.insert(
+            "errorLabels",
+            vec![Bson::String("RetryableWriteError".into())],
+        );
+    }
+    d.insert("writeConcernError", wce);
+    Reply::Doc(d)
 }
 
 async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
@@ -228,10 +270,13 @@ fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "listDatabases" => admin::list_databases(ctx),
         "listCollections" => admin::list_collections(ctx),
         "create" => admin::create(ctx),
+        "collMod" => admin::coll_mod(ctx),
         "drop" => admin::drop(ctx),
         "dropDatabase" => admin::drop_database(ctx),
         "renameCollection" => admin::rename_collection(ctx),
         "emulatorFault" => admin::emulator_fault(ctx),
+        "configureFailPoint" => admin::configure_fail_point(ctx),
+        "getCmdLineOpts" => Ok(handshake::cmd_line_opts(ctx)),
         "createIndexes" => indexes::create_indexes(ctx),
         "listIndexes" => indexes::list_indexes(ctx),
         "dropIndexes" | "deleteIndexes" => indexes::drop_indexes(ctx),

@@ -8,6 +8,7 @@ use bson::{doc, Bson, Document};
 use super::crud::{matching_ids, prepare_for_storage};
 use super::{collection_name, opt_bool, opt_doc, Ctx};
 use crate::error::{CmdResult, CommandError};
+use crate::query::positional;
 use crate::query::{self, UpdateSpec};
 use crate::state::{bson_size, Inner};
 use crate::store::Key;
@@ -27,6 +28,13 @@ struct Outcome {
 pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let coll = collection_name(ctx, "update")?;
     let stmts = ctx.take_docs("updates")?;
+    // `sort` on an update statement is MongoDB 8.0; 7.0's parser refuses it.
+    if stmts.iter().any(|s| s.contains_key("sort")) {
+        return Err(CommandError::new(
+            40415,
+            "BSON field 'update.updates.sort' is an unknown field.",
+        ));
+    }
     let ordered = opt_bool(ctx.body, "ordered", true)?;
     let ns = format!("{}.{coll}", ctx.db);
     let (mut n, mut modified, mut changed, mut attempted) = (0i32, 0i32, 0u64, 0u64);
@@ -101,7 +109,7 @@ fn update_statement(
     let q = statement_filter(stmt)?;
     let upsert = opt_bool(stmt, "upsert", false)?;
     let multi = opt_bool(stmt, "multi", false)?;
-    reject_array_filters(stmt)?;
+    let filters = array_filters(stmt)?;
     if multi && matches!(spec, UpdateSpec::Replacement(_)) {
         return Err(CommandError::failed_to_parse(
             "multi update is not supported for replacement-style update",
@@ -111,7 +119,7 @@ fn update_statement(
     let mut out = Outcome::default();
     if ids.is_empty() {
         if upsert {
-            let doc = upsert_document(q, spec)?;
+            let doc = upsert_document(q, spec, &filters)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             inner.insert(db, coll, doc)?;
             out.n = 1;
@@ -121,19 +129,41 @@ fn update_statement(
     }
     for id in ids {
         out.n += 1;
-        if apply_to_existing(inner, db, coll, &id, &spec)?.is_some() {
+        if apply_to_existing(inner, db, coll, &id, &spec, &filters)?.is_some() {
             out.modified += 1;
         }
     }
     Ok(out)
 }
 
-fn reject_array_filters(stmt: &Document) -> CmdResult<()> {
-    match stmt.get("arrayFilters") {
-        Some(Bson::Array(a)) if !a.is_empty() => Err(CommandError::bad_value(
-            "arrayFilters are not supported by the MongoDB emulator",
-        )),
-        _ => Ok(()),
+/// The statement's `arrayFilters` (checked: one identifier per filter).
+fn array_filters(stmt: &Document) -> CmdResult<Vec<Document>> {
+    let filters = match stmt.get("arrayFilters") {
+        None | Some(Bson::Null) => return Ok(Vec::new()),
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|f| match f {
+                Bson::Document(d) => Ok(d.clone()),
+                _ => Err(CommandError::type_mismatch("arrayFilters", "object")),
+            })
+            .collect::<CmdResult<Vec<_>>>()?,
+        Some(_) => return Err(CommandError::type_mismatch("arrayFilters", "array")),
+    };
+    positional::filter_ids(&filters)?;
+    Ok(filters)
+}
+
+/// `spec` with its `$[]`/`$[id]` paths made concrete for `doc`; `None` when it has none.
+fn concrete(
+    spec: &UpdateSpec,
+    doc: &Document,
+    filters: &[Document],
+) -> CmdResult<Option<UpdateSpec>> {
+    match spec {
+        UpdateSpec::Operators(u) if !filters.is_empty() || positional::uses_positional(u) => Ok(
+            Some(UpdateSpec::Operators(positional::expand(u, doc, filters)?)),
+        ),
+        _ => Ok(None),
     }
 }
 
@@ -145,6 +175,7 @@ fn apply_to_existing(
     coll: &str,
     id: &Bson,
     spec: &UpdateSpec,
+    filters: &[Document],
 ) -> CmdResult<Option<(Document, Document)>> {
     let before = inner
         .store
@@ -152,6 +183,11 @@ fn apply_to_existing(
         .and_then(|c| c.docs.get(&Key(id.clone())))
         .cloned()
         .ok_or_else(|| CommandError::new(1, "document vanished during update"))?;
+    let expanded = concrete(spec, &before, filters)?;
+    if matches!(&expanded, Some(UpdateSpec::Operators(u)) if u.is_empty()) {
+        return Ok(None);
+    }
+    let spec = expanded.as_ref().unwrap_or(spec);
     let after = query::apply_update(&before, spec, false)?;
     if after.get("_id") != before.get("_id") {
         return Err(CommandError::new(
@@ -189,8 +225,13 @@ fn is_noop(before: &Document, after: &Document, spec: &UpdateSpec) -> bool {
 }
 
 /// The document an upsert inserts: the filter's equality fields plus the update.
-fn upsert_document(q: &Document, spec: UpdateSpec) -> CmdResult<Document> {
+fn upsert_document(q: &Document, spec: UpdateSpec, filters: &[Document]) -> CmdResult<Document> {
     let seed = query::upsert_seed(q)?;
+    let spec = match concrete(&spec, &seed, filters)? {
+        Some(UpdateSpec::Operators(u)) if u.is_empty() => return prepare_for_storage(seed, true),
+        Some(expanded) => expanded,
+        None => spec,
+    };
     let doc = query::apply_update_owned(&seed, spec, true)?;
     if let (Some(a), Some(b)) = (seed.get("_id"), doc.get("_id")) {
         if a != b {
@@ -241,7 +282,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
             ))
         }
     };
-    reject_array_filters(ctx.body)?;
+    let filters = array_filters(ctx.body)?;
     let (value, last_error, changed) = {
         let mut inner = ctx.shared.inner();
         let target = first_match(&inner, &ctx.db, &coll, &q, sort.as_ref())?;
@@ -262,7 +303,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
                     .and_then(|c| c.docs.get(&Key(id.clone())))
                     .cloned()
                     .unwrap_or_default();
-                let changed = apply_to_existing(&mut inner, &ctx.db, &coll, &id, &spec)?;
+                let changed = apply_to_existing(&mut inner, &ctx.db, &coll, &id, &spec, &filters)?;
                 let after = changed
                     .as_ref()
                     .map(|(_, a)| a.clone())
@@ -275,7 +316,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
                 )
             }
             (Some(spec), None) if upsert => {
-                let doc = upsert_document(&q, spec)?;
+                let doc = upsert_document(&q, spec, &filters)?;
                 let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
                 inner.insert(&ctx.db, &coll, doc.clone())?;
                 let value = if return_new {

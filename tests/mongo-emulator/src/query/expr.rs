@@ -253,6 +253,14 @@ fn operator(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, Q
     if op == "$switch" {
         return expr_extra::switch(operand, root);
     }
+    if op == "$rand" {
+        let b = crate::store::random_bytes16();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) >> 11;
+        return Ok(Some(Bson::Double(n as f64 / (1u64 << 53) as f64)));
+    }
+    if op == "$getField" || op == "$setField" {
+        return expr_extra::field_op(op, operand, root);
+    }
     if EXTRA_OPERATORS.contains(&op) {
         return expr_extra::operator(op, args(operand, root)?);
     }

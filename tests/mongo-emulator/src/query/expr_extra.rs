@@ -13,6 +13,9 @@ use super::QueryError;
 /// The operators this module evaluates.
 pub const EXTRA_OPERATORS: &[&str] = &[
     "$switch",
+    "$getField",
+    "$setField",
+    "$rand",
     "$concatArrays",
     "$slice",
     "$reverseArray",
@@ -127,6 +130,66 @@ pub fn switch(operand: &Bson, root: &Document) -> Result<Option<Bson>, QueryErro
             "$switch could not find a matching branch for an input, and no default was specified.",
         )),
     }
+}
+
+/// `$getField` (`{field, input}`, or the field name alone) and `$setField` (`{field,
+/// input, value}`; `value: "$$REMOVE"` removes): a field by its literal name, dots and
+/// `$` included, of `input` (default `$$CURRENT`).
+pub fn field_op(op: &str, operand: &Bson, root: &Document) -> Result<Option<Bson>, QueryError> {
+    let (field, input, value) = match operand {
+        Bson::Document(d) if d.contains_key("field") => (
+            d.get("field").unwrap_or(&Bson::Null),
+            d.get("input"),
+            d.get("value"),
+        ),
+        other => (other, None, None),
+    };
+    let name = match eval_opt(field, root)? {
+        Some(Bson::String(s)) => s,
+        other => {
+            return Err(err(
+                3041704,
+                "Location3041704",
+                format!(
+                    "{op} requires 'field' to evaluate to type String, but got {}",
+                    tname(&other)
+                ),
+            ))
+        }
+    };
+    let input = match input {
+        Some(e) => eval_opt(e, root)?,
+        None => Some(Bson::Document(root.clone())),
+    };
+    if op == "$getField" {
+        return Ok(match input {
+            Some(Bson::Document(d)) => d.get(&name).cloned(),
+            _ => None,
+        });
+    }
+    let mut doc = match input {
+        Some(Bson::Document(d)) => d,
+        v if nullish(&v) => return Ok(Some(Bson::Null)),
+        other => {
+            return Err(err(
+                4161105,
+                "Location4161105",
+                format!(
+                    "$setField requires 'input' to evaluate to type Object, but got {}",
+                    tname(&other)
+                ),
+            ))
+        }
+    };
+    match value.map(|v| eval_opt(v, root)).transpose()?.flatten() {
+        Some(v) => {
+            doc.insert(name, v);
+        }
+        None => {
+            doc.remove(&name);
+        }
+    }
+    Ok(Some(Bson::Document(doc)))
 }
 
 /// Evaluate one of [`EXTRA_OPERATORS`] (other than `$switch`) on evaluated arguments.

@@ -7,6 +7,8 @@ mod arith;
 mod compare;
 mod convert;
 mod diff;
+pub mod positional;
+pub use diff::UpdateDescription;
 mod expr;
 mod expr_extra;
 mod fieldpath;
@@ -236,8 +238,8 @@ pub fn eval_expression(expr: &Bson, root: &Document) -> Result<Bson, QueryError>
 }
 
 /// The `updateDescription` of a change event for an update from `before` to `after`:
-/// `(updatedFields, removedFields)` with top-level (or dotted, for nested changes)
-/// paths, as MongoDB reports them.
-pub fn update_description(before: &Document, after: &Document) -> (Document, Vec<String>) {
+/// updated and removed fields with top-level (or dotted, for nested changes) paths,
+/// truncated arrays and disambiguated paths, as MongoDB reports them.
+pub fn update_description(before: &Document, after: &Document) -> diff::UpdateDescription {
     diff::update_description(before, after)
 }

@@ -216,7 +216,12 @@ fn check_path(path: &str) -> Result<(), QueryError> {
             format!("An update path '{path}' contains an empty field name, which is not allowed."),
         ));
     }
-    if path.split('.').any(|p| p.starts_with('$')) {
+    // `$[]` / `$[id]` are made concrete per document (`positional::expand`).
+    let positional = |p: &str| p.starts_with("$[") && p.ends_with(']');
+    if path
+        .split('.')
+        .any(|p| p.starts_with('$') && !positional(p))
+    {
         return Err(QueryError::bad_value(format!(
             "positional and $-prefixed update paths are not supported by the emulator: '{path}'"
         )));

@@ -31,6 +31,14 @@ pub async fn client(emu: &Emulator) -> Client {
     Client::with_uri_str(uri).await.expect("client")
 }
 
+/// An emulator, a client, and the collection `d.c`.
+pub async fn setup() -> (Emulator, Client, mongodb::Collection<bson::Document>) {
+    let emu = start().await;
+    let client = client(&emu).await;
+    let coll = client.database("d").collection("c");
+    (emu, client, coll)
+}
+
 /// A client using `?directConnection=true`.
 pub async fn direct_client(emu: &Emulator) -> Client {
     let uri = format!(

@@ -5,14 +5,20 @@
 //! Events are rendered straight to BSON from the stored documents (one encode, no
 //! document clone per event); only a stream with later stages decodes them again.
 
-use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
+mod batch;
+mod render;
+mod split;
+
+use std::collections::VecDeque;
+
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
-use crate::oplog::{ts_before, ts_key, Event, EventKind};
+use crate::oplog::{ts_before, Event, EventKind};
 use crate::query;
 use crate::state::Inner;
-use crate::store::{Key, Store};
 use crate::token::{ResumeToken, TokenKind};
+use batch::Pending;
 
 /// Which events a stream sees.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +79,23 @@ pub struct ChangeStream {
     pending_invalidate: Option<Timestamp>,
     /// An invalidate was returned; the cursor is finished.
     pub closed: bool,
+    /// `showExpandedEvents`: DDL events, `collectionUUID`, `operationDescription`,
+    /// `disambiguatedPaths`.
+    expanded: bool,
+    /// The pipeline ends with `$changeStreamSplitLargeEvent`.
+    splits: bool,
+    /// Resumed from fragment `n` (0-based) of the event at this time: its first `n + 1`
+    /// fragments are not returned again.
+    resume_fragment: Option<(Timestamp, u16)>,
+    /// Rendered items that did not fit in the last batch (fragments of a split event, or
+    /// an event over the batch's byte budget), returned first by the next poll.
+    pending: VecDeque<Pending>,
+    /// The last postBatchResumeToken handed out.
+    last_pbrt: ResumeToken,
+    /// When the user's stages are only `$project`s excluding top-level fields (what a
+    /// client asks to drop large parts such as `updateDescription`): those names, so
+    /// events skip the decode the general pipeline needs.
+    top_level_exclusion: Option<Vec<String>>,
 }
 
 /// One batch from a stream.
@@ -98,6 +121,7 @@ impl ChangeStream {
         let mut full_document = FullDocument::Default;
         let mut before_change = BeforeChange::Off;
         let mut resume: Option<(&str, &Bson)> = None;
+        let mut expanded = false;
         for (k, v) in opts {
             match k.as_str() {
                 "fullDocument" => {
@@ -135,7 +159,8 @@ impl ChangeStream {
                     resume = Some((k.as_str(), v));
                 }
                 "allChangesForCluster" => cluster = v.as_bool().unwrap_or(false),
-                "showExpandedEvents" | "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {}
+                "showExpandedEvents" => expanded = v.as_bool().unwrap_or(false),
+                "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {}
                 other => {
                     return Err(CommandError::new(
                         40415,
@@ -185,9 +210,21 @@ impl ChangeStream {
                 )
             }
         };
+        let splits = split::validate(&stages)?;
+        let mut stages = stages;
+        if splits {
+            stages.pop();
+        }
         for st in &stages {
             let name = st.keys().next().map(String::as_str).unwrap_or("");
             if !ALLOWED_STAGES.contains(&name) {
+                // A stage the server does not know at all is 40324, as in any pipeline;
+                // a known one is refused in a change stream (20).
+                if let Err(e) = query::run_pipeline(Vec::new(), std::slice::from_ref(st)) {
+                    if e.code == 40324 {
+                        return Err(e.into());
+                    }
+                }
                 return Err(CommandError::new(
                     20,
                     format!("{name} is not permitted in a $changeStream pipeline"),
@@ -197,16 +234,24 @@ impl ChangeStream {
         if !stages.is_empty() {
             query::run_pipeline(Vec::new(), &stages)?;
         }
+        let now = inner.oplog.now();
         let mut stream = ChangeStream {
             ns,
             scope,
             full_document,
             before_change,
             pipeline: stages,
-            after: inner.oplog.now(),
+            after: now,
             pending_invalidate: None,
             closed: false,
+            expanded,
+            splits,
+            resume_fragment: None,
+            pending: VecDeque::new(),
+            last_pbrt: ResumeToken::new(now, TokenKind::HighWater),
+            top_level_exclusion: None,
         };
+        stream.top_level_exclusion = top_level_exclusion(&stream.pipeline);
         match resume {
             None => {}
             Some(("startAtOperationTime", v)) => {
@@ -220,6 +265,7 @@ impl ChangeStream {
                     return Err(history_lost());
                 }
                 stream.after = ts_before(*t);
+                stream.last_pbrt = ResumeToken::new(stream.after, TokenKind::HighWater);
             }
             Some((option, v)) => {
                 let token = ResumeToken::parse(v)?;
@@ -233,6 +279,18 @@ impl ChangeStream {
                     return Err(history_lost());
                 }
                 stream.after = token.ts;
+                stream.last_pbrt = token;
+                if let Some(n) = token.fragment {
+                    if !stream.splits {
+                        return Err(CommandError::new(
+                            280,
+                            "Resuming from a split event requires the $changeStreamSplitLargeEvent stage as the last stage of the pipeline",
+                        ));
+                    }
+                    // The event is read again and its fragments up to `n` swallowed.
+                    stream.after = ts_before(token.ts);
+                    stream.resume_fragment = Some((token.ts, n));
+                }
                 if token.kind == TokenKind::Event {
                     if let Some(ev) = inner.oplog.event_at(token.ts) {
                         if stream.invalidated_by(ev) {
@@ -245,71 +303,10 @@ impl ChangeStream {
         Ok(stream)
     }
 
-    /// Take up to `max` events from history (without waiting).
-    pub fn poll(&mut self, inner: &Inner, max: usize) -> CmdResult<StreamBatch> {
-        if let Some(ts) = self.pending_invalidate.take() {
-            self.closed = true;
-            let wall = inner
-                .oplog
-                .event_at(ts)
-                .map(|e| e.wall)
-                .unwrap_or_else(bson::DateTime::now);
-            return Ok(StreamBatch {
-                events: vec![invalidate_event(ts, wall)?],
-                post_batch_resume_token: ResumeToken::new(ts, TokenKind::Invalidate).to_document(),
-            });
-        }
-        if inner.oplog.stream_lost(self.after) {
-            return Err(history_lost());
-        }
-        let mut events = Vec::new();
-        let mut more = false;
-        let mut last_returned: Option<Timestamp> = None;
-        let mut bytes = 0usize;
-        for ev in inner.oplog.events_after(self.after) {
-            // A batch stays within one 16 MiB document, as MongoDB's do.
-            if events.len() >= max || bytes >= crate::state::MAX_BSON_SIZE {
-                more = true;
-                break;
-            }
-            self.after = ev.ts;
-            if !self.sees(ev) {
-                continue;
-            }
-            let rendered = self.render(ev, &inner.store)?;
-            if let Some(out) = self.apply_pipeline(rendered)? {
-                bytes += out.as_bytes().len();
-                events.push(out);
-                last_returned = Some(ev.ts);
-            }
-            if self.invalidated_by(ev) {
-                self.closed = true;
-                events.push(invalidate_event(ev.ts, ev.wall)?);
-                return Ok(StreamBatch {
-                    events,
-                    post_batch_resume_token: ResumeToken::new(ev.ts, TokenKind::Invalidate)
-                        .to_document(),
-                });
-            }
-        }
-        if !more {
-            let now = inner.oplog.now();
-            if ts_key(now) > ts_key(self.after) {
-                self.after = now;
-            }
-        }
-        let kind = if last_returned == Some(self.after) {
-            TokenKind::Event
-        } else {
-            TokenKind::HighWater
-        };
-        Ok(StreamBatch {
-            events,
-            post_batch_resume_token: ResumeToken::new(self.after, kind).to_document(),
-        })
-    }
-
     fn sees(&self, ev: &Event) -> bool {
+        if ev.kind.is_expanded() && !self.expanded {
+            return false;
+        }
         match &self.scope {
             Scope::Collection(db, coll) => {
                 ev.db == *db && ev.coll.as_deref() == Some(coll.as_str())
@@ -331,86 +328,12 @@ impl ChangeStream {
         }
     }
 
-    /// The change event of `ev`, encoded (fields in MongoDB's order).
-    fn render(&self, ev: &Event, store: &Store) -> CmdResult<RawDocumentBuf> {
-        let op = match ev.kind {
-            EventKind::Insert => "insert",
-            EventKind::Update(..) => "update",
-            EventKind::Replace => "replace",
-            EventKind::Delete => "delete",
-            EventKind::Drop => "drop",
-            EventKind::DropDatabase => "dropDatabase",
-            EventKind::Rename(..) => "rename",
-        };
-        // Sized once for the common event (header fields plus its document).
-        let doc_len = ev.after.as_ref().map_or(0, |a| a.as_bytes().len());
-        let mut d = raw_with_capacity(256 + doc_len);
-        d.append_ref("_id", &ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
-        d.append_ref("operationType", op);
-        d.append_ref("clusterTime", ev.ts);
-        d.append_ref("wallTime", ev.wall);
-        if matches!(ev.kind, EventKind::Insert | EventKind::Replace) {
-            append_doc(&mut d, "fullDocument", ev.after.as_ref());
-        }
-        let mut ns = RawDocumentBuf::new();
-        ns.append_ref("db", ev.db.as_str());
-        if let Some(c) = &ev.coll {
-            ns.append_ref("coll", c.as_str());
-        }
-        d.append_ref("ns", &ns);
-        if let EventKind::Rename(to_db, to_coll) = &ev.kind {
-            let mut to = RawDocumentBuf::new();
-            to.append_ref("db", to_db.as_str());
-            to.append_ref("coll", to_coll.as_str());
-            d.append("to", to);
-        }
-        if let Some(id) = &ev.id {
-            let mut key = RawDocumentBuf::new();
-            key.append(
-                "_id",
-                bson::RawBson::try_from(id.clone()).map_err(internal)?,
-            );
-            d.append_ref("documentKey", &key);
-        }
-        if let EventKind::Update(updated, removed) = &ev.kind {
-            let mut desc = RawDocumentBuf::new();
-            desc.append("updatedFields", encode(updated)?);
-            let mut names = RawArrayBuf::new();
-            for r in removed {
-                names.push(r.as_str());
-            }
-            desc.append("removedFields", names);
-            desc.append("truncatedArrays", RawArrayBuf::new());
-            d.append("updateDescription", desc);
-            match self.full_document {
-                FullDocument::Default => {}
-                FullDocument::UpdateLookup => {
-                    let current = ev.id.as_ref().and_then(|id| {
-                        let coll = store.coll(&ev.db, ev.coll.as_deref()?)?;
-                        coll.docs.get(&Key(id.clone()))
-                    });
-                    let current = current.map(encode).transpose()?;
-                    append_doc(&mut d, "fullDocument", current.as_ref());
-                }
-                FullDocument::WhenAvailable | FullDocument::Required => {
-                    append_doc(&mut d, "fullDocument", ev.after.as_ref());
-                }
-            }
-        }
-        if self.before_change != BeforeChange::Off
-            && matches!(
-                ev.kind,
-                EventKind::Update(..) | EventKind::Replace | EventKind::Delete
-            )
-        {
-            append_doc(&mut d, "fullDocumentBeforeChange", ev.before.as_ref());
-        }
-        Ok(d)
-    }
-
     fn apply_pipeline(&self, event: RawDocumentBuf) -> CmdResult<Option<RawDocumentBuf>> {
         if self.pipeline.is_empty() {
             return Ok(Some(event));
+        }
+        if let Some(names) = &self.top_level_exclusion {
+            return Ok(Some(without_fields(&event, names)?));
         }
         let event = Document::try_from(event.as_ref()).map_err(internal)?;
         let id = event.get("_id").cloned();
@@ -427,6 +350,38 @@ impl ChangeStream {
         }
         encode(&d).map(Some)
     }
+}
+
+/// The field names when every stage is `{$project: {name: 0 | false, …}}` with plain
+/// top-level names other than `_id`.
+fn top_level_exclusion(stages: &[Document]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for st in stages {
+        let Some(Bson::Document(spec)) = st.get("$project") else {
+            return None;
+        };
+        for (name, v) in spec {
+            let excluded = matches!(v, Bson::Int32(0) | Bson::Int64(0) | Bson::Boolean(false))
+                || matches!(v, Bson::Double(f) if *f == 0.0);
+            if !excluded || name == "_id" || name.contains('.') || name.starts_with('$') {
+                return None;
+            }
+            names.push(name.clone());
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+/// `event` without the top-level fields `names`.
+fn without_fields(event: &RawDocumentBuf, names: &[String]) -> CmdResult<RawDocumentBuf> {
+    let mut out = raw_with_capacity(event.as_bytes().len());
+    for elem in event {
+        let (name, value) = elem.map_err(internal)?;
+        if !names.iter().any(|n| n == name) {
+            out.append(name, value.to_raw_bson());
+        }
+    }
+    Ok(out)
 }
 
 /// `doc` encoded; a document that cannot be encoded (a name with a NUL byte) is an
