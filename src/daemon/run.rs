@@ -21,6 +21,7 @@ use crate::daemon::admin::{
 use crate::daemon::config::{Config, ConfigSource};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
 use crate::daemon::logging::LogReload;
+use crate::daemon::metrics::{self, HistoryProbe, MongoProbe, Observer};
 use crate::daemon::reload::Reloader;
 use crate::daemon::{cron, notify, signals, stores};
 
@@ -46,6 +47,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("{0}")]
+    Metrics(std::io::Error),
 }
 
 /// Options of [`run_with`] beyond the configuration.
@@ -60,6 +64,11 @@ pub struct RunOptions {
     pub drain_deadline: Duration,
     /// Admin socket limits.
     pub admin_limits: Limits,
+    /// Where checkpoints and the oplog window are read for readiness and headroom
+    /// (built from the MongoDB clients when `None` and the daemon connects itself).
+    pub history_probe: Option<Arc<dyn HistoryProbe>>,
+    /// Told the address the metrics endpoint listens on (useful with port 0).
+    pub metrics_bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +79,8 @@ impl Default for RunOptions {
             signals: false,
             drain_deadline: DRAIN_DEADLINE,
             admin_limits: Limits::default(),
+            history_probe: None,
+            metrics_bound: None,
         }
     }
 }
@@ -83,7 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
-    opts: RunOptions,
+    mut opts: RunOptions,
 ) -> Result<(), DaemonError> {
     // Signals and the admin socket are live while connecting too: a stop request during
     // start-up retries ends the daemon cleanly, and `status` says what it is waiting for.
@@ -96,7 +107,18 @@ pub async fn run_with(
         _ = controls.serve_while_connecting(config.mode, started, error_rx) => Ok(None),
     };
     match stores {
-        Ok(Some(stores)) => run_engine(config, stores, shutdown, opts, controls).await,
+        Ok(Some(connected)) => {
+            if opts.history_probe.is_none() {
+                opts.history_probe = Some(Arc::new(MongoProbe {
+                    state: connected.stores.state.clone(),
+                    clients: Some([
+                        (connected.local_client, config.local.uri.clone()),
+                        (connected.cloud_client, config.cloud.uri.clone()),
+                    ]),
+                }));
+            }
+            run_engine(config, connected.stores, shutdown, opts, controls).await
+        }
         Ok(None) => {
             controls.finish().await;
             tracing::info!("stopped before MongoDB was reachable");
@@ -255,9 +277,15 @@ pub async fn run_with_stores(
     config: Config,
     stores: Stores,
     shutdown: CancellationToken,
-    opts: RunOptions,
+    mut opts: RunOptions,
 ) -> Result<(), DaemonError> {
     let controls = Controls::new(opts.signals)?;
+    if opts.history_probe.is_none() {
+        opts.history_probe = Some(Arc::new(MongoProbe {
+            state: stores.state.clone(),
+            clients: None,
+        }));
+    }
     run_engine(config, stores, shutdown, opts, controls).await
 }
 
@@ -299,6 +327,15 @@ where
 {
     let mut controls = controls;
     controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
+    let observer = Observer::new(&config);
+    let listener = match config.metrics.listen {
+        Some(addr) => Some(
+            metrics::http::bind(addr)
+                .await
+                .map_err(DaemonError::Metrics)?,
+        ),
+        None => None,
+    };
     let Controls {
         tx: control_tx,
         rx: control_rx,
@@ -326,6 +363,38 @@ where
         );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
+    if let Some(listener) = listener {
+        let addr = listener.local_addr().map_err(DaemonError::Metrics)?;
+        tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+        if let Some(tx) = opts.metrics_bound {
+            let _ = tx.send(addr);
+        }
+        tasks.spawn(
+            metrics::http::serve(
+                listener,
+                observer.clone(),
+                controller.clone(),
+                shutdown.child_token(),
+            )
+            .instrument(tracing::info_span!("metrics")),
+        );
+    }
+    tasks.spawn(metrics::sample(
+        observer.clone(),
+        controller.clone(),
+        shutdown.child_token(),
+    ));
+    if let Some(probe) = opts.history_probe {
+        tasks.spawn(
+            metrics::headroom::monitor(
+                observer.clone(),
+                probe,
+                config.mode,
+                shutdown.child_token(),
+            )
+            .instrument(tracing::info_span!("headroom")),
+        );
+    }
     tasks.spawn(ready_when_started(
         controller.clone(),
         config.mode,
@@ -341,7 +410,8 @@ where
         reloader,
         shutdown.clone(),
         tasks.clone(),
-    );
+    )
+    .with_observer(observer);
     tasks.spawn(
         dispatcher
             .run(control_rx)

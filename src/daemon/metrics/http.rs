@@ -1,0 +1,128 @@
+//! The HTTP endpoint: `GET /metrics` (Prometheus text format 0.0.4), `GET /healthz`
+//! (the process answers) and `GET /readyz` (see [`super::health`]). Plain HTTP/1.1 on
+//! hyper; no TLS or authentication, so it listens where `[metrics] listen` says
+//! (loopback in the example) and shows no secrets.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{readiness, unix_now, Observer};
+use crate::core::Side;
+use crate::daemon::control::Controller;
+
+/// Content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serve `listener` until `stop`; open connections are closed gracefully.
+pub async fn serve(
+    listener: TcpListener,
+    observer: Arc<Observer>,
+    controller: Arc<dyn Controller>,
+    stop: CancellationToken,
+) {
+    let conns = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (observer, controller, stop) = (observer.clone(), controller.clone(), stop.clone());
+        conns.spawn(async move {
+            let service = service_fn(move |req| {
+                let reply = answer(&req, &observer, controller.as_ref());
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+    conns.close();
+    conns.wait().await;
+}
+
+/// Bind `addr` (an error names it).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} ([metrics] listen): {e}"),
+        )
+    })
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    observer: &Observer,
+    controller: &dyn Controller,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let status = controller.status();
+            observer.refresh(&status);
+            reply(StatusCode::OK, PROMETHEUS_TEXT, observer.metrics.encode())
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let status = controller.status();
+            let windows = [observer.window(Side::Local), observer.window(Side::Cloud)];
+            let bound = observer.config().metrics.ready_max_checkpoint_age;
+            match readiness(&status, &windows, unix_now(), bound) {
+                Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+                Err(reasons) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {}\n", reasons.join("; ")),
+                ),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found (try /metrics, /healthz, /readyz)\n".into(),
+        ),
+    }
+}
+
+fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
