@@ -461,6 +461,28 @@ async fn low_headroom_is_warned_once_and_shown_in_status_and_metrics() {
     shell.stop().await;
 }
 
+/// `run_with` (connecting to MongoDB itself) with its metrics endpoint.
+async fn run_daemon(
+    config: Config,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<Result<(), DaemonError>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = CancellationToken::new();
+    let opts = RunOptions {
+        metrics_bound: Some(tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(run_with(config, stop.clone(), opts));
+    let addr = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (addr, stop, task)
+}
+
 #[tokio::test]
 async fn a_server_hiding_its_oplog_is_reported_once_and_sync_carries_on() {
     let logs = Captured::default();
@@ -479,17 +501,7 @@ async fn a_server_hiding_its_oplog_is_reported_once_and_sync_carries_on() {
         raw.cloud.uri = uri.clone();
         raw.state.database = "headroom_state".into();
     });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stop = CancellationToken::new();
-    let opts = RunOptions {
-        metrics_bound: Some(tx),
-        ..RunOptions::default()
-    };
-    let task = tokio::spawn(run_with(config, stop.clone(), opts));
-    let addr = tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
+    let (addr, stop, task) = run_daemon(config).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         let s = admin(&socket, r#"{"cmd":"status"}"#).await;
@@ -524,6 +536,35 @@ async fn a_server_hiding_its_oplog_is_reported_once_and_sync_carries_on() {
         2,
         "{text}"
     );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_answers_while_mongodb_is_unreachable_without_showing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let uri = "mongodb://ops:s3cr3t-pw@127.0.0.1:1/?replicaSet=rs0&serverSelectionTimeoutMS=200";
+    let config = config(&socket, |raw| {
+        raw.local.uri = uri.into();
+        raw.cloud.uri = uri.into();
+    });
+    let (addr, stop, task) = run_daemon(config).await;
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
+    let body = wait_ready(addr, 503).await;
+    assert!(body.contains("local stream is starting"), "{body}");
+    let text = get(addr, "/metrics").await.1;
+    let m = scrape(&text);
+    assert_eq!(m["datasync_stream_state{side=local,state=starting}"], 1.0);
+    // Wait for a failed attempt, so the last error is known, then look for the password.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let body = get(addr, path).await.1;
+        assert!(
+            !body.contains("s3cr3t"),
+            "{path} shows the password:\n{body}"
+        );
+    }
     stop.cancel();
     task.await.unwrap().unwrap();
 }

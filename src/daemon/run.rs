@@ -4,10 +4,11 @@
 //! socket, wait for the remaining tasks (bounded).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -21,6 +22,7 @@ use crate::daemon::admin::{
 use crate::daemon::config::{Config, ConfigSource};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
 use crate::daemon::logging::LogReload;
+use crate::daemon::metrics::http::StatusSource;
 use crate::daemon::metrics::{self, HistoryProbe, MongoProbe, Observer};
 use crate::daemon::reload::Reloader;
 use crate::daemon::{cron, notify, signals, stores};
@@ -68,7 +70,7 @@ pub struct RunOptions {
     /// (built from the MongoDB clients when `None` and the daemon connects itself).
     pub history_probe: Option<Arc<dyn HistoryProbe>>,
     /// Told the address the metrics endpoint listens on (useful with port 0).
-    pub metrics_bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    pub metrics_bound: Option<oneshot::Sender<SocketAddr>>,
 }
 
 impl Default for RunOptions {
@@ -101,6 +103,14 @@ pub async fn run_with(
     let mut controls = Controls::new(opts.signals)?;
     controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
     let (error_tx, error_rx) = watch::channel(None);
+    let connecting = {
+        let (mode, error) = (config.mode, error_rx.clone());
+        StatusSource::connecting(move || connecting_status(mode, error.borrow().clone()))
+    };
+    let bound = opts.metrics_bound.take();
+    controls
+        .serve_metrics_early(&config, &shutdown, bound, connecting)
+        .await?;
     let started = std::time::Instant::now();
     let stores = tokio::select! {
         r = stores::connect_retrying(&config, &shutdown, &error_tx) => r,
@@ -143,6 +153,18 @@ pub struct Controls {
     tasks: TaskTracker,
     /// Stops the admin server early when the run ends before the shell started.
     admin_stop: Option<CancellationToken>,
+    /// The metrics endpoint when it was started before the engine existed.
+    metrics: Option<EarlyMetrics>,
+}
+
+/// A metrics endpoint serving before the engine exists.
+struct EarlyMetrics {
+    /// Shared with the shell once it starts.
+    observer: Arc<Observer>,
+    /// Switched to the engine by the shell.
+    source: StatusSource,
+    /// Stops the endpoint when the run ends before the shell started.
+    stop: CancellationToken,
 }
 
 impl Controls {
@@ -160,6 +182,7 @@ impl Controls {
             signals,
             tasks: TaskTracker::new(),
             admin_stop: None,
+            metrics: None,
         })
     }
 
@@ -183,6 +206,31 @@ impl Controls {
                 .instrument(tracing::info_span!("admin")),
         );
         self.admin_stop = Some(stop);
+        Ok(())
+    }
+
+    /// Listen on `[metrics] listen` (when set) before the engine exists, showing
+    /// `source`'s status until the shell switches it to the engine.
+    async fn serve_metrics_early(
+        &mut self,
+        config: &Config,
+        shutdown: &CancellationToken,
+        bound: Option<oneshot::Sender<SocketAddr>>,
+        source: StatusSource,
+    ) -> Result<(), DaemonError> {
+        let Some(addr) = config.metrics.listen else {
+            return Ok(());
+        };
+        let observer = Observer::new(config);
+        let stop = shutdown.child_token();
+        metrics::http::spawn(&self.tasks, addr, &observer, source.clone(), &stop, bound)
+            .await
+            .map_err(DaemonError::Metrics)?;
+        self.metrics = Some(EarlyMetrics {
+            observer,
+            source,
+            stop,
+        });
         Ok(())
     }
 
@@ -221,6 +269,9 @@ impl Controls {
         if let Some(stop) = &self.admin_stop {
             stop.cancel();
         }
+        if let Some(m) = &self.metrics {
+            m.stop.cancel();
+        }
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
         if let Some(h) = self.signals {
@@ -237,38 +288,41 @@ fn connecting_reply(
     error: Option<String>,
 ) -> AdminReply {
     match request {
-        AdminRequest::Status => {
-            let stream = |side: Side| StreamStatus {
-                state: if mode.watches(side) {
-                    StreamState::Starting
-                } else {
-                    StreamState::Disabled
-                },
-                lag_ms: None,
-                last_error: error.clone(),
-            };
-            let status = EngineStatus {
-                mode,
-                paused: false,
-                queue_depth: 0,
-                local: stream(Side::Local),
-                cloud: stream(Side::Cloud),
-                applied_local_to_cloud: 0,
-                applied_cloud_to_local: 0,
-                conflicts: 0,
-                skipped: 0,
-                last_reconcile: None,
-            };
-            AdminReply::Status(Box::new(StatusReply::new(
-                &status,
-                started.elapsed().as_secs(),
-                None,
-            )))
-        }
+        AdminRequest::Status => AdminReply::Status(Box::new(StatusReply::new(
+            &connecting_status(mode, error),
+            started.elapsed().as_secs(),
+            None,
+        ))),
         _ => AdminReply::Error(match error {
             Some(e) => format!("not connected to MongoDB yet (retrying; last error: {e})"),
             None => "not connected to MongoDB yet (connecting)".into(),
         }),
+    }
+}
+
+/// The status while MongoDB has not been reached yet: watched streams `starting`, with
+/// the last connection error.
+fn connecting_status(mode: Mode, error: Option<String>) -> EngineStatus {
+    let stream = |side: Side| StreamStatus {
+        state: if mode.watches(side) {
+            StreamState::Starting
+        } else {
+            StreamState::Disabled
+        },
+        lag_ms: None,
+        last_error: error.clone(),
+    };
+    EngineStatus {
+        mode,
+        paused: false,
+        queue_depth: 0,
+        local: stream(Side::Local),
+        cloud: stream(Side::Cloud),
+        applied_local_to_cloud: 0,
+        applied_cloud_to_local: 0,
+        conflicts: 0,
+        skipped: 0,
+        last_reconcile: None,
     }
 }
 
@@ -327,22 +381,31 @@ where
 {
     let mut controls = controls;
     controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
-    let observer = Observer::new(&config);
-    let listener = match config.metrics.listen {
-        Some(addr) => Some(
-            metrics::http::bind(addr)
-                .await
-                .map_err(DaemonError::Metrics)?,
-        ),
-        None => None,
-    };
     let Controls {
         tx: control_tx,
         rx: control_rx,
         signals: signal_handle,
         tasks,
         admin_stop: _,
+        metrics: early,
     } = controls;
+    let observer = match early {
+        Some(m) => {
+            m.source.set_engine(controller.clone());
+            m.observer
+        }
+        None => {
+            let observer = Observer::new(&config);
+            if let Some(addr) = config.metrics.listen {
+                let source = StatusSource::engine(controller.clone());
+                let stop = shutdown.child_token();
+                metrics::http::spawn(&tasks, addr, &observer, source, &stop, opts.metrics_bound)
+                    .await
+                    .map_err(DaemonError::Metrics)?;
+            }
+            observer
+        }
+    };
     let (schedule_tx, schedule_rx) = schedule_channel(&config);
     let (next_tx, next_rx) = watch::channel(None);
 
@@ -362,22 +425,6 @@ where
             "systemd watchdog enabled"
         );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
-    }
-    if let Some(listener) = listener {
-        let addr = listener.local_addr().map_err(DaemonError::Metrics)?;
-        tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
-        if let Some(tx) = opts.metrics_bound {
-            let _ = tx.send(addr);
-        }
-        tasks.spawn(
-            metrics::http::serve(
-                listener,
-                observer.clone(),
-                controller.clone(),
-                shutdown.child_token(),
-            )
-            .instrument(tracing::info_span!("metrics")),
-        );
     }
     tasks.spawn(metrics::sample(
         observer.clone(),

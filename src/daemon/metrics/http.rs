@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -15,10 +15,53 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::{readiness, unix_now, Observer};
-use crate::core::Side;
+use crate::core::{EngineStatus, Side};
 use crate::daemon::control::Controller;
+
+/// Where the endpoint reads the engine's status: the engine once it exists, a
+/// "connecting" status before (the endpoint is up while MongoDB is still unreachable:
+/// `/healthz` answers, `/readyz` says the streams are starting).
+#[derive(Clone)]
+pub struct StatusSource {
+    /// The engine, once the daemon reached MongoDB.
+    engine: Arc<OnceLock<Arc<dyn Controller>>>,
+    /// The status to show until then.
+    connecting: Arc<dyn Fn() -> EngineStatus + Send + Sync>,
+}
+
+impl StatusSource {
+    /// No engine yet: `connecting` gives the status meanwhile.
+    pub fn connecting(connecting: impl Fn() -> EngineStatus + Send + Sync + 'static) -> Self {
+        StatusSource {
+            engine: Arc::new(OnceLock::new()),
+            connecting: Arc::new(connecting),
+        }
+    }
+
+    /// Read `engine` from the start.
+    pub fn engine(engine: Arc<dyn Controller>) -> Self {
+        let fallback = engine.clone();
+        let source = StatusSource::connecting(move || fallback.status());
+        source.set_engine(engine);
+        source
+    }
+
+    /// From now on, read `engine` (the first engine set wins).
+    pub fn set_engine(&self, engine: Arc<dyn Controller>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The current status.
+    pub fn status(&self) -> EngineStatus {
+        match self.engine.get() {
+            Some(e) => e.status(),
+            None => (self.connecting)(),
+        }
+    }
+}
 
 /// Content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -27,7 +70,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(
     listener: TcpListener,
     observer: Arc<Observer>,
-    controller: Arc<dyn Controller>,
+    source: StatusSource,
     stop: CancellationToken,
 ) {
     let conns = TaskTracker::new();
@@ -43,10 +86,10 @@ pub async fn serve(
                 }
             },
         };
-        let (observer, controller, stop) = (observer.clone(), controller.clone(), stop.clone());
+        let (observer, source, stop) = (observer.clone(), source.clone(), stop.clone());
         conns.spawn(async move {
             let service = service_fn(move |req| {
-                let reply = answer(&req, &observer, controller.as_ref());
+                let reply = answer(&req, &observer, &source);
                 async move { Ok::<_, Infallible>(reply) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -68,20 +111,38 @@ pub async fn serve(
     conns.wait().await;
 }
 
-/// Bind `addr` (an error names it).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+/// Bind `addr` and serve the endpoint on `tasks` until `stop`; `bound` is told the
+/// address (useful with port 0). A bind error names the address and the key.
+pub async fn spawn(
+    tasks: &TaskTracker,
+    addr: SocketAddr,
+    observer: &Arc<Observer>,
+    source: StatusSource,
+    stop: &CancellationToken,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} ([metrics] listen): {e}"),
         )
-    })
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+    tasks.spawn(
+        serve(listener, observer.clone(), source, stop.clone())
+            .instrument(tracing::info_span!("metrics")),
+    );
+    Ok(())
 }
 
 fn answer(
     req: &Request<Incoming>,
     observer: &Observer,
-    controller: &dyn Controller,
+    source: &StatusSource,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
@@ -92,13 +153,13 @@ fn answer(
     }
     match req.uri().path() {
         "/metrics" => {
-            let status = controller.status();
+            let status = source.status();
             observer.refresh(&status);
             reply(StatusCode::OK, PROMETHEUS_TEXT, observer.metrics.encode())
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            let status = controller.status();
+            let status = source.status();
             let windows = [observer.window(Side::Local), observer.window(Side::Cloud)];
             let bound = observer.config().metrics.ready_max_checkpoint_age;
             match readiness(&status, &windows, unix_now(), bound) {
