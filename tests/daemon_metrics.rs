@@ -1,8 +1,9 @@
 //! The metrics endpoint and the oplog headroom, through the daemon shell: a real HTTP
 //! client scrapes `/metrics` and a Prometheus text parser reads it; `/readyz` fails under
 //! pause, stream loss and a stale checkpoint while `/healthz` stays up; a low headroom is
-//! warned about once and shown in `status`; a server that hides its oplog (the emulator)
-//! is reported once and the daemon carries on.
+//! warned about once and shown in `status`; against the emulator, which hides its oplog,
+//! that is reported once and the daemon carries on, and failing streams fail `/readyz`;
+//! with MongoDB unreachable the endpoint still answers and shows no secret.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -243,7 +244,11 @@ fn scrape(text: &str) -> HashMap<String, f64> {
 }
 
 async fn wait_ready(addr: SocketAddr, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_ready_for(addr, want, Duration::from_secs(5)).await
+}
+
+async fn wait_ready_for(addr: SocketAddr, want: u16, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
     loop {
         let (code, body) = get(addr, "/readyz").await;
         if code == want || Instant::now() > deadline {
@@ -484,7 +489,7 @@ async fn run_daemon(
 }
 
 #[tokio::test]
-async fn a_server_hiding_its_oplog_is_reported_once_and_sync_carries_on() {
+async fn emulator_hiding_its_oplog_is_reported_once_and_losing_streams_fails_readyz() {
     let logs = Captured::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber());
     let emulator = Emulator::start(EmulatorConfig {
