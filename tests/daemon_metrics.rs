@@ -211,15 +211,20 @@ async fn admin(socket: &Path, line: &str) -> Value {
 
 /// GET with a real HTTP client: (status code, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_get(addr, path).await.unwrap()
+}
+
+/// [`get`], or the transport error.
+async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, String), ureq::Error> {
     let url = format!("http://{addr}{path}");
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut r = agent.get(&url).call().unwrap();
+        let mut r = agent.get(&url).call()?;
         let code = r.status().as_u16();
-        (code, r.body_mut().read_to_string().unwrap())
+        Ok((code, r.body_mut().read_to_string()?))
     })
     .await
     .unwrap()
@@ -572,4 +577,34 @@ async fn endpoint_answers_while_mongodb_is_unreachable_without_showing_secrets()
     }
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_bounded_and_the_endpoint_recovers() {
+    use tokio::io::AsyncReadExt;
+    let shell = start((2, 7200)).await;
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(tokio::net::TcpStream::connect(shell.addr).await.unwrap());
+    }
+    // Let the server take all 32 before the next one arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(shell.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("the 33rd connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = matches!(try_get(shell.addr, "/healthz").await, Ok((200, _)));
+        if ok || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(shell.addr, "/healthz").await.0, 200);
+    shell.stop().await;
 }

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,6 +66,13 @@ impl StatusSource {
 /// Content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Open connections at most; beyond it new ones are closed at once (a scraper and a
+/// health checker need a few; this bounds what a misbehaving client can hold).
+const MAX_CONNECTIONS: usize = 32;
+
+/// A client must send a request's headers within this time, or it is disconnected.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serve `listener` until `stop`; open connections are closed gracefully.
 pub async fn serve(
     listener: TcpListener,
@@ -74,6 +81,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let conns = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -86,13 +94,20 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics connection refused: too many open");
+            continue;
+        };
         let (observer, source, stop) = (observer.clone(), source.clone(), stop.clone());
         conns.spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let reply = answer(&req, &observer, &source);
                 async move { Ok::<_, Infallible>(reply) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
