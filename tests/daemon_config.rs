@@ -78,6 +78,43 @@ fn empty_file_gives_the_documented_defaults() {
     assert_eq!(c.admin.socket, Path::new("/run/datasync/admin.sock"));
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Pretty);
+    assert_eq!(c.metrics.listen, None);
+    assert_eq!(c.metrics.ready_max_checkpoint_age, Duration::from_secs(300));
+    assert_eq!(c.alarms.oplog_headroom_min, Duration::from_secs(3600));
+    assert_eq!(c.alarms.oplog_check_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn metrics_and_alarm_keys_parse_and_bad_values_name_the_key() {
+    let (c, _f) =
+        load("[metrics]\nlisten = \"127.0.0.1:9464\"\n[alarms]\noplog_headroom_min = \"30m\"\n");
+    let c = c.unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.alarms.oplog_headroom_min, Duration::from_secs(1800));
+    let (c, _f) = load("[alarms]\noplog_headroom_min = 7200\n");
+    assert_eq!(
+        c.unwrap().alarms.oplog_headroom_min,
+        Duration::from_secs(7200)
+    );
+    let (msg, _) = problems("[metrics]\nlisten = \"localhost\"\n");
+    assert!(msg.contains("metrics.listen"), "{msg}");
+    let (msg, _) = problems("[alarms]\noplog_headroom_min = \"1 week\"\n");
+    assert!(msg.contains("alarms.oplog_headroom_min"), "{msg}");
+    // Digits-only environment values arrive as numbers and are seconds.
+    let out = datasync(
+        &["check-config"],
+        &[
+            ("DATASYNC_ALARMS__OPLOG_HEADROOM_MIN", "5400"),
+            ("DATASYNC_METRICS__LISTEN", "127.0.0.1:9464"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed: RawConfig = toml::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(printed.metrics.listen, "127.0.0.1:9464");
+    assert_eq!(
+        printed.alarms.oplog_headroom_min,
+        datasync::daemon::config::raw::RawDuration::Text("90m".into())
+    );
 }
 
 #[test]

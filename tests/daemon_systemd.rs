@@ -5,6 +5,11 @@ use std::path::Path;
 use std::process::Command;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/datasync.service");
+/// The unit the Debian package installs.
+const DEB_UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/debian/datasync.service"
+);
 
 fn exposure(output: &str) -> Option<f64> {
     let line = output
@@ -16,8 +21,14 @@ fn exposure(output: &str) -> Option<f64> {
 
 #[test]
 fn unit_sandbox_scores_at_most_2_5_in_systemd_analyze() {
+    for unit in [UNIT, DEB_UNIT] {
+        sandbox_score_at_most_2_5(unit);
+    }
+}
+
+fn sandbox_score_at_most_2_5(unit: &str) {
     let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", UNIT])
+        .args(["security", "--offline=yes", unit])
         .output()
         .unwrap_or_else(|e| {
             panic!("systemd-analyze is required for this test (Debian package `systemd`): {e}")
@@ -29,7 +40,42 @@ fn unit_sandbox_scores_at_most_2_5_in_systemd_analyze() {
     );
     let score = exposure(&text)
         .unwrap_or_else(|| panic!("no exposure level in systemd-analyze output:\n{text}"));
-    assert!(score <= 2.5, "exposure {score} > 2.5:\n{text}");
+    assert!(score <= 2.5, "{unit}: exposure {score} > 2.5:\n{text}");
+}
+
+/// The settings of a unit file, comments and blank lines left out.
+fn settings(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn packaged_unit_differs_from_the_generic_one_only_in_binary_path_and_user() {
+    let generic = settings(UNIT);
+    let packaged = settings(DEB_UNIT);
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|l| !b.contains(l)).cloned().collect()
+    };
+    assert_eq!(
+        only(&generic, &packaged),
+        [
+            "ExecStart=/usr/local/bin/datasync run --config /etc/datasync/datasync.toml",
+            "DynamicUser=yes"
+        ]
+    );
+    assert_eq!(
+        only(&packaged, &generic),
+        [
+            "ExecStart=/usr/bin/datasync run --config /etc/datasync/datasync.toml",
+            "User=datasync",
+            "Group=datasync"
+        ]
+    );
 }
 
 #[test]

@@ -74,5 +74,25 @@ pub fn status_text(s: &StatusReply) -> String {
         "next reconcile: {}",
         s.next_reconcile_at.as_deref().unwrap_or("not scheduled")
     ));
+    if let Some(o) = &s.oplog {
+        lines.push(format!("oplog (alarm under {} s)", o.headroom_min_s));
+        for (name, side) in [("local", &o.local), ("cloud", &o.cloud)] {
+            if let Some(w) = side {
+                lines.push(oplog_line(name, w));
+            }
+        }
+    }
     lines.join("\n")
+}
+
+fn oplog_line(name: &str, w: &datasync::daemon::admin::OplogSideReply) -> String {
+    let age = w
+        .checkpoint_age_s
+        .map_or("-".to_string(), |a| format!("{a} s"));
+    let headroom = match (&w.headroom_s, &w.unavailable) {
+        (Some(h), _) => format!("headroom {h} s{}", if w.low { "  LOW" } else { "" }),
+        (None, Some(why)) => format!("headroom unknown: {why}"),
+        (None, None) => "headroom not measured yet".to_string(),
+    };
+    format!("  {name:<6} checkpoint age {age}  {headroom}")
 }

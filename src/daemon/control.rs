@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::{EngineError, EngineHandle, EngineStatus, Mode, ReconcileReport};
-use crate::daemon::admin::protocol::{AdminReply, AdminRequest, StatusReply};
+use crate::daemon::admin::protocol::{AdminReply, AdminRequest, OplogReply, StatusReply};
 use crate::daemon::config::{Config, Schedule};
+use crate::daemon::metrics::Observer;
 use crate::daemon::reload::Reloader;
 
 /// Capacity of the control channel. Senders (admin connections, cron, signals,
@@ -110,6 +111,8 @@ pub struct Dispatcher {
     tasks: TaskTracker,
     /// Reconciles currently started from here (cron or admin).
     reconciling: Arc<AtomicUsize>,
+    /// Metrics and oplog windows, for `status` and failed-reconcile counts.
+    observer: Option<Arc<Observer>>,
 }
 
 impl Dispatcher {
@@ -131,7 +134,14 @@ impl Dispatcher {
             shutdown,
             tasks,
             reconciling: Arc::new(AtomicUsize::new(0)),
+            observer: None,
         }
+    }
+
+    /// Report oplog windows in `status` and count failed reconciles in `observer`.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Handle control inputs until shutdown.
@@ -190,11 +200,12 @@ impl Dispatcher {
         let answer = match request {
             AdminRequest::Status => {
                 let next = *self.next_fire.borrow();
-                AdminReply::Status(Box::new(StatusReply::new(
-                    &self.controller.status(),
-                    self.started.elapsed().as_secs(),
-                    next,
-                )))
+                let status = &self.controller.status();
+                let mut reply = StatusReply::new(status, self.started.elapsed().as_secs(), next);
+                if let Some(o) = &self.observer {
+                    reply.oplog = Some(OplogReply::new(o, status.mode));
+                }
+                AdminReply::Status(Box::new(reply))
             }
             AdminRequest::Pause => {
                 self.controller.pause();
@@ -223,6 +234,7 @@ impl Dispatcher {
     ) {
         let controller = self.controller.clone();
         let reconciling = self.reconciling.clone();
+        let observer = self.observer.clone();
         reconciling.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
             let result = controller.reconcile(mode, dry_run).await;
@@ -235,6 +247,9 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     tracing::warn!(origin, error = %e, "reconcile failed");
+                    if let Some(o) = &observer {
+                        o.metrics.reconcile_failed(dry_run);
+                    }
                     AdminReply::Error(format!("reconcile failed: {e}"))
                 }
             };

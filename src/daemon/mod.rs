@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod cron;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod reload;
 pub mod run;

@@ -53,6 +53,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         ("state", old.state != new.state),
         ("admin.socket", old.admin != new.admin),
         ("log.format", old.log.format != new.log.format),
+        ("metrics", old.metrics != new.metrics),
+        ("alarms", old.alarms != new.alarms),
     ];
     p.needs_restart = restart
         .iter()
@@ -160,5 +162,13 @@ mod tests {
         assert_eq!(p.debounce, Some(Duration::from_millis(200)));
         assert_eq!(p.schedule, Some(None));
         assert_eq!(p.needs_restart, vec!["mode", "cloud"]);
+        let p = plan(
+            &config(|_| {}),
+            &config(|r| {
+                r.metrics.listen = "127.0.0.1:9464".into();
+                r.alarms.oplog_check_interval_s = 5;
+            }),
+        );
+        assert_eq!(p.needs_restart, vec!["metrics", "alarms"]);
     }
 }

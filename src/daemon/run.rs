@@ -4,10 +4,11 @@
 //! socket, wait for the remaining tasks (bounded).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -21,6 +22,8 @@ use crate::daemon::admin::{
 use crate::daemon::config::{Config, ConfigSource};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
 use crate::daemon::logging::LogReload;
+use crate::daemon::metrics::http::StatusSource;
+use crate::daemon::metrics::{self, HistoryProbe, MongoProbe, Observer};
 use crate::daemon::reload::Reloader;
 use crate::daemon::{cron, notify, signals, stores};
 
@@ -46,6 +49,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("{0}")]
+    Metrics(std::io::Error),
 }
 
 /// Options of [`run_with`] beyond the configuration.
@@ -60,6 +66,11 @@ pub struct RunOptions {
     pub drain_deadline: Duration,
     /// Admin socket limits.
     pub admin_limits: Limits,
+    /// Where checkpoints and the oplog window are read for readiness and headroom
+    /// (built from the MongoDB clients when `None` and the daemon connects itself).
+    pub history_probe: Option<Arc<dyn HistoryProbe>>,
+    /// Told the address the metrics endpoint listens on (useful with port 0).
+    pub metrics_bound: Option<oneshot::Sender<SocketAddr>>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +81,8 @@ impl Default for RunOptions {
             signals: false,
             drain_deadline: DRAIN_DEADLINE,
             admin_limits: Limits::default(),
+            history_probe: None,
+            metrics_bound: None,
         }
     }
 }
@@ -83,20 +96,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
-    opts: RunOptions,
+    mut opts: RunOptions,
 ) -> Result<(), DaemonError> {
     // Signals and the admin socket are live while connecting too: a stop request during
     // start-up retries ends the daemon cleanly, and `status` says what it is waiting for.
     let mut controls = Controls::new(opts.signals)?;
     controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
     let (error_tx, error_rx) = watch::channel(None);
+    let connecting = {
+        let (mode, error) = (config.mode, error_rx.clone());
+        StatusSource::connecting(move || connecting_status(mode, error.borrow().clone()))
+    };
+    let bound = opts.metrics_bound.take();
+    controls
+        .serve_metrics_early(&config, &shutdown, bound, connecting)
+        .await?;
     let started = std::time::Instant::now();
     let stores = tokio::select! {
         r = stores::connect_retrying(&config, &shutdown, &error_tx) => r,
         _ = controls.serve_while_connecting(config.mode, started, error_rx) => Ok(None),
     };
     match stores {
-        Ok(Some(stores)) => run_engine(config, stores, shutdown, opts, controls).await,
+        Ok(Some(connected)) => {
+            if opts.history_probe.is_none() {
+                opts.history_probe = Some(Arc::new(MongoProbe {
+                    state: connected.stores.state.clone(),
+                    clients: Some([
+                        (connected.local_client, config.local.uri.clone()),
+                        (connected.cloud_client, config.cloud.uri.clone()),
+                    ]),
+                }));
+            }
+            run_engine(config, connected.stores, shutdown, opts, controls).await
+        }
         Ok(None) => {
             controls.finish().await;
             tracing::info!("stopped before MongoDB was reachable");
@@ -121,6 +153,18 @@ pub struct Controls {
     tasks: TaskTracker,
     /// Stops the admin server early when the run ends before the shell started.
     admin_stop: Option<CancellationToken>,
+    /// The metrics endpoint when it was started before the engine existed.
+    metrics: Option<EarlyMetrics>,
+}
+
+/// A metrics endpoint serving before the engine exists.
+struct EarlyMetrics {
+    /// Shared with the shell once it starts.
+    observer: Arc<Observer>,
+    /// Switched to the engine by the shell.
+    source: StatusSource,
+    /// Stops the endpoint when the run ends before the shell started.
+    stop: CancellationToken,
 }
 
 impl Controls {
@@ -138,6 +182,7 @@ impl Controls {
             signals,
             tasks: TaskTracker::new(),
             admin_stop: None,
+            metrics: None,
         })
     }
 
@@ -161,6 +206,31 @@ impl Controls {
                 .instrument(tracing::info_span!("admin")),
         );
         self.admin_stop = Some(stop);
+        Ok(())
+    }
+
+    /// Listen on `[metrics] listen` (when set) before the engine exists, showing
+    /// `source`'s status until the shell switches it to the engine.
+    async fn serve_metrics_early(
+        &mut self,
+        config: &Config,
+        shutdown: &CancellationToken,
+        bound: Option<oneshot::Sender<SocketAddr>>,
+        source: StatusSource,
+    ) -> Result<(), DaemonError> {
+        let Some(addr) = config.metrics.listen else {
+            return Ok(());
+        };
+        let observer = Observer::new(config);
+        let stop = shutdown.child_token();
+        metrics::http::spawn(&self.tasks, addr, &observer, source.clone(), &stop, bound)
+            .await
+            .map_err(DaemonError::Metrics)?;
+        self.metrics = Some(EarlyMetrics {
+            observer,
+            source,
+            stop,
+        });
         Ok(())
     }
 
@@ -199,6 +269,9 @@ impl Controls {
         if let Some(stop) = &self.admin_stop {
             stop.cancel();
         }
+        if let Some(m) = &self.metrics {
+            m.stop.cancel();
+        }
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
         if let Some(h) = self.signals {
@@ -215,39 +288,42 @@ fn connecting_reply(
     error: Option<String>,
 ) -> AdminReply {
     match request {
-        AdminRequest::Status => {
-            let stream = |side: Side| StreamStatus {
-                state: if mode.watches(side) {
-                    StreamState::Starting
-                } else {
-                    StreamState::Disabled
-                },
-                lag_ms: None,
-                last_error: error.clone(),
-            };
-            let status = EngineStatus {
-                mode,
-                paused: false,
-                queue_depth: 0,
-                local: stream(Side::Local),
-                cloud: stream(Side::Cloud),
-                applied_local_to_cloud: 0,
-                applied_cloud_to_local: 0,
-                conflicts: 0,
-                skipped: 0,
-                quarantined: 0,
-                last_reconcile: None,
-            };
-            AdminReply::Status(Box::new(StatusReply::new(
-                &status,
-                started.elapsed().as_secs(),
-                None,
-            )))
-        }
+        AdminRequest::Status => AdminReply::Status(Box::new(StatusReply::new(
+            &connecting_status(mode, error),
+            started.elapsed().as_secs(),
+            None,
+        ))),
         _ => AdminReply::Error(match error {
             Some(e) => format!("not connected to MongoDB yet (retrying; last error: {e})"),
             None => "not connected to MongoDB yet (connecting)".into(),
         }),
+    }
+}
+
+/// The status while MongoDB has not been reached yet: watched streams `starting`, with
+/// the last connection error.
+fn connecting_status(mode: Mode, error: Option<String>) -> EngineStatus {
+    let stream = |side: Side| StreamStatus {
+        state: if mode.watches(side) {
+            StreamState::Starting
+        } else {
+            StreamState::Disabled
+        },
+        lag_ms: None,
+        last_error: error.clone(),
+    };
+    EngineStatus {
+        mode,
+        paused: false,
+        queue_depth: 0,
+        local: stream(Side::Local),
+        cloud: stream(Side::Cloud),
+        applied_local_to_cloud: 0,
+        applied_cloud_to_local: 0,
+        conflicts: 0,
+        skipped: 0,
+        quarantined: 0,
+        last_reconcile: None,
     }
 }
 
@@ -256,9 +332,15 @@ pub async fn run_with_stores(
     config: Config,
     stores: Stores,
     shutdown: CancellationToken,
-    opts: RunOptions,
+    mut opts: RunOptions,
 ) -> Result<(), DaemonError> {
     let controls = Controls::new(opts.signals)?;
+    if opts.history_probe.is_none() {
+        opts.history_probe = Some(Arc::new(MongoProbe {
+            state: stores.state.clone(),
+            clients: None,
+        }));
+    }
     run_engine(config, stores, shutdown, opts, controls).await
 }
 
@@ -306,7 +388,25 @@ where
         signals: signal_handle,
         tasks,
         admin_stop: _,
+        metrics: early,
     } = controls;
+    let observer = match early {
+        Some(m) => {
+            m.source.set_engine(controller.clone());
+            m.observer
+        }
+        None => {
+            let observer = Observer::new(&config);
+            if let Some(addr) = config.metrics.listen {
+                let source = StatusSource::engine(controller.clone());
+                let stop = shutdown.child_token();
+                metrics::http::spawn(&tasks, addr, &observer, source, &stop, opts.metrics_bound)
+                    .await
+                    .map_err(DaemonError::Metrics)?;
+            }
+            observer
+        }
+    };
     let (schedule_tx, schedule_rx) = schedule_channel(&config);
     let (next_tx, next_rx) = watch::channel(None);
 
@@ -327,6 +427,22 @@ where
         );
         tasks.spawn(watchdog(period, control_tx.clone(), shutdown.child_token()));
     }
+    tasks.spawn(metrics::sample(
+        observer.clone(),
+        controller.clone(),
+        shutdown.child_token(),
+    ));
+    if let Some(probe) = opts.history_probe {
+        tasks.spawn(
+            metrics::headroom::monitor(
+                observer.clone(),
+                probe,
+                config.mode,
+                shutdown.child_token(),
+            )
+            .instrument(tracing::info_span!("headroom")),
+        );
+    }
     tasks.spawn(ready_when_started(
         controller.clone(),
         config.mode,
@@ -342,7 +458,8 @@ where
         reloader,
         shutdown.clone(),
         tasks.clone(),
-    );
+    )
+    .with_observer(observer);
     tasks.spawn(
         dispatcher
             .run(control_rx)

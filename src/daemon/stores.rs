@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::{StoreErrorKind, Stores};
 use crate::daemon::config::Config;
 use crate::daemon::run::DaemonError;
+use crate::mongo::Connected;
 
 /// Wait between connection attempts at start-up.
 const RETRY: Duration = Duration::from_secs(5);
@@ -28,11 +29,11 @@ pub async fn connect_retrying(
     config: &Config,
     shutdown: &CancellationToken,
     last_error: &tokio::sync::watch::Sender<Option<String>>,
-) -> Result<Option<Stores>, DaemonError> {
+) -> Result<Option<Connected>, DaemonError> {
     let sides = config.mongo_sides();
     loop {
         match sides.connect().await {
-            Ok(c) => return Ok(Some(c.stores)),
+            Ok(c) => return Ok(Some(c)),
             Err(e) if e.kind == StoreErrorKind::Fatal => {
                 return Err(DaemonError::Stores(e.message))
             }

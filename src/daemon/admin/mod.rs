@@ -6,5 +6,5 @@ pub mod line;
 pub mod protocol;
 pub mod server;
 
-pub use protocol::{AdminReply, AdminRequest, StatusReply, MAX_LINE};
+pub use protocol::{AdminReply, AdminRequest, OplogReply, OplogSideReply, StatusReply, MAX_LINE};
 pub use server::{AdminError, AdminServer, Limits};

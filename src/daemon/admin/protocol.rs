@@ -6,7 +6,8 @@ use bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::core::{EngineStatus, Mode, ReconcileReport, StreamState, StreamStatus};
+use crate::core::{EngineStatus, Mode, ReconcileReport, Side, StreamState, StreamStatus};
+use crate::daemon::metrics::Observer;
 
 /// Longest accepted request line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -179,6 +180,57 @@ pub struct StatusReply {
     pub last_reconcile: Option<LastReconcile>,
     /// Next scheduled reconcile (RFC 3339, UTC), null when unscheduled.
     pub next_reconcile_at: Option<String>,
+    /// Saved checkpoint and oplog headroom per side (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oplog: Option<OplogReply>,
+}
+
+/// One side's history window in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OplogSideReply {
+    /// Seconds since the saved checkpoint's cluster time; null before the first.
+    pub checkpoint_age_s: Option<u64>,
+    /// Seconds of history the server keeps behind the checkpoint; null when unknown
+    /// (negative: the checkpoint is already out of the oplog).
+    pub headroom_s: Option<i64>,
+    /// True when the headroom is under `[alarms] oplog_headroom_min`.
+    pub low: bool,
+    /// Why the headroom cannot be read on this side, if so.
+    pub unavailable: Option<String>,
+}
+
+/// Both sides' history windows; a side not watched in this mode is null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OplogReply {
+    /// Local side.
+    pub local: Option<OplogSideReply>,
+    /// Cloud side.
+    pub cloud: Option<OplogSideReply>,
+    /// The alarm threshold, seconds.
+    pub headroom_min_s: u64,
+}
+
+impl OplogReply {
+    /// From the observer's last measurements.
+    pub fn new(o: &Observer, mode: Mode) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        let side = |side: Side| {
+            mode.watches(side).then(|| {
+                let w = o.window(side);
+                OplogSideReply {
+                    checkpoint_age_s: w.checkpoint_age_s(now),
+                    headroom_s: w.headroom_s(),
+                    low: w.low,
+                    unavailable: w.unavailable.clone(),
+                }
+            })
+        };
+        OplogReply {
+            local: side(Side::Local),
+            cloud: side(Side::Cloud),
+            headroom_min_s: o.config().alarms.oplog_headroom_min.as_secs(),
+        }
+    }
 }
 
 impl StatusReply {
@@ -211,6 +263,7 @@ impl StatusReply {
             }),
             next_reconcile_at: next_reconcile_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            oplog: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! in two stages: [`raw::RawConfig`] (the input as written, unknown keys refused) and
 //! [`validate::Config`] (typed, checked). Every error names the key and its source.
 
+pub mod ops;
 pub mod raw;
 pub mod validate;
 
@@ -14,8 +15,8 @@ use figment::{Figment, Source};
 
 pub use raw::RawConfig;
 pub use validate::{
-    AdminConfig, Config, LogConfig, LogFormat, ReconcileConfig, Schedule, SideConfig, StateConfig,
-    SyncConfig,
+    AdminConfig, AlarmsConfig, Config, LogConfig, LogFormat, MetricsConfig, ReconcileConfig,
+    Schedule, SideConfig, StateConfig, SyncConfig,
 };
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -26,7 +27,7 @@ pub const ENV_PREFIX: &str = "DATASYNC_";
 /// Top-level names the environment may override. Other `DATASYNC_*` variables (such as
 /// `DATASYNC_TEST_MONGODB_URI`) are not configuration and are ignored, while a typo
 /// inside a known section (`DATASYNC_SYNC__DEBOUNCE`) is still an error.
-const ENV_SECTIONS: [&str; 8] = [
+const ENV_SECTIONS: [&str; 10] = [
     "mode",
     "local",
     "cloud",
@@ -35,6 +36,8 @@ const ENV_SECTIONS: [&str; 8] = [
     "state",
     "admin",
     "log",
+    "metrics",
+    "alarms",
 ];
 
 /// A configuration that cannot be used. Exit code 2 at the binary edge.

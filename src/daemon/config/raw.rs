@@ -25,6 +25,10 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// Logging.
     pub log: RawLog,
+    /// The Prometheus / health HTTP endpoint.
+    pub metrics: RawMetrics,
+    /// Thresholds that make the daemon warn.
+    pub alarms: RawAlarms,
 }
 
 /// One side: a deployment and a collection in it.
@@ -96,6 +100,39 @@ pub struct RawLog {
     pub format: String,
 }
 
+/// `[metrics]`: `GET /metrics`, `/healthz`, `/readyz` over plain HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `HOST:PORT` to listen on (`127.0.0.1:9464`); empty (the default) disables it.
+    pub listen: String,
+    /// `/readyz` fails when a watched stream's saved checkpoint is older than this many
+    /// seconds.
+    pub ready_max_checkpoint_age_s: u64,
+}
+
+/// A duration written as seconds (`3600`) or with a unit (`"90s"`, `"30m"`, `"1h"`,
+/// `"2d"`); environment variables holding only digits arrive as numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(u64),
+    /// A number followed by `s`, `m`, `h` or `d`.
+    Text(String),
+}
+
+/// `[alarms]`: conditions logged as warnings and shown in `status` and the metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarms {
+    /// Warn when a side's oplog headroom (saved checkpoint minus the oldest entry the
+    /// server keeps) falls under this.
+    pub oplog_headroom_min: RawDuration,
+    /// How often (seconds) the oplog headroom is measured.
+    pub oplog_check_interval_s: u64,
+}
+
 /// Default connection string of both sides (the original system's single replica set).
 pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017/?replicaSet=rs0";
 /// Default admin socket path (systemd `RuntimeDirectory=datasync`).
@@ -134,6 +171,14 @@ impl Default for RawConfig {
             log: RawLog {
                 level: "info".into(),
                 format: "pretty".into(),
+            },
+            metrics: RawMetrics {
+                listen: String::new(),
+                ready_max_checkpoint_age_s: 300,
+            },
+            alarms: RawAlarms {
+                oplog_headroom_min: RawDuration::Text("1h".into()),
+                oplog_check_interval_s: 60,
             },
         }
     }

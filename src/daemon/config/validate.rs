@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
+pub use super::ops::{AlarmsConfig, MetricsConfig};
 use super::raw::{RawAdmin, RawConfig, RawLog, RawReconcile, RawSide, RawState, RawSync};
 use super::ConfigError;
 use crate::core::{EngineConfig, Mode, Side};
@@ -33,6 +34,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The metrics / health endpoint.
+    pub metrics: MetricsConfig,
+    /// Warning thresholds.
+    pub alarms: AlarmsConfig,
 }
 
 /// One side's deployment and collection.
@@ -251,6 +256,8 @@ impl Config {
                 raw.log.level
             ));
         }
+        let metrics = MetricsConfig::validate(&raw.metrics, &mut problems);
+        let alarms = AlarmsConfig::validate(&raw.alarms, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -282,6 +289,8 @@ impl Config {
                 level: raw.log.level.clone(),
                 format,
             },
+            metrics,
+            alarms,
         })
     }
 
@@ -352,6 +361,8 @@ impl Config {
                     LogFormat::Json => "json".into(),
                 },
             },
+            metrics: self.metrics.to_raw(),
+            alarms: self.alarms.to_raw(),
         }
     }
 

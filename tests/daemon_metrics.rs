@@ -1,0 +1,618 @@
+//! The metrics endpoint and the oplog headroom, through the daemon shell: a real HTTP
+//! client scrapes `/metrics` and a Prometheus text parser reads it; `/readyz` fails under
+//! pause, stream loss and a stale checkpoint while `/healthz` stays up; a low headroom is
+//! warned about once and shown in `status`; against the emulator, which hides its oplog,
+//! that is reported once and the daemon carries on, and failing streams fail `/readyz`;
+//! with MongoDB unreachable the endpoint still answers and shows no secret.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bson::Timestamp;
+use datasync::core::{
+    DirectionReport, EngineError, EngineStatus, Mode, ReconcileReport, Side, StreamState,
+    StreamStatus,
+};
+use datasync::daemon::admin::client;
+use datasync::daemon::config::{raw::RawConfig, Config};
+use datasync::daemon::control::Controller;
+use datasync::daemon::metrics::HistoryProbe;
+use datasync::daemon::{run_shell, run_with, Controls, DaemonError, RunOptions};
+use datasync::mongo::oplog::WindowError;
+use mongo_emulator::{Emulator, EmulatorConfig};
+use prometheus_parse::{Scrape, Value as PromValue};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Engine stand-in whose status the test changes.
+struct FakeEngine {
+    /// What `status` returns.
+    status: Mutex<EngineStatus>,
+}
+
+impl FakeEngine {
+    fn new() -> Arc<FakeEngine> {
+        let stream = |lag| StreamStatus {
+            state: StreamState::Running,
+            lag_ms: lag,
+            last_error: None,
+        };
+        Arc::new(FakeEngine {
+            status: Mutex::new(EngineStatus {
+                mode: Mode::BothWays,
+                paused: false,
+                queue_depth: 3,
+                local: stream(Some(1500)),
+                cloud: stream(Some(0)),
+                applied_local_to_cloud: 5,
+                applied_cloud_to_local: 7,
+                conflicts: 2,
+                skipped: 1,
+                quarantined: 3,
+                last_reconcile: Some((
+                    bson::DateTime::now(),
+                    ReconcileReport {
+                        mode: Mode::BothWays,
+                        dry_run: false,
+                        local_to_cloud: DirectionReport {
+                            inserted: 4,
+                            updated: 3,
+                            deleted: 2,
+                            unchanged: 10,
+                            kept: 6,
+                        },
+                        cloud_to_local: DirectionReport::default(),
+                        conflicts: 1,
+                        skipped: 0,
+                        quarantined: 0,
+                        duration_ms: 250,
+                    },
+                )),
+            }),
+        })
+    }
+    fn edit(&self, f: impl FnOnce(&mut EngineStatus)) {
+        f(&mut self.status.lock().unwrap());
+    }
+}
+
+#[async_trait]
+impl Controller for FakeEngine {
+    fn status(&self) -> EngineStatus {
+        self.status.lock().unwrap().clone()
+    }
+    fn pause(&self) {
+        self.edit(|s| s.paused = true);
+    }
+    fn resume(&self) {
+        self.edit(|s| s.paused = false);
+    }
+    fn set_debounce(&self, _: Duration) {}
+    async fn reconcile(&self, _: Option<Mode>, _: bool) -> Result<ReconcileReport, EngineError> {
+        Err(EngineError::Config("refused by the stand-in".into()))
+    }
+}
+
+/// Probe stand-in: checkpoint `checkpoint_ago` seconds old, oldest entry `kept` seconds
+/// before the checkpoint.
+struct FakeProbe {
+    /// (checkpoint age, history kept behind it), seconds.
+    ages: Mutex<(u32, u32)>,
+}
+
+#[async_trait]
+impl HistoryProbe for FakeProbe {
+    async fn checkpoint_time(&self, _: Side) -> Result<Option<Timestamp>, String> {
+        let (ago, _) = *self.ages.lock().unwrap();
+        Ok(Some(Timestamp {
+            time: now_s() - ago,
+            increment: 1,
+        }))
+    }
+    async fn oldest_entry(&self, _: Side) -> Result<Timestamp, WindowError> {
+        let (ago, kept) = *self.ages.lock().unwrap();
+        Ok(Timestamp {
+            time: now_s() - ago - kept,
+            increment: 1,
+        })
+    }
+}
+
+fn now_s() -> u32 {
+    chrono::Utc::now().timestamp() as u32
+}
+
+/// A running shell with its metrics endpoint.
+struct Shell {
+    /// The stand-in engine.
+    engine: Arc<FakeEngine>,
+    /// The stand-in probe.
+    probe: Arc<FakeProbe>,
+    /// Where the endpoint listens.
+    addr: SocketAddr,
+    /// Admin socket.
+    socket: PathBuf,
+    /// Stops the shell.
+    stop: CancellationToken,
+    /// The shell.
+    task: JoinHandle<Result<(), DaemonError>>,
+    /// Keeps the socket directory.
+    _dir: tempfile::TempDir,
+}
+
+fn config(socket: &Path, edit: impl FnOnce(&mut RawConfig)) -> Config {
+    let mut raw = RawConfig::default();
+    raw.admin.socket = socket.display().to_string();
+    raw.reconcile.schedule = String::new();
+    raw.metrics.listen = "127.0.0.1:0".into();
+    raw.alarms.oplog_check_interval_s = 1;
+    edit(&mut raw);
+    Config::validate(&raw).unwrap()
+}
+
+async fn start(ages: (u32, u32)) -> Shell {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let engine = FakeEngine::new();
+    let probe = Arc::new(FakeProbe {
+        ages: Mutex::new(ages),
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = CancellationToken::new();
+    let opts = RunOptions {
+        history_probe: Some(probe.clone()),
+        metrics_bound: Some(tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(run_shell(
+        config(&socket, |_| {}),
+        engine.clone(),
+        |token: CancellationToken| async move {
+            token.cancelled().await;
+            Ok(())
+        },
+        stop.clone(),
+        opts,
+        Controls::new(false).unwrap(),
+    ));
+    let addr = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    Shell {
+        engine,
+        probe,
+        addr,
+        socket,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Shell {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+    async fn status(&self) -> Value {
+        admin(&self.socket, r#"{"cmd":"status"}"#).await
+    }
+}
+
+async fn admin(socket: &Path, line: &str) -> Value {
+    client::request_line(socket, line, Duration::from_secs(2))
+        .await
+        .unwrap()
+}
+
+/// GET with a real HTTP client: (status code, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_get(addr, path).await.unwrap()
+}
+
+/// [`get`], or the transport error.
+async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, String), ureq::Error> {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut r = agent.get(&url).call()?;
+        let code = r.status().as_u16();
+        Ok((code, r.body_mut().read_to_string()?))
+    })
+    .await
+    .unwrap()
+}
+
+/// Parsed samples by `name{sorted labels}`.
+fn scrape(text: &str) -> HashMap<String, f64> {
+    let parsed = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut out = HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        let v = match s.value {
+            PromValue::Counter(v) | PromValue::Gauge(v) | PromValue::Untyped(v) => v,
+            PromValue::Histogram(h) => h.iter().map(|c| c.count).fold(0.0, f64::max),
+            PromValue::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+async fn wait_ready(addr: SocketAddr, want: u16) -> String {
+    wait_ready_for(addr, want, Duration::from_secs(5)).await
+}
+
+async fn wait_ready_for(addr: SocketAddr, want: u16, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (code, body) = get(addr, "/readyz").await;
+        if code == want || Instant::now() > deadline {
+            assert_eq!(code, want, "readyz: {body}");
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scrape_parses_and_reflects_the_engine_status() {
+    let shell = start((3, 7200)).await;
+    wait_ready(shell.addr, 200).await;
+    let t0 = Instant::now();
+    let (code, text) = get(shell.addr, "/metrics").await;
+    let latency = t0.elapsed();
+    assert_eq!(code, 200);
+    eprintln!("scrape latency {latency:?}, {} bytes", text.len());
+    let m = scrape(&text);
+    let v = |k: &str| {
+        *m.get(k)
+            .unwrap_or_else(|| panic!("no sample {k} in:\n{text}"))
+    };
+    assert_eq!(v("datasync_applied_total{direction=local_to_cloud}"), 5.0);
+    assert_eq!(v("datasync_applied_total{direction=cloud_to_local}"), 7.0);
+    assert_eq!(v("datasync_conflicts_total{}"), 2.0);
+    assert_eq!(v("datasync_skipped_documents_total{}"), 1.0);
+    assert_eq!(v("datasync_queue_depth{}"), 3.0);
+    assert_eq!(v("datasync_quarantined_documents{}"), 3.0);
+    assert_eq!(v("datasync_paused{}"), 0.0);
+    assert_eq!(v("datasync_stream_state{side=local,state=running}"), 1.0);
+    assert_eq!(v("datasync_stream_state{side=local,state=down}"), 0.0);
+    assert_eq!(v("datasync_stream_lag_seconds{side=local}"), 1.5);
+    assert_eq!(v("datasync_reconciles_total{dry_run=false,result=ok}"), 1.0);
+    assert_eq!(
+        v("datasync_reconcile_documents_total{direction=local_to_cloud,outcome=inserted}"),
+        4.0
+    );
+    assert_eq!(
+        v("datasync_reconcile_documents_total{direction=local_to_cloud,outcome=kept}"),
+        6.0
+    );
+    assert_eq!(v("datasync_reconcile_conflicts_total{}"), 1.0);
+    assert_eq!(
+        v("datasync_reconcile_duration_seconds_count{dry_run=false,result=ok}"),
+        1.0
+    );
+    assert!(m.contains_key("datasync_stream_lag_sampled_seconds_count{side=local}"));
+    let headroom = v("datasync_oplog_headroom_seconds{side=cloud}");
+    assert!((7190.0..=7210.0).contains(&headroom), "headroom {headroom}");
+    assert_eq!(v("datasync_oplog_headroom_low{side=cloud}"), 0.0);
+    assert!(v("datasync_checkpoint_age_seconds{side=local}") < 60.0);
+
+    // Totals advance by their difference; the same reconcile is not counted twice.
+    shell.engine.edit(|s| s.applied_local_to_cloud = 12);
+    let m = scrape(&get(shell.addr, "/metrics").await.1);
+    assert_eq!(m["datasync_applied_total{direction=local_to_cloud}"], 12.0);
+    assert_eq!(m["datasync_reconciles_total{dry_run=false,result=ok}"], 1.0);
+    // Nothing secret: the default URIs carry no password, but no label names one at all.
+    assert!(!text.contains("mongodb://"));
+
+    // A failed `ctl sync` is counted as an error.
+    let r = admin(&shell.socket, r#"{"cmd":"sync"}"#).await;
+    assert_eq!(r["ok"], false);
+    let m = scrape(&get(shell.addr, "/metrics").await.1);
+    assert_eq!(
+        m["datasync_reconciles_total{dry_run=false,result=error}"],
+        1.0
+    );
+    let (code, _) = get(shell.addr, "/nope").await;
+    assert_eq!(code, 404);
+    shell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_is_json_and_queries_only_exported_metrics() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana-dashboard.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let shell = start((3, 7200)).await;
+    wait_ready(shell.addr, 200).await;
+    let exported = scrape(&get(shell.addr, "/metrics").await.1);
+    let names: std::collections::HashSet<&str> = exported
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    let mut queried = 0;
+    for p in panels {
+        assert!(
+            p["title"].is_string() && p["description"].is_string(),
+            "{p}"
+        );
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("datasync_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // The parser folds a histogram's `_bucket` lines into its own name.
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(
+                    names.contains(base),
+                    "panel {} queries {name}, not exported; exported: {names:?}",
+                    p["title"]
+                );
+                queried += 1;
+                rest = &rest[i + name.len()..];
+            }
+        }
+    }
+    assert!(queried >= 15);
+    shell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_under_pause_stream_loss_and_stale_checkpoint_while_healthz_stays_up() {
+    let shell = start((2, 7200)).await;
+    wait_ready(shell.addr, 200).await;
+
+    admin(&shell.socket, r#"{"cmd":"pause"}"#).await;
+    let body = wait_ready(shell.addr, 503).await;
+    assert!(body.contains("paused"), "{body}");
+    assert_eq!(get(shell.addr, "/healthz").await, (200, "ok\n".into()));
+    admin(&shell.socket, r#"{"cmd":"resume"}"#).await;
+    wait_ready(shell.addr, 200).await;
+
+    shell.engine.edit(|s| s.local.state = StreamState::Down);
+    let body = wait_ready(shell.addr, 503).await;
+    assert!(body.contains("local stream is down"), "{body}");
+    assert_eq!(get(shell.addr, "/healthz").await.0, 200);
+    shell.engine.edit(|s| s.local.state = StreamState::Running);
+    wait_ready(shell.addr, 200).await;
+
+    // Default bound: 300 s.
+    *shell.probe.ages.lock().unwrap() = (900, 7200);
+    let body = wait_ready(shell.addr, 503).await;
+    assert!(
+        body.contains("checkpoint is") && body.contains("bound 300 s"),
+        "{body}"
+    );
+    assert_eq!(get(shell.addr, "/healthz").await.0, 200);
+    shell.stop().await;
+}
+
+/// Log lines written by the daemon during a test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let me = self.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || me.clone())
+            .finish()
+    }
+}
+
+#[tokio::test]
+async fn low_headroom_is_warned_once_and_shown_in_status_and_metrics() {
+    let logs = Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    // 30 min of history behind the checkpoint, alarm at the default 1 h.
+    let shell = start((1, 1800)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let s = shell.status().await;
+        if s["oplog"]["local"]["headroom_s"].is_i64() || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let local = &status["oplog"]["local"];
+    let h = local["headroom_s"].as_i64().unwrap();
+    assert!((1790..=1810).contains(&h), "{status}");
+    assert_eq!(local["low"], true);
+    assert_eq!(status["oplog"]["headroom_min_s"], 3600);
+    let m = scrape(&get(shell.addr, "/metrics").await.1);
+    assert_eq!(m["datasync_oplog_headroom_low{side=local}"], 1.0);
+    // Measured again (every second) without warning again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = logs.text();
+    let warns = text
+        .matches("oplog headroom under alarms.oplog_headroom_min")
+        .count();
+    assert_eq!(warns, 2, "one warning per side:\n{text}");
+    assert!(
+        text.contains("side=local") && text.contains("side=cloud"),
+        "{text}"
+    );
+
+    // Back above the alarm: said once, flag cleared.
+    *shell.probe.ages.lock().unwrap() = (1, 7200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(shell.status().await["oplog"]["local"]["low"], false);
+    assert_eq!(
+        logs.text()
+            .matches("oplog headroom back above the alarm")
+            .count(),
+        2
+    );
+    shell.stop().await;
+}
+
+/// `run_with` (connecting to MongoDB itself) with its metrics endpoint.
+async fn run_daemon(
+    config: Config,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<Result<(), DaemonError>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = CancellationToken::new();
+    let opts = RunOptions {
+        metrics_bound: Some(tx),
+        ..RunOptions::default()
+    };
+    let task = tokio::spawn(run_with(config, stop.clone(), opts));
+    let addr = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (addr, stop, task)
+}
+
+#[tokio::test]
+async fn emulator_hiding_its_oplog_is_reported_once_and_losing_streams_fails_readyz() {
+    let logs = Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let emulator = Emulator::start(EmulatorConfig {
+        history_limit: 20,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let uri = emulator.uri();
+    let config = config(&socket, |raw| {
+        raw.local.uri = uri.clone();
+        raw.cloud.uri = uri.clone();
+        raw.state.database = "headroom_state".into();
+    });
+    let (addr, stop, task) = run_daemon(config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = admin(&socket, r#"{"cmd":"status"}"#).await;
+        let ready = s["oplog"]["cloud"]["unavailable"].is_string()
+            && s["oplog"]["local"]["checkpoint_age_s"].is_u64();
+        if ready || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let local = &status["oplog"]["local"];
+    assert!(
+        local["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("local.oplog.rs"),
+        "{status}"
+    );
+    assert!(local["headroom_s"].is_null(), "{status}");
+    assert!(local["checkpoint_age_s"].as_u64().unwrap() < 60, "{status}");
+    // Carries on: streams run and the endpoint is ready.
+    wait_ready(addr, 200).await;
+    let m = scrape(&get(addr, "/metrics").await.1);
+    assert_eq!(m["datasync_oplog_headroom_readable{side=local}"], 0.0);
+    assert!(!m.contains_key("datasync_oplog_headroom_seconds{side=local}"));
+    // Said once per side, not at every check (every second here).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = logs.text();
+    assert_eq!(
+        text.matches("oplog headroom cannot be read on this side")
+            .count(),
+        2,
+        "{text}"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_answers_while_mongodb_is_unreachable_without_showing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let uri = "mongodb://ops:s3cr3t-pw@127.0.0.1:1/?replicaSet=rs0&serverSelectionTimeoutMS=200";
+    let config = config(&socket, |raw| {
+        raw.local.uri = uri.into();
+        raw.cloud.uri = uri.into();
+    });
+    let (addr, stop, task) = run_daemon(config).await;
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
+    let body = wait_ready(addr, 503).await;
+    assert!(body.contains("local stream is starting"), "{body}");
+    let text = get(addr, "/metrics").await.1;
+    let m = scrape(&text);
+    assert_eq!(m["datasync_stream_state{side=local,state=starting}"], 1.0);
+    // Wait for a failed attempt, so the last error is known, then look for the password.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let body = get(addr, path).await.1;
+        assert!(
+            !body.contains("s3cr3t"),
+            "{path} shows the password:\n{body}"
+        );
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_bounded_and_the_endpoint_recovers() {
+    use tokio::io::AsyncReadExt;
+    let shell = start((2, 7200)).await;
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(tokio::net::TcpStream::connect(shell.addr).await.unwrap());
+    }
+    // Let the server take all 32 before the next one arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(shell.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("the 33rd connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = matches!(try_get(shell.addr, "/healthz").await, Ok((200, _)));
+        if ok || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(shell.addr, "/healthz").await.0, 200);
+    shell.stop().await;
+}
