@@ -23,7 +23,8 @@
 //! `CORE_PROPERTIES_CLOCKS_BEHIND=1` (by default they stay in step: the rarest cases,
 //! found by long runs with clocks behind, are kept below as shrunk tests).
 //! `CORE_PROPERTIES_CONVERGED_CRASHES=1` relaxes the crash property to convergence and
-//! provenance.
+//! provenance. `CORE_PROPERTIES_STATE_ENGINE=1` runs both-ways on the experimental
+//! state-decided engine (issue 17).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -174,6 +175,8 @@ impl World {
             tombstone_ttl: Duration::from_secs(3650 * 86_400),
             // Both servers follow one clock here.
             server_clock_skew: Duration::ZERO,
+            // The experimental state-decided both-ways engine (issue 17; RELIABILITY.md).
+            state_decided_both_ways: std::env::var_os("CORE_PROPERTIES_STATE_ENGINE").is_some(),
             ..EngineConfig::default()
         };
         World {

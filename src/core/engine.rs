@@ -52,6 +52,10 @@ pub struct EngineConfig {
     /// Versions whose `updatedAt` is further ahead of the clock than this are held back
     /// until it reaches them (see [`crate::core::quarantine`]); `None`: no limit.
     pub max_future: Option<Duration>,
+    /// EXPERIMENTAL (issue 17, not for production): decide `both-ways` batches from
+    /// state like the other modes, instead of the echo memory. It passes every shrunk
+    /// regression case but not yet the random both-ways properties (RELIABILITY.md).
+    pub state_decided_both_ways: bool,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +71,7 @@ impl Default for EngineConfig {
             tombstone_ttl: Duration::from_secs(30 * 86_400),
             server_clock_skew: Duration::from_secs(1),
             max_future: Some(Duration::from_secs(300)),
+            state_decided_both_ways: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::shared::{ix, lock, Shared, Stop};
 use crate::core::queue::QueuedEvent;
 use crate::core::reconcile::{run_keys, Job};
-use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone};
+use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write};
 
 /// Decide and apply the keys of `batch` from state.
 pub(crate) async fn apply_keys(
@@ -25,13 +25,16 @@ pub(crate) async fn apply_keys(
     let mut keys: Vec<Key> = batch.iter().map(|q| q.event.key.clone()).collect();
     keys.sort();
     keys.dedup();
-    // In a one-way mode a source's delete may remove the target's copy of what it
-    // deleted: the tombstone says so (and keeps a later reconcile from copying it back
-    // once history is lost). `overwrite-local` needs none: cloud is the truth.
-    let tombstones: Vec<Tombstone> = if mode == Mode::OverwriteLocal {
-        Vec::new()
-    } else {
-        batch
+    // A delete may remove the other side's copy of what it deleted: the tombstone says
+    // so (and keeps a later reconcile from copying it back once history is lost).
+    // `overwrite-local` needs none: cloud is the truth.
+    let tombstones: Vec<Tombstone> = match mode {
+        Mode::OverwriteLocal => Vec::new(),
+        Mode::BothWays => {
+            restore_beaten_deletes(sh, batch, cancel).await?;
+            delete_tombstones(sh, batch, cancel).await?
+        }
+        _ => batch
             .iter()
             .filter(|q| mode.propagates(q.event.side) && q.event.kind == ChangeKind::Delete)
             .map(|q| Tombstone {
@@ -40,7 +43,7 @@ pub(crate) async fn apply_keys(
                 origin: q.event.side,
                 quiet: false,
             })
-            .collect()
+            .collect(),
     };
     let job = Job {
         config: &sh.config,
@@ -65,10 +68,128 @@ pub(crate) async fn apply_keys(
             Side::Local => c.cloud_to_local.fetch_add(n, Ordering::Relaxed),
         };
     }
-    c.conflicts.fetch_add(out.target_won, Ordering::Relaxed);
+    // A conflict: the change read from a stream lost to the other side's version.
+    let mut read_from: std::collections::HashMap<&Key, [bool; 2]> = Default::default();
+    for q in batch {
+        read_from.entry(&q.event.key).or_default()[ix(q.event.side)] = true;
+    }
+    let lost = out
+        .winners
+        .iter()
+        .filter(|(key, winner)| {
+            read_from
+                .get(key)
+                .is_some_and(|s| s[ix(winner.other())] && !s[ix(*winner)])
+        })
+        .count();
+    c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
     tracing::debug!(keys = keys.len(), report = ?out.report, "batch decided from state");
     Ok(())
+}
+
+/// Under last-writer-wins a delete older than a version its own side wrote before it
+/// (a client clock ahead of the server's) loses to that version, which only the queue
+/// entry still holds: it is written back to its side before the batch is decided, so
+/// the state holds it again (its echo is a key whose sides agree).
+async fn restore_beaten_deletes(
+    sh: &Shared,
+    batch: &[QueuedEvent],
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let mut writes: [Vec<Write>; 2] = Default::default();
+    for q in batch {
+        if q.event.kind != ChangeKind::Delete {
+            continue;
+        }
+        let Some((doc, u)) = &q.best_upsert else {
+            continue;
+        };
+        let newest_delete = q
+            .max_delete
+            .map_or(q.event.server_time, |d| d.at.max(q.event.server_time));
+        if *u > newest_delete {
+            writes[ix(q.event.side)].push(Write::UpsertIfNewer {
+                key: q.event.key.clone(),
+                doc: doc.clone(),
+                updated_at: *u,
+                or_equal: false,
+            });
+        }
+    }
+    for side in Side::BOTH {
+        let w = &writes[ix(side)];
+        if w.is_empty() {
+            continue;
+        }
+        tracing::debug!(%side, keys = w.len(), "deletes older than a version of their side: version restored");
+        let store = sh.store(side);
+        super::shared::retry("apply", cancel, None, || store.apply(w)).await?;
+    }
+    Ok(())
+}
+
+/// The tombstones the deletes of a both-ways batch make. A delete whose entry shows no
+/// upsert before it, of a key that already has a tombstone at or before its time, adds
+/// none: it removed a version that tombstone already beats (no copy of a newer version
+/// reached its side since, or the copy would have superseded the tombstone), and it is
+/// typically the engine's own delete coming back, whose server time says nothing about
+/// when a client deleted the key.
+async fn delete_tombstones(
+    sh: &Shared,
+    batch: &[QueuedEvent],
+    cancel: &CancellationToken,
+) -> Result<Vec<Tombstone>, Stop> {
+    let mut deletes: Vec<(Key, Side, bson::DateTime, bool)> = Vec::new();
+    for q in batch {
+        let (key, side) = (&q.event.key, q.event.side);
+        if q.event.kind == ChangeKind::Delete {
+            deletes.push((key.clone(), side, q.event.server_time, q.after_upsert));
+        }
+        if let Some(d) = q.max_delete {
+            deletes.push((key.clone(), side, d.at, false));
+        }
+    }
+    if deletes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Key> = deletes.iter().map(|d| d.0.clone()).collect();
+    let state = sh.stores.state.as_ref();
+    // Tombstones whose delete removed a document whose echo has not been read yet.
+    let expecting: std::collections::HashMap<Key, bson::DateTime> =
+        super::shared::retry("tombstones", cancel, None, || state.tombstones(&keys))
+            .await?
+            .into_iter()
+            .filter(|t| !t.quiet)
+            .map(|t| (t.key, t.deleted_at))
+            .collect();
+    let mut echoes: Vec<(Key, bson::DateTime)> = Vec::new();
+    let made: Vec<(Key, Side, bson::DateTime, bool)> = deletes
+        .into_iter()
+        .filter(|(key, _, at, after_upsert)| {
+            let echo = !*after_upsert && expecting.get(key).is_some_and(|t| *t <= *at);
+            if echo {
+                echoes.push((key.clone(), expecting[key]));
+            }
+            !echo
+        })
+        .collect();
+    if !echoes.is_empty() {
+        // The echo came: the next delete of the key is a client's.
+        super::shared::retry("quiet_tombstones", cancel, None, || {
+            state.quiet_tombstones(&echoes)
+        })
+        .await?;
+    }
+    Ok(made
+        .into_iter()
+        .map(|(key, origin, deleted_at, _)| Tombstone {
+            key,
+            deleted_at,
+            origin,
+            quiet: false,
+        })
+        .collect())
 }
 
 /// How often the keys held back by the future-timestamp guard are checked.

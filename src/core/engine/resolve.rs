@@ -265,7 +265,7 @@ pub(crate) async fn apply_batch(
     batch: &[QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    if sh.config.mode == Mode::BothWays {
+    if sh.config.mode == Mode::BothWays && !sh.config.state_decided_both_ways {
         let mut sync = SyncChanges::default();
         // Tombstones as they were before this batch, for keys whose tombstone an earlier
         // group of it recorded or dropped: whether a delete is the echo of one the

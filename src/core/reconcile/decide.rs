@@ -39,9 +39,8 @@ pub(super) struct Plan {
     pub(super) agree: Vec<(Key, DateTime)>,
     /// Keys held back: the version to copy (on that side) is too far in the future.
     pub(super) held: Vec<(Key, Side, DateTime)>,
-    /// Keys whose differing versions were won by the side the mode does not copy from
-    /// (a one-way target's newer version).
-    pub(super) target_won: u64,
+    /// Keys held with different versions by both sides, and the side whose version won.
+    pub(super) winners: Vec<(Key, Side)>,
 }
 
 /// Index of a side in [`Plan::writes`].
@@ -94,6 +93,9 @@ pub(super) struct Rules {
     pub(super) now: [DateTime; 2],
     /// How far ahead of `now` a version may be and still be copied (`None`: no limit).
     pub(super) max_future: Option<Duration>,
+    /// Deciding keys the change streams reported (not a full reconcile): deletes are
+    /// never inferred from sync records, their events bring them.
+    pub(super) live: bool,
 }
 
 impl Rules {
@@ -155,6 +157,24 @@ impl Rules {
                     tracing::warn!(%key, "reconcile: updatedAt missing or not a DateTime; skipped");
                     return;
                 };
+                // Both-ways: a delete not older than both versions beats both (tombstones
+                // of keys on both sides are only looked up in both-ways); one older than
+                // both is superseded.
+                if let Some(t) = tombs.get(key).filter(|_| mode == Mode::BothWays) {
+                    if t.deleted_at >= a.max(b) {
+                        for side in Side::BOTH {
+                            dir(report, side).deleted += 1;
+                            plan.writes[ix(side)].push(Write::DeleteIfNotNewer {
+                                key: key.clone(),
+                                deleted_at: t.deleted_at,
+                            });
+                        }
+                        return;
+                    }
+                    if t.deleted_at < a.min(b) && !self.live {
+                        plan.remove.push(key.clone());
+                    }
+                }
                 if a == b && same_content(l, c) {
                     for s in Side::BOTH {
                         if mode.propagates(s) {
@@ -172,8 +192,8 @@ impl Rules {
                 } else {
                     tie
                 };
+                plan.winners.push((key.clone(), winner));
                 if !mode.propagates(winner) {
-                    plan.target_won += 1;
                     return;
                 }
                 if self.hold(key, winner, a.max(b), plan, report) {
@@ -196,7 +216,7 @@ impl Rules {
                     tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
                     return;
                 };
-                match one_sided(mode, side, u, it.synced, tombs.get(key)) {
+                match one_sided(mode, side, u, it.synced, tombs.get(key), self.live) {
                     OneSided::Delete { at, infer } => {
                         dir(report, side).deleted += 1;
                         if infer {
@@ -219,13 +239,17 @@ impl Rules {
                         let Some(doc) = parsed(e, report) else {
                             return;
                         };
-                        if tombs.contains_key(key) {
+                        // A superseded tombstone is dropped by a full reconcile; the live
+                        // path keeps it until it expires: it still explains the echo of a
+                        // delete the engine made before the copy.
+                        if tombs.contains_key(key) && !self.live {
                             plan.remove.push(key.clone());
                         }
                         dir(report, side.other()).inserted += 1;
                         plan.writes[ix(side.other())].push(upsert(doc, u, side));
                     }
                     OneSided::Keep => dir(report, side).kept += 1,
+                    OneSided::Wait => {}
                 }
             }
             (None, None) => {}
@@ -249,6 +273,8 @@ pub(super) enum OneSided {
     /// Leave it alone: the other side is a one-way target that never had it (counted as
     /// `kept`).
     Keep,
+    /// Leave it to the other side's delete event, still unread (live path only).
+    Wait,
 }
 
 /// The rule for a key only `side` holds, at version `u`, in an LWW mode (`synced`: its
@@ -268,20 +294,30 @@ pub(super) fn one_sided(
     u: DateTime,
     synced: Option<DateTime>,
     tomb: Option<&Tombstone>,
+    live: bool,
 ) -> OneSided {
     let both = mode == Mode::BothWays;
     let source = mode.propagates(side);
     // In a one-way mode only the source's deletes count.
-    let tomb = tomb.filter(|t| t.deleted_at >= u && (both || t.origin == side.other()));
+    let tomb = tomb.filter(|t| both || t.origin == side.other());
+    let covering = tomb.filter(|t| t.deleted_at >= u);
     if both || !source {
-        if let Some(t) = tomb {
+        if let Some(t) = covering {
             return OneSided::Delete {
                 at: t.deleted_at,
                 infer: false,
             };
         }
         if let Some(r) = synced.filter(|r| u <= *r) {
-            return OneSided::Delete { at: r, infer: true };
+            if !live {
+                return OneSided::Delete { at: r, infer: true };
+            }
+            // The live path never infers a delete: the other side's delete event
+            // follows with its real time (a tombstone older than this version means it
+            // came already, and lost to the version).
+            if tomb.is_none() {
+                return OneSided::Wait;
+            }
         }
     }
     if source {

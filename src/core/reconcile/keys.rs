@@ -21,9 +21,9 @@ pub(crate) struct KeysOutcome {
     pub(crate) report: ReconcileReport,
     /// Writes applied per target side (local, cloud).
     pub(crate) applied: [u64; 2],
-    /// Keys where the target's version won against the source's (a conflict the source
-    /// lost: last writer wins, or the tie-break).
-    pub(crate) target_won: u64,
+    /// Keys held with different versions by both sides, and the side whose version won
+    /// (last writer wins, or the tie-break).
+    pub(crate) winners: Vec<(Key, Side)>,
 }
 
 /// A fetched document as a scan would have returned it.
@@ -92,11 +92,18 @@ pub(crate) async fn run_keys(
             cloud,
         })
         .collect();
-    let one_sided: Vec<Key> = items
-        .iter()
-        .filter(|it| it.local.is_none() || it.cloud.is_none())
-        .map(|it| it.key.clone())
-        .collect();
+    // Both-ways: a delete newer than both sides' versions wins over them too.
+    // (and a key on neither side may have a tombstone to quiet, see below).
+    let both = job.mode == Mode::BothWays;
+    let one_sided: Vec<Key> = if both {
+        keys.to_vec()
+    } else {
+        items
+            .iter()
+            .filter(|it| it.local.is_none() || it.cloud.is_none())
+            .map(|it| it.key.clone())
+            .collect()
+    };
     let tombs: HashMap<Key, Tombstone> = if job.mode == Mode::OverwriteLocal || one_sided.is_empty()
     {
         HashMap::new()
@@ -110,9 +117,32 @@ pub(crate) async fn run_keys(
         .collect()
     };
     let offsets = job.clocks.map(|c| *lock(c)).unwrap_or_default();
-    let plan = Rules::of(job, offsets).decide(&items, &tombs, &mut out.report);
-    out.target_won = plan.target_won;
+    let rules = Rules {
+        live: true,
+        ..Rules::of(job, offsets)
+    };
+    let plan = rules.decide(&items, &tombs, &mut out.report);
+    out.winners = plan.winners.clone();
     note_held(job, &items, &plan);
-    out.applied = write(job, &items, plan).await?;
+    let written = write(job, &items, plan).await?;
+    out.applied = written.applied;
+    if job.mode == Mode::BothWays {
+        // The tombstones recorded for this batch's deletes: no echo is to come unless
+        // one of its deletes removed a document, so the next delete of these keys on
+        // either side is a client's. (An older tombstone keeps its state: the echo of a
+        // delete an earlier batch made may still be on its way.)
+        let quiet: Vec<(Key, DateTime)> = tombstones
+            .iter()
+            .filter_map(|t| tombs.get(&t.key))
+            .filter(|t| !t.quiet && !written.removed.contains(&t.key))
+            .map(|t| (t.key.clone(), t.deleted_at))
+            .collect();
+        if !quiet.is_empty() {
+            retry("quiet_tombstones", job.cancel, job.attempts, || {
+                state.quiet_tombstones(&quiet)
+            })
+            .await?;
+        }
+    }
     Ok(out)
 }

@@ -42,7 +42,9 @@ use crate::core::engine::{EngineConfig, Stores};
 use crate::core::quarantine::Quarantine;
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
-use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, WriteOutcome};
+use crate::core::types::{
+    Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
+};
 
 mod decide;
 mod keys;
@@ -86,6 +88,7 @@ impl Rules {
             tie: job.config.tie_break,
             now: clock::server_now(offsets),
             max_future: job.config.max_future,
+            live: false,
         }
     }
 }
@@ -335,7 +338,7 @@ async fn stale_absences(
         let deletes = match (mode, &entry.updated_at) {
             (Mode::OverwriteLocal, _) => present == Side::Local,
             (_, Some(bson::Bson::DateTime(u))) => matches!(
-                decide::one_sided(mode, present, *u, it.synced, tombs.get(&it.key)),
+                decide::one_sided(mode, present, *u, it.synced, tombs.get(&it.key), false),
                 decide::OneSided::Delete { infer: true, .. }
             ),
             _ => false,
@@ -469,10 +472,18 @@ async fn apply_side(
 /// Carries out a page's plan: tombstones first (as in the engine: a crash after the
 /// deletes still knows them), then both sides' writes concurrently with the records of
 /// keys found equal, then the records of the copies made.
-/// Returns the writes applied per target side (local, cloud).
-async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<[u64; 2], Stop> {
+/// What a page's writes did.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Writes applied per target side (local, cloud).
+    pub(crate) applied: [u64; 2],
+    /// Keys a delete removed a document of, on either side.
+    pub(crate) removed: std::collections::HashSet<Key>,
+}
+
+async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Stop> {
     if job.dry_run {
-        return Ok([0, 0]);
+        return Ok(Written::default());
     }
     let state = job.stores.state.as_ref();
     let (recorded, removed) = tokio::join!(
@@ -516,16 +527,29 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<[u64; 2], St
     agreed?;
     let count =
         |o: &[WriteOutcome]| o.iter().filter(|o| **o == WriteOutcome::Applied).count() as u64;
-    let applied = [count(&local), count(&cloud)];
+    let mut done = Written {
+        applied: [count(&local), count(&cloud)],
+        removed: Default::default(),
+    };
+    for (w, o) in to_local
+        .iter()
+        .zip(&local)
+        .chain(to_cloud.iter().zip(&cloud))
+    {
+        let delete = matches!(w, Write::DeleteIfNotNewer { .. } | Write::Delete { .. });
+        if delete && *o == WriteOutcome::Applied {
+            done.removed.insert(w.key().clone());
+        }
+    }
     // Every upsert of a reconcile copies the other side's document.
     let mut copies = SyncChanges::default();
     let field = &job.config.updated_at_field;
     copies.note_copies(to_local, &local, field);
     copies.note_copies(to_cloud, &cloud, field);
     if copies.is_empty() {
-        return Ok(applied);
+        return Ok(done);
     }
     absent(&mut copies);
     copies.flush(state, job.cancel, job.attempts).await?;
-    Ok(applied)
+    Ok(done)
 }
