@@ -501,8 +501,12 @@ async fn run_daemon(
     (addr, stop, task)
 }
 
+/// Against the emulator with a history of 20 events, read from `local.oplog.rs` as
+/// `db.getReplicationInfo()` does: once writes roll the history, the time left behind
+/// the checkpoint is seconds, under the default 1 h alarm: warned once per side, shown
+/// in `status` and the metrics, and sync carries on.
 #[tokio::test]
-async fn emulator_hiding_its_oplog_is_reported_once_and_losing_streams_fails_readyz() {
+async fn small_history_on_the_emulator_warns_of_low_headroom_once_per_side() {
     let logs = Captured::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber());
     let emulator = Emulator::start(EmulatorConfig {
@@ -520,42 +524,91 @@ async fn emulator_hiding_its_oplog_is_reported_once_and_losing_streams_fails_rea
         raw.state.database = "headroom_state".into();
     });
     let (addr, stop, task) = run_daemon(config).await;
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let local = client
+        .database("datasync")
+        .collection::<bson::Document>("local_data");
+    for i in 0..30 {
+        local
+            .insert_one(bson::doc! {"_id": i, "updatedAt": bson::DateTime::now()})
+            .await
+            .unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         let s = admin(&socket, r#"{"cmd":"status"}"#).await;
-        let ready = s["oplog"]["cloud"]["unavailable"].is_string()
-            && s["oplog"]["local"]["checkpoint_age_s"].is_u64();
+        let ready = ["local", "cloud"]
+            .iter()
+            .all(|side| s["oplog"][side]["low"] == true);
         if ready || Instant::now() > deadline {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let local = &status["oplog"]["local"];
-    assert!(
-        local["unavailable"]
-            .as_str()
-            .unwrap()
-            .contains("local.oplog.rs"),
-        "{status}"
-    );
-    assert!(local["headroom_s"].is_null(), "{status}");
-    assert!(local["checkpoint_age_s"].as_u64().unwrap() < 60, "{status}");
-    // Carries on: streams run and the endpoint is ready.
+    let local_window = &status["oplog"]["local"];
+    let h = local_window["headroom_s"].as_i64().expect("headroom read");
+    assert!((0..3600).contains(&h), "{status}");
+    assert_eq!(local_window["low"], true, "{status}");
+    assert!(local_window["unavailable"].is_null(), "{status}");
     wait_ready(addr, 200).await;
     let m = scrape(&get(addr, "/metrics").await.1);
-    assert_eq!(m["datasync_oplog_headroom_readable{side=local}"], 0.0);
-    assert!(!m.contains_key("datasync_oplog_headroom_seconds{side=local}"));
-    // Said once per side, not at every check (every second here).
+    assert_eq!(m["datasync_oplog_headroom_readable{side=local}"], 1.0);
+    assert_eq!(m["datasync_oplog_headroom_low{side=local}"], 1.0);
+    // Measured again every second without warning again.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let text = logs.text();
     assert_eq!(
-        text.matches("oplog headroom cannot be read on this side")
+        text.matches("oplog headroom under alarms.oplog_headroom_min")
             .count(),
         2,
         "{text}"
     );
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// `oldest_entry` reads the first `local.oplog.rs` entry; a refusal (here a fail point
+/// answering 13 Unauthorized to this client's `find`) is `Unavailable`, and said so.
+#[tokio::test]
+async fn oplog_window_follows_the_history_and_a_refusal_is_unavailable() {
+    let emulator = Emulator::start(EmulatorConfig {
+        history_limit: 5,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let uri = format!("{}&appName=probe", emulator.uri());
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let coll = client.database("d").collection::<bson::Document>("c");
+    let first = datasync::mongo::oplog::oldest_entry(&client, &uri)
+        .await
+        .expect("readable");
+    for i in 0..10 {
+        coll.insert_one(bson::doc! {"_id": i}).await.unwrap();
+    }
+    let later = datasync::mongo::oplog::oldest_entry(&client, &uri)
+        .await
+        .expect("readable");
+    assert!(
+        (later.time, later.increment) > (first.time, first.increment),
+        "the oldest entry moves as the history is trimmed: {first:?} → {later:?}"
+    );
+    client
+        .database("admin")
+        .run_command(bson::doc! {
+            "configureFailPoint": "failCommand", "mode": "alwaysOn",
+            "data": {"failCommands": ["find"], "errorCode": 13, "appName": "probe"},
+        })
+        .await
+        .unwrap();
+    let refused = datasync::mongo::oplog::oldest_entry(&client, &uri).await;
+    match refused {
+        Err(e) => {
+            assert!(e.is_unavailable(), "{e}");
+            assert!(e.to_string().contains("code 13"), "{e}");
+        }
+        Ok(ts) => panic!("read {ts:?} through the fail point"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,6 +198,42 @@ impl Oplog {
         self.tick();
     }
 
+    /// The retained history as `local.oplog.rs` shows it, oldest first (natural
+    /// order): one entry per retained event (`ts`, `t`, `op`, `ns`, `wall`, `o2._id`);
+    /// with nothing retained, one no-op at the current time, since a replica set's
+    /// oplog is never empty. What `db.getReplicationInfo()` reads: the first entry's
+    /// `ts` is the oldest point a change stream can still resume from.
+    pub fn entries(&self) -> Vec<bson::Document> {
+        let mut out: Vec<bson::Document> = self
+            .events
+            .iter()
+            .map(|e| {
+                let op = match &e.kind {
+                    EventKind::Insert => "i",
+                    EventKind::Update(_) | EventKind::Replace => "u",
+                    EventKind::Delete => "d",
+                    _ => "c",
+                };
+                let ns = match &e.coll {
+                    Some(c) => format!("{}.{c}", e.db),
+                    None => format!("{}.$cmd", e.db),
+                };
+                let mut d = bson::doc! {"ts": e.ts, "t": 1_i64, "op": op, "ns": ns, "wall": e.wall};
+                if let Some(id) = &e.id {
+                    d.insert("o2", bson::doc! {"_id": id.clone()});
+                }
+                d
+            })
+            .collect();
+        if out.is_empty() {
+            out.push(bson::doc! {
+                "ts": self.now(), "t": 1_i64, "op": "n", "ns": "",
+                "wall": DateTime::now(), "o": {"msg": "periodic noop"},
+            });
+        }
+        out
+    }
+
     /// Whether resuming at a point `after` (exclusive; a token's time) is impossible.
     pub fn resume_lost(&self, after: Timestamp) -> bool {
         matches!(self.lost_through, Some(l) if ts_key(after) <= ts_key(l))

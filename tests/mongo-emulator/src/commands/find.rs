@@ -96,6 +96,9 @@ pub fn find(ctx: &Ctx<'_>) -> CmdResult<Document> {
         Some(n) => Some(n as usize),
     };
     let batch = batch_size(ctx.body, "batchSize")?;
+    if ctx.db == "local" && coll == "oplog.rs" {
+        return oplog_find(ctx, &filter, sort.as_ref(), projection.as_ref(), limit);
+    }
     // Sorted by `_id` (or unsorted: natural order is `_id` order here) with a limit:
     // walk the ordered map from the filter's `_id` lower bound and stop at the limit.
     let id_ordered = sort
@@ -132,6 +135,51 @@ pub fn find(ctx: &Ctx<'_>) -> CmdResult<Document> {
         docs,
         batch,
         single_batch,
+    ))
+}
+
+/// `find` on `local.oplog.rs`: the retained history (see `Oplog::entries`), filtered,
+/// in natural order or reversed by `{$natural: -1}`, limited and projected; one batch.
+fn oplog_find(
+    ctx: &Ctx<'_>,
+    filter: &Document,
+    sort: Option<&Document>,
+    projection: Option<&Document>,
+    limit: Option<usize>,
+) -> CmdResult<Document> {
+    let mut docs: Vec<Document> = ctx
+        .shared
+        .inner()
+        .oplog
+        .entries()
+        .into_iter()
+        .map(|d| query::matches(&d, filter).map(|m| m.then_some(d)))
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?;
+    let natural = sort.and_then(|s| s.get("$natural")).map(|v| match v {
+        Bson::Int32(n) => i64::from(*n),
+        Bson::Int64(n) => *n,
+        Bson::Double(f) => *f as i64,
+        _ => 1,
+    });
+    if natural.is_some_and(|n| n < 0) {
+        docs.reverse();
+    }
+    if let Some(l) = limit {
+        docs.truncate(l);
+    }
+    if let Some(p) = projection.filter(|p| !p.is_empty()) {
+        docs = docs
+            .iter()
+            .map(|d| query::project(d, p))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(cursor_reply(
+        ctx.shared,
+        "local.oplog.rs".to_string(),
+        docs,
+        None,
+        true,
     ))
 }
 
