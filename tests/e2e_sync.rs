@@ -606,7 +606,11 @@ async fn restart_resumes_from_the_checkpoint_without_reapplying_or_losing_writes
     );
     assert_eq!(all(&p.local).await, all(&p.cloud).await);
     let log = daemon.terminate().await;
-    assert!(!log.contains("full reconcile"), "{log}");
+    // The engine's own reasons for a full reconcile (the headroom alarm may mention
+    // one: a fresh emulator keeps seconds of history).
+    for reason in ["full reconcile before streaming", "full reconcile follows"] {
+        assert!(!log.contains(reason), "{log}");
+    }
     p.drop_databases().await;
 }
 

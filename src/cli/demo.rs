@@ -44,6 +44,9 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     raw.local.uri = uri.clone();
     raw.cloud.uri = uri.clone();
     raw.admin.socket = socket.display().to_string();
+    // The embedded emulator's history starts with it: seconds of oplog headroom is
+    // normal here, not worth the alarm a production deployment gets.
+    raw.alarms.oplog_headroom_min = datasync::daemon::config::raw::RawDuration::Seconds(0);
     let config = Config::validate(&raw).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     println!("embedded MongoDB emulator at {uri}");
