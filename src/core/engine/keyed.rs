@@ -60,14 +60,8 @@ pub(crate) async fn apply_keys(
         clocks: Some(&sh.clocks),
     };
     let out = run_keys(&job, &keys, &tombstones).await?;
+    count_applied(sh, out.applied);
     let c = &sh.counters;
-    for side in Side::BOTH {
-        let n = out.applied[ix(side)];
-        match side {
-            Side::Cloud => c.local_to_cloud.fetch_add(n, Ordering::Relaxed),
-            Side::Local => c.cloud_to_local.fetch_add(n, Ordering::Relaxed),
-        };
-    }
     // A conflict: the change read from a stream lost to the other side's version.
     let mut read_from: std::collections::HashMap<&Key, [bool; 2]> = Default::default();
     for q in batch {
@@ -86,6 +80,15 @@ pub(crate) async fn apply_keys(
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
     tracing::debug!(keys = keys.len(), report = ?out.report, "batch decided from state");
     Ok(())
+}
+
+/// Add the writes applied per target side (local, cloud) to the engine's counters.
+fn count_applied(sh: &Shared, applied: [u64; 2]) {
+    let c = &sh.counters;
+    c.cloud_to_local
+        .fetch_add(applied[ix(Side::Local)], Ordering::Relaxed);
+    c.local_to_cloud
+        .fetch_add(applied[ix(Side::Cloud)], Ordering::Relaxed);
 }
 
 /// Under last-writer-wins a delete older than a version its own side wrote before it
@@ -244,11 +247,7 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
         match run_keys(&job, &due, &[]).await {
             Ok(out) => {
                 tracing::info!(keys = due.len(), report = ?out.report, "held-back versions decided again");
-                let c = &sh.counters;
-                c.local_to_cloud
-                    .fetch_add(out.applied[ix(Side::Cloud)], Ordering::Relaxed);
-                c.cloud_to_local
-                    .fetch_add(out.applied[ix(Side::Local)], Ordering::Relaxed);
+                count_applied(sh, out.applied);
             }
             Err(Stop::Cancelled) => return,
             Err(Stop::Failed(e)) => {
