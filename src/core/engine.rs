@@ -224,9 +224,45 @@ fn stream_status(sh: &Shared, side: Side) -> StreamStatus {
     st
 }
 
+/// How long a requested full reconcile waits for the running streams to catch up.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Wait (at most [`CATCH_UP`]) until every stream not stopped has read all it held
+/// when called: each change made before a full reconcile then waits in the queue, where the
+/// reconcile sees it and leaves its key to the live path (a delete read from a stream
+/// brings its real time; a reconcile could only infer one from the sync record).
+async fn streams_caught_up(sh: &Shared, cancel: &CancellationToken) -> Result<(), Stop> {
+    // A stream starting or reopening (after a restart, say) replays from its checkpoint
+    // first: it is waited for too.
+    let running: Vec<(Side, u64)> = Side::BOTH
+        .into_iter()
+        .filter(|s| lock(&sh.streams)[shared::ix(*s)].state != StreamState::Stopped)
+        .map(|s| (s, sh.caught_up[shared::ix(s)].load(Ordering::SeqCst)))
+        .collect();
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    // The first report may answer a read sent before this call: two are awaited.
+    while running
+        .iter()
+        .any(|(s, n)| sh.caught_up[shared::ix(*s)].load(Ordering::SeqCst) < n + 2)
+    {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                "full reconcile: streams not caught up after {CATCH_UP:?}; reconciling anyway"
+            );
+            break;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Run one reconcile inside the engine, serialised with other reconciles and (per page)
 /// with batch application. With `ticket`, a reconcile that started after the ticket
-/// was taken and has completed makes this one unnecessary.
+/// was taken and has completed makes this one unnecessary. Without (a
+/// requested reconcile, not a reader's), the running streams catch up first.
 pub(crate) async fn run_reconcile(
     sh: &Shared,
     mode: Option<Mode>,
@@ -234,6 +270,9 @@ pub(crate) async fn run_reconcile(
     ticket: Option<u64>,
     cancel: &CancellationToken,
 ) -> Result<ReconcileReport, Stop> {
+    if ticket.is_none() && !dry_run {
+        streams_caught_up(sh, cancel).await?;
+    }
     let mut last_done = sh.reconcile_lock.lock().await;
     if let Some(t) = ticket {
         if *last_done > t {
@@ -256,6 +295,7 @@ pub(crate) async fn run_reconcile(
         progress: None,
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.clocks),
+        queued: Some(&sh.queue),
     };
     let span = tracing::info_span!("reconcile", %mode, dry_run);
     let report = reconcile::run(&job).instrument(span).await?;
@@ -447,6 +487,7 @@ pub async fn reconcile_once(
         progress,
         quarantine: None,
         clocks: None,
+        queued: None,
     };
     reconcile::run(&job).await.map_err(engine_error)
 }

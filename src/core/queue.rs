@@ -200,6 +200,7 @@ impl Slot {
                 kind,
                 token: ResumeToken(Document::new()),
                 server_time: self.server_time,
+                own: false,
             },
             seq: self.seq,
             last_seq: self.last_seq,
@@ -510,6 +511,7 @@ mod tests {
             kind: ChangeKind::Upsert(doc! {"_id": key, "n": n as i64}),
             token: ResumeToken(doc! {"seq": n as i64}),
             server_time: DateTime::from_millis(0),
+            own: false,
         };
         QueuedEvent::new(event, 0, n)
     }

@@ -210,6 +210,10 @@ pub struct ChangeEvent {
     /// Server wall-clock time of the change. For deletes it is the delete time used by
     /// last-writer-wins (a delete carries no `updatedAt`).
     pub server_time: DateTime,
+    /// The engine's own write coming back: the store recognises the writes it made for
+    /// this engine (on MongoDB, by the session of the transaction they were made in),
+    /// across restarts. Such a change is no client's: nothing is decided for it.
+    pub own: bool,
 }
 
 /// An item read from a change stream.

@@ -8,15 +8,19 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use bson::{doc, Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures::TryStreamExt;
-use mongodb::{Client, Collection, Database};
+use mongodb::{Client, ClientSession, Collection, Database};
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::{ChangeStream, CollectionStore};
 use crate::core::types::{Key, ResumeToken, ScanEntry, Side, Write, WriteOutcome};
 use crate::mongo::batch::{self, as_count, Statement};
-use crate::mongo::error::map_error;
+use crate::mongo::error::{error_code, map_error};
+use crate::mongo::own::OwnSessions;
 use crate::mongo::scan_filter::after_filter;
 use crate::mongo::stream;
+
+/// `IllegalOperation`: what a server without transactions answers a transaction with.
+const ILLEGAL_OPERATION: i32 = 20;
 
 /// Keys per `$in` query: keeps the filter far below the 16 MiB document limit for
 /// any reasonable `_id`.
@@ -35,6 +39,11 @@ pub struct MongoStore {
     updated_at_field: String,
     /// Side stamped on change events.
     side: Side,
+    /// The client (sessions for the transactions deletes are made in).
+    client: Client,
+    /// The daemon's transaction sessions: with them, deletes are made in transactions
+    /// and change events made by them are marked as the engine's own.
+    own: Option<std::sync::Arc<OwnSessions>>,
 }
 
 impl MongoStore {
@@ -44,12 +53,21 @@ impl MongoStore {
     pub fn new(client: Client, db: &str, coll: &str, updated_at_field: &str) -> Self {
         let database = client.database(db);
         MongoStore {
+            client,
+            own: None,
             coll: database.collection(coll),
             db: database,
             ns: format!("{db}.{coll}"),
             updated_at_field: updated_at_field.to_string(),
             side: Side::Local,
         }
+    }
+
+    /// The same store, making its deletes in transactions of sessions recorded in
+    /// `own`, whose change events it marks as the engine's own (see [`OwnSessions`]).
+    pub fn with_own_sessions(mut self, own: std::sync::Arc<OwnSessions>) -> Self {
+        self.own = Some(own);
+        self
     }
 
     /// The same store, stamping change events with `side`.
@@ -80,6 +98,7 @@ impl MongoStore {
         command: &str,
         array: &str,
         statements: &[Statement],
+        session: Option<&mut ClientSession>,
     ) -> Result<Document, StoreError> {
         // Sent as encoded by the plan: no statement is encoded twice.
         let mut body = RawArrayBuf::new();
@@ -90,11 +109,12 @@ impl MongoStore {
         cmd.append(command, self.coll.name());
         cmd.append(array, body);
         cmd.append("ordered", false);
-        let reply = self
-            .db
-            .run_raw_command(cmd)
-            .await
-            .map_err(|e| self.err(command, &e))?;
+        let run = self.db.run_raw_command(cmd);
+        let reply = match session {
+            Some(s) => run.session(s).await,
+            None => run.await,
+        }
+        .map_err(|e| self.err(command, &e))?;
         if let Ok(wce) = reply.get_document("writeConcernError") {
             return Err(StoreError::new(
                 StoreErrorKind::Transient,
@@ -113,7 +133,7 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         for range in batch::chunks(statements) {
             let chunk = &statements[range];
-            let reply = self.run_write("update", "updates", chunk).await?;
+            let reply = self.run_write("update", "updates", chunk, None).await?;
             let errors = batch::write_errors(&reply);
             for (i, s) in chunk.iter().enumerate() {
                 let error = errors.iter().find(|e| e.index == i);
@@ -154,7 +174,10 @@ impl MongoStore {
                     continue;
                 }
             }
-            let reply = self.run_write("delete", "deletes", &chunk).await?;
+            let reply = match &self.own {
+                Some(own) => self.delete_in_transaction(own, &chunk).await?,
+                None => self.run_write("delete", "deletes", &chunk, None).await?,
+            };
             let errors = batch::write_errors(&reply);
             let mut pending = Vec::new();
             for (i, s) in chunk.iter().enumerate() {
@@ -190,6 +213,65 @@ impl MongoStore {
             }
         }
         Ok(())
+    }
+
+    /// Runs one `delete` command in a transaction of a session recorded in `own` first,
+    /// so its change events are known as the engine's own, even after a restart.
+    async fn delete_in_transaction(
+        &self,
+        own: &OwnSessions,
+        statements: &[Statement],
+    ) -> Result<Document, StoreError> {
+        let txn_err = |what: &str, e: &mongodb::error::Error| {
+            if error_code(e) == Some(ILLEGAL_OPERATION) {
+                // A standalone server (or an emulator without transactions).
+                StoreError::new(
+                    StoreErrorKind::Fatal,
+                    format!(
+                        "{what} {}: the server refuses multi-document transactions, which                          the daemon makes its deletes in (a replica set or sharded cluster                          with featureCompatibilityVersion 4.0 or later is needed): {}",
+                        self.ns, e.kind
+                    ),
+                )
+            } else {
+                self.err(what, e)
+            }
+        };
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(|e| self.err("start session", &e))?;
+        own.remember(&session).await?;
+        session
+            .start_transaction()
+            .await
+            .map_err(|e| txn_err("start transaction", &e))?;
+        let reply = match self
+            .run_write("delete", "deletes", statements, Some(&mut session))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                return Err(e);
+            }
+        };
+        // An unknown commit result may be retried (the commit is idempotent); anything
+        // else fails the batch, which the engine retries whole (its deletes are
+        // conditional, so a transaction that did commit makes them no-ops).
+        let mut attempts = 0;
+        loop {
+            match session.commit_transaction().await {
+                Ok(()) => return Ok(reply),
+                Err(e)
+                    if attempts < 3
+                        && e.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT) =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(txn_err("commit transaction", &e)),
+            }
+        }
     }
 
     /// Which of `keys` exist now.
@@ -243,7 +325,8 @@ impl CollectionStore for MongoStore {
             .transpose()?;
         let stream = stream::open(&self.coll, token, self.side, self.ns.clone())
             .await
-            .map_err(|e| self.err("watch", &e))?;
+            .map_err(|e| self.err("watch", &e))?
+            .with_own_sessions(self.own.clone());
         Ok(Box::new(stream))
     }
 

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod collection;
 pub mod error;
 pub mod oplog;
+pub mod own;
 pub mod scan_filter;
 pub mod sides;
 pub mod state;

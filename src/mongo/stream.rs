@@ -160,6 +160,7 @@ pub async fn open(
         fragments: Fragments::default(),
         last_progress: None,
         ended: None,
+        own: None,
     })
 }
 
@@ -190,6 +191,19 @@ pub struct MongoChangeStream {
     last_progress: Option<Instant>,
     /// Set once the stream has ended for good; returned by every later `next`.
     ended: Option<StoreError>,
+    /// The daemon's transaction sessions: events of their transactions are its own.
+    own: Option<std::sync::Arc<crate::mongo::own::OwnSessions>>,
+}
+
+impl MongoChangeStream {
+    /// The same stream, marking the events of `own`'s transactions as the engine's.
+    pub fn with_own_sessions(
+        mut self,
+        own: Option<std::sync::Arc<crate::mongo::own::OwnSessions>>,
+    ) -> Self {
+        self.own = own;
+        self
+    }
 }
 
 /// What one raw change event means for the core.
@@ -229,6 +243,7 @@ impl Fetch {
             kind: ChangeKind::Upsert(current?),
             token: self.token,
             server_time: self.server_time,
+            own: false,
         })
     }
 }
@@ -291,6 +306,7 @@ pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
             kind,
             token,
             server_time,
+            own: false,
         })),
         None => Converted::Fetch(Box::new(Fetch {
             key,
@@ -364,7 +380,13 @@ impl MongoChangeStream {
             self.lean_left = self.lean_left.saturating_sub(1);
         }
         match converted {
-            Ok(Converted::Event(e)) => Ok(Some(StreamItem::Event(*e))),
+            Ok(Converted::Event(mut e)) => {
+                e.own = self
+                    .own
+                    .as_ref()
+                    .is_some_and(|o| o.is_own(event.get_document("lsid").ok()));
+                Ok(Some(StreamItem::Event(*e)))
+            }
             Ok(Converted::Skip) => Ok(None),
             Ok(Converted::Fetch(f)) => {
                 let current = fetch(&self.coll, &f.key, &self.ns).await?;

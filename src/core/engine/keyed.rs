@@ -32,18 +32,9 @@ pub(crate) async fn apply_keys(
         Mode::OverwriteLocal => Vec::new(),
         Mode::BothWays => {
             restore_beaten_deletes(sh, batch, cancel).await?;
-            delete_tombstones(sh, batch, cancel).await?
+            client_deletes(batch, mode)
         }
-        _ => batch
-            .iter()
-            .filter(|q| mode.propagates(q.event.side) && q.event.kind == ChangeKind::Delete)
-            .map(|q| Tombstone {
-                key: q.event.key.clone(),
-                deleted_at: q.event.server_time,
-                origin: q.event.side,
-                quiet: false,
-            })
-            .collect(),
+        _ => client_deletes(batch, mode),
     };
     let job = Job {
         config: &sh.config,
@@ -58,6 +49,7 @@ pub(crate) async fn apply_keys(
         progress: None,
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.clocks),
+        queued: None,
     };
     let out = run_keys(&job, &keys, &tombstones).await?;
     count_applied(sh, out.applied);
@@ -132,67 +124,27 @@ async fn restore_beaten_deletes(
     Ok(())
 }
 
-/// The tombstones the deletes of a both-ways batch make. A delete whose entry shows no
-/// upsert before it, of a key that already has a tombstone at or before its time, adds
-/// none: it removed a version that tombstone already beats (no copy of a newer version
-/// reached its side since, or the copy would have superseded the tombstone), and it is
-/// typically the engine's own delete coming back, whose server time says nothing about
-/// when a client deleted the key.
-async fn delete_tombstones(
-    sh: &Shared,
-    batch: &[QueuedEvent],
-    cancel: &CancellationToken,
-) -> Result<Vec<Tombstone>, Stop> {
-    let mut deletes: Vec<(Key, Side, bson::DateTime, bool)> = Vec::new();
-    for q in batch {
-        let (key, side) = (&q.event.key, q.event.side);
-        if q.event.kind == ChangeKind::Delete {
-            deletes.push((key.clone(), side, q.event.server_time, q.after_upsert));
+/// The tombstones of the deletes a batch read from the sides `mode` propagates: every
+/// change queued is a client's (the engine's own writes are not queued), so each delete
+/// counts with its server time, the latest of an entry's deletes included (a later
+/// tombstone of the key is kept: it beats more).
+fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
+    let mut out = Vec::new();
+    for q in batch.iter().filter(|q| mode.propagates(q.event.side)) {
+        let latest = match (q.event.kind == ChangeKind::Delete, q.max_delete) {
+            (true, d) => Some(d.map_or(q.event.server_time, |d| d.at.max(q.event.server_time))),
+            (false, d) => d.map(|d| d.at),
+        };
+        if let Some(deleted_at) = latest {
+            out.push(Tombstone {
+                key: q.event.key.clone(),
+                deleted_at,
+                origin: q.event.side,
+                quiet: false,
+            });
         }
-        if let Some(d) = q.max_delete {
-            deletes.push((key.clone(), side, d.at, false));
-        }
     }
-    if deletes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<Key> = deletes.iter().map(|d| d.0.clone()).collect();
-    let state = sh.stores.state.as_ref();
-    // Tombstones whose delete removed a document whose echo has not been read yet.
-    let expecting: std::collections::HashMap<Key, bson::DateTime> =
-        super::shared::retry("tombstones", cancel, None, || state.tombstones(&keys))
-            .await?
-            .into_iter()
-            .filter(|t| !t.quiet)
-            .map(|t| (t.key, t.deleted_at))
-            .collect();
-    let mut echoes: Vec<(Key, bson::DateTime)> = Vec::new();
-    let made: Vec<(Key, Side, bson::DateTime, bool)> = deletes
-        .into_iter()
-        .filter(|(key, _, at, after_upsert)| {
-            let echo = !*after_upsert && expecting.get(key).is_some_and(|t| *t <= *at);
-            if echo {
-                echoes.push((key.clone(), expecting[key]));
-            }
-            !echo
-        })
-        .collect();
-    if !echoes.is_empty() {
-        // The echo came: the next delete of the key is a client's.
-        super::shared::retry("quiet_tombstones", cancel, None, || {
-            state.quiet_tombstones(&echoes)
-        })
-        .await?;
-    }
-    Ok(made
-        .into_iter()
-        .map(|(key, origin, deleted_at, _)| Tombstone {
-            key,
-            deleted_at,
-            origin,
-            quiet: false,
-        })
-        .collect())
+    out
 }
 
 /// How often the keys held back by the future-timestamp guard are checked.
@@ -243,6 +195,7 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
             progress: None,
             quarantine: Some(&sh.quarantine),
             clocks: Some(&sh.clocks),
+            queued: None,
         };
         match run_keys(&job, &due, &[]).await {
             Ok(out) => {

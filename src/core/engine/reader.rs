@@ -203,6 +203,13 @@ async fn stream_loop(
                 let token = std::mem::replace(&mut ev.token, ResumeToken(Document::new()));
                 let position = token.clone();
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(token);
+                if ev.own && sh.decides_from_state() {
+                    // The engine's own write coming back (the store says so): no client
+                    // changed anything, so nothing is to be decided.
+                    tracing::trace!(%side, key = %ev.key, op = ev.kind.name(), "own write read");
+                    lock(&sh.trackers[ix(side)]).done(gen, seq);
+                    continue;
+                }
                 // The engine's own write coming back: recognised here, in stream order.
                 // With nothing pending for the key it is done at once; otherwise it
                 // joins the entry flagged, so it neither counts as a client change nor
@@ -259,6 +266,7 @@ async fn stream_loop(
                     lock(&sh.echo).drop_seeded(side);
                 }
                 lock(&sh.trackers[ix(side)]).read_progress(token);
+                sh.caught_up[ix(side)].fetch_add(1, Ordering::SeqCst);
             }
             Err(e) if e.is_history_lost() => return End::Lost(e),
             Err(e) => return End::Reopen(e),

@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub(crate) reconcile_lock: tokio::sync::Mutex<u64>,
     /// Number of reconciles started so far.
     pub(crate) reconcile_started: AtomicU64,
+    /// Per side (local, cloud), how many times its stream reported having nothing more
+    /// to read (a full reconcile waits for the streams to catch up first).
+    pub(crate) caught_up: [AtomicU64; 2],
     /// Serialises saves of the delete ledger (with checkpoints or alone), so an older
     /// copy never overwrites a newer one.
     pub(crate) ledger_io: tokio::sync::Mutex<()>,
@@ -102,8 +105,9 @@ impl Shared {
     /// Shared state for `config` over `stores`.
     pub(crate) fn new(config: EngineConfig, stores: Stores) -> Self {
         let status = |side: Side| StreamStatus {
+            // Until `run` opens it (a reconcile requested meanwhile waits for it).
             state: if config.mode.watches(side) {
-                StreamState::Stopped
+                StreamState::Starting
             } else {
                 StreamState::Disabled
             },
@@ -131,6 +135,7 @@ impl Shared {
             apply_lock: tokio::sync::Mutex::new(()),
             reconcile_lock: tokio::sync::Mutex::new(0),
             reconcile_started: AtomicU64::new(0),
+            caught_up: [AtomicU64::new(0), AtomicU64::new(0)],
             ledger_io: tokio::sync::Mutex::new(()),
             hard_stop: CancellationToken::new(),
             running: AtomicBool::new(false),
@@ -156,6 +161,13 @@ impl Shared {
         if let Some(e) = error {
             s[ix(side)].last_error = Some(e.to_string());
         }
+    }
+
+    /// Whether the live path decides from state (and the engine's own writes coming
+    /// back are dropped as they are read): every mode but the echo-memory both-ways.
+    pub(crate) fn decides_from_state(&self) -> bool {
+        self.config.mode != crate::core::types::Mode::BothWays
+            || self.config.state_decided_both_ways
     }
 
     /// Whether applying is paused.

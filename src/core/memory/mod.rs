@@ -67,6 +67,8 @@ pub(crate) struct LogEntry {
     pub(crate) kind: ChangeKind,
     /// Server time of the change.
     pub(crate) time: DateTime,
+    /// The handle whose `apply` made the change (`None`: a client's write).
+    pub(crate) writer: Option<u64>,
 }
 
 /// Mutable state behind the store's lock.
@@ -108,8 +110,15 @@ impl Inner {
         Some(StoreError::transient(format!("injected {op:?} failure")))
     }
 
-    /// Set or delete `key`, logging a change event unless nothing changed.
-    fn change(&mut self, key: Key, new: Option<Document>, time: DateTime) -> bool {
+    /// Set or delete `key` (`writer`: the engine handle making the change, `None` for a
+    /// client), logging a change event unless nothing changed.
+    fn change(
+        &mut self,
+        key: Key,
+        new: Option<Document>,
+        time: DateTime,
+        writer: Option<u64>,
+    ) -> bool {
         let changed = match (&new, self.docs.get(&key)) {
             (None, None) => false,
             (Some(n), Some(old)) => !same_content(n, old),
@@ -134,6 +143,7 @@ impl Inner {
             key,
             kind,
             time,
+            writer,
         });
         while self.log.len() > self.retain {
             if let Some(old) = self.log.pop_front() {
@@ -143,8 +153,9 @@ impl Inner {
         true
     }
 
-    fn apply_one(&mut self, w: &Write) -> WriteOutcome {
+    fn apply_one(&mut self, w: &Write, writer: u64) -> WriteOutcome {
         let now = self.clock;
+        let by = Some(writer);
         let cur_u = self.docs.get(w.key()).map(|d| updated_at(d, &self.field));
         let changed = match w {
             Write::UpsertIfNewer {
@@ -157,18 +168,18 @@ impl Inner {
                 Some(Some(t)) if t > *u || (t == *u && !or_equal) => {
                     return WriteOutcome::NotApplied
                 }
-                _ => self.change(key.clone(), Some(doc.clone()), now),
+                _ => self.change(key.clone(), Some(doc.clone()), now, by),
             },
             Write::DeleteIfNotNewer { key, deleted_at } => match cur_u {
-                Some(Some(t)) if t <= *deleted_at => self.change(key.clone(), None, now),
+                Some(Some(t)) if t <= *deleted_at => self.change(key.clone(), None, now, by),
                 _ => return WriteOutcome::NotApplied,
             },
-            Write::Replace { key, doc } => self.change(key.clone(), Some(doc.clone()), now),
+            Write::Replace { key, doc } => self.change(key.clone(), Some(doc.clone()), now, by),
             Write::Delete { key } => {
                 if cur_u.is_none() {
                     return WriteOutcome::NotApplied;
                 }
-                self.change(key.clone(), None, now)
+                self.change(key.clone(), None, now, by)
             }
         };
         if changed {
@@ -198,6 +209,16 @@ impl Shared {
 pub struct MemoryStore {
     /// The shared collection.
     shared: Arc<Shared>,
+    /// Who writes through this handle's `apply`: its change events come back marked as
+    /// its own on the streams it opens (what a MongoDB transaction's session id does).
+    writer: u64,
+}
+
+/// Source of writer identities of [`MemoryStore`] handles.
+static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn new_writer() -> u64 {
+    WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The resume token of sequence `seq`.
@@ -232,6 +253,17 @@ impl MemoryStore {
                 }),
                 notify,
             }),
+            writer: new_writer(),
+        }
+    }
+
+    /// Another handle on the same collection with a writer identity of its own: what a
+    /// second engine sharing the collection (another edge's daemon) uses, whose writes
+    /// this handle's streams report as anybody's.
+    pub fn another_writer(&self) -> Self {
+        MemoryStore {
+            shared: self.shared.clone(),
+            writer: new_writer(),
         }
     }
 
@@ -244,7 +276,7 @@ impl MemoryStore {
     pub fn put(&self, doc: Document) -> bool {
         let mut inner = self.shared.lock();
         let now = inner.clock;
-        let changed = inner.change(key_of(&doc), Some(doc), now);
+        let changed = inner.change(key_of(&doc), Some(doc), now, None);
         if changed {
             inner.counters.client_writes += 1;
             self.wake(&inner);
@@ -255,7 +287,7 @@ impl MemoryStore {
     /// Client delete at server time `at`. Returns whether a document was deleted.
     pub fn delete(&self, key: &Key, at: DateTime) -> bool {
         let mut inner = self.shared.lock();
-        let changed = inner.change(key.clone(), None, at);
+        let changed = inner.change(key.clone(), None, at, None);
         if changed {
             inner.counters.client_writes += 1;
             self.wake(&inner);
@@ -350,6 +382,7 @@ impl CollectionStore for MemoryStore {
             self.shared.clone(),
             pos,
             inner.epoch,
+            self.writer,
         )))
     }
 
@@ -402,7 +435,10 @@ impl CollectionStore for MemoryStore {
             inner.counters.apply_calls += 1;
             inner.counters.apply_statements += writes.len() as u64;
             let before = inner.seq;
-            let out: Vec<WriteOutcome> = writes.iter().map(|w| inner.apply_one(w)).collect();
+            let out: Vec<WriteOutcome> = writes
+                .iter()
+                .map(|w| inner.apply_one(w, self.writer))
+                .collect();
             if inner.seq != before {
                 self.wake(&inner);
             }

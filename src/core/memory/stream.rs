@@ -29,10 +29,12 @@ pub(crate) struct MemoryStream {
     rx: watch::Receiver<u64>,
     /// Whether the opening `Progress` was sent.
     opened: bool,
+    /// Writer identity of the handle that opened it (see [`super::MemoryStore`]).
+    writer: u64,
 }
 
 impl MemoryStream {
-    pub(crate) fn new(shared: Arc<Shared>, pos: u64, epoch: u64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, pos: u64, epoch: u64, writer: u64) -> Self {
         let rx = shared.notify.subscribe();
         MemoryStream {
             shared,
@@ -40,6 +42,7 @@ impl MemoryStream {
             epoch,
             rx,
             opened: false,
+            writer,
         }
     }
 
@@ -73,6 +76,7 @@ impl MemoryStream {
                 kind: e.kind,
                 token: token(e.seq),
                 server_time: e.time,
+                own: e.writer == Some(self.writer),
             })));
         }
         if !self.opened {

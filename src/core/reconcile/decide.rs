@@ -24,6 +24,8 @@ pub(super) struct Item {
     pub(super) synced: Option<DateTime>,
     /// Whether no record document exists at all (so a new one can be inserted).
     pub(super) no_record: bool,
+    /// A change of the key waits in the running engine's queue.
+    pub(super) queued: bool,
 }
 
 /// What a page decided.
@@ -216,7 +218,9 @@ impl Rules {
                     tracing::warn!(%key, %side, "reconcile: updatedAt missing or not a DateTime; skipped");
                     return;
                 };
-                match one_sided(mode, side, u, it.synced, tombs.get(key), self.live) {
+                // A queued change decides the key soon: no delete is inferred meanwhile.
+                let live = self.live || it.queued;
+                match one_sided(mode, side, u, it.synced, tombs.get(key), live) {
                     OneSided::Delete { at, infer } => {
                         dir(report, side).deleted += 1;
                         if infer {

@@ -87,6 +87,7 @@ pub(crate) async fn run_keys(
             synced: synced.get(&key).copied(),
             // A malformed record may exist: always upsert records.
             no_record: false,
+            queued: false,
             key,
             local,
             cloud,
@@ -126,23 +127,5 @@ pub(crate) async fn run_keys(
     note_held(job, &items, &plan);
     let written = write(job, &items, plan).await?;
     out.applied = written.applied;
-    if job.mode == Mode::BothWays {
-        // The tombstones recorded for this batch's deletes: no echo is to come unless
-        // one of its deletes removed a document, so the next delete of these keys on
-        // either side is a client's. (An older tombstone keeps its state: the echo of a
-        // delete an earlier batch made may still be on its way.)
-        let quiet: Vec<(Key, DateTime)> = tombstones
-            .iter()
-            .filter_map(|t| tombs.get(&t.key))
-            .filter(|t| !t.quiet && !written.removed.contains(&t.key))
-            .map(|t| (t.key.clone(), t.deleted_at))
-            .collect();
-        if !quiet.is_empty() {
-            retry("quiet_tombstones", job.cancel, job.attempts, || {
-                state.quiet_tombstones(&quiet)
-            })
-            .await?;
-        }
-    }
     Ok(out)
 }

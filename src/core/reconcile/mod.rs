@@ -78,6 +78,10 @@ pub(crate) struct Job<'a> {
     /// The engine's last measured server clock offsets (a full reconcile measures them
     /// again and stores them here).
     pub(crate) clocks: Option<&'a std::sync::Mutex<clock::Offsets>>,
+    /// The running engine's queue: a key with a change waiting there is left to the
+    /// live path rather than deleted on a sync record's word (the change may be the
+    /// very delete, which brings its real time).
+    pub(crate) queued: Option<&'a crate::core::queue::Queue>,
 }
 
 impl Rules {
@@ -270,6 +274,9 @@ impl Reader<'_, '_> {
             };
             let record = self.record_of(&key).await?;
             items.push(Item {
+                queued: self.job.queued.is_some_and(|q| {
+                    q.contains(Side::Local, &key) || q.contains(Side::Cloud, &key)
+                }),
                 key,
                 local: l,
                 cloud: c,
