@@ -12,7 +12,7 @@ pub mod registry;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::core::{EngineStatus, Side};
+use crate::core::{EngineStats, EngineStatus, Side};
 use crate::daemon::config::Config;
 
 pub use headroom::{HistoryProbe, MongoProbe, SideWindow};
@@ -62,8 +62,12 @@ impl Observer {
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)[ix(side)] = w;
     }
 
-    /// Bring the metrics up to date with `status` (and the last windows).
-    pub fn refresh(&self, status: &EngineStatus) {
+    /// Bring the metrics up to date with `status`, the engine's `stats` when known, and
+    /// the last windows.
+    pub fn refresh(&self, status: &EngineStatus, stats: Option<EngineStats>) {
+        if let Some(stats) = stats {
+            self.metrics.set_engine_stats(stats);
+        }
         let now = unix_now();
         let windows = [self.window(Side::Local), self.window(Side::Cloud)];
         self.metrics
@@ -96,7 +100,7 @@ pub async fn sample(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 let status = controller.status();
-                observer.refresh(&status);
+                observer.refresh(&status, controller.stats());
                 observer.metrics.sample_lag(&status);
             }
         }
