@@ -848,9 +848,9 @@ fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(f64::NAN)
 }
 
-/// Both ways: 5 documents written on local and 3 on cloud are synced, then a client of
-/// each side writes a version older than the one the other side holds. Each is one
-/// conflict in its own direction; every change read is a key of an applied batch and,
+/// Both ways: 5 documents written on local and 3 on cloud are synced, then clients
+/// write versions older than the ones the other side holds, two on local and one on
+/// cloud. Each is one conflict in its own direction; every change read is a key of an applied batch and,
 /// unless it is the engine's own write coming back, one observation of the per-event
 /// lag of its direction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,14 +876,16 @@ async fn conflicts_per_direction_batch_sizes_and_event_lag_follow_the_sync() {
             bson::doc! {"updatedAt": stale, "v": 2},
         )
     };
-    let (q, d) = old("l0");
-    live.local.replace_one(q, d).await.unwrap();
+    for id in ["l0", "l1"] {
+        let (q, d) = old(id);
+        live.local.replace_one(q, d).await.unwrap();
+    }
     let (q, d) = old("c0");
     live.cloud.replace_one(q, d).await.unwrap();
-    let status = status_until(&live.socket, |s| s["conflicts"] == 2).await;
+    let status = status_until(&live.socket, |s| s["conflicts"] == 3).await;
     assert_eq!(
         status["conflicts_by_direction"],
-        serde_json::json!({"local_to_cloud": 1, "cloud_to_local": 1}),
+        serde_json::json!({"local_to_cloud": 2, "cloud_to_local": 1}),
         "{status}"
     );
     // The newer versions were written back over the stale ones.
@@ -894,22 +896,22 @@ async fn conflicts_per_direction_batch_sizes_and_event_lag_follow_the_sync() {
     let lag_c2l = "datasync_event_lag_seconds_count{direction=cloud_to_local}";
     let (m, text) = scrape_until(live.addr, |m| {
         sample(m, "datasync_conflicts_total{direction=cloud_to_local}") == 1.0
-            && sample(m, lag_l2c) >= 6.0
+            && sample(m, lag_l2c) >= 7.0
             && sample(m, lag_c2l) >= 4.0
     })
     .await;
     assert_eq!(
         sample(&m, "datasync_conflicts_total{direction=local_to_cloud}"),
-        1.0,
+        2.0,
         "{text}"
     );
     assert_eq!(
         sample(&m, "datasync_conflicts_total{direction=cloud_to_local}"),
         1.0
     );
-    // 5 inserts and the stale version read from local; 3 inserts and one from cloud.
+    // 5 inserts and 2 stale versions read from local; 3 inserts and one from cloud.
     let (l2c, c2l) = (sample(&m, lag_l2c), sample(&m, lag_c2l));
-    assert!(l2c >= 6.0 && c2l >= 4.0, "{text}");
+    assert!(l2c >= 7.0 && c2l >= 4.0, "{text}");
     // Every lag observation is a key of an applied batch; the changes came in at least
     // two rounds (the inserts, then the stale versions).
     let batch_sum = sample(&m, "datasync_batch_size_sum{}");
