@@ -67,19 +67,17 @@ pub(crate) async fn apply_keys(
     for q in batch {
         read_from.entry(&q.event.key).or_default()[ix(q.event.side)] = true;
     }
-    let mut lost = [0u64; 2];
-    for (key, winner) in &out.winners {
-        if read_from
-            .get(key)
-            .is_some_and(|s| s[ix(winner.other())] && !s[ix(*winner)])
-        {
-            lost[ix(winner.other())] += 1;
-        }
-    }
-    c.conflicts.fetch_add(lost[0] + lost[1], Ordering::Relaxed);
-    for side in Side::BOTH {
-        sh.stats.conflicts(side, lost[ix(side)]);
-    }
+    let lost = out
+        .winners
+        .iter()
+        .filter(|(key, winner)| {
+            read_from
+                .get(key)
+                .is_some_and(|s| s[ix(winner.other())] && !s[ix(*winner)])
+        })
+        .inspect(|(_, winner)| sh.stats.conflicts(winner.other(), 1))
+        .count();
+    c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
     tracing::debug!(keys = keys.len(), report = ?out.report, "batch decided from state");
     Ok(())

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use bson::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::shared::{ix, lock};
+use super::shared::{ix, lock, Shared};
 use crate::core::queue::QueuedEvent;
 use crate::core::types::{Mode, Side};
 
@@ -62,6 +62,13 @@ pub struct EngineStats {
     pub lag_local_to_cloud: HistogramSnapshot,
     /// Per-event end-to-end lag of changes read from cloud, seconds.
     pub lag_cloud_to_local: HistogramSnapshot,
+}
+
+/// `batch` has just been applied by the worker: record its size and its changes' lag.
+pub(crate) fn batch_applied(sh: &Shared, batch: &[QueuedEvent]) {
+    let offsets = *lock(&sh.clocks);
+    sh.stats
+        .batch_applied(batch, sh.config.mode, offsets, DateTime::now());
 }
 
 impl Default for EngineStats {

@@ -57,9 +57,7 @@ async fn apply_one(
     let _guard = sh.apply_lock.lock().await;
     let span = tracing::debug_span!("batch", size = batch.len());
     apply_batch(sh, &batch, cancel).instrument(span).await?;
-    let (mode, clocks) = (sh.config.mode, *lock(&sh.clocks));
-    sh.stats
-        .batch_applied(&batch, mode, clocks, bson::DateTime::now());
+    super::stats::batch_applied(sh, &batch);
     save_checkpoints(sh, cancel).await
 }
 

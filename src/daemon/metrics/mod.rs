@@ -1,8 +1,9 @@
 //! What the daemon shows to monitoring: Prometheus metrics, `/healthz` and `/readyz`
 //! over HTTP (`[metrics] listen`), and the oplog headroom of each side (also in `status`
 //! and as a warning log under `[alarms] oplog_headroom_min`). Everything is derived in
-//! the shell from the engine's [`EngineStatus`] and the saved checkpoints, so the sync
-//! core knows nothing of it.
+//! the shell from the engine's [`EngineStatus`], its [`EngineStats`] (cumulative
+//! histograms the engine keeps itself) and the saved checkpoints, so the sync core knows
+//! nothing of Prometheus.
 
 pub mod headroom;
 pub mod health;
