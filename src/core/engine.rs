@@ -26,7 +26,7 @@ use crate::core::reconcile;
 use crate::core::store::{CollectionStore, StateStore};
 use crate::core::types::{Mode, ReconcileReport, Side};
 use shared::{ix, lock, Shared, Stop};
-pub use stats::{EngineStats, HistogramSnapshot, BATCH_SIZE_BOUNDS, LAG_BOUNDS_S};
+pub use stats::{EngineStats, HistogramSnapshot};
 
 /// Validated engine settings.
 #[derive(Debug, Clone)]

@@ -52,9 +52,10 @@ pub struct HistogramSnapshot {
 /// snapshot of an engine that did nothing yet (zero counts, the usual buckets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineStats {
-    /// Stream conflicts decided against or over a local change (local → cloud).
+    /// Stream conflicts decided against a change read from local (cloud's version was
+    /// newer or won the tie-break): the local → cloud direction.
     pub conflicts_local_to_cloud: u64,
-    /// Stream conflicts decided against or over a cloud change (cloud → local).
+    /// Stream conflicts decided against a change read from cloud (cloud → local).
     pub conflicts_cloud_to_local: u64,
     /// Keys (queue entries, one per side and key) per applied batch.
     pub batch_size: HistogramSnapshot,
