@@ -117,6 +117,9 @@ async fn stale_write_is_ignored() {
         "the newer version is written back"
     );
     assert_eq!(h.status().conflicts, 1);
+    // The local change was decided against cloud's version.
+    assert_eq!(h.status().conflicts_local_to_cloud, 1);
+    assert_eq!(h.status().conflicts_cloud_to_local, 0);
 }
 
 #[tokio::test(start_paused = true)]

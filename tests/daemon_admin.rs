@@ -50,6 +50,8 @@ impl Controller for FakeEngine {
             applied_local_to_cloud: 5,
             applied_cloud_to_local: 7,
             conflicts: 1,
+            conflicts_local_to_cloud: 0,
+            conflicts_cloud_to_local: 1,
             skipped: 2,
             quarantined: 4,
             last_reconcile: None,
@@ -227,6 +229,10 @@ async fn status_reply_has_the_documented_shape() {
         json!({"local_to_cloud": 5, "cloud_to_local": 7})
     );
     assert_eq!(v["conflicts"], json!(1));
+    assert_eq!(
+        v["conflicts_by_direction"],
+        json!({"local_to_cloud": 0, "cloud_to_local": 1})
+    );
     assert_eq!(v["skipped"], json!(2));
     assert_eq!(v["quarantined"], json!(4));
     assert_eq!(v["last_reconcile"], Value::Null);
@@ -458,6 +464,10 @@ async fn ctl_prints_replies_and_exits_non_zero_on_errors() {
     let text = String::from_utf8_lossy(&status_text.stdout);
     assert!(
         text.contains("both-ways") && text.contains("queue 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conflicts 1 (local → cloud 0, cloud → local 1)"),
         "{text}"
     );
     assert_eq!(sync_ok.status.code(), Some(0));

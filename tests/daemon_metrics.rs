@@ -3,7 +3,9 @@
 //! pause, stream loss and a stale checkpoint while `/healthz` stays up; a low headroom is
 //! warned about once and shown in `status`; against the emulator, which hides its oplog,
 //! that is reported once and the daemon carries on, and failing streams fail `/readyz`;
-//! with MongoDB unreachable the endpoint still answers and shows no secret.
+//! with MongoDB unreachable the endpoint still answers and shows no secret. The engine's
+//! own statistics (conflicts per direction, batch sizes, per-event lag) are checked
+//! against the emulator after syncing documents and provoking a conflict each way.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bson::Timestamp;
 use datasync::core::{
-    DirectionReport, EngineError, EngineStatus, Mode, ReconcileReport, Side, StreamState,
-    StreamStatus,
+    DirectionReport, EngineError, EngineStats, EngineStatus, HistogramSnapshot, Mode,
+    ReconcileReport, Side, StreamState, StreamStatus,
 };
 use datasync::daemon::admin::client;
 use datasync::daemon::config::{raw::RawConfig, Config};
@@ -52,7 +54,9 @@ impl FakeEngine {
                 cloud: stream(Some(0)),
                 applied_local_to_cloud: 5,
                 applied_cloud_to_local: 7,
-                conflicts: 2,
+                conflicts: 3,
+                conflicts_local_to_cloud: 1,
+                conflicts_cloud_to_local: 2,
                 skipped: 1,
                 quarantined: 3,
                 last_reconcile: Some((
@@ -86,6 +90,23 @@ impl FakeEngine {
 impl Controller for FakeEngine {
     fn status(&self) -> EngineStatus {
         self.status.lock().unwrap().clone()
+    }
+    fn stats(&self) -> Option<EngineStats> {
+        let hist = |bounds: &[f64], buckets: &[u64], count, sum| HistogramSnapshot {
+            bounds: bounds.to_vec(),
+            buckets: buckets.to_vec(),
+            count,
+            sum,
+        };
+        Some(EngineStats {
+            conflicts_local_to_cloud: 1,
+            conflicts_cloud_to_local: 2,
+            // Batches of 1, 4 and 5 keys, and one of 7000.
+            batch_size: hist(&[1.0, 2.0, 5.0, 5000.0], &[1, 1, 3, 3], 4, 7010.0),
+            // 0.2 s and 3 s.
+            lag_local_to_cloud: hist(&[0.1, 1.0, 5.0], &[0, 1, 2], 2, 3.2),
+            lag_cloud_to_local: hist(&[0.1, 1.0, 5.0], &[0, 0, 0], 0, 0.0),
+        })
     }
     fn pause(&self) {
         self.edit(|s| s.paused = true);
@@ -251,6 +272,19 @@ fn scrape(text: &str) -> HashMap<String, f64> {
     out
 }
 
+/// The buckets (upper bound, cumulative count) of histogram `name` with `labels`.
+fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let parsed = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let found = parsed
+        .samples
+        .into_iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| s.value) {
+        Some(PromValue::Histogram(h)) => h.iter().map(|c| (c.less_than, c.count)).collect(),
+        other => panic!("no histogram {name} {labels:?}: {other:?}\n{text}"),
+    }
+}
+
 async fn wait_ready(addr: SocketAddr, want: u16) -> String {
     wait_ready_for(addr, want, Duration::from_secs(5)).await
 }
@@ -283,7 +317,8 @@ async fn metrics_scrape_parses_and_reflects_the_engine_status() {
     };
     assert_eq!(v("datasync_applied_total{direction=local_to_cloud}"), 5.0);
     assert_eq!(v("datasync_applied_total{direction=cloud_to_local}"), 7.0);
-    assert_eq!(v("datasync_conflicts_total{}"), 2.0);
+    assert_eq!(v("datasync_conflicts_total{direction=local_to_cloud}"), 1.0);
+    assert_eq!(v("datasync_conflicts_total{direction=cloud_to_local}"), 2.0);
     assert_eq!(v("datasync_skipped_documents_total{}"), 1.0);
     assert_eq!(v("datasync_queue_depth{}"), 3.0);
     assert_eq!(v("datasync_quarantined_documents{}"), 3.0);
@@ -306,6 +341,37 @@ async fn metrics_scrape_parses_and_reflects_the_engine_status() {
         1.0
     );
     assert!(m.contains_key("datasync_stream_lag_sampled_seconds_count{side=local}"));
+    // The engine's cumulative histograms, encoded as they are: cumulative buckets up to
+    // +Inf, which equals the count.
+    assert_eq!(v("datasync_batch_size_count{}"), 4.0);
+    assert_eq!(v("datasync_batch_size_sum{}"), 7010.0);
+    assert_eq!(
+        buckets(&text, "datasync_batch_size", &[]),
+        [
+            (1.0, 1.0),
+            (2.0, 1.0),
+            (5.0, 3.0),
+            (5000.0, 3.0),
+            (f64::INFINITY, 4.0)
+        ]
+    );
+    let l2c = [("direction", "local_to_cloud")];
+    assert_eq!(
+        v("datasync_event_lag_seconds_count{direction=local_to_cloud}"),
+        2.0
+    );
+    assert_eq!(
+        v("datasync_event_lag_seconds_sum{direction=local_to_cloud}"),
+        3.2
+    );
+    assert_eq!(
+        buckets(&text, "datasync_event_lag_seconds", &l2c),
+        [(0.1, 0.0), (1.0, 1.0), (5.0, 2.0), (f64::INFINITY, 2.0)]
+    );
+    assert_eq!(
+        v("datasync_event_lag_seconds_count{direction=cloud_to_local}"),
+        0.0
+    );
     let headroom = v("datasync_oplog_headroom_seconds{side=cloud}");
     assert!((7190.0..=7210.0).contains(&headroom), "headroom {headroom}");
     assert_eq!(v("datasync_oplog_headroom_low{side=cloud}"), 0.0);
@@ -668,4 +734,259 @@ async fn idle_connections_are_bounded_and_the_endpoint_recovers() {
     }
     assert_eq!(get(shell.addr, "/healthz").await.0, 200);
     shell.stop().await;
+}
+
+/// The real daemon against an emulator, in `mode`, with its streams running.
+struct Live {
+    /// Where the metrics endpoint listens.
+    addr: SocketAddr,
+    /// Admin socket.
+    socket: PathBuf,
+    /// Stops the daemon.
+    stop: CancellationToken,
+    /// The daemon.
+    task: JoinHandle<Result<(), DaemonError>>,
+    /// The local collection, as a client sees it.
+    local: mongodb::Collection<bson::Document>,
+    /// The cloud collection.
+    cloud: mongodb::Collection<bson::Document>,
+    /// Keeps the server up.
+    _emulator: Emulator,
+    /// Keeps the socket directory.
+    _dir: tempfile::TempDir,
+}
+
+async fn start_live(mode: &str) -> Live {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let uri = emulator.uri();
+    let config = config(&socket, |raw| {
+        raw.mode = mode.into();
+        raw.local.uri = uri.clone();
+        raw.cloud.uri = uri.clone();
+        raw.state.database = "stats_state".into();
+    });
+    let (addr, stop, task) = run_daemon(config).await;
+    let db = mongodb::Client::with_uri_str(&uri)
+        .await
+        .unwrap()
+        .database("datasync");
+    let status = status_until(&socket, |s| {
+        ["local", "cloud"].iter().all(|side| {
+            let state = &s["streams"][side]["state"];
+            state == "running" || state == "disabled"
+        })
+    })
+    .await;
+    assert_eq!(status["streams"]["local"]["state"], "running", "{status}");
+    Live {
+        addr,
+        socket,
+        stop,
+        task,
+        local: db.collection("local_data"),
+        cloud: db.collection("cloud_data"),
+        _emulator: emulator,
+        _dir: dir,
+    }
+}
+
+impl Live {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// `status` once `done` holds, or after 20 s.
+async fn status_until(socket: &Path, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = admin(socket, r#"{"cmd":"status"}"#).await;
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scrape once `done` holds, or after 20 s: the samples and the text.
+async fn scrape_until(
+    addr: SocketAddr,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> (HashMap<String, f64>, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = get(addr, "/metrics").await.1;
+        let m = scrape(&text);
+        if done(&m) || Instant::now() > deadline {
+            return (m, text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until `coll` holds `n` documents matching `filter`.
+async fn wait_count(coll: &mongodb::Collection<bson::Document>, filter: bson::Document, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = coll.count_documents(filter.clone()).await.unwrap();
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {got} documents match {filter}, want {n}",
+            coll.name()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(f64::NAN)
+}
+
+/// Both ways: 5 documents written on local and 3 on cloud are synced, then clients
+/// write versions older than the ones the other side holds, two on local and one on
+/// cloud. Each is one conflict in its own direction; every change read is a key of an applied batch and,
+/// unless it is the engine's own write coming back, one observation of the per-event
+/// lag of its direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_per_direction_batch_sizes_and_event_lag_follow_the_sync() {
+    let live = start_live("both-ways").await;
+    let now = bson::DateTime::now();
+    for i in 0..5 {
+        let d = bson::doc! {"_id": format!("l{i}"), "updatedAt": now, "v": 1};
+        live.local.insert_one(d).await.unwrap();
+    }
+    for i in 0..3 {
+        let d = bson::doc! {"_id": format!("c{i}"), "updatedAt": now, "v": 1};
+        live.cloud.insert_one(d).await.unwrap();
+    }
+    wait_count(&live.cloud, bson::doc! {}, 8).await;
+    wait_count(&live.local, bson::doc! {}, 8).await;
+
+    // Clients with a slow clock: a version a minute older than the synced one.
+    let stale = bson::DateTime::from_millis(now.timestamp_millis() - 60_000);
+    let old = |id: &str| {
+        (
+            bson::doc! {"_id": id},
+            bson::doc! {"updatedAt": stale, "v": 2},
+        )
+    };
+    for id in ["l0", "l1"] {
+        let (q, d) = old(id);
+        live.local.replace_one(q, d).await.unwrap();
+    }
+    let (q, d) = old("c0");
+    live.cloud.replace_one(q, d).await.unwrap();
+    let status = status_until(&live.socket, |s| s["conflicts"] == 3).await;
+    assert_eq!(
+        status["conflicts_by_direction"],
+        serde_json::json!({"local_to_cloud": 2, "cloud_to_local": 1}),
+        "{status}"
+    );
+    // The newer versions were written back over the stale ones.
+    wait_count(&live.local, bson::doc! {"v": 2}, 0).await;
+    wait_count(&live.cloud, bson::doc! {"v": 2}, 0).await;
+
+    let lag_l2c = "datasync_event_lag_seconds_count{direction=local_to_cloud}";
+    let lag_c2l = "datasync_event_lag_seconds_count{direction=cloud_to_local}";
+    let (m, text) = scrape_until(live.addr, |m| {
+        sample(m, "datasync_conflicts_total{direction=cloud_to_local}") == 1.0
+            && sample(m, lag_l2c) >= 7.0
+            && sample(m, lag_c2l) >= 4.0
+    })
+    .await;
+    assert_eq!(
+        sample(&m, "datasync_conflicts_total{direction=local_to_cloud}"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&m, "datasync_conflicts_total{direction=cloud_to_local}"),
+        1.0
+    );
+    // 5 inserts and 2 stale versions read from local; 3 inserts and one from cloud.
+    let (l2c, c2l) = (sample(&m, lag_l2c), sample(&m, lag_c2l));
+    assert!(l2c >= 7.0 && c2l >= 4.0, "{text}");
+    // Every lag observation is a key of an applied batch; the changes came in at least
+    // two rounds (the inserts, then the stale versions).
+    let batch_sum = sample(&m, "datasync_batch_size_sum{}");
+    let batches = sample(&m, "datasync_batch_size_count{}");
+    assert!(batch_sum >= l2c + c2l, "{text}");
+    assert!((2.0..=batch_sum).contains(&batches), "{text}");
+    // Everything here was applied within seconds of its write.
+    let lag_sum = sample(
+        &m,
+        "datasync_event_lag_seconds_sum{direction=local_to_cloud}",
+    );
+    assert!((0.0..10.0 * l2c).contains(&lag_sum), "{text}");
+    let within_a_minute = buckets(
+        &text,
+        "datasync_event_lag_seconds",
+        &[("direction", "cloud_to_local")],
+    )
+    .into_iter()
+    .find(|(le, _)| *le == 60.0)
+    .map(|(_, n)| n);
+    assert_eq!(within_a_minute, Some(c2l), "{text}");
+    live.stop().await;
+}
+
+/// One way (local → cloud, decided from state): with no echoes, the batch sizes add up
+/// to exactly the documents applied and each applied change is one lag observation. A
+/// local change older than cloud's version is a local → cloud conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_batch_sizes_add_up_to_the_documents_applied() {
+    let live = start_live("local-to-cloud").await;
+    let now = bson::DateTime::now();
+    for i in 0..7 {
+        let d = bson::doc! {"_id": i, "updatedAt": now, "v": 1};
+        live.local.insert_one(d).await.unwrap();
+    }
+    wait_count(&live.cloud, bson::doc! {}, 7).await;
+    let applied = "datasync_applied_total{direction=local_to_cloud}";
+    let (m, text) = scrape_until(live.addr, |m| {
+        sample(m, "datasync_batch_size_sum{}") >= 7.0 && sample(m, applied) >= 7.0
+    })
+    .await;
+    assert_eq!(sample(&m, applied), 7.0, "{text}");
+    assert_eq!(sample(&m, "datasync_batch_size_sum{}"), 7.0, "{text}");
+    let batches = sample(&m, "datasync_batch_size_count{}");
+    assert!((1.0..=7.0).contains(&batches), "{text}");
+    let lag_l2c = "datasync_event_lag_seconds_count{direction=local_to_cloud}";
+    assert_eq!(sample(&m, lag_l2c), 7.0, "{text}");
+    assert_eq!(
+        sample(
+            &m,
+            "datasync_event_lag_seconds_count{direction=cloud_to_local}"
+        ),
+        0.0
+    );
+
+    // Cloud (not watched) holds a newer version; the local change loses to it.
+    let later = bson::DateTime::from_millis(now.timestamp_millis() + 60_000);
+    let q = bson::doc! {"_id": 0};
+    let newer = bson::doc! {"updatedAt": later, "v": "cloud"};
+    live.cloud.replace_one(q.clone(), newer).await.unwrap();
+    let d = bson::doc! {"updatedAt": bson::DateTime::now(), "v": 2};
+    live.local.replace_one(q, d).await.unwrap();
+    let conflicts = "datasync_conflicts_total{direction=local_to_cloud}";
+    let (m, text) = scrape_until(live.addr, |m| {
+        sample(m, conflicts) >= 1.0 && sample(m, lag_l2c) >= 8.0
+    })
+    .await;
+    assert_eq!(sample(&m, conflicts), 1.0, "{text}");
+    assert_eq!(
+        sample(&m, "datasync_conflicts_total{direction=cloud_to_local}"),
+        0.0
+    );
+    assert_eq!(sample(&m, applied), 7.0, "{text}");
+    assert_eq!(sample(&m, "datasync_batch_size_sum{}"), 8.0, "{text}");
+    assert_eq!(sample(&m, lag_l2c), 8.0, "{text}");
+    wait_count(&live.cloud, bson::doc! {"v": "cloud"}, 1).await;
+    live.stop().await;
 }

@@ -54,10 +54,12 @@ pub fn status_text(s: &StatusReply) -> String {
         stream("local", &s.streams.local),
         stream("cloud", &s.streams.cloud),
         format!(
-            "applied  local → cloud {}  cloud → local {}  conflicts {}  skipped {}  held back {}",
+            "applied  local → cloud {}  cloud → local {}  conflicts {} (local → cloud {}, cloud → local {})  skipped {}  held back {}",
             s.applied.local_to_cloud,
             s.applied.cloud_to_local,
             s.conflicts,
+            s.conflicts_by_direction.local_to_cloud,
+            s.conflicts_by_direction.cloud_to_local,
             s.skipped,
             s.quarantined
         ),

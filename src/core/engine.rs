@@ -7,6 +7,7 @@ mod keyed;
 mod reader;
 mod resolve;
 pub(crate) mod shared;
+mod stats;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use crate::core::reconcile;
 use crate::core::store::{CollectionStore, StateStore};
 use crate::core::types::{Mode, ReconcileReport, Side};
 use shared::{ix, lock, Shared, Stop};
+pub use stats::{EngineStats, HistogramSnapshot};
 
 /// Validated engine settings.
 #[derive(Debug, Clone)]
@@ -134,8 +136,14 @@ pub struct EngineStatus {
     pub applied_local_to_cloud: u64,
     /// Writes applied to local from cloud events.
     pub applied_cloud_to_local: u64,
-    /// Conflicts decided (the target was newer or won the tie-break).
+    /// Conflicts decided (the target was newer or won the tie-break), both directions.
     pub conflicts: u64,
+    /// Of `conflicts`, those on changes read from local (propagating local → cloud).
+    #[serde(default)]
+    pub conflicts_local_to_cloud: u64,
+    /// Of `conflicts`, those on changes read from cloud (propagating cloud → local).
+    #[serde(default)]
+    pub conflicts_cloud_to_local: u64,
     /// Documents skipped as malformed (bad or missing `updatedAt`, write refused).
     pub skipped: u64,
     /// Keys held back now because their `updatedAt` is too far in the future.
@@ -157,6 +165,7 @@ impl EngineHandle {
     pub fn status(&self) -> EngineStatus {
         let sh = &self.shared;
         let c = &sh.counters;
+        let [conflicts_local_to_cloud, conflicts_cloud_to_local] = sh.stats.conflict_counts();
         EngineStatus {
             mode: sh.config.mode,
             paused: sh.is_paused(),
@@ -166,10 +175,17 @@ impl EngineHandle {
             applied_local_to_cloud: c.local_to_cloud.load(Ordering::Relaxed),
             applied_cloud_to_local: c.cloud_to_local.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
+            conflicts_local_to_cloud,
+            conflicts_cloud_to_local,
             skipped: c.skipped.load(Ordering::Relaxed),
             last_reconcile: lock(&sh.last_reconcile).clone(),
             quarantined: lock(&sh.quarantine).len() as u64,
         }
+    }
+    /// Cumulative batch-size and per-event lag histograms, and conflicts per direction
+    /// (see `stats.rs` in the engine for what they measure).
+    pub fn stats(&self) -> EngineStats {
+        self.shared.stats.snapshot()
     }
     /// Stop applying events (they are still read and queued, up to the queue capacity).
     pub fn pause(&self) {

@@ -18,8 +18,8 @@ mod synced;
 pub mod types;
 
 pub use engine::{
-    reconcile_once, Engine, EngineConfig, EngineHandle, EngineStatus, Stores, StreamState,
-    StreamStatus,
+    reconcile_once, Engine, EngineConfig, EngineHandle, EngineStats, EngineStatus,
+    HistogramSnapshot, Stores, StreamState, StreamStatus,
 };
 pub use error::{EngineError, StoreError, StoreErrorKind};
 pub use store::{ChangeStream, CollectionStore, StateStore};

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::core::{EngineError, EngineHandle, EngineStatus, Mode, ReconcileReport};
+use crate::core::{EngineError, EngineHandle, EngineStats, EngineStatus, Mode, ReconcileReport};
 use crate::daemon::admin::protocol::{AdminReply, AdminRequest, OplogReply, StatusReply};
 use crate::daemon::config::{Config, Schedule};
 use crate::daemon::metrics::Observer;
@@ -32,6 +32,11 @@ pub const CONTROL_CAPACITY: usize = 64;
 pub trait Controller: Send + Sync + 'static {
     /// Current status snapshot.
     fn status(&self) -> EngineStatus;
+    /// The engine's cumulative histograms (batch sizes, per-event lag); `None` when
+    /// there are none (a stand-in).
+    fn stats(&self) -> Option<EngineStats> {
+        None
+    }
     /// Stop applying.
     fn pause(&self);
     /// Resume applying.
@@ -50,6 +55,9 @@ pub trait Controller: Send + Sync + 'static {
 impl Controller for EngineHandle {
     fn status(&self) -> EngineStatus {
         EngineHandle::status(self)
+    }
+    fn stats(&self) -> Option<EngineStats> {
+        Some(EngineHandle::stats(self))
     }
     fn pause(&self) {
         EngineHandle::pause(self)

@@ -321,6 +321,8 @@ fn connecting_status(mode: Mode, error: Option<String>) -> EngineStatus {
         applied_local_to_cloud: 0,
         applied_cloud_to_local: 0,
         conflicts: 0,
+        conflicts_local_to_cloud: 0,
+        conflicts_cloud_to_local: 0,
         skipped: 0,
         quarantined: 0,
         last_reconcile: None,

@@ -67,6 +67,7 @@ pub(crate) async fn apply_keys(
                 .get(key)
                 .is_some_and(|s| s[ix(winner.other())] && !s[ix(*winner)])
         })
+        .inspect(|(_, winner)| sh.stats.conflicts(winner.other(), 1))
         .count();
     c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);

@@ -714,6 +714,7 @@ async fn lww_group(
             continue;
         }
         sh.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+        sh.stats.conflicts(src, 1);
         let Some(u) = updated_at(w, field) else {
             skip(sh, key, dst, "updatedAt missing or not a DateTime");
             continue;

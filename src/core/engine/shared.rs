@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) quarantine: Mutex<Quarantine>,
     /// Each server's clock offset from the daemon's (local, cloud), in milliseconds.
     pub(crate) clocks: Mutex<[i64; 2]>,
+    /// Conflicts per direction, batch sizes and per-event lag (monitoring).
+    pub(crate) stats: super::stats::Stats,
 }
 
 impl Shared {
@@ -141,6 +143,7 @@ impl Shared {
             running: AtomicBool::new(false),
             quarantine: Mutex::new(Quarantine::default()),
             clocks: Mutex::new([0, 0]),
+            stats: Default::default(),
             config,
             stores,
         }

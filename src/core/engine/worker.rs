@@ -57,6 +57,7 @@ async fn apply_one(
     let _guard = sh.apply_lock.lock().await;
     let span = tracing::debug_span!("batch", size = batch.len());
     apply_batch(sh, &batch, cancel).instrument(span).await?;
+    super::stats::batch_applied(sh, &batch);
     save_checkpoints(sh, cancel).await
 }
 

@@ -142,6 +142,15 @@ pub struct AppliedReply {
     pub cloud_to_local: u64,
 }
 
+/// Stream conflicts per direction of the change decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConflictsReply {
+    /// Conflicts on changes read from local (propagating local → cloud).
+    pub local_to_cloud: u64,
+    /// Conflicts on changes read from cloud (propagating cloud → local).
+    pub cloud_to_local: u64,
+}
+
 /// The last finished reconcile: its report plus `finished_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastReconcile {
@@ -169,8 +178,11 @@ pub struct StatusReply {
     pub streams: StreamsReply,
     /// Applied writes per direction.
     pub applied: AppliedReply,
-    /// Conflicts decided.
+    /// Conflicts decided (both directions).
     pub conflicts: u64,
+    /// `conflicts` per direction (absent from older daemons).
+    #[serde(default)]
+    pub conflicts_by_direction: ConflictsReply,
     /// Documents skipped as malformed.
     pub skipped: u64,
     /// Keys held back now: their `updatedAt` is further in the future than
@@ -255,6 +267,10 @@ impl StatusReply {
                 cloud_to_local: s.applied_cloud_to_local,
             },
             conflicts: s.conflicts,
+            conflicts_by_direction: ConflictsReply {
+                local_to_cloud: s.conflicts_local_to_cloud,
+                cloud_to_local: s.conflicts_cloud_to_local,
+            },
             skipped: s.skipped,
             quarantined: s.quarantined,
             last_reconcile: s.last_reconcile.as_ref().map(|(at, r)| LastReconcile {

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{readiness, unix_now, Observer};
-use crate::core::{EngineStatus, Side};
+use crate::core::{EngineStats, EngineStatus, Side};
 use crate::daemon::control::Controller;
 
 /// Where the endpoint reads the engine's status: the engine once it exists, a
@@ -60,6 +60,11 @@ impl StatusSource {
             Some(e) => e.status(),
             None => (self.connecting)(),
         }
+    }
+
+    /// The engine's histograms, once there is an engine that keeps them.
+    pub fn stats(&self) -> Option<EngineStats> {
+        self.engine.get().and_then(|e| e.stats())
     }
 }
 
@@ -169,7 +174,7 @@ fn answer(
     match req.uri().path() {
         "/metrics" => {
             let status = source.status();
-            observer.refresh(&status);
+            observer.refresh(&status, source.stats());
             reply(StatusCode::OK, PROMETHEUS_TEXT, observer.metrics.encode())
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),

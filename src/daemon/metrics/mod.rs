@@ -1,8 +1,9 @@
 //! What the daemon shows to monitoring: Prometheus metrics, `/healthz` and `/readyz`
 //! over HTTP (`[metrics] listen`), and the oplog headroom of each side (also in `status`
 //! and as a warning log under `[alarms] oplog_headroom_min`). Everything is derived in
-//! the shell from the engine's [`EngineStatus`] and the saved checkpoints, so the sync
-//! core knows nothing of it.
+//! the shell from the engine's [`EngineStatus`], its [`EngineStats`] (cumulative
+//! histograms the engine keeps itself) and the saved checkpoints, so the sync core knows
+//! nothing of Prometheus.
 
 pub mod headroom;
 pub mod health;
@@ -12,7 +13,7 @@ pub mod registry;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::core::{EngineStatus, Side};
+use crate::core::{EngineStats, EngineStatus, Side};
 use crate::daemon::config::Config;
 
 pub use headroom::{HistoryProbe, MongoProbe, SideWindow};
@@ -62,8 +63,12 @@ impl Observer {
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)[ix(side)] = w;
     }
 
-    /// Bring the metrics up to date with `status` (and the last windows).
-    pub fn refresh(&self, status: &EngineStatus) {
+    /// Bring the metrics up to date with `status`, the engine's `stats` when known, and
+    /// the last windows.
+    pub fn refresh(&self, status: &EngineStatus, stats: Option<EngineStats>) {
+        if let Some(stats) = stats {
+            self.metrics.set_engine_stats(stats);
+        }
         let now = unix_now();
         let windows = [self.window(Side::Local), self.window(Side::Cloud)];
         self.metrics
@@ -96,7 +101,7 @@ pub async fn sample(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 let status = controller.status();
-                observer.refresh(&status);
+                observer.refresh(&status, controller.stats());
                 observer.metrics.sample_lag(&status);
             }
         }

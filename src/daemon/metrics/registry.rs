@@ -1,20 +1,27 @@
 //! The Prometheus metrics (`prometheus-client`), refreshed from [`EngineStatus`]
 //! snapshots: the engine keeps running totals, so counters advance by the difference
 //! since the last snapshot, and histograms are fed by the sampler (lag, once a second)
-//! and by each newly finished reconcile. What the status does not carry (batch sizes,
-//! conflicts per direction) is not invented here.
+//! and by each newly finished reconcile. The engine's own histograms (batch sizes,
+//! per-event lag; [`EngineStats`]) are cumulative already: a collector encodes the last
+//! snapshot as it is.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::core::{DirectionReport, EngineStatus, Side, StreamState};
+use crate::core::{
+    DirectionReport, EngineStats, EngineStatus, HistogramSnapshot, Side, StreamState,
+};
 
 use super::headroom::SideWindow;
 
@@ -99,8 +106,8 @@ struct Seen {
     l2c: u64,
     /// Applied cloud → local.
     c2l: u64,
-    /// Conflicts.
-    conflicts: u64,
+    /// Conflicts on changes read from local, from cloud.
+    conflicts: [u64; 2],
     /// Skipped documents.
     skipped: u64,
     /// `finished_at` of the last reconcile counted (ms since epoch).
@@ -115,8 +122,10 @@ pub struct Metrics {
     seen: Mutex<Seen>,
     /// Change-stream writes applied, per direction.
     applied: Family<ByDirection, Counter>,
-    /// Conflicts decided (the engine counts them for both directions together).
-    conflicts: Counter,
+    /// Conflicts decided on the streams, per direction.
+    conflicts: Family<ByDirection, Counter>,
+    /// The engine's last [`EngineStats`], encoded by [`EngineCollector`].
+    engine_stats: Arc<Mutex<EngineStats>>,
     /// Documents skipped as malformed.
     skipped: Counter,
     /// Distinct documents waiting in the queue.
@@ -164,7 +173,8 @@ impl Metrics {
             registry: Registry::with_prefix("datasync"),
             seen: Mutex::new(Seen::default()),
             applied: Family::default(),
-            conflicts: Counter::default(),
+            conflicts: Family::default(),
+            engine_stats: Arc::default(),
             skipped: Counter::default(),
             queue_depth: Gauge::default(),
             quarantined: Gauge::default(),
@@ -194,9 +204,12 @@ impl Metrics {
         );
         r.register(
             "conflicts",
-            "Conflicts decided on the streams (both directions)",
+            "Conflicts decided on the streams, per direction of the change decided",
             self.conflicts.clone(),
         );
+        r.register_collector(Box::new(EngineCollector {
+            stats: self.engine_stats.clone(),
+        }));
         r.register(
             "skipped_documents",
             "Documents skipped as malformed (bad or missing updatedAt, write refused)",
@@ -301,7 +314,16 @@ impl Metrics {
             &mut seen.c2l,
             s.applied_cloud_to_local,
         );
-        advance(&self.conflicts, &mut seen.conflicts, s.conflicts);
+        advance(
+            &self.conflicts.get_or_create(&dir("local_to_cloud")),
+            &mut seen.conflicts[0],
+            s.conflicts_local_to_cloud,
+        );
+        advance(
+            &self.conflicts.get_or_create(&dir("cloud_to_local")),
+            &mut seen.conflicts[1],
+            s.conflicts_cloud_to_local,
+        );
         advance(&self.skipped, &mut seen.skipped, s.skipped);
         self.queue_depth.set(s.queue_depth as i64);
         self.quarantined.set(s.quarantined as i64);
@@ -368,6 +390,14 @@ impl Metrics {
         }
     }
 
+    /// Show the engine's histograms as of `stats` (cumulative since the engine started).
+    pub fn set_engine_stats(&self, stats: EngineStats) {
+        *self
+            .engine_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+
     /// Feed the lag histogram (once a second, by the sampler).
     pub fn sample_lag(&self, s: &EngineStatus) {
         for (side, st) in [(Side::Local, &s.local), (Side::Cloud, &s.cloud)] {
@@ -414,4 +444,59 @@ fn bool_label(b: bool) -> &'static str {
     } else {
         "false"
     }
+}
+
+/// Encodes the engine's cumulative histograms at each scrape.
+#[derive(Debug)]
+struct EngineCollector {
+    /// The last snapshot (all zero before the engine reports).
+    stats: Arc<Mutex<EngineStats>>,
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut e = encoder.encode_descriptor(
+            "batch_size",
+            "Keys (one per side and document) in each batch the engine applied from the streams",
+            None,
+            MetricType::Histogram,
+        )?;
+        encode_histogram(&mut e, &s.batch_size)?;
+        let mut e = encoder.encode_descriptor(
+            "event_lag_seconds",
+            "Per change applied from a stream: source server's clock when its batch was applied minus the change's server wall time",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (direction, h) in [
+            ("local_to_cloud", &s.lag_local_to_cloud),
+            ("cloud_to_local", &s.lag_cloud_to_local),
+        ] {
+            let labels = dir(direction);
+            encode_histogram(&mut e.encode_family(&labels)?, h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encode a cumulative snapshot (the encoder wants each bucket's own count).
+fn encode_histogram(e: &mut MetricEncoder<'_>, h: &HistogramSnapshot) -> std::fmt::Result {
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = h
+        .bounds
+        .iter()
+        .zip(&h.buckets)
+        .map(|(bound, cumulative)| {
+            let own = cumulative.saturating_sub(below);
+            below = below.max(*cumulative);
+            (*bound, own)
+        })
+        .collect();
+    buckets.push((f64::INFINITY, h.count.saturating_sub(below)));
+    e.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
 }
