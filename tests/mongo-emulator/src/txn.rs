@@ -1,0 +1,572 @@
+//! Multi-document transactions (`lsid` + `txnNumber` + `autocommit: false`, the first
+//! command with `startTransaction: true`), as MongoDB's manual and the driver
+//! transactions specification describe them.
+//!
+//! A transaction works on a private copy of each database it touches, taken when its
+//! first command there runs (its snapshot of that database), plus a private history
+//! recording its writes. Its reads see the copy, so its own writes and nobody else's
+//! later ones. A write checks at once that no one changed the document after the
+//! snapshot and that no other open transaction wrote it (else 112 WriteConflict, the
+//! transaction aborted). `commitTransaction` checks again (writes outside transactions
+//! do not wait for open ones here), then applies the final documents and the recorded
+//! events under one commit cluster time, numbered by `txnOpIndex`, each carrying the
+//! session's `lsid` and the `txnNumber`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bson::{doc, Bson, DateTime, Document, Timestamp};
+
+use crate::error::{CmdResult, CommandError};
+use crate::oplog::{Event, TxnId};
+use crate::state::{lock, Inner, Shared};
+use crate::store::Key;
+
+/// `TransientTransactionError`: the whole transaction may be retried.
+pub const TRANSIENT: &str = "TransientTransactionError";
+
+/// The SHA-256 digest of the empty string: the `uid` MongoDB puts in a session id when
+/// no user is authenticated (change events show the session id with it).
+const NO_AUTH_UID: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+/// Commands MongoDB runs inside a transaction (the rest → 263).
+pub const ALLOWED: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "find",
+    "getMore",
+    "aggregate",
+    "distinct",
+    "killCursors",
+    "commitTransaction",
+    "abortTransaction",
+];
+
+/// The transaction fields of a command that has `autocommit`.
+#[derive(Debug, Clone)]
+pub struct TxnFields {
+    /// `lsid` as sent.
+    pub lsid: Document,
+    /// `lsid` encoded (the session's key).
+    pub key: Vec<u8>,
+    /// `txnNumber`.
+    pub number: i64,
+    /// `startTransaction: true`.
+    pub start: bool,
+}
+
+impl TxnFields {
+    /// The fields of a command carrying `autocommit` (`None` without it, so outside a
+    /// transaction); `autocommit: true`, or a missing `lsid`/`txnNumber` → errors.
+    pub fn parse(body: &Document) -> CmdResult<Option<TxnFields>> {
+        let Some(autocommit) = body.get("autocommit") else {
+            if body.contains_key("startTransaction") {
+                return Err(CommandError::new(
+                    72,
+                    "'startTransaction' requires 'autocommit: false' and a txnNumber",
+                ));
+            }
+            return Ok(None);
+        };
+        if autocommit != &Bson::Boolean(false) {
+            return Err(CommandError::new(72, "autocommit must be false"));
+        }
+        let lsid = body
+            .get_document("lsid")
+            .map_err(|_| CommandError::new(72, "'autocommit' requires a session (lsid)"))?
+            .clone();
+        let number = match body.get("txnNumber") {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => i64::from(*n),
+            _ => {
+                return Err(CommandError::new(
+                    72,
+                    "'autocommit' requires a txnNumber (long)",
+                ))
+            }
+        };
+        let start = match body.get("startTransaction") {
+            None => false,
+            Some(Bson::Boolean(true)) => true,
+            Some(_) => return Err(CommandError::new(72, "startTransaction must be true")),
+        };
+        Ok(Some(TxnFields {
+            key: session_key(&lsid),
+            lsid,
+            number,
+            start,
+        }))
+    }
+}
+
+/// A session id encoded, as the key of its state.
+pub fn session_key(lsid: &Document) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    // A document from a decoded command always encodes.
+    let _ = lsid.to_writer(&mut bytes);
+    bytes
+}
+
+/// An open transaction.
+#[derive(Debug)]
+pub struct Txn {
+    /// Unique among transactions (the owner of its write claims).
+    id: u64,
+    /// The session id and number, as events show them.
+    ident: Arc<TxnId>,
+    /// Private catalog (the copies of the databases touched) and the writes' history.
+    pub inner: Arc<Mutex<Inner>>,
+    /// Each database copied in, with the last cluster time it had then (the snapshot).
+    snapshots: HashMap<String, Timestamp>,
+    /// Private events already checked for conflicts.
+    checked: usize,
+    /// Documents this transaction claimed by writing them.
+    claims: HashSet<(String, String, DocKey)>,
+}
+
+/// A document's `_id` as a hashable key (its BSON encoding as a one-field document).
+type DocKey = Vec<u8>;
+
+fn doc_key(id: &Bson) -> DocKey {
+    let mut bytes = Vec::new();
+    let _ = doc! {"": id.clone()}.to_writer(&mut bytes);
+    bytes
+}
+
+/// Where a session's latest transaction stands.
+#[derive(Debug)]
+enum State {
+    /// No transaction at this number (a retryable write moved the number on).
+    None,
+    /// Open.
+    InProgress(Box<Txn>),
+    /// Committed (a repeated `commitTransaction` succeeds again).
+    Committed,
+    /// Aborted (explicitly, by an error, or by a newer number).
+    Aborted,
+}
+
+/// A session's transaction state.
+#[derive(Debug)]
+struct Session {
+    /// The highest transaction number used.
+    number: i64,
+    /// Its state.
+    state: State,
+}
+
+/// Every session's transaction state, and which open transaction claimed which document.
+#[derive(Debug, Default)]
+pub struct Transactions {
+    /// By encoded `lsid`.
+    sessions: HashMap<Vec<u8>, Session>,
+    /// Document (db, coll, encoded `_id`) → id of the open transaction that wrote it.
+    claims: HashMap<(String, String, DocKey), u64>,
+    /// Next transaction id.
+    next_id: u64,
+}
+
+/// What a command inside a transaction runs against.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// The transaction's private catalog.
+    pub inner: Arc<Mutex<Inner>>,
+}
+
+fn no_such_transaction(number: i64) -> CommandError {
+    let mut e = CommandError::new(
+        251,
+        format!("Transaction with {{ txnNumber: {number} }} has been aborted or does not exist."),
+    );
+    e.labels.push(TRANSIENT.to_string());
+    e
+}
+
+/// 112 WriteConflict, labelled `TransientTransactionError`.
+pub fn write_conflict() -> CommandError {
+    let mut e = CommandError::new(
+        112,
+        "Write conflict during plan execution and yielding is disabled. :: Please retry your operation or multi-document transaction.",
+    );
+    e.labels.push(TRANSIENT.to_string());
+    e
+}
+
+fn too_old(number: i64, current: i64) -> CommandError {
+    CommandError::new(
+        225,
+        format!(
+            "Cannot start transaction {number} on session because a newer transaction {current} has already started."
+        ),
+    )
+}
+
+impl Transactions {
+    /// Start (with `startTransaction`) or continue the transaction `f` names, with
+    /// `db` copied in; the handle its command runs against.
+    pub fn begin_or_continue(
+        &mut self,
+        shared: &Shared,
+        f: &TxnFields,
+        db: &str,
+        read_concern: bool,
+    ) -> CmdResult<Handle> {
+        let session = self.sessions.entry(f.key.clone()).or_insert(Session {
+            number: -1,
+            state: State::None,
+        });
+        if f.number < session.number {
+            return Err(too_old(f.number, session.number));
+        }
+        if f.start {
+            if f.number == session.number && !matches!(session.state, State::None) {
+                return Err(CommandError::new(
+                    117,
+                    format!(
+                        "Transaction {} on this session has already started",
+                        f.number
+                    ),
+                ));
+            }
+            let old = std::mem::replace(&mut session.state, State::Aborted);
+            session.number = f.number;
+            let mut lsid = f.lsid.clone();
+            if !lsid.contains_key("uid") {
+                lsid.insert(
+                    "uid",
+                    bson::Binary {
+                        subtype: bson::spec::BinarySubtype::Generic,
+                        bytes: NO_AUTH_UID.to_vec(),
+                    },
+                );
+            }
+            self.next_id += 1;
+            let txn = Txn {
+                id: self.next_id,
+                ident: Arc::new(TxnId {
+                    lsid,
+                    txn_number: f.number,
+                }),
+                inner: Arc::new(Mutex::new(Inner::new(usize::MAX))),
+                snapshots: HashMap::new(),
+                checked: 0,
+                claims: HashSet::new(),
+            };
+            if let State::InProgress(t) = old {
+                self.release(&t);
+            }
+            if let Some(s) = self.sessions.get_mut(&f.key) {
+                s.state = State::InProgress(Box::new(txn));
+            }
+        } else if f.number > session.number {
+            return Err(no_such_transaction(f.number));
+        } else if read_concern {
+            return Err(CommandError::new(
+                72,
+                "Only the first command in a transaction may specify a readConcern",
+            ));
+        }
+        let session = self
+            .sessions
+            .get_mut(&f.key)
+            .ok_or_else(|| no_such_transaction(f.number))?;
+        match &mut session.state {
+            State::InProgress(txn) => {
+                txn.copy_in(shared, db);
+                Ok(Handle {
+                    inner: txn.inner.clone(),
+                })
+            }
+            State::Committed => Err(CommandError::new(
+                256,
+                format!("Transaction {} has been committed.", f.number),
+            )),
+            State::None | State::Aborted => Err(no_such_transaction(f.number)),
+        }
+    }
+
+    /// After a command of transaction `f` ran: abort it when the command failed (an
+    /// error or write errors, as MongoDB does), else claim the documents it wrote,
+    /// failing with 112 when another transaction holds one or a document changed after
+    /// the snapshot.
+    pub fn after_command(&mut self, shared: &Shared, f: &TxnFields, failed: bool) -> CmdResult<()> {
+        if failed {
+            self.abort_open(f);
+            return Ok(());
+        }
+        let Some(Session {
+            state: State::InProgress(txn),
+            ..
+        }) = self.sessions.get_mut(&f.key)
+        else {
+            return Ok(());
+        };
+        let conflict = {
+            let shared_inner = shared.inner();
+            let private = lock(&txn.inner);
+            let mut conflict = false;
+            for ev in private.oplog.all().iter().skip(txn.checked) {
+                let (Some(coll), Some(id)) = (&ev.coll, &ev.id) else {
+                    continue;
+                };
+                let snapshot = txn.snapshots.get(&ev.db).copied();
+                let changed = shared_inner
+                    .version(&ev.db, coll, &Key(id.clone()))
+                    .is_some_and(|v| snapshot.is_none_or(|s| ts_after(v, s)));
+                let claim = (ev.db.clone(), coll.clone(), doc_key(id));
+                let holder = self.claims.get(&claim).copied();
+                if changed || holder.is_some_and(|h| h != txn.id) {
+                    conflict = true;
+                    break;
+                }
+                self.claims.insert(claim.clone(), txn.id);
+                txn.claims.insert(claim);
+            }
+            txn.checked = private.oplog.all().len();
+            conflict
+        };
+        if conflict {
+            self.abort_open(f);
+            return Err(write_conflict());
+        }
+        Ok(())
+    }
+
+    /// The session of `f`, when `f` names its current transaction number.
+    fn current(&mut self, f: &TxnFields) -> CmdResult<&mut Session> {
+        let Some(session) = self.sessions.get_mut(&f.key) else {
+            return Err(no_such_transaction(f.number));
+        };
+        if f.number < session.number {
+            return Err(too_old(f.number, session.number));
+        }
+        if f.number > session.number {
+            return Err(no_such_transaction(f.number));
+        }
+        Ok(session)
+    }
+
+    /// `commitTransaction`.
+    pub fn commit(&mut self, shared: &Shared, f: &TxnFields) -> CmdResult<()> {
+        let session = self.current(f)?;
+        let txn = match std::mem::replace(&mut session.state, State::Aborted) {
+            State::Committed => {
+                session.state = State::Committed;
+                return Ok(());
+            }
+            State::None | State::Aborted => return Err(no_such_transaction(f.number)),
+            State::InProgress(txn) => txn,
+        };
+        let result = apply(shared, &txn);
+        if result.is_ok() {
+            session.state = State::Committed;
+        }
+        self.release(&txn);
+        result
+    }
+
+    /// `abortTransaction`.
+    pub fn abort(&mut self, f: &TxnFields) -> CmdResult<()> {
+        let session = self.current(f)?;
+        match session.state {
+            State::InProgress(_) => {
+                self.abort_open(f);
+                Ok(())
+            }
+            State::Committed => Err(CommandError::new(
+                256,
+                format!("Transaction {} has been committed.", f.number),
+            )),
+            State::None | State::Aborted => Err(no_such_transaction(f.number)),
+        }
+    }
+
+    /// A command outside a transaction with `txnNumber` (a retryable write) moves the
+    /// session on: an open transaction with a lower number is aborted.
+    pub fn observe_number(&mut self, key: &[u8], number: i64) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if number > session.number {
+            session.number = number;
+            if let State::InProgress(t) = std::mem::replace(&mut session.state, State::None) {
+                self.release(&t);
+            }
+        }
+    }
+
+    /// The session ended (`endSessions`, `killSessions`): its open transaction is
+    /// aborted.
+    pub fn end_session(&mut self, key: &[u8]) {
+        if let Some(Session {
+            state: State::InProgress(t),
+            ..
+        }) = self.sessions.remove(key)
+        {
+            self.release(&t);
+        }
+    }
+
+    /// A command of transaction `f` was refused: the transaction (if open) is aborted.
+    pub fn abort_command(&mut self, f: &TxnFields) {
+        self.abort_open(f);
+    }
+
+    /// Abort the open transaction of `f`'s session, if any.
+    fn abort_open(&mut self, f: &TxnFields) {
+        let Some(session) = self.sessions.get_mut(&f.key) else {
+            return;
+        };
+        if session.number != f.number || !matches!(session.state, State::InProgress(_)) {
+            return;
+        }
+        if let State::InProgress(t) = std::mem::replace(&mut session.state, State::Aborted) {
+            self.release(&t);
+        }
+    }
+
+    /// Drop the claims of `txn`.
+    fn release(&mut self, txn: &Txn) {
+        for c in &txn.claims {
+            if self.claims.get(c) == Some(&txn.id) {
+                self.claims.remove(c);
+            }
+        }
+    }
+}
+
+/// Whether `a` is later than `b`.
+fn ts_after(a: Timestamp, b: Timestamp) -> bool {
+    crate::oplog::ts_key(a) > crate::oplog::ts_key(b)
+}
+
+impl Txn {
+    /// Copy `db` in from the shared catalog the first time the transaction touches it.
+    fn copy_in(&mut self, shared: &Shared, db: &str) {
+        if self.snapshots.contains_key(db) {
+            return;
+        }
+        let shared_inner = shared.inner();
+        let mut private = lock(&self.inner);
+        if let Some(colls) = shared_inner.store.dbs.get(db) {
+            private.store.dbs.insert(db.to_string(), colls.clone());
+        }
+        self.snapshots
+            .insert(db.to_string(), shared_inner.oplog.last_write());
+    }
+}
+
+/// Commit `txn` into the shared catalog: check every document it wrote once more, then
+/// store the final documents and its events at one new cluster time.
+fn apply(shared: &Shared, txn: &Txn) -> CmdResult<()> {
+    let mut private = lock(&txn.inner);
+    let events = private.oplog.take_events();
+    if events.is_empty() {
+        return Ok(());
+    }
+    // The documents written, in first-write order, with their final state.
+    let mut written: Vec<(String, String, Key)> = Vec::new();
+    let mut seen: HashSet<(String, String, DocKey)> = HashSet::new();
+    // Each collection touched, and whether the transaction created it.
+    let mut collections: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for ev in &events {
+        let Some(coll) = &ev.coll else { continue };
+        let created = matches!(ev.kind, crate::oplog::EventKind::Create);
+        *collections
+            .entry((ev.db.clone(), coll.clone()))
+            .or_default() |= created;
+        if let Some(id) = &ev.id {
+            if seen.insert((ev.db.clone(), coll.clone(), doc_key(id))) {
+                written.push((ev.db.clone(), coll.clone(), Key(id.clone())));
+            }
+        }
+    }
+    {
+        let mut inner = shared.inner();
+        // Checks first: nothing changes unless everything can.
+        for ((db, coll), created) in &collections {
+            let same = match (private.store.coll(db, coll), inner.store.coll(db, coll)) {
+                (Some(mine), Some(theirs)) => mine.uuid == theirs.uuid,
+                // Dropped by someone else since the snapshot.
+                (_, None) => *created,
+                (None, Some(_)) => true,
+            };
+            if !same {
+                return Err(write_conflict());
+            }
+        }
+        for (db, coll, key) in &written {
+            let snapshot = txn.snapshots.get(db).copied();
+            let changed = inner
+                .version(db, coll, key)
+                .is_some_and(|v| snapshot.is_none_or(|s| ts_after(v, s)));
+            if changed {
+                return Err(write_conflict());
+            }
+            let (Some(theirs), Some(doc)) = (
+                inner.store.coll(db, coll),
+                private.store.coll(db, coll).and_then(|c| c.docs.get(key)),
+            ) else {
+                continue;
+            };
+            let ns = format!("{db}.{coll}");
+            let mine = |k: &Key| {
+                written
+                    .iter()
+                    .any(|(d, c, w)| d == db && c == coll && w == k)
+            };
+            if theirs.check_unique_except(&ns, doc, mine).is_err() {
+                return Err(write_conflict());
+            }
+        }
+        let ts = inner.oplog.tick();
+        let wall = DateTime::now();
+        for (db, coll) in collections.keys() {
+            if inner.store.coll(db, coll).is_none() {
+                if let Some(mine) = private.store.coll(db, coll) {
+                    let mut created = mine.clone();
+                    created.docs.clear();
+                    inner
+                        .store
+                        .dbs
+                        .entry(db.clone())
+                        .or_default()
+                        .insert(coll.clone(), created);
+                }
+            }
+        }
+        for (db, coll, key) in written {
+            let doc = private
+                .store
+                .coll_mut(&db, &coll)
+                .and_then(|c| c.docs.remove(&key));
+            if let Some(c) = inner.store.coll_mut(&db, &coll) {
+                match doc {
+                    Some(d) => {
+                        c.docs.insert(key.clone(), d);
+                    }
+                    None => {
+                        c.docs.remove(&key);
+                    }
+                }
+            }
+            inner.set_version(&db, &coll, key, ts);
+        }
+        for (i, ev) in events.into_iter().enumerate() {
+            let mut ev: Event = Arc::unwrap_or_clone(ev);
+            ev.ts = ts;
+            ev.wall = wall;
+            ev.op_index = u32::try_from(i).unwrap_or(u32::MAX - 1);
+            ev.txn = Some(txn.ident.clone());
+            inner.oplog.push(ev);
+        }
+    }
+    shared.notify_changes();
+    Ok(())
+}
