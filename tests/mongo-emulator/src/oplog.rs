@@ -244,16 +244,6 @@ impl Oplog {
         }
     }
 
-    /// Every retained event, oldest first.
-    pub fn all(&self) -> &VecDeque<Arc<Event>> {
-        &self.events
-    }
-
-    /// Take every recorded event, oldest first (a transaction's private history).
-    pub fn take_events(&mut self) -> Vec<Arc<Event>> {
-        self.events.drain(..).collect()
-    }
-
     /// Forget everything before now: resuming from any earlier point → 286.
     pub fn forget(&mut self) {
         if let Some(last) = self.events.back() {

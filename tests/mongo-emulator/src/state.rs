@@ -34,6 +34,9 @@ pub struct Inner {
     /// When each document (by namespace and `_id`, deleted ones included) was last
     /// written: what a transaction's write-conflict check compares with its snapshot.
     pub versions: HashMap<(String, String), BTreeMap<Key, Timestamp>>,
+    /// While a transaction's command runs (see `txn::Overlay`): the events it records,
+    /// kept out of the history, and no document versions are bumped.
+    pub capture: Option<Vec<Event>>,
 }
 
 impl Inner {
@@ -43,6 +46,15 @@ impl Inner {
             store: Store::default(),
             oplog: Oplog::new(history_limit),
             versions: HashMap::new(),
+            capture: None,
+        }
+    }
+
+    /// Record a change event: in the history, or captured for a transaction.
+    pub fn record(&mut self, ev: Event) {
+        match &mut self.capture {
+            Some(events) => events.push(ev),
+            None => self.oplog.push(ev),
         }
     }
 
@@ -56,6 +68,9 @@ impl Inner {
 
     /// Records that the document `id` of `db.coll` was written at `ts`.
     pub fn set_version(&mut self, db: &str, coll: &str, id: Key, ts: Timestamp) {
+        if self.capture.is_some() {
+            return;
+        }
         self.versions
             .entry((db.to_string(), coll.to_string()))
             .or_default()
@@ -338,7 +353,7 @@ impl Inner {
     pub fn ddl_event(&mut self, db: &str, coll: &str, kind: EventKind, description: Document) {
         let mut ev = self.event(db, Some(coll), kind);
         ev.description = Some(description);
-        self.oplog.push(ev);
+        self.record(ev);
     }
 
     /// Creates `db.coll` with `options` if it does not exist, recording a `create`
@@ -380,7 +395,7 @@ impl Inner {
         self.set_version(db, coll, key, ev.ts);
         ev.id = Some(id);
         ev.after = Some(after);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 
@@ -416,7 +431,7 @@ impl Inner {
         ev.id = Some(id);
         ev.before = Some(before);
         ev.after = Some(after);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 
@@ -428,7 +443,7 @@ impl Inner {
         self.set_version(db, coll, Key(id.clone()), ev.ts);
         ev.id = Some(id.clone());
         ev.before = Some(encoded(&before));
-        self.oplog.push(ev);
+        self.record(ev);
         Some(before)
     }
 
@@ -436,7 +451,7 @@ impl Inner {
     pub fn drop_collection(&mut self, db: &str, coll: &str) -> Option<usize> {
         let ev = self.event(db, Some(coll), EventKind::Drop);
         let c = self.store.remove_coll(db, coll)?;
-        self.oplog.push(ev);
+        self.record(ev);
         Some(c.indexes.len() + 1)
     }
 
@@ -455,7 +470,7 @@ impl Inner {
             self.drop_collection(db, &n);
         }
         let ev = self.event(db, None, EventKind::DropDatabase);
-        self.oplog.push(ev);
+        self.record(ev);
     }
 
     /// Rename a collection (rename event on the source namespace).
@@ -491,7 +506,7 @@ impl Inner {
             .entry(to.0.to_string())
             .or_default()
             .insert(to.1.to_string(), c);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 }

@@ -2,25 +2,32 @@
 //! command with `startTransaction: true`), as MongoDB's manual and the driver
 //! transactions specification describe them.
 //!
-//! A transaction works on a private copy of each database it touches, taken when its
-//! first command there runs (its snapshot of that database), plus a private history
-//! recording its writes. Its reads see the copy, so its own writes and nobody else's
-//! later ones. A write checks at once that no one changed the document after the
-//! snapshot and that no other open transaction wrote it (else 112 WriteConflict, the
-//! transaction aborted). `commitTransaction` checks again (writes outside transactions
-//! do not wait for open ones here), then applies the final documents and the recorded
-//! events under one commit cluster time, numbered by `txnOpIndex`, each carrying the
-//! session's `lsid` and the `txnNumber`.
+//! A transaction keeps its writes to itself: the final state of each document it wrote,
+//! the collections it created, and the events it recorded. Each of its commands runs on
+//! the server's catalog seen through an [`Overlay`]: for as long as the command holds the
+//! catalog, documents others wrote since the transaction started are shown as they were
+//! then (from the history's pre-images) and the transaction's own writes are put in
+//! place; the command's events are captured, not recorded, and everything is put back
+//! when it lets go. So its reads see its snapshot plus its own writes, nobody else sees
+//! them, and no copy of a collection is made.
+//!
+//! A write checks at once that no one changed the document after the start and that no
+//! other open transaction wrote it (else 112 WriteConflict, the transaction aborted).
+//! `commitTransaction` checks again (writes outside transactions do not wait for open
+//! ones here), then applies the final documents and the recorded events under one commit
+//! cluster time, numbered by `txnOpIndex`, each carrying the session's `lsid` and the
+//! `txnNumber`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bson::{doc, Bson, DateTime, Document, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
-use crate::oplog::{Event, TxnId};
+use crate::oplog::{Event, EventKind, Pos, TxnId};
 use crate::state::{lock, Inner, Shared};
-use crate::store::Key;
+use crate::store::{Collection, Key};
 
 /// `TransientTransactionError`: the whole transaction may be retried.
 pub const TRANSIENT: &str = "TransientTransactionError";
@@ -120,14 +127,30 @@ pub struct Txn {
     id: u64,
     /// The session id and number, as events show them.
     ident: Arc<TxnId>,
-    /// Private catalog (the copies of the databases touched) and the writes' history.
-    pub inner: Arc<Mutex<Inner>>,
-    /// Each database copied in, with the last cluster time it had then (the snapshot).
-    snapshots: HashMap<String, Timestamp>,
-    /// Private events already checked for conflicts.
+    /// Its writes, shared with the commands running in it.
+    work: Arc<Mutex<Work>>,
+    /// Recorded events already checked for conflicts.
     checked: usize,
     /// Documents this transaction claimed by writing them.
     claims: HashSet<(String, String, DocKey)>,
+}
+
+/// A document of a collection: (db, coll, `_id`).
+type NsKey = (String, String, Key);
+
+/// What a transaction has done so far.
+#[derive(Debug)]
+pub struct Work {
+    /// The server's last cluster time when it started (its snapshot).
+    start: Timestamp,
+    /// Final state of each document it wrote (`None`: deleted).
+    delta: BTreeMap<NsKey, Option<Document>>,
+    /// Collections it created (implicitly, by a write), without documents.
+    created: BTreeMap<(String, String), Collection>,
+    /// UUID of each collection it touched when it first did (`None`: did not exist).
+    uuids: HashMap<(String, String), Option<bson::Binary>>,
+    /// Its change events, in order (cluster times to be replaced by the commit's).
+    events: Vec<Event>,
 }
 
 /// A document's `_id` as a hashable key (its BSON encoding as a one-field document).
@@ -175,8 +198,8 @@ pub struct Transactions {
 /// What a command inside a transaction runs against.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    /// The transaction's private catalog.
-    pub inner: Arc<Mutex<Inner>>,
+    /// The transaction's writes.
+    work: Arc<Mutex<Work>>,
 }
 
 fn no_such_transaction(number: i64) -> CommandError {
@@ -208,13 +231,14 @@ fn too_old(number: i64, current: i64) -> CommandError {
 }
 
 impl Transactions {
-    /// Start (with `startTransaction`) or continue the transaction `f` names, with
-    /// `db` copied in; the handle its command runs against.
+    /// Start (with `startTransaction`) or continue the transaction `f` names, with the
+    /// collection `ns` (db, name) the command reads or writes copied in; the handle its
+    /// command runs against.
     pub fn begin_or_continue(
         &mut self,
         shared: &Shared,
         f: &TxnFields,
-        db: &str,
+        ns: Option<(&str, &str)>,
         read_concern: bool,
     ) -> CmdResult<Handle> {
         let session = self.sessions.entry(f.key.clone()).or_insert(Session {
@@ -253,8 +277,13 @@ impl Transactions {
                     lsid,
                     txn_number: f.number,
                 }),
-                inner: Arc::new(Mutex::new(Inner::new(usize::MAX))),
-                snapshots: HashMap::new(),
+                work: Arc::new(Mutex::new(Work {
+                    start: shared.inner().oplog.last_write(),
+                    delta: BTreeMap::new(),
+                    created: BTreeMap::new(),
+                    uuids: HashMap::new(),
+                    events: Vec::new(),
+                })),
                 checked: 0,
                 claims: HashSet::new(),
             };
@@ -278,9 +307,15 @@ impl Transactions {
             .ok_or_else(|| no_such_transaction(f.number))?;
         match &mut session.state {
             State::InProgress(txn) => {
-                txn.copy_in(shared, db);
+                if let Some((db, coll)) = ns {
+                    let uuid = shared.inner().store.coll(db, coll).map(|c| c.uuid.clone());
+                    lock(&txn.work)
+                        .uuids
+                        .entry((db.to_string(), coll.to_string()))
+                        .or_insert(uuid);
+                }
                 Ok(Handle {
-                    inner: txn.inner.clone(),
+                    work: txn.work.clone(),
                 })
             }
             State::Committed => Err(CommandError::new(
@@ -309,16 +344,15 @@ impl Transactions {
         };
         let conflict = {
             let shared_inner = shared.inner();
-            let private = lock(&txn.inner);
+            let work = lock(&txn.work);
             let mut conflict = false;
-            for ev in private.oplog.all().iter().skip(txn.checked) {
+            for ev in work.events.iter().skip(txn.checked) {
                 let (Some(coll), Some(id)) = (&ev.coll, &ev.id) else {
                     continue;
                 };
-                let snapshot = txn.snapshots.get(&ev.db).copied();
                 let changed = shared_inner
                     .version(&ev.db, coll, &Key(id.clone()))
-                    .is_some_and(|v| snapshot.is_none_or(|s| ts_after(v, s)));
+                    .is_some_and(|v| ts_after(v, work.start));
                 let claim = (ev.db.clone(), coll.clone(), doc_key(id));
                 let holder = self.claims.get(&claim).copied();
                 if changed || holder.is_some_and(|h| h != txn.id) {
@@ -328,7 +362,7 @@ impl Transactions {
                 self.claims.insert(claim.clone(), txn.id);
                 txn.claims.insert(claim);
             }
-            txn.checked = private.oplog.all().len();
+            txn.checked = work.events.len();
             conflict
         };
         if conflict {
@@ -446,127 +480,208 @@ fn ts_after(a: Timestamp, b: Timestamp) -> bool {
     crate::oplog::ts_key(a) > crate::oplog::ts_key(b)
 }
 
-impl Txn {
-    /// Copy `db` in from the shared catalog the first time the transaction touches it.
-    fn copy_in(&mut self, shared: &Shared, db: &str) {
-        if self.snapshots.contains_key(db) {
-            return;
-        }
-        let shared_inner = shared.inner();
-        let mut private = lock(&self.inner);
-        if let Some(colls) = shared_inner.store.dbs.get(db) {
-            private.store.dbs.insert(db.to_string(), colls.clone());
-        }
-        self.snapshots
-            .insert(db.to_string(), shared_inner.oplog.last_write());
-    }
-}
-
 /// Commit `txn` into the shared catalog: check every document it wrote once more, then
 /// store the final documents and its events at one new cluster time.
 fn apply(shared: &Shared, txn: &Txn) -> CmdResult<()> {
-    let mut private = lock(&txn.inner);
-    let events = private.oplog.take_events();
-    if events.is_empty() {
+    let mut inner = shared.inner();
+    let mut work = lock(&txn.work);
+    if work.events.is_empty() {
         return Ok(());
     }
-    // The documents written, in first-write order, with their final state.
-    let mut written: Vec<(String, String, Key)> = Vec::new();
-    let mut seen: HashSet<(String, String, DocKey)> = HashSet::new();
-    // Each collection touched, and whether the transaction created it.
-    let mut collections: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for ev in &events {
-        let Some(coll) = &ev.coll else { continue };
-        let created = matches!(ev.kind, crate::oplog::EventKind::Create);
-        *collections
-            .entry((ev.db.clone(), coll.clone()))
-            .or_default() |= created;
-        if let Some(id) = &ev.id {
-            if seen.insert((ev.db.clone(), coll.clone(), doc_key(id))) {
-                written.push((ev.db.clone(), coll.clone(), Key(id.clone())));
-            }
+    // Checks first: nothing changes unless everything can.
+    let mut touched: HashSet<(String, String)> = HashSet::new();
+    for ev in &work.events {
+        if let Some(coll) = &ev.coll {
+            touched.insert((ev.db.clone(), coll.clone()));
         }
     }
-    {
-        let mut inner = shared.inner();
-        // Checks first: nothing changes unless everything can.
-        for ((db, coll), created) in &collections {
-            let same = match (private.store.coll(db, coll), inner.store.coll(db, coll)) {
-                (Some(mine), Some(theirs)) => mine.uuid == theirs.uuid,
-                // Dropped by someone else since the snapshot.
-                (_, None) => *created,
-                (None, Some(_)) => true,
-            };
-            if !same {
-                return Err(write_conflict());
-            }
-        }
-        for (db, coll, key) in &written {
-            let snapshot = txn.snapshots.get(db).copied();
-            let changed = inner
-                .version(db, coll, key)
-                .is_some_and(|v| snapshot.is_none_or(|s| ts_after(v, s)));
-            if changed {
-                return Err(write_conflict());
-            }
-            let (Some(theirs), Some(doc)) = (
-                inner.store.coll(db, coll),
-                private.store.coll(db, coll).and_then(|c| c.docs.get(key)),
-            ) else {
-                continue;
-            };
-            let ns = format!("{db}.{coll}");
-            let mine = |k: &Key| {
-                written
-                    .iter()
-                    .any(|(d, c, w)| d == db && c == coll && w == k)
-            };
-            if theirs.check_unique_except(&ns, doc, mine).is_err() {
-                return Err(write_conflict());
-            }
-        }
-        let ts = inner.oplog.tick();
-        let wall = DateTime::now();
-        for (db, coll) in collections.keys() {
-            if inner.store.coll(db, coll).is_none() {
-                if let Some(mine) = private.store.coll(db, coll) {
-                    let mut created = mine.clone();
-                    created.docs.clear();
-                    inner
-                        .store
-                        .dbs
-                        .entry(db.clone())
-                        .or_default()
-                        .insert(coll.clone(), created);
-                }
-            }
-        }
-        for (db, coll, key) in written {
-            let doc = private
-                .store
-                .coll_mut(&db, &coll)
-                .and_then(|c| c.docs.remove(&key));
-            if let Some(c) = inner.store.coll_mut(&db, &coll) {
-                match doc {
-                    Some(d) => {
-                        c.docs.insert(key.clone(), d);
-                    }
-                    None => {
-                        c.docs.remove(&key);
-                    }
-                }
-            }
-            inner.set_version(&db, &coll, key, ts);
-        }
-        for (i, ev) in events.into_iter().enumerate() {
-            let mut ev: Event = Arc::unwrap_or_clone(ev);
-            ev.ts = ts;
-            ev.wall = wall;
-            ev.op_index = u32::try_from(i).unwrap_or(u32::MAX - 1);
-            ev.txn = Some(txn.ident.clone());
-            inner.oplog.push(ev);
+    for ns in &touched {
+        let now = inner.store.coll(&ns.0, &ns.1).map(|c| &c.uuid);
+        let same = if work.created.contains_key(ns) {
+            now.is_none()
+        } else {
+            now == work.uuids.get(ns).and_then(Option::as_ref)
+        };
+        if !same {
+            return Err(write_conflict());
         }
     }
+    for ((db, coll, key), doc) in &work.delta {
+        let changed = inner
+            .version(db, coll, key)
+            .is_some_and(|v| ts_after(v, work.start));
+        if changed {
+            return Err(write_conflict());
+        }
+        let (Some(theirs), Some(doc)) = (inner.store.coll(db, coll), doc) else {
+            continue;
+        };
+        let ns = format!("{db}.{coll}");
+        let mine = |k: &Key| {
+            work.delta
+                .contains_key(&(db.clone(), coll.clone(), k.clone()))
+        };
+        if theirs.check_unique_except(&ns, doc, mine).is_err() {
+            return Err(write_conflict());
+        }
+    }
+    let ts = inner.oplog.tick();
+    let wall = DateTime::now();
+    for ((db, coll), c) in std::mem::take(&mut work.created) {
+        inner.store.dbs.entry(db).or_default().insert(coll, c);
+    }
+    for ((db, coll, key), doc) in std::mem::take(&mut work.delta) {
+        if let Some(c) = inner.store.coll_mut(&db, &coll) {
+            match doc {
+                Some(d) => c.docs.insert(key.clone(), d),
+                None => c.docs.remove(&key),
+            };
+        }
+        inner.set_version(&db, &coll, key, ts);
+    }
+    for (i, mut ev) in std::mem::take(&mut work.events).into_iter().enumerate() {
+        ev.ts = ts;
+        ev.wall = wall;
+        ev.op_index = u32::try_from(i).unwrap_or(u32::MAX - 1);
+        ev.txn = Some(txn.ident.clone());
+        inner.oplog.push(ev);
+    }
+    drop(work);
+    drop(inner);
     shared.notify_changes();
     Ok(())
+}
+
+/// The server's catalog as a command of a transaction sees it, for as long as the
+/// command holds it (see the module documentation).
+pub struct Overlay<'a> {
+    /// The server's catalog, locked.
+    inner: MutexGuard<'a, Inner>,
+    /// The transaction's writes.
+    work: MutexGuard<'a, Work>,
+    /// What each document shown differently held, to put back.
+    stash: BTreeMap<NsKey, Option<Document>>,
+    /// Collections of the transaction's put in place, to take away again.
+    shown: Vec<(String, String)>,
+}
+
+impl<'a> Overlay<'a> {
+    /// Show the catalog as the transaction of `handle` sees it.
+    pub fn new(shared: &'a Shared, handle: &'a Handle) -> Self {
+        let mut inner = shared.inner();
+        let work = lock(&handle.work);
+        inner.capture = Some(Vec::new());
+        let mut shown = Vec::new();
+        for ((db, coll), c) in &work.created {
+            if inner.store.coll(db, coll).is_none() {
+                inner
+                    .store
+                    .dbs
+                    .entry(db.clone())
+                    .or_default()
+                    .insert(coll.clone(), c.clone());
+                shown.push((db.clone(), coll.clone()));
+            }
+        }
+        // The snapshot: documents others wrote since the start, as they were then.
+        let mut view: BTreeMap<NsKey, Option<Document>> = BTreeMap::new();
+        for ev in inner.oplog.events_after(Pos::end_of(work.start)) {
+            if let (Some(coll), Some(id)) = (&ev.coll, &ev.id) {
+                view.entry((ev.db.clone(), coll.clone(), Key(id.clone())))
+                    .or_insert_with(|| before_image(ev));
+            }
+        }
+        for (k, v) in &work.delta {
+            view.insert(k.clone(), v.clone());
+        }
+        let mut stash = BTreeMap::new();
+        for ((db, coll, key), doc) in view {
+            let Some(c) = inner.store.coll_mut(&db, &coll) else {
+                continue;
+            };
+            let old = match doc {
+                Some(d) => c.docs.insert(key.clone(), d),
+                None => c.docs.remove(&key),
+            };
+            stash.insert((db, coll, key), old);
+        }
+        Overlay {
+            inner,
+            work,
+            stash,
+            shown,
+        }
+    }
+}
+
+/// A document as it was before the write of `ev` (`None` before an insert).
+fn before_image(ev: &Event) -> Option<Document> {
+    if matches!(ev.kind, EventKind::Insert) {
+        return None;
+    }
+    ev.before
+        .as_ref()
+        .and_then(|b| Document::try_from(b.as_ref()).ok())
+}
+
+impl Drop for Overlay<'_> {
+    /// Keep what the command did in the transaction, and put the catalog back.
+    fn drop(&mut self) {
+        let captured = self.inner.capture.take().unwrap_or_default();
+        let mut written: Vec<NsKey> = Vec::new();
+        for ev in &captured {
+            let Some(coll) = &ev.coll else { continue };
+            let ns = (ev.db.clone(), coll.clone());
+            if matches!(ev.kind, EventKind::Create) {
+                if let Some(c) = self.inner.store.coll(&ns.0, &ns.1) {
+                    let mut empty = c.clone();
+                    empty.docs.clear();
+                    self.work.created.insert(ns.clone(), empty);
+                    self.work.uuids.entry(ns.clone()).or_insert(None);
+                    self.shown.push(ns);
+                }
+                continue;
+            }
+            let Some(id) = &ev.id else { continue };
+            let k = (ns.0, ns.1, Key(id.clone()));
+            if !self.stash.contains_key(&k) {
+                self.stash.insert(k.clone(), before_image(ev));
+            }
+            written.push(k);
+        }
+        for k in written {
+            let now = self
+                .inner
+                .store
+                .coll(&k.0, &k.1)
+                .and_then(|c| c.docs.get(&k.2))
+                .cloned();
+            self.work.delta.insert(k, now);
+        }
+        self.work.events.extend(captured);
+        for ((db, coll, key), doc) in std::mem::take(&mut self.stash) {
+            if let Some(c) = self.inner.store.coll_mut(&db, &coll) {
+                match doc {
+                    Some(d) => c.docs.insert(key, d),
+                    None => c.docs.remove(&key),
+                };
+            }
+        }
+        for (db, coll) in std::mem::take(&mut self.shown) {
+            self.inner.store.remove_coll(&db, &coll);
+        }
+    }
+}
+
+impl Deref for Overlay<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl DerefMut for Overlay<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
 }

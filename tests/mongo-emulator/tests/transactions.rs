@@ -160,6 +160,8 @@ async fn abort_discards_writes_and_events() {
 async fn a_transaction_sees_its_own_writes_and_its_snapshot_only() {
     let (emu, client, coll) = common::setup().await;
     coll.insert_one(doc! {"_id": 1, "v": 1}).await.unwrap();
+    let other = client.database("d").collection::<Document>("other");
+    other.insert_one(doc! {"_id": 1, "w": 1}).await.unwrap();
     let mut s = client.start_session().await.unwrap();
     s.start_transaction().await.unwrap();
     insert_in(&coll, &mut s, 2).await;
@@ -169,12 +171,23 @@ async fn a_transaction_sees_its_own_writes_and_its_snapshot_only() {
     );
     let n = coll.count_documents(doc! {}).session(&mut s).await.unwrap();
     assert_eq!(n, 2);
-    // Another client's write after the snapshot is not seen inside.
+    // Another client's writes after the snapshot are not seen inside.
     coll.insert_one(doc! {"_id": 3}).await.unwrap();
+    other
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"w": 2}})
+        .await
+        .unwrap();
     assert_eq!(
         ids_in(&coll, &mut s).await,
         vec![Bson::Int32(1), Bson::Int32(2)]
     );
+    let seen = other
+        .find_one(doc! {"_id": 1})
+        .session(&mut s)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, doc! {"_id": 1, "w": 1});
     // findAndModify inside, and the outside still sees the old document.
     let before = coll
         .find_one_and_update(doc! {"_id": 1}, doc! {"$inc": {"v": 1}})
@@ -217,6 +230,33 @@ async fn set_v(
 fn assert_transient(err: &mongodb::error::Error, code: i32) {
     assert_eq!(common::code(err), code, "{err:?}");
     assert!(err.contains_label(TRANSIENT_TRANSACTION_ERROR), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_collection_created_in_a_transaction_exists_only_once_committed() {
+    let (emu, client, _coll) = common::setup().await;
+    let db = client.database("fresh");
+    let names = || async { db.list_collection_names().await.unwrap() };
+    for commit in [false, true] {
+        let mut s = client.start_session().await.unwrap();
+        s.start_transaction().await.unwrap();
+        insert_in(&db.collection("n"), &mut s, 1).await;
+        insert_in(&db.collection("n"), &mut s, 2).await;
+        assert!(names().await.is_empty());
+        assert_eq!(
+            ids_in(&db.collection("n"), &mut s).await,
+            vec![Bson::Int32(1), Bson::Int32(2)]
+        );
+        if commit {
+            s.commit_transaction().await.unwrap();
+            assert_eq!(names().await, vec!["n".to_string()]);
+            assert_eq!(ids(&db.collection("n")).await.len(), 2);
+        } else {
+            s.abort_transaction().await.unwrap();
+            assert!(names().await.is_empty());
+        }
+    }
+    emu.shutdown().await;
 }
 
 #[tokio::test]

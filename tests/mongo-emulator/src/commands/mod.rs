@@ -42,12 +42,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The catalog the command reads and writes: its transaction's private one inside
-    /// a transaction, else the server's. Never hold across an await.
-    pub fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+    /// The catalog the command reads and writes: the server's, seen through its
+    /// transaction inside one. Never hold across an await.
+    pub fn inner(&self) -> InnerGuard<'_> {
         match &self.txn {
-            Some(t) => lock(&t.inner),
-            None => self.shared.inner(),
+            Some(t) => InnerGuard::Txn(txn::Overlay::new(self.shared, t)),
+            None => InnerGuard::Plain(self.shared.inner()),
         }
     }
 
@@ -68,6 +68,33 @@ impl Ctx<'_> {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// The locked catalog a command works on.
+pub enum InnerGuard<'a> {
+    /// The server's, outside a transaction.
+    Plain(std::sync::MutexGuard<'a, Inner>),
+    /// Seen through a transaction.
+    Txn(txn::Overlay<'a>),
+}
+
+impl std::ops::Deref for InnerGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        match self {
+            InnerGuard::Plain(g) => g,
+            InnerGuard::Txn(o) => o,
+        }
+    }
+}
+
+impl std::ops::DerefMut for InnerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        match self {
+            InnerGuard::Plain(g) => g,
+            InnerGuard::Txn(o) => o,
+        }
     }
 }
 
@@ -296,10 +323,13 @@ async fn run_in_txn(ctx: &Ctx<'_>, name: &str, f: &TxnFields) -> CmdResult<Reply
             ));
         }
     }
+    // Every command allowed here reads or writes the one collection it names (the
+    // pipeline stages that read others are not supported), or none (getMore).
+    let coll = ctx.body.values().next().and_then(Bson::as_str);
     let handle = lock(&shared.txns).begin_or_continue(
         shared,
         f,
-        &ctx.db,
+        coll.map(|c| (ctx.db.as_str(), c)),
         ctx.body.contains_key("readConcern"),
     )?;
     let tctx = Ctx {
