@@ -65,7 +65,15 @@ impl CommandError {
     }
     /// Add the labels MongoDB attaches to `code` for the command `command`.
     pub fn with_server_labels(mut self, command: &str) -> Self {
-        let is_write = matches!(command, "insert" | "update" | "delete" | "findAndModify");
+        let is_write = matches!(
+            command,
+            "insert"
+                | "update"
+                | "delete"
+                | "findAndModify"
+                | "commitTransaction"
+                | "abortTransaction"
+        );
         if is_write && RETRYABLE_WRITE_CODES.contains(&self.code) {
             self.add_label("RetryableWriteError");
         }

@@ -202,11 +202,17 @@ pub struct Handle {
     work: Arc<Mutex<Work>>,
 }
 
-fn no_such_transaction(number: i64) -> CommandError {
-    let mut e = CommandError::new(
-        251,
-        format!("Transaction with {{ txnNumber: {number} }} has been aborted or does not exist."),
-    );
+/// 251 NoSuchTransaction (labelled `TransientTransactionError`) for a command naming
+/// transaction `number` of a session whose active number is `active`.
+fn no_such_transaction(number: i64, active: i64) -> CommandError {
+    let message = if number == active {
+        format!("Transaction {number} has been aborted.")
+    } else {
+        format!(
+            "Given transaction number {number} does not match any in-progress transactions. The active transaction number is {active}"
+        )
+    };
+    let mut e = CommandError::new(251, message);
     e.labels.push(TRANSIENT.to_string());
     e
 }
@@ -225,7 +231,7 @@ fn too_old(number: i64, current: i64) -> CommandError {
     CommandError::new(
         225,
         format!(
-            "Cannot start transaction {number} on session because a newer transaction {current} has already started."
+            "Cannot start transaction {number} on session because a newer transaction with txnNumber {current} has already started on this session."
         ),
     )
 }
@@ -249,13 +255,10 @@ impl Transactions {
             return Err(too_old(f.number, session.number));
         }
         if f.start {
-            if f.number == session.number && !matches!(session.state, State::None) {
+            if f.number == session.number {
                 return Err(CommandError::new(
                     117,
-                    format!(
-                        "Transaction {} on this session has already started",
-                        f.number
-                    ),
+                    "Only servers in a sharded cluster can start a new transaction at the active transaction number",
                 ));
             }
             let old = std::mem::replace(&mut session.state, State::Aborted);
@@ -294,7 +297,7 @@ impl Transactions {
                 s.state = State::InProgress(Box::new(txn));
             }
         } else if f.number > session.number {
-            return Err(no_such_transaction(f.number));
+            return Err(no_such_transaction(f.number, session.number));
         } else if read_concern {
             return Err(CommandError::new(
                 72,
@@ -304,7 +307,7 @@ impl Transactions {
         let session = self
             .sessions
             .get_mut(&f.key)
-            .ok_or_else(|| no_such_transaction(f.number))?;
+            .ok_or_else(|| no_such_transaction(f.number, -1))?;
         match &mut session.state {
             State::InProgress(txn) => {
                 if let Some((db, coll)) = ns {
@@ -322,7 +325,7 @@ impl Transactions {
                 256,
                 format!("Transaction {} has been committed.", f.number),
             )),
-            State::None | State::Aborted => Err(no_such_transaction(f.number)),
+            State::None | State::Aborted => Err(no_such_transaction(f.number, f.number)),
         }
     }
 
@@ -375,13 +378,13 @@ impl Transactions {
     /// The session of `f`, when `f` names its current transaction number.
     fn current(&mut self, f: &TxnFields) -> CmdResult<&mut Session> {
         let Some(session) = self.sessions.get_mut(&f.key) else {
-            return Err(no_such_transaction(f.number));
+            return Err(no_such_transaction(f.number, -1));
         };
         if f.number < session.number {
             return Err(too_old(f.number, session.number));
         }
         if f.number > session.number {
-            return Err(no_such_transaction(f.number));
+            return Err(no_such_transaction(f.number, session.number));
         }
         Ok(session)
     }
@@ -394,7 +397,7 @@ impl Transactions {
                 session.state = State::Committed;
                 return Ok(());
             }
-            State::None | State::Aborted => return Err(no_such_transaction(f.number)),
+            State::None | State::Aborted => return Err(no_such_transaction(f.number, f.number)),
             State::InProgress(txn) => txn,
         };
         let result = apply(shared, &txn);
@@ -417,7 +420,7 @@ impl Transactions {
                 256,
                 format!("Transaction {} has been committed.", f.number),
             )),
-            State::None | State::Aborted => Err(no_such_transaction(f.number)),
+            State::None | State::Aborted => Err(no_such_transaction(f.number, f.number)),
         }
     }
 
@@ -450,6 +453,14 @@ impl Transactions {
     /// A command of transaction `f` was refused: the transaction (if open) is aborted.
     pub fn abort_command(&mut self, f: &TxnFields) {
         self.abort_open(f);
+    }
+
+    /// `killAllSessions`: every open transaction is aborted.
+    pub fn end_all(&mut self) {
+        let keys: Vec<Vec<u8>> = self.sessions.keys().cloned().collect();
+        for k in keys {
+            self.end_session(&k);
+        }
     }
 
     /// Abort the open transaction of `f`'s session, if any.

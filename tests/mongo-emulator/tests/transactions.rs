@@ -445,6 +445,12 @@ async fn commit_again_after_success_is_ok_and_errors_are_documented_ones() {
         .await
         .unwrap_err();
     assert_eq!(common::code(&err), 225, "{err:?}");
+    // Starting the session's active number again: 117 (only mongos may).
+    let start =
+        doc! {"find": "c", "txnNumber": 5000_i64, "autocommit": false, "startTransaction": true};
+    db.run_command(start.clone()).session(&mut s).await.unwrap();
+    let err = db.run_command(start).session(&mut s).await.unwrap_err();
+    assert_eq!(common::code(&err), 117, "{err:?}");
     emu.shutdown().await;
 }
 

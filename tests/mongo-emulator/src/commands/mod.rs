@@ -378,7 +378,11 @@ fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
             end_sessions(ctx, name);
             Ok(doc! {})
         }
-        "refreshSessions" | "killAllSessions" => Ok(doc! {}),
+        "killAllSessions" => {
+            lock(&ctx.shared.txns).end_all();
+            Ok(doc! {})
+        }
+        "refreshSessions" => Ok(doc! {}),
         "getParameter" => Ok(handshake::get_parameter(ctx)),
         "serverStatus" => Ok(handshake::server_status(ctx)),
         "insert" => crud::insert(ctx),
