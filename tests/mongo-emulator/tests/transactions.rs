@@ -60,8 +60,17 @@ async fn ids_in(coll: &mongodb::Collection<Document>, s: &mut ClientSession) -> 
 }
 
 /// Insert `{_id: id}` in the session's transaction.
+async fn try_insert_in(
+    coll: &mongodb::Collection<Document>,
+    s: &mut ClientSession,
+    id: i32,
+) -> mongodb::error::Result<mongodb::results::InsertOneResult> {
+    coll.insert_one(doc! {"_id": id}).session(s).await
+}
+
+/// Insert `{_id: id}` in the session's transaction, which succeeds.
 async fn insert_in(coll: &mongodb::Collection<Document>, s: &mut ClientSession, id: i32) {
-    coll.insert_one(doc! {"_id": id}).session(s).await.unwrap();
+    try_insert_in(coll, s, id).await.unwrap();
 }
 
 #[tokio::test]
@@ -411,11 +420,7 @@ async fn commit_again_after_success_is_ok_and_errors_are_documented_ones() {
 
     // A duplicate key inside a transaction is a write error and aborts it.
     s.start_transaction().await.unwrap();
-    let err = coll
-        .insert_one(doc! {"_id": 1})
-        .session(&mut s)
-        .await
-        .unwrap_err();
+    let err = try_insert_in(&coll, &mut s, 1).await.unwrap_err();
     assert_eq!(common::code(&err), 11000, "{err:?}");
     assert!(!err.contains_label(TRANSIENT_TRANSACTION_ERROR));
     let err = s.commit_transaction().await.unwrap_err();
@@ -484,5 +489,37 @@ async fn oplog_shows_a_committed_transaction_as_one_apply_ops_entry() {
         .map(|o| o.as_document().unwrap().get_str("op").unwrap())
         .collect();
     assert_eq!(kinds, vec!["i", "d"]);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_errors_get_the_labels_mongodb_gives_inside_transactions() {
+    let (emu, client, coll) = common::setup().await;
+    let admin = client.database("admin");
+    let fail = |data: Document| doc! {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": data};
+    let mut s = client.start_session().await.unwrap();
+
+    // A retryable code on a write inside a transaction: transient, not a retryable write.
+    admin
+        .run_command(fail(doc! {"failCommands": ["insert"], "errorCode": 10107}))
+        .await
+        .unwrap();
+    s.start_transaction().await.unwrap();
+    let err = try_insert_in(&coll, &mut s, 1).await.unwrap_err();
+    assert_transient(&err, 10107);
+    assert!(!err.contains_label("RetryableWriteError"), "{err:?}");
+    let _ = s.abort_transaction().await;
+
+    // A write concern error on commit is a retryable one: the driver retries the commit,
+    // which succeeds again.
+    admin
+        .run_command(fail(doc! {"failCommands": ["commitTransaction"],
+        "writeConcernError": {"code": 91, "errmsg": "Replication is being shut down"}}))
+        .await
+        .unwrap();
+    s.start_transaction().await.unwrap();
+    insert_in(&coll, &mut s, 2).await;
+    s.commit_transaction().await.unwrap();
+    assert_eq!(ids(&coll).await, vec![Bson::Int32(2)]);
     emu.shutdown().await;
 }

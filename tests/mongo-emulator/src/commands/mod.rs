@@ -169,6 +169,7 @@ pub async fn run(
     let let_error = letvars::apply(&name, body).err();
     collation::apply(&name, body);
     let moved = Mutex::new(move_write_array(body, &name));
+    let in_txn = body.contains_key("autocommit");
     let ctx = Ctx {
         shared,
         db,
@@ -181,19 +182,19 @@ pub async fn run(
         Action::Proceed
     } else {
         let app = lock(&shared.app_names).get(&connection_id).cloned();
-        shared.fail_points.check(&name, app.as_deref())
+        shared.fail_points.check(&name, app.as_deref(), in_txn)
     };
     if let Action::Block(d, then) = action {
         tokio::time::sleep(d).await;
         action = *then;
     }
-    let result = match (action, shared.faults.take_failure(&name)) {
+    let result = match (action, shared.faults.take_failure(&name, in_txn)) {
         (Action::Close, _) => return Reply::Close,
         (_, None) if let_error.is_some() => Err(let_error.unwrap_or_else(|| unreachable!())),
         (Action::Fail(err), _) | (_, Some(err)) => Err(err),
         (Action::WriteConcernError(wce), None) => run_checked(&ctx, &name)
             .await
-            .map(|r| with_write_concern_error(r, wce, &name)),
+            .map(|r| with_write_concern_error(r, wce, &name, in_txn)),
         (_, None) => run_checked(&ctx, &name).await,
     };
     let mut reply = match result {
@@ -228,13 +229,16 @@ pub async fn run(
 }
 
 /// A command's success with a fail point's `writeConcernError`; the server labels it
-/// `RetryableWriteError` on writes as it would a real one.
-fn with_write_concern_error(reply: Reply, wce: Document, command: &str) -> Reply {
+/// `RetryableWriteError` on retryable writes (outside a transaction) and on
+/// `commitTransaction`/`abortTransaction`, as it would a real one.
+fn with_write_concern_error(reply: Reply, wce: Document, command: &str, in_txn: bool) -> Reply {
     let Reply::Doc(mut d) = reply else {
         return reply;
     };
     let code = wce.get_i32("code").unwrap_or(0);
-    if WRITE_COMMANDS.contains(&command) && crate::error::RETRYABLE_WRITE_CODES.contains(&code) {
+    let retryable = matches!(command, "commitTransaction" | "abortTransaction")
+        || (WRITE_COMMANDS.contains(&command) && !in_txn);
+    if retryable && crate::error::RETRYABLE_WRITE_CODES.contains(&code) {
         d.insert(
             "errorLabels",
             vec![Bson::String("RetryableWriteError".into())],
