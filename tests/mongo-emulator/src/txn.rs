@@ -51,6 +51,8 @@ pub const ALLOWED: &[&str] = &[
     "aggregate",
     "distinct",
     "killCursors",
+    "create",
+    "createIndexes",
     "commitTransaction",
     "abortTransaction",
 ];
@@ -145,7 +147,8 @@ pub struct Work {
     start: Timestamp,
     /// Final state of each document it wrote (`None`: deleted).
     delta: BTreeMap<NsKey, Option<Document>>,
-    /// Collections it created (implicitly, by a write), without documents.
+    /// Collections it created (`create`, `createIndexes` or implicitly by a write),
+    /// without documents.
     created: BTreeMap<(String, String), Collection>,
     /// UUID of each collection it touched when it first did (`None`: did not exist).
     uuids: HashMap<(String, String), Option<bson::Binary>>,
@@ -644,13 +647,9 @@ impl Drop for Overlay<'_> {
             let Some(coll) = &ev.coll else { continue };
             let ns = (ev.db.clone(), coll.clone());
             if matches!(ev.kind, EventKind::Create) {
-                if let Some(c) = self.inner.store.coll(&ns.0, &ns.1) {
-                    let mut empty = c.clone();
-                    empty.docs.clear();
-                    self.work.created.insert(ns.clone(), empty);
-                    self.work.uuids.entry(ns.clone()).or_insert(None);
-                    self.shown.push(ns);
-                }
+                // Its metadata is kept when it is taken away below.
+                self.work.uuids.entry(ns.clone()).or_insert(None);
+                self.shown.push(ns);
                 continue;
             }
             let Some(id) = &ev.id else { continue };
@@ -678,8 +677,13 @@ impl Drop for Overlay<'_> {
                 };
             }
         }
+        // The transaction's collections, with what the command changed of them
+        // (indexes), are kept without their documents (those are in `delta`).
         for (db, coll) in std::mem::take(&mut self.shown) {
-            self.inner.store.remove_coll(&db, &coll);
+            if let Some(mut c) = self.inner.store.remove_coll(&db, &coll) {
+                c.docs.clear();
+                self.work.created.insert((db, coll), c);
+            }
         }
     }
 }

@@ -269,6 +269,63 @@ async fn a_collection_created_in_a_transaction_exists_only_once_committed() {
 }
 
 #[tokio::test]
+async fn create_and_create_indexes_inside_a_transaction() {
+    let (emu, client, coll) = common::setup().await;
+    coll.insert_one(doc! {"_id": 0}).await.unwrap();
+    let db = client.database("d");
+    let mut s = client.start_session().await.unwrap();
+    s.start_transaction().await.unwrap();
+    db.run_command(doc! {"create": "made"})
+        .session(&mut s)
+        .await
+        .unwrap();
+    let made = db.collection::<Document>("made");
+    made.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! {"u": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .build(),
+            )
+            .build(),
+    )
+    .session(&mut s)
+    .await
+    .unwrap();
+    made.insert_one(doc! {"_id": 1, "u": 1})
+        .session(&mut s)
+        .await
+        .unwrap();
+    assert!(!db
+        .list_collection_names()
+        .await
+        .unwrap()
+        .contains(&"made".to_string()));
+    s.commit_transaction().await.unwrap();
+    let names: Vec<String> = made
+        .list_indexes()
+        .await
+        .unwrap()
+        .map(|i| i.unwrap().keys.keys().next().unwrap().to_string())
+        .collect()
+        .await;
+    assert_eq!(names, vec!["_id", "u"]);
+    let err = made.insert_one(doc! {"_id": 2, "u": 1}).await.unwrap_err();
+    assert_eq!(common::code(&err), 11000);
+
+    // createIndexes on an existing collection inside a transaction: 263.
+    s.start_transaction().await.unwrap();
+    let err = coll
+        .create_index(mongodb::IndexModel::builder().keys(doc! {"x": 1}).build())
+        .session(&mut s)
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&err), 263, "{err:?}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn write_conflicts_fail_with_112_and_the_transient_label() {
     let (emu, client, coll) = common::setup().await;
     coll.insert_many([doc! {"_id": 1, "v": 0}, doc! {"_id": 2, "v": 0}])
@@ -399,7 +456,7 @@ async fn commit_again_after_success_is_ok_and_errors_are_documented_ones() {
     s.start_transaction().await.unwrap();
     insert_in(&coll, &mut s, 2).await;
     let err = db
-        .run_command(doc! {"create": "other"})
+        .run_command(doc! {"count": "c"})
         .session(&mut s)
         .await
         .unwrap_err();

@@ -330,6 +330,21 @@ async fn run_in_txn(ctx: &Ctx<'_>, name: &str, f: &TxnFields) -> CmdResult<Reply
     // Every command allowed here reads or writes the one collection it names (the
     // pipeline stages that read others are not supported), or none (getMore).
     let coll = ctx.body.values().next().and_then(Bson::as_str);
+    if name == "createIndexes" {
+        // Only on a collection the transaction creates (MongoDB 4.4+).
+        let exists = coll.is_some_and(|c| shared.inner().store.coll(&ctx.db, c).is_some());
+        if exists {
+            lock(&shared.txns).abort_command(f);
+            return Err(CommandError::new(
+                263,
+                format!(
+                    "Cannot create new indexes on existing collection {}.{} in a multi-document transaction.",
+                    ctx.db,
+                    coll.unwrap_or_default()
+                ),
+            ));
+        }
+    }
     let handle = lock(&shared.txns).begin_or_continue(
         shared,
         f,
