@@ -3,7 +3,7 @@
 //! across an await), open cursors, the retryable-write cache, faults and counters.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ pub struct Inner {
     /// While a transaction's command runs (see `txn::Overlay`): the events it records,
     /// kept out of the history, and no document versions are bumped.
     pub capture: Option<Vec<Event>>,
+    /// Whether `versions` are kept: only while a transaction is open (a write before
+    /// every open transaction started cannot conflict with one).
+    pub track_versions: Arc<AtomicBool>,
 }
 
 impl Inner {
@@ -47,6 +50,7 @@ impl Inner {
             oplog: Oplog::new(history_limit),
             versions: HashMap::new(),
             capture: None,
+            track_versions: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -68,7 +72,7 @@ impl Inner {
 
     /// Records that the document `id` of `db.coll` was written at `ts`.
     pub fn set_version(&mut self, db: &str, coll: &str, id: Key, ts: Timestamp) {
-        if self.capture.is_some() {
+        if self.capture.is_some() || !self.track_versions.load(Ordering::Relaxed) {
             return;
         }
         self.versions

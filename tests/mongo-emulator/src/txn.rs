@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bson::{doc, Bson, DateTime, Document, Timestamp};
@@ -135,6 +136,8 @@ pub struct Txn {
     checked: usize,
     /// Documents this transaction claimed by writing them.
     claims: HashSet<(String, String, DocKey)>,
+    /// The server's switch for keeping document versions.
+    tracking: Arc<AtomicBool>,
 }
 
 /// A document of a collection: (db, coll, `_id`).
@@ -196,6 +199,8 @@ pub struct Transactions {
     claims: HashMap<(String, String, DocKey), u64>,
     /// Next transaction id.
     next_id: u64,
+    /// How many transactions are open.
+    open: usize,
 }
 
 /// What a command inside a transaction runs against.
@@ -277,14 +282,28 @@ impl Transactions {
                 );
             }
             self.next_id += 1;
+            let (start, tracking) = {
+                let mut inner = shared.inner();
+                // Versions are kept from now on (and those from before the last open
+                // transaction ended are of no use).
+                if self.open == 0 {
+                    inner.versions.clear();
+                }
+                inner
+                    .track_versions
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                (inner.oplog.last_write(), inner.track_versions.clone())
+            };
+            self.open += 1;
             let txn = Txn {
                 id: self.next_id,
                 ident: Arc::new(TxnId {
                     lsid,
                     txn_number: f.number,
                 }),
+                tracking,
                 work: Arc::new(Mutex::new(Work {
-                    start: shared.inner().oplog.last_write(),
+                    start,
                     delta: BTreeMap::new(),
                     created: BTreeMap::new(),
                     uuids: HashMap::new(),
@@ -481,6 +500,11 @@ impl Transactions {
 
     /// Drop the claims of `txn`.
     fn release(&mut self, txn: &Txn) {
+        self.open = self.open.saturating_sub(1);
+        if self.open == 0 {
+            txn.tracking
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         for c in &txn.claims {
             if self.claims.get(c) == Some(&txn.id) {
                 self.claims.remove(c);
