@@ -245,9 +245,10 @@ fn too_old(number: i64, current: i64) -> CommandError {
 }
 
 impl Transactions {
-    /// Start (with `startTransaction`) or continue the transaction `f` names, with the
-    /// collection `ns` (db, name) the command reads or writes copied in; the handle its
-    /// command runs against.
+    /// Start (with `startTransaction`) or continue the transaction `f` names, noting the
+    /// UUID of the collection `ns` (db, name) the command reads or writes the first time
+    /// (the commit checks it is still the same collection); the handle its command runs
+    /// against.
     pub fn begin_or_continue(
         &mut self,
         shared: &Shared,

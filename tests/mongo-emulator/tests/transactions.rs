@@ -437,6 +437,20 @@ async fn a_stream_resumed_inside_a_transaction_continues_with_its_next_event() {
         .await
         .unwrap();
     assert_eq!(next(&mut at).await.document_key, Some(doc! {"_id": 1}));
+
+    // Batches of one event stop inside the transaction: each batch's resume token is
+    // its event's, and the next batch continues with the next event.
+    let mut small = coll
+        .watch()
+        .start_at_operation_time(second.cluster_time.unwrap())
+        .batch_size(1)
+        .await
+        .unwrap();
+    for i in 1..=4 {
+        let e = next(&mut small).await;
+        assert_eq!(e.document_key, Some(doc! {"_id": i}));
+        assert_eq!(small.resume_token(), Some(e.id.clone()));
+    }
     emu.shutdown().await;
 }
 
