@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, DateTime, Document, Timestamp};
 
@@ -138,7 +139,12 @@ pub struct Txn {
     claims: HashSet<(String, String, DocKey)>,
     /// The server's switch for keeping document versions.
     tracking: Arc<AtomicBool>,
+    /// When it started (for `transactionLifetimeLimitSeconds`).
+    opened: Instant,
 }
+
+/// `transactionLifetimeLimitSeconds` (MongoDB's default).
+const LIFETIME_LIMIT: Duration = Duration::from_secs(60);
 
 /// A document of a collection: (db, coll, `_id`).
 type NsKey = (String, String, Key);
@@ -256,6 +262,7 @@ impl Transactions {
         ns: Option<(&str, &str)>,
         read_concern: bool,
     ) -> CmdResult<Handle> {
+        self.expire();
         let session = self.sessions.entry(f.key.clone()).or_insert(Session {
             number: -1,
             state: State::None,
@@ -303,6 +310,7 @@ impl Transactions {
                     txn_number: f.number,
                 }),
                 tracking,
+                opened: Instant::now(),
                 work: Arc::new(Mutex::new(Work {
                     start,
                     delta: BTreeMap::new(),
@@ -414,6 +422,7 @@ impl Transactions {
 
     /// `commitTransaction`.
     pub fn commit(&mut self, shared: &Shared, f: &TxnFields) -> CmdResult<()> {
+        self.expire();
         let session = self.current(f)?;
         let txn = match std::mem::replace(&mut session.state, State::Aborted) {
             State::Committed => {
@@ -476,6 +485,27 @@ impl Transactions {
     /// A command of transaction `f` was refused: the transaction (if open) is aborted.
     pub fn abort_command(&mut self, f: &TxnFields) {
         self.abort_open(f);
+    }
+
+    /// Abort the transactions open for longer than `transactionLifetimeLimitSeconds`
+    /// (MongoDB's default, 60 s), as the server's periodic reaper does.
+    fn expire(&mut self) {
+        let expired: Vec<Vec<u8>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(&s.state, State::InProgress(t) if t.opened.elapsed() > LIFETIME_LIMIT)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            if let State::InProgress(t) = std::mem::replace(&mut session.state, State::Aborted) {
+                self.release(&t);
+            }
+        }
     }
 
     /// `killAllSessions`: every open transaction is aborted.
