@@ -1,6 +1,6 @@
 //! Command dispatch: picks the handler by command name, applies injected faults, runs
-//! the commands of a multi-document transaction against its private catalog (see
-//! `txn.rs`), answers retried writes from the cache, and adds
+//! the commands of a multi-document transaction on the catalog as the transaction sees
+//! it (see `txn.rs`), answers retried writes from the cache, and adds
 //! `operationTime`/`$clusterTime` to every reply.
 
 mod admin;
@@ -280,8 +280,8 @@ async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
 }
 
 /// A command of the multi-document transaction `f`: `commitTransaction` and
-/// `abortTransaction` (on `admin`), or a command allowed in a transaction, run against
-/// the transaction's catalog; a failed one aborts the transaction.
+/// `abortTransaction` (on `admin`), or a command allowed in a transaction, run on the
+/// catalog as the transaction sees it; a failed one aborts the transaction.
 async fn run_in_txn(ctx: &Ctx<'_>, name: &str, f: &TxnFields) -> CmdResult<Reply> {
     let shared = ctx.shared;
     if matches!(name, "commitTransaction" | "abortTransaction") {
