@@ -63,10 +63,17 @@ impl CommandError {
     pub fn failed_to_parse(message: impl Into<String>) -> Self {
         Self::new(9, message)
     }
-    /// Add the labels MongoDB attaches to `code` for the command `command`.
-    pub fn with_server_labels(mut self, command: &str) -> Self {
+    /// Add the labels MongoDB attaches to `code` for the command `command`, run inside
+    /// a multi-document transaction when `in_txn` (server `error_labels.cpp`: in a
+    /// transaction `TransientTransactionError` replaces `RetryableWriteError`, except
+    /// that `commitTransaction`/`abortTransaction` are retryable).
+    pub fn with_server_labels(mut self, command: &str, in_txn: bool) -> Self {
+        let ends_txn = matches!(command, "commitTransaction" | "abortTransaction");
+        if in_txn && is_transient(self.code, ends_txn, false) {
+            self.add_label(crate::txn::TRANSIENT);
+        }
         let is_write = matches!(command, "insert" | "update" | "delete" | "findAndModify");
-        if is_write && RETRYABLE_WRITE_CODES.contains(&self.code) {
+        if (ends_txn || (is_write && !in_txn)) && RETRYABLE_WRITE_CODES.contains(&self.code) {
             self.add_label("RetryableWriteError");
         }
         if matches!(command, "getMore" | "aggregate") && RESUMABLE_CODES.contains(&self.code) {
@@ -123,6 +130,22 @@ impl From<QueryError> for CommandError {
     }
 }
 
+/// Whether `code` gets `TransientTransactionError` on a command of a transaction
+/// (`ends_txn`: `commitTransaction`/`abortTransaction`; `wce`: the reply has a write
+/// concern error).
+pub fn is_transient(code: i32, ends_txn: bool, wce: bool) -> bool {
+    // WriteConflict, LockTimeout, PreparedTransactionInProgress and the snapshot errors
+    // (SnapshotTooOld, SnapshotUnavailable, StaleChunkHistory).
+    if matches!(code, 112 | 24 | 267 | 239 | 246 | 283) {
+        return true;
+    }
+    if ends_txn {
+        code == 251 && !wce
+    } else {
+        code == 251 || RETRYABLE_WRITE_CODES.contains(&code)
+    }
+}
+
 /// Codes that get `RetryableWriteError` on write commands (MongoDB 4.4+).
 pub const RETRYABLE_WRITE_CODES: &[i32] = &[
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
@@ -145,6 +168,7 @@ pub fn code_name(code: i32) -> &'static str {
         13 => "Unauthorized",
         14 => "TypeMismatch",
         20 => "IllegalOperation",
+        24 => "LockTimeout",
         26 => "NamespaceNotFound",
         27 => "IndexNotFound",
         40 => "ConflictingUpdateOperators",
@@ -163,11 +187,20 @@ pub fn code_name(code: i32) -> &'static str {
         86 => "IndexKeySpecsConflict",
         89 => "NetworkTimeout",
         91 => "ShutdownInProgress",
+        112 => "WriteConflict",
+        117 => "ConflictingOperationInProgress",
         133 => "FailedToSatisfyReadPreference",
         150 => "StaleEpoch",
         189 => "PrimarySteppedDown",
+        225 => "TransactionTooOld",
         234 => "RetryChangeStream",
+        239 => "SnapshotTooOld",
+        246 => "SnapshotUnavailable",
         251 => "NoSuchTransaction",
+        256 => "TransactionCommitted",
+        263 => "OperationNotSupportedInTransaction",
+        267 => "PreparedTransactionInProgress",
+        283 => "StaleChunkHistory",
         260 => "InvalidResumeToken",
         262 => "ExceededTimeLimit",
         280 => "ChangeStreamFatalError",
@@ -192,6 +225,7 @@ pub fn code_name(code: i32) -> &'static str {
         40415 => "Location40415",
         40674 => "Location40674",
         40573 => "Location40573",
+        50768 => "Location50768",
         _ => "UnknownError",
     }
 }

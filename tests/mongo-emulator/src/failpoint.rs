@@ -158,7 +158,7 @@ impl FailPoints {
 
     /// What the active fail points do to `command` on a connection of `app`
     /// (consuming one firing).
-    pub fn check(&self, command: &str, app: Option<&str>) -> Action {
+    pub fn check(&self, command: &str, app: Option<&str>, in_txn: bool) -> Action {
         let mut points = lock(&self.points);
         let mut fired = None;
         let mut exhausted = None;
@@ -202,7 +202,7 @@ impl FailPoints {
             match &p.error_labels {
                 Some(labels) => err.labels = labels.clone(),
                 None if command == "getMore" && !p.after_checkout => {}
-                None => err = err.with_server_labels(command),
+                None => err = err.with_server_labels(command, in_txn),
             }
             Action::Fail(err)
         } else if let Some(wce) = p.write_concern_error {
@@ -249,15 +249,15 @@ mod tests {
             "data": {"failCommands": ["insert"], "errorCode": 91}},
         )
         .unwrap();
-        assert_eq!(fp.check("find", None), Action::Proceed);
+        assert_eq!(fp.check("find", None, false), Action::Proceed);
         for _ in 0..2 {
-            let Action::Fail(e) = fp.check("insert", None) else {
+            let Action::Fail(e) = fp.check("insert", None, false) else {
                 panic!("fires")
             };
             assert_eq!(e.code, 91);
             assert_eq!(e.labels, ["RetryableWriteError"]);
         }
-        assert_eq!(fp.check("insert", None), Action::Proceed);
+        assert_eq!(fp.check("insert", None, false), Action::Proceed);
     }
 
     #[test]
@@ -268,8 +268,8 @@ mod tests {
             "data": {"failCommands": ["getMore"], "errorCode": 280, "errorLabels": []}},
         )
         .unwrap();
-        assert_eq!(fp.check("getMore", None), Action::Proceed);
-        let Action::Fail(e) = fp.check("getMore", None) else {
+        assert_eq!(fp.check("getMore", None, false), Action::Proceed);
+        let Action::Fail(e) = fp.check("getMore", None, false) else {
             panic!("fires")
         };
         assert!(e.labels.is_empty(), "given labels replace the server's");
@@ -278,10 +278,10 @@ mod tests {
             "data": {"failCommands": ["ping"], "closeConnection": true, "appName": "a"}},
         )
         .unwrap();
-        assert_eq!(fp.check("ping", Some("b")), Action::Proceed);
-        assert_eq!(fp.check("ping", Some("a")), Action::Close);
+        assert_eq!(fp.check("ping", Some("b"), false), Action::Proceed);
+        assert_eq!(fp.check("ping", Some("a"), false), Action::Close);
         fp.configure(&doc! {"configureFailPoint": "failCommand", "mode": "off"})
             .unwrap();
-        assert_eq!(fp.check("ping", Some("a")), Action::Proceed);
+        assert_eq!(fp.check("ping", Some("a"), false), Action::Proceed);
     }
 }

@@ -50,7 +50,7 @@ impl Faults {
         }
     }
     /// The injected failure for this command, consuming one.
-    pub fn take_failure(&self, command: &str) -> Option<CommandError> {
+    pub fn take_failure(&self, command: &str, in_txn: bool) -> Option<CommandError> {
         let mut f = lock(&self.fail);
         let entry = f.get_mut(command)?;
         let code = entry.0;
@@ -60,7 +60,7 @@ impl Faults {
         }
         Some(
             CommandError::new(code, format!("Failing command {command} via emulatorFault"))
-                .with_server_labels(command),
+                .with_server_labels(command, in_txn),
         )
     }
     /// Set the reply delay.

@@ -13,6 +13,7 @@ mod server;
 mod state;
 mod store;
 mod token;
+mod txn;
 mod wire;
 
 use std::collections::BTreeMap;

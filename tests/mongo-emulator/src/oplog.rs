@@ -74,6 +74,62 @@ pub struct Event {
     pub images: bool,
     /// `operationDescription` of a DDL event (expanded events).
     pub description: Option<Document>,
+    /// Position within its multi-document transaction (`txnOpIndex`); 0 outside one.
+    pub op_index: u32,
+    /// The transaction that wrote it (`lsid`, `txnNumber`); `None` outside one.
+    pub txn: Option<Arc<TxnId>>,
+}
+
+/// Identifies a multi-document transaction in its change events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnId {
+    /// The session id as change events show it (`{id, uid}`).
+    pub lsid: Document,
+    /// The transaction number.
+    pub txn_number: i64,
+}
+
+impl Event {
+    /// The event's position in the history.
+    pub fn pos(&self) -> Pos {
+        Pos {
+            ts: self.ts,
+            op: self.op_index,
+        }
+    }
+}
+
+/// A position in the history: a cluster time and, since the events of one transaction
+/// share their commit's cluster time, the index within it. `op: u32::MAX` is the end
+/// of everything at `ts` (a high-water mark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    /// Cluster time.
+    pub ts: Timestamp,
+    /// Index within the transaction (`txnOpIndex`), or `u32::MAX` for "all of `ts`".
+    pub op: u32,
+}
+
+impl Pos {
+    /// After every event at `ts`.
+    pub fn end_of(ts: Timestamp) -> Pos {
+        Pos { ts, op: u32::MAX }
+    }
+    /// Sort key.
+    pub fn key(self) -> (u32, u32, u32) {
+        (self.ts.time, self.ts.increment, self.op)
+    }
+    /// The position just before this one.
+    pub fn before(self) -> Pos {
+        if self.op > 0 {
+            Pos {
+                ts: self.ts,
+                op: self.op - 1,
+            }
+        } else {
+            Pos::end_of(ts_before(self.ts))
+        }
+    }
 }
 
 /// Order of cluster times.
@@ -107,10 +163,10 @@ pub struct Oplog {
     limit: usize,
     /// Last cluster time handed out.
     last: Timestamp,
-    /// Resume points at or before this are lost (token's own time must be newer).
-    lost_through: Option<Timestamp>,
+    /// Resume points at or before this are lost (a token's own position must be newer).
+    lost_through: Option<Pos>,
     /// Newest event dropped from history; a live stream behind it has lost events.
-    last_dropped_event: Option<Timestamp>,
+    last_dropped_event: Option<Pos>,
 }
 
 fn unix_secs() -> u32 {
@@ -133,7 +189,7 @@ impl Oplog {
             last: start,
             // Nothing before this server started is known: tokens from an earlier
             // server (or times before the start) cannot be resumed, as with a new oplog.
-            lost_through: Some(start),
+            lost_through: Some(Pos::end_of(start)),
             last_dropped_event: None,
         };
         // Positions handed out from now on are strictly after `start`.
@@ -176,13 +232,14 @@ impl Oplog {
         }
     }
 
-    /// Record an event (its `ts` must come from [`Oplog::tick`]).
+    /// Record an event (its `ts` must come from [`Oplog::tick`]; the events of one
+    /// transaction share it and number themselves with `op_index`).
     pub fn push(&mut self, ev: Event) {
         self.events.push_back(Arc::new(ev));
         while self.events.len() > self.limit {
             if let Some(old) = self.events.pop_front() {
-                self.lost_through = Some(old.ts);
-                self.last_dropped_event = Some(old.ts);
+                self.lost_through = Some(old.pos());
+                self.last_dropped_event = Some(old.pos());
             }
         }
     }
@@ -190,41 +247,50 @@ impl Oplog {
     /// Forget everything before now: resuming from any earlier point → 286.
     pub fn forget(&mut self) {
         if let Some(last) = self.events.back() {
-            self.last_dropped_event = Some(last.ts);
+            self.last_dropped_event = Some(last.pos());
         }
         self.events.clear();
-        self.lost_through = Some(self.now());
+        self.lost_through = Some(Pos::end_of(self.now()));
         // A fresh no-op tick so positions taken after this are newer than the loss.
         self.tick();
     }
 
     /// The retained history as `local.oplog.rs` shows it, oldest first (natural
-    /// order): one entry per retained event (`ts`, `t`, `op`, `ns`, `wall`, `o2._id`);
-    /// with nothing retained, one no-op at the current time, since a replica set's
-    /// oplog is never empty. What `db.getReplicationInfo()` reads: the first entry's
-    /// `ts` is the oldest point a change stream can still resume from.
+    /// order): one entry per retained event (`ts`, `t`, `op`, `ns`, `wall`, `o2._id`),
+    /// except that the events of one transaction make one `applyOps` command entry
+    /// (with `lsid`, `txnNumber` and the operations in `o.applyOps`), as MongoDB logs a
+    /// committed transaction; with nothing retained, one no-op at the current time,
+    /// since a replica set's oplog is never empty. What `db.getReplicationInfo()`
+    /// reads: the first entry's `ts` is the oldest point a change stream can resume from.
     pub fn entries(&self) -> Vec<bson::Document> {
-        let mut out: Vec<bson::Document> = self
-            .events
-            .iter()
-            .map(|e| {
-                let op = match &e.kind {
-                    EventKind::Insert => "i",
-                    EventKind::Update(_) | EventKind::Replace => "u",
-                    EventKind::Delete => "d",
-                    _ => "c",
-                };
-                let ns = match &e.coll {
-                    Some(c) => format!("{}.{c}", e.db),
-                    None => format!("{}.$cmd", e.db),
-                };
-                let mut d = bson::doc! {"ts": e.ts, "t": 1_i64, "op": op, "ns": ns, "wall": e.wall};
-                if let Some(id) = &e.id {
-                    d.insert("o2", bson::doc! {"_id": id.clone()});
+        let mut out: Vec<bson::Document> = Vec::new();
+        // The cluster time of the transaction whose applyOps entry is `out`'s last.
+        let mut open_txn: Option<Timestamp> = None;
+        for e in &self.events {
+            let mut d = entry(e);
+            let Some(txn) = &e.txn else {
+                open_txn = None;
+                out.push(d);
+                continue;
+            };
+            strip_entry(&mut d);
+            let last_ops = out
+                .last_mut()
+                .filter(|_| open_txn == Some(e.ts))
+                .and_then(|h| h.get_document_mut("o").ok())
+                .and_then(|o| o.get_array_mut("applyOps").ok());
+            match last_ops {
+                Some(ops) => ops.push(Bson::Document(d)),
+                None => {
+                    out.push(bson::doc! {
+                        "ts": e.ts, "t": 1_i64, "op": "c", "ns": "admin.$cmd", "wall": e.wall,
+                        "lsid": txn.lsid.clone(), "txnNumber": txn.txn_number,
+                        "o": {"applyOps": [d]},
+                    });
+                    open_txn = Some(e.ts);
                 }
-                d
-            })
-            .collect();
+            }
+        }
         if out.is_empty() {
             out.push(bson::doc! {
                 "ts": self.now(), "t": 1_i64, "op": "n", "ns": "",
@@ -234,27 +300,54 @@ impl Oplog {
         out
     }
 
-    /// Whether resuming at a point `after` (exclusive; a token's time) is impossible.
-    pub fn resume_lost(&self, after: Timestamp) -> bool {
-        matches!(self.lost_through, Some(l) if ts_key(after) <= ts_key(l))
+    /// Whether resuming at a point `after` (exclusive; a token's position) is
+    /// impossible.
+    pub fn resume_lost(&self, after: Pos) -> bool {
+        matches!(self.lost_through, Some(l) if after.key() <= l.key())
     }
 
     /// Whether a live stream positioned at `after` missed trimmed events.
-    pub fn stream_lost(&self, after: Timestamp) -> bool {
-        matches!(self.last_dropped_event, Some(l) if ts_key(l) > ts_key(after))
+    pub fn stream_lost(&self, after: Pos) -> bool {
+        matches!(self.last_dropped_event, Some(l) if l.key() > after.key())
     }
 
-    /// Events with cluster time strictly after `after`, oldest first.
-    pub fn events_after(&self, after: Timestamp) -> impl Iterator<Item = &Arc<Event>> {
+    /// Events strictly after `after`, oldest first.
+    pub fn events_after(&self, after: Pos) -> impl Iterator<Item = &Arc<Event>> {
         let start = self
             .events
-            .partition_point(|e| ts_key(e.ts) <= ts_key(after));
+            .partition_point(|e| e.pos().key() <= after.key());
         self.events.range(start..)
     }
 
-    /// The event at exactly `ts`, if retained.
-    pub fn event_at(&self, ts: Timestamp) -> Option<&Arc<Event>> {
-        let i = self.events.partition_point(|e| ts_key(e.ts) < ts_key(ts));
-        self.events.get(i).filter(|e| e.ts == ts)
+    /// The event at exactly `at`, if retained.
+    pub fn event_at(&self, at: Pos) -> Option<&Arc<Event>> {
+        let i = self.events.partition_point(|e| e.pos().key() < at.key());
+        self.events.get(i).filter(|e| e.pos() == at)
+    }
+}
+
+/// The `local.oplog.rs` entry of one event.
+fn entry(e: &Event) -> Document {
+    let op = match &e.kind {
+        EventKind::Insert => "i",
+        EventKind::Update(_) | EventKind::Replace => "u",
+        EventKind::Delete => "d",
+        _ => "c",
+    };
+    let ns = match &e.coll {
+        Some(c) => format!("{}.{c}", e.db),
+        None => format!("{}.$cmd", e.db),
+    };
+    let mut d = bson::doc! {"ts": e.ts, "t": 1_i64, "op": op, "ns": ns, "wall": e.wall};
+    if let Some(id) = &e.id {
+        d.insert("o2", bson::doc! {"_id": id.clone()});
+    }
+    d
+}
+
+/// An operation inside an `applyOps` entry carries no time of its own.
+fn strip_entry(d: &mut Document) {
+    for f in ["ts", "t", "wall"] {
+        d.remove(f);
     }
 }

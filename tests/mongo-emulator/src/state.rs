@@ -2,13 +2,13 @@
 //! short-lived std mutex (so every stream sees one write order and no lock is held
 //! across an await), open cursors, the retryable-write cache, faults and counters.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, Document, RawDocumentBuf};
+use bson::{Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 use tokio::sync::watch;
 
 use crate::changestream::ChangeStream;
@@ -31,6 +31,55 @@ pub struct Inner {
     pub store: Store,
     /// Clock and change history.
     pub oplog: Oplog,
+    /// When each document (by namespace and `_id`, deleted ones included) was last
+    /// written: what a transaction's write-conflict check compares with its snapshot.
+    pub versions: HashMap<(String, String), BTreeMap<Key, Timestamp>>,
+    /// While a transaction's command runs (see `txn::Overlay`): the events it records,
+    /// kept out of the history, and no document versions are bumped.
+    pub capture: Option<Vec<Event>>,
+    /// Whether `versions` are kept: only while a transaction is open (a write before
+    /// every open transaction started cannot conflict with one).
+    pub track_versions: Arc<AtomicBool>,
+}
+
+impl Inner {
+    /// An empty catalog keeping at most `history_limit` events.
+    pub fn new(history_limit: usize) -> Self {
+        Inner {
+            store: Store::default(),
+            oplog: Oplog::new(history_limit),
+            versions: HashMap::new(),
+            capture: None,
+            track_versions: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Record a change event: in the history, or captured for a transaction.
+    pub fn record(&mut self, ev: Event) {
+        match &mut self.capture {
+            Some(events) => events.push(ev),
+            None => self.oplog.push(ev),
+        }
+    }
+
+    /// When the document `id` of `db.coll` was last written, if ever.
+    pub fn version(&self, db: &str, coll: &str, id: &Key) -> Option<Timestamp> {
+        self.versions
+            .get(&(db.to_string(), coll.to_string()))?
+            .get(id)
+            .copied()
+    }
+
+    /// Records that the document `id` of `db.coll` was written at `ts`.
+    pub fn set_version(&mut self, db: &str, coll: &str, id: Key, ts: Timestamp) {
+        if self.capture.is_some() || !self.track_versions.load(Ordering::Relaxed) {
+            return;
+        }
+        self.versions
+            .entry((db.to_string(), coll.to_string()))
+            .or_default()
+            .insert(id, ts);
+    }
 }
 
 /// An open cursor.
@@ -118,6 +167,8 @@ pub struct Shared {
     pub app_names: Mutex<HashMap<i64, String>>,
     /// Retryable write replies.
     pub retry: Mutex<RetryCache>,
+    /// Sessions' multi-document transactions. Locked before `inner` when both are.
+    pub txns: Mutex<crate::txn::Transactions>,
 }
 
 /// Lock a std mutex, recovering from poisoning (state stays consistent: writers
@@ -138,10 +189,7 @@ impl Shared {
             replica_set,
             advertised,
             election_id: ObjectId::parse_str("7fffffff0000000000000001").expect("valid hex"),
-            inner: Mutex::new(Inner {
-                store: Store::default(),
-                oplog: Oplog::new(history_limit),
-            }),
+            inner: Mutex::new(Inner::new(history_limit)),
             changes: watch::channel(0).0,
             cursors: Mutex::new(HashMap::new()),
             next_cursor: AtomicI64::new((seed & 0x0000_7fff_ffff_0000).max(1 << 20)),
@@ -150,6 +198,7 @@ impl Shared {
             fail_points: FailPoints::default(),
             app_names: Mutex::new(HashMap::new()),
             retry: Mutex::new(RetryCache::default()),
+            txns: Mutex::new(crate::txn::Transactions::default()),
         }
     }
 
@@ -299,6 +348,8 @@ impl Inner {
             uuid: c.map(|c| c.uuid.clone()),
             images: c.is_some_and(|c| c.images_enabled()),
             description: None,
+            op_index: 0,
+            txn: None,
         }
     }
 
@@ -306,7 +357,7 @@ impl Inner {
     pub fn ddl_event(&mut self, db: &str, coll: &str, kind: EventKind, description: Document) {
         let mut ev = self.event(db, Some(coll), kind);
         ev.description = Some(description);
-        self.oplog.push(ev);
+        self.record(ev);
     }
 
     /// Creates `db.coll` with `options` if it does not exist, recording a `create`
@@ -343,11 +394,12 @@ impl Inner {
             c.check_unique(&format!("{db}.{coll}"), &doc, None)?;
         }
         let after = encoded(&doc);
-        c.docs.insert(key, doc);
+        c.docs.insert(key.clone(), doc);
         let mut ev = self.event(db, Some(coll), EventKind::Insert);
+        self.set_version(db, coll, key, ev.ts);
         ev.id = Some(id);
         ev.after = Some(after);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 
@@ -377,12 +429,13 @@ impl Inner {
             EventKind::Update(Box::new(crate::query::update_description(before, &new)))
         };
         let (before, after) = (encoded(before), encoded(&new));
-        c.docs.insert(key, new);
+        c.docs.insert(key.clone(), new);
         let mut ev = self.event(db, Some(coll), kind);
+        self.set_version(db, coll, key, ev.ts);
         ev.id = Some(id);
         ev.before = Some(before);
         ev.after = Some(after);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 
@@ -391,9 +444,10 @@ impl Inner {
         let c = self.store.coll_mut(db, coll)?;
         let before = c.docs.remove(&Key(id.clone()))?;
         let mut ev = self.event(db, Some(coll), EventKind::Delete);
+        self.set_version(db, coll, Key(id.clone()), ev.ts);
         ev.id = Some(id.clone());
         ev.before = Some(encoded(&before));
-        self.oplog.push(ev);
+        self.record(ev);
         Some(before)
     }
 
@@ -401,7 +455,7 @@ impl Inner {
     pub fn drop_collection(&mut self, db: &str, coll: &str) -> Option<usize> {
         let ev = self.event(db, Some(coll), EventKind::Drop);
         let c = self.store.remove_coll(db, coll)?;
-        self.oplog.push(ev);
+        self.record(ev);
         Some(c.indexes.len() + 1)
     }
 
@@ -420,7 +474,7 @@ impl Inner {
             self.drop_collection(db, &n);
         }
         let ev = self.event(db, None, EventKind::DropDatabase);
-        self.oplog.push(ev);
+        self.record(ev);
     }
 
     /// Rename a collection (rename event on the source namespace).
@@ -456,7 +510,7 @@ impl Inner {
             .entry(to.0.to_string())
             .or_default()
             .insert(to.1.to_string(), c);
-        self.oplog.push(ev);
+        self.record(ev);
         Ok(())
     }
 }

@@ -95,12 +95,23 @@ impl Collection {
 
     /// Refuse `doc` if it duplicates another document (not `own_id`) on a unique index.
     pub fn check_unique(&self, ns: &str, doc: &Document, own_id: Option<&Key>) -> CmdResult<()> {
+        self.check_unique_except(ns, doc, |k| Some(k) == own_id)
+    }
+
+    /// Refuse `doc` if it duplicates a document whose `_id` `skip` does not accept on a
+    /// unique index.
+    pub fn check_unique_except(
+        &self,
+        ns: &str,
+        doc: &Document,
+        skip: impl Fn(&Key) -> bool,
+    ) -> CmdResult<()> {
         for idx in self.indexes.iter().filter(|i| i.unique) {
             let Some(value) = idx.key_value(doc) else {
                 continue;
             };
             for (k, other) in &self.docs {
-                if Some(k) == own_id {
+                if skip(k) {
                     continue;
                 }
                 if let Some(v) = idx.key_value(other) {

@@ -9,19 +9,11 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, Timestamp};
 use futures::StreamExt;
 use mongodb::bson;
-use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::change_stream::event::{OperationType, ResumeToken};
 use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 use mongodb::{change_stream::ChangeStream, Collection};
 
-type Stream = ChangeStream<ChangeStreamEvent<Document>>;
-
-async fn next(stream: &mut Stream) -> ChangeStreamEvent<Document> {
-    tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("event within 5s")
-        .expect("stream open")
-        .expect("event ok")
-}
+use common::next_event as next;
 
 #[tokio::test]
 async fn insert_update_replace_delete_events_have_mongodb_shape() {

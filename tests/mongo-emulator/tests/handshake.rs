@@ -112,22 +112,6 @@ async fn unknown_command_is_59() {
     emu.shutdown().await;
 }
 
-#[tokio::test]
-async fn transactions_are_refused_with_20() {
-    let emu = common::start().await;
-    let client = common::client(&emu).await;
-    let coll = client.database("d").collection::<Document>("c");
-    let mut session = client.start_session().await.unwrap();
-    session.start_transaction().await.unwrap();
-    let err = coll
-        .insert_one(doc! {"a": 1})
-        .session(&mut session)
-        .await
-        .unwrap_err();
-    assert_eq!(common::code(&err), 20);
-    emu.shutdown().await;
-}
-
 fn op_query(request_id: i32, collection: &str, query: &Document) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&0i32.to_le_bytes());

@@ -3,11 +3,11 @@
 //! per batch besides the first, the rest kept for the next `getMore`, and the batch's
 //! postBatchResumeToken.
 
-use bson::{RawDocumentBuf, Timestamp};
+use bson::RawDocumentBuf;
 
 use super::{history_lost, invalidate_event, split, ChangeStream, StreamBatch};
 use crate::error::CmdResult;
-use crate::oplog::ts_key;
+use crate::oplog::Pos;
 use crate::state::Inner;
 use crate::token::{ResumeToken, TokenKind};
 
@@ -31,7 +31,7 @@ impl ChangeStream {
             self.closed = true;
             let wall = inner
                 .oplog
-                .event_at(ts)
+                .event_at(Pos { ts, op: 0 })
                 .map(|e| e.wall)
                 .unwrap_or_else(bson::DateTime::now);
             return Ok(StreamBatch {
@@ -66,13 +66,13 @@ impl ChangeStream {
                 more = true;
                 break;
             }
-            self.after = ev.ts;
+            self.after = ev.pos();
             if !self.sees(ev) {
                 continue;
             }
             let rendered = self.render(ev, &inner.store)?;
             let mut items = match self.apply_pipeline(rendered)? {
-                Some(out) => self.limit_size(out, ev.ts)?,
+                Some(out) => self.limit_size(out, ev.pos())?,
                 None => Vec::new(),
             };
             if self.invalidated_by(ev) {
@@ -105,15 +105,17 @@ impl ChangeStream {
     /// batch stopped early or ended on an event, else a high-water mark at the present.
     fn finish(&mut self, batch: Batch, inner: &Inner, more: bool) -> StreamBatch {
         if !more {
-            let now = inner.oplog.now();
-            if ts_key(now) > ts_key(self.after) {
+            let now = Pos::end_of(inner.oplog.now());
+            if now.key() > self.after.key() {
                 self.after = now;
             }
         }
         let pbrt = match batch.last {
-            Some(last) if !self.pending.is_empty() || self.closed || last.ts == self.after => last,
+            Some(last) if !self.pending.is_empty() || self.closed || last.pos() == self.after => {
+                last
+            }
             None if !self.pending.is_empty() => self.last_pbrt,
-            _ => ResumeToken::new(self.after, TokenKind::HighWater),
+            _ => ResumeToken::after(self.after),
         };
         self.last_pbrt = pbrt;
         StreamBatch {
@@ -124,14 +126,14 @@ impl ChangeStream {
 
     /// The 16 MiB rule for one event (after the user's stages): returned whole, split
     /// into fragments by `$changeStreamSplitLargeEvent`, or refused with 10334.
-    fn limit_size(&mut self, event: RawDocumentBuf, ts: Timestamp) -> CmdResult<Vec<Pending>> {
+    fn limit_size(&mut self, event: RawDocumentBuf, ts: Pos) -> CmdResult<Vec<Pending>> {
         let size = event.as_bytes().len();
         let resumed = match self.resume_fragment {
             Some((at, n)) if at == ts => {
                 self.resume_fragment = None;
                 Some(usize::from(n))
             }
-            Some((at, _)) if ts_key(at) < ts_key(ts) => {
+            Some((at, _)) if at.key() < ts.key() => {
                 self.resume_fragment = None;
                 None
             }
@@ -139,7 +141,7 @@ impl ChangeStream {
         };
         let whole = |doc| Pending {
             doc,
-            token: ResumeToken::new(ts, TokenKind::Event),
+            token: ResumeToken::event(ts),
             closes: false,
         };
         if !self.splits {

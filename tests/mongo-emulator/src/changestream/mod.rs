@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
-use crate::oplog::{ts_before, Event, EventKind};
+use crate::oplog::{ts_before, Event, EventKind, Pos};
 use crate::query;
 use crate::state::Inner;
 use crate::token::{ResumeToken, TokenKind};
@@ -73,8 +73,8 @@ pub struct ChangeStream {
     before_change: BeforeChange,
     /// The user's stages after `$changeStream`.
     pipeline: Vec<Document>,
-    /// History is consumed through this cluster time.
-    after: Timestamp,
+    /// History is consumed through this position.
+    after: Pos,
     /// Resumed right after an invalidating event: the next batch is the invalidate.
     pending_invalidate: Option<Timestamp>,
     /// An invalidate was returned; the cursor is finished.
@@ -84,9 +84,9 @@ pub struct ChangeStream {
     expanded: bool,
     /// The pipeline ends with `$changeStreamSplitLargeEvent`.
     splits: bool,
-    /// Resumed from fragment `n` (0-based) of the event at this time: its first `n + 1`
-    /// fragments are not returned again.
-    resume_fragment: Option<(Timestamp, u16)>,
+    /// Resumed from fragment `n` (0-based) of the event at this position: its first
+    /// `n + 1` fragments are not returned again.
+    resume_fragment: Option<(Pos, u16)>,
     /// Rendered items that did not fit in the last batch (fragments of a split event, or
     /// an event over the batch's byte budget), returned first by the next poll.
     pending: VecDeque<Pending>,
@@ -241,7 +241,7 @@ impl ChangeStream {
             full_document,
             before_change,
             pipeline: stages,
-            after: now,
+            after: Pos::end_of(now),
             pending_invalidate: None,
             closed: false,
             expanded,
@@ -261,11 +261,11 @@ impl ChangeStream {
                         "timestamp",
                     ));
                 };
-                if inner.oplog.resume_lost(*t) {
+                if inner.oplog.resume_lost(Pos { ts: *t, op: 0 }) {
                     return Err(history_lost());
                 }
-                stream.after = ts_before(*t);
-                stream.last_pbrt = ResumeToken::new(stream.after, TokenKind::HighWater);
+                stream.after = Pos::end_of(ts_before(*t));
+                stream.last_pbrt = ResumeToken::after(stream.after);
             }
             Some((option, v)) => {
                 let token = ResumeToken::parse(v)?;
@@ -275,10 +275,10 @@ impl ChangeStream {
                         "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
                     ));
                 }
-                if inner.oplog.resume_lost(token.ts) {
+                if inner.oplog.resume_lost(token.pos()) {
                     return Err(history_lost());
                 }
-                stream.after = token.ts;
+                stream.after = token.pos();
                 stream.last_pbrt = token;
                 if let Some(n) = token.fragment {
                     if !stream.splits {
@@ -288,11 +288,11 @@ impl ChangeStream {
                         ));
                     }
                     // The event is read again and its fragments up to `n` swallowed.
-                    stream.after = ts_before(token.ts);
-                    stream.resume_fragment = Some((token.ts, n));
+                    stream.after = token.pos().before();
+                    stream.resume_fragment = Some((token.pos(), n));
                 }
                 if token.kind == TokenKind::Event {
-                    if let Some(ev) = inner.oplog.event_at(token.ts) {
+                    if let Some(ev) = inner.oplog.event_at(token.pos()) {
                         if stream.invalidated_by(ev) {
                             stream.pending_invalidate = Some(ev.ts);
                         }

@@ -12,7 +12,7 @@ use super::{
 use crate::error::{CmdResult, CommandError};
 use crate::oplog::{Event, EventKind};
 use crate::store::{Key, Store};
-use crate::token::{ResumeToken, TokenKind};
+use crate::token::ResumeToken;
 
 /// 47 NoMatchingDocument: an image the stream requires was not recorded.
 fn image_missing(which: &str, ev: &Event) -> CommandError {
@@ -44,7 +44,7 @@ impl ChangeStream {
         // Sized once for the common event (header fields plus its document).
         let doc_len = ev.after.as_ref().map_or(0, |a| a.as_bytes().len());
         let mut d = raw_with_capacity(256 + doc_len);
-        d.append_ref("_id", &ResumeToken::new(ev.ts, TokenKind::Event).to_raw());
+        d.append_ref("_id", &ResumeToken::event(ev.pos()).to_raw());
         d.append_ref("operationType", op);
         d.append_ref("clusterTime", ev.ts);
         d.append_ref("wallTime", ev.wall);
@@ -76,6 +76,11 @@ impl ChangeStream {
                 bson::RawBson::try_from(id.clone()).map_err(internal)?,
             );
             d.append_ref("documentKey", &key);
+        }
+        // Only the events of a multi-document transaction name it.
+        if let Some(txn) = &ev.txn {
+            d.append("lsid", encode(&txn.lsid)?);
+            d.append("txnNumber", txn.txn_number);
         }
         if let EventKind::Update(desc) = &ev.kind {
             let mut out = RawDocumentBuf::new();

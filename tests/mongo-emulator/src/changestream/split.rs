@@ -4,7 +4,9 @@
 //! object limit fails the command with 10334 BSONObjectTooLarge; with it, an event over
 //! the split threshold becomes fragments, each with its own resume token.
 
-use bson::{RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+
+use crate::oplog::Pos;
 
 use crate::error::{CmdResult, CommandError};
 use crate::token::ResumeToken;
@@ -80,7 +82,7 @@ struct Field<'a> {
 /// Fields other than `_id` are taken smallest first (ties by name), filling each
 /// fragment greedily, so the first fragment carries as many fields as fit; a field is
 /// never split. A fragment that still exceeds the limit (one field too large) → 7182500.
-pub fn split(event: &RawDocument, ts: Timestamp) -> CmdResult<Vec<(RawDocumentBuf, ResumeToken)>> {
+pub fn split(event: &RawDocument, ts: Pos) -> CmdResult<Vec<(RawDocumentBuf, ResumeToken)>> {
     let mut fields = Vec::new();
     for elem in event {
         let (name, value) = elem.map_err(|e| CommandError::new(1, format!("change event: {e}")))?;
@@ -103,10 +105,7 @@ pub fn split(event: &RawDocument, ts: Timestamp) -> CmdResult<Vec<(RawDocumentBu
         ));
     }
     fields.sort_by(|a, b| (a.size, a.name).cmp(&(b.size, b.name)));
-    let token_size = ResumeToken::new(ts, crate::token::TokenKind::Event)
-        .to_raw()
-        .as_bytes()
-        .len();
+    let token_size = ResumeToken::event(ts).to_raw().as_bytes().len();
     let max_fragment = MAX_EVENT_SIZE - token_size;
     // Group the fields into fragments.
     let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
@@ -146,12 +145,12 @@ pub fn split(event: &RawDocument, ts: Timestamp) -> CmdResult<Vec<(RawDocumentBu
         .collect())
 }
 
-fn fragment_token(ts: Timestamp, n: usize) -> ResumeToken {
+fn fragment_token(ts: Pos, n: usize) -> ResumeToken {
     ResumeToken::fragment(ts, u16::try_from(n).unwrap_or(u16::MAX))
 }
 
 /// `{_id: token, splitEvent: {fragment: n + 1, of}}`.
-fn header(ts: Timestamp, n: usize, of: usize) -> RawDocumentBuf {
+fn header(ts: Pos, n: usize, of: usize) -> RawDocumentBuf {
     let mut split = RawDocumentBuf::new();
     split.append("fragment", i32::try_from(n + 1).unwrap_or(i32::MAX));
     split.append("of", i32::try_from(of).unwrap_or(i32::MAX));
@@ -162,13 +161,13 @@ fn header(ts: Timestamp, n: usize, of: usize) -> RawDocumentBuf {
 }
 
 /// The server sizes a fragment with its metadata, which repeats the token as `$sortKey`.
-fn sort_key_size(ts: Timestamp, n: usize) -> usize {
+fn sort_key_size(ts: Pos, n: usize) -> usize {
     1 + "$sortKey".len() + 1 + fragment_token(ts, n).to_raw().as_bytes().len()
 }
 
 #[cfg(test)]
 mod tests {
-    use bson::{doc, Document};
+    use bson::{doc, Document, Timestamp};
 
     use super::*;
 
@@ -194,7 +193,7 @@ mod tests {
             "documentKey": {"_id": 1},
         })
         .unwrap();
-        let parts = split(&event, ts).unwrap();
+        let parts = split(&event, Pos { ts, op: 0 }).unwrap();
         assert_eq!(parts.len(), 2);
         let first = Document::try_from(parts[0].0.as_ref()).unwrap();
         let keys: Vec<&str> = first.keys().map(String::as_str).collect();
@@ -233,7 +232,7 @@ mod tests {
             "fullDocument": {"a": big(MAX_EVENT_SIZE)},
         })
         .unwrap();
-        assert_eq!(split(&event, ts).unwrap_err().code, 7182500);
+        assert_eq!(split(&event, Pos { ts, op: 0 }).unwrap_err().code, 7182500);
     }
 
     #[test]

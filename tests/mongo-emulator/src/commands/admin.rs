@@ -134,11 +134,7 @@ pub fn create(ctx: &Ctx<'_>) -> CmdResult<Document> {
             options.insert(k.clone(), v.clone());
         }
     }
-    if !ctx
-        .shared
-        .inner()
-        .create_collection(&ctx.db, &coll, options)
-    {
+    if !ctx.inner().create_collection(&ctx.db, &coll, options) {
         return Err(CommandError::new(
             48,
             format!("Collection {}.{coll} already exists.", ctx.db),

@@ -95,7 +95,7 @@ pub fn aggregate(ctx: &Ctx<'_>) -> CmdResult<Document> {
         pipeline.pop();
     }
     let docs = {
-        let inner = ctx.shared.inner();
+        let inner = ctx.inner();
         matching_docs(&inner, &ctx.db, &coll, &Document::new())?
     };
     let out = query::run_pipeline(docs, &pipeline)?;

@@ -21,7 +21,7 @@ pub fn insert(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let mut attempted = 0u64;
     let mut errors = Vec::new();
     {
-        let mut inner = ctx.shared.inner();
+        let mut inner = ctx.inner();
         for (i, d) in docs.into_iter().enumerate() {
             attempted += 1;
             match prepare_for_storage(d, true).and_then(|d| inner.insert(&ctx.db, &coll, d)) {
@@ -56,7 +56,7 @@ pub fn delete(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let mut attempted = 0u64;
     let mut errors = Vec::new();
     {
-        let mut inner = ctx.shared.inner();
+        let mut inner = ctx.inner();
         for (i, stmt) in stmts.iter().enumerate() {
             attempted += 1;
             match delete_one_statement(&mut inner, &ctx.db, &coll, stmt) {

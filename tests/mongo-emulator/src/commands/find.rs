@@ -105,7 +105,7 @@ pub fn find(ctx: &Ctx<'_>) -> CmdResult<Document> {
         .as_ref()
         .is_none_or(|s| s.is_empty() || is_id_ascending(s));
     let mut docs = {
-        let inner = ctx.shared.inner();
+        let inner = ctx.inner();
         match (id_ordered, limit) {
             (true, Some(l)) => id_range_docs(&inner, &ctx.db, &coll, &filter, skip + l)?,
             _ => matching_docs(&inner, &ctx.db, &coll, &filter)?,
@@ -192,7 +192,7 @@ pub fn count(ctx: &Ctx<'_>) -> CmdResult<Document> {
         .map(|l| l.unsigned_abs() as usize)
         .filter(|l| *l > 0);
     let n = {
-        let inner = ctx.shared.inner();
+        let inner = ctx.inner();
         if filter.is_empty() {
             inner
                 .store
@@ -220,7 +220,7 @@ pub fn distinct(ctx: &Ctx<'_>) -> CmdResult<Document> {
         .to_string();
     let filter = opt_doc(ctx.body, "query")?.unwrap_or_default();
     let docs = {
-        let inner = ctx.shared.inner();
+        let inner = ctx.inner();
         matching_docs(&inner, &ctx.db, &coll, &filter)?
     };
     let mut values: Vec<Bson> = Vec::new();

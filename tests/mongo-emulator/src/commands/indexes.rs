@@ -38,7 +38,7 @@ pub fn create_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
         };
         parsed.push(parse_index(spec)?);
     }
-    let mut inner = ctx.shared.inner();
+    let mut inner = ctx.inner();
     let created = inner.create_collection(&ctx.db, &coll, Document::new());
     let c = inner.store.coll_or_create(&ctx.db, &coll);
     let before = c.indexes.len() as i32 + 1;
@@ -215,7 +215,7 @@ pub fn drop_indexes(ctx: &Ctx<'_>) -> CmdResult<Document> {
 /// Records a createIndexes/dropIndexes event for `specs` (if any) and wakes streams.
 fn index_event(
     ctx: &Ctx<'_>,
-    mut inner: std::sync::MutexGuard<'_, crate::state::Inner>,
+    mut inner: impl std::ops::DerefMut<Target = crate::state::Inner>,
     coll: &str,
     kind: EventKind,
     specs: Vec<Bson>,

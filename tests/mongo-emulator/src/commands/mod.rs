@@ -1,5 +1,6 @@
-//! Command dispatch: picks the handler by command name, applies injected faults,
-//! refuses transactions, answers retried writes from the cache, and adds
+//! Command dispatch: picks the handler by command name, applies injected faults, runs
+//! the commands of a multi-document transaction on the catalog as the transaction sees
+//! it (see `txn.rs`), answers retried writes from the cache, and adds
 //! `operationTime`/`$clusterTime` to every reply.
 
 mod admin;
@@ -20,7 +21,8 @@ use bson::{doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 
 use crate::error::{CmdResult, CommandError};
 use crate::failpoint::Action;
-use crate::state::{lock, Shared};
+use crate::state::{lock, Inner, Shared};
+use crate::txn::{self, TxnFields};
 
 /// What a handler gets.
 pub struct Ctx<'a> {
@@ -35,9 +37,20 @@ pub struct Ctx<'a> {
     /// The statement or document array of an `insert` or `update`, moved out of the
     /// request (see [`Ctx::take_docs`]).
     moved: Mutex<Option<Vec<Bson>>>,
+    /// The transaction the command runs in, if any.
+    txn: Option<txn::Handle>,
 }
 
 impl Ctx<'_> {
+    /// The catalog the command reads and writes: the server's, seen through its
+    /// transaction inside one. Never hold across an await.
+    pub fn inner(&self) -> InnerGuard<'_> {
+        match &self.txn {
+            Some(t) => InnerGuard::Txn(txn::Overlay::new(self.shared, t)),
+            None => InnerGuard::Plain(self.shared.inner()),
+        }
+    }
+
     /// The array `field` of the command as owned documents: the array moved out of the
     /// request when there is one (a write's documents are then stored or parsed as
     /// they are, not cloned), else read from the body with [`doc_array`]'s errors.
@@ -55,6 +68,33 @@ impl Ctx<'_> {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// The locked catalog a command works on.
+pub enum InnerGuard<'a> {
+    /// The server's, outside a transaction.
+    Plain(std::sync::MutexGuard<'a, Inner>),
+    /// Seen through a transaction.
+    Txn(txn::Overlay<'a>),
+}
+
+impl std::ops::Deref for InnerGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        match self {
+            InnerGuard::Plain(g) => g,
+            InnerGuard::Txn(o) => o,
+        }
+    }
+}
+
+impl std::ops::DerefMut for InnerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        match self {
+            InnerGuard::Plain(g) => g,
+            InnerGuard::Txn(o) => o,
+        }
     }
 }
 
@@ -129,30 +169,32 @@ pub async fn run(
     let let_error = letvars::apply(&name, body).err();
     collation::apply(&name, body);
     let moved = Mutex::new(move_write_array(body, &name));
+    let in_txn = body.contains_key("autocommit");
     let ctx = Ctx {
         shared,
         db,
         body,
         connection_id,
         moved,
+        txn: None,
     };
     let mut action = if name == "configureFailPoint" {
         Action::Proceed
     } else {
         let app = lock(&shared.app_names).get(&connection_id).cloned();
-        shared.fail_points.check(&name, app.as_deref())
+        shared.fail_points.check(&name, app.as_deref(), in_txn)
     };
     if let Action::Block(d, then) = action {
         tokio::time::sleep(d).await;
         action = *then;
     }
-    let result = match (action, shared.faults.take_failure(&name)) {
+    let result = match (action, shared.faults.take_failure(&name, in_txn)) {
         (Action::Close, _) => return Reply::Close,
         (_, None) if let_error.is_some() => Err(let_error.unwrap_or_else(|| unreachable!())),
         (Action::Fail(err), _) | (_, Some(err)) => Err(err),
         (Action::WriteConcernError(wce), None) => run_checked(&ctx, &name)
             .await
-            .map(|r| with_write_concern_error(r, wce, &name)),
+            .map(|r| with_write_concern_error(r, wce, &name, in_txn)),
         (_, None) => run_checked(&ctx, &name).await,
     };
     let mut reply = match result {
@@ -187,13 +229,16 @@ pub async fn run(
 }
 
 /// A command's success with a fail point's `writeConcernError`; the server labels it
-/// `RetryableWriteError` on writes as it would a real one.
-fn with_write_concern_error(reply: Reply, wce: Document, command: &str) -> Reply {
+/// `RetryableWriteError` on retryable writes (outside a transaction) and on
+/// `commitTransaction`/`abortTransaction`, as it would a real one.
+fn with_write_concern_error(reply: Reply, wce: Document, command: &str, in_txn: bool) -> Reply {
     let Reply::Doc(mut d) = reply else {
         return reply;
     };
     let code = wce.get_i32("code").unwrap_or(0);
-    if WRITE_COMMANDS.contains(&command) && crate::error::RETRYABLE_WRITE_CODES.contains(&code) {
+    let retryable = matches!(command, "commitTransaction" | "abortTransaction")
+        || (WRITE_COMMANDS.contains(&command) && !in_txn);
+    if retryable && crate::error::RETRYABLE_WRITE_CODES.contains(&code) {
         d.insert(
             "errorLabels",
             vec![Bson::String("RetryableWriteError".into())],
@@ -204,14 +249,21 @@ fn with_write_concern_error(reply: Reply, wce: Document, command: &str) -> Reply
 }
 
 async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
-    if ctx.body.contains_key("startTransaction") || ctx.body.contains_key("autocommit") {
+    if let Some(f) = TxnFields::parse(ctx.body)? {
+        return run_in_txn(ctx, name, &f).await;
+    }
+    if matches!(name, "commitTransaction" | "abortTransaction") {
         return Err(CommandError::new(
-            20,
-            "Transactions are not supported by the MongoDB emulator",
+            50768,
+            format!("{name} must be run within a transaction"),
         ));
     }
+    let session = retry_key(ctx.body);
+    if let Some((key, number)) = &session {
+        lock(&ctx.shared.txns).observe_number(key, *number);
+    }
     let retry_key = if WRITE_COMMANDS.contains(&name) {
-        retry_key(ctx.body)
+        session
     } else {
         None
     };
@@ -224,6 +276,96 @@ async fn run_checked(ctx: &Ctx<'_>, name: &str) -> CmdResult<Reply> {
     if let (Some(key), Ok(Reply::Doc(reply))) = (retry_key, &out) {
         lock(&ctx.shared.retry).put(key, reply.clone());
     }
+    out
+}
+
+/// A command of the multi-document transaction `f`: `commitTransaction` and
+/// `abortTransaction` (on `admin`), or a command allowed in a transaction, run on the
+/// catalog as the transaction sees it; a failed one aborts the transaction.
+async fn run_in_txn(ctx: &Ctx<'_>, name: &str, f: &TxnFields) -> CmdResult<Reply> {
+    let shared = ctx.shared;
+    if matches!(name, "commitTransaction" | "abortTransaction") {
+        if ctx.db != "admin" {
+            return Err(CommandError::new(
+                13,
+                format!("{name} may only be run against the admin database."),
+            ));
+        }
+        let mut txns = lock(&shared.txns);
+        let out = if name == "commitTransaction" {
+            txns.commit(shared, f)
+        } else {
+            txns.abort(f)
+        };
+        return out.map(|()| Reply::Doc(doc! {}));
+    }
+    if !txn::ALLOWED.contains(&name) {
+        lock(&shared.txns).abort_command(f);
+        return Err(CommandError::new(
+            263,
+            format!("Cannot run '{name}' in a multi-document transaction."),
+        ));
+    }
+    if name == "aggregate" {
+        let stages = ctx
+            .body
+            .get_array("pipeline")
+            .map(|p| p.as_slice())
+            .unwrap_or(&[]);
+        let refused = stages.iter().find_map(|st| {
+            let d = st.as_document()?;
+            let stage = d.keys().next()?;
+            ["$changeStream", "$out", "$merge"]
+                .contains(&stage.as_str())
+                .then(|| stage.clone())
+        });
+        if let Some(stage) = refused {
+            lock(&shared.txns).abort_command(f);
+            return Err(CommandError::new(
+                263,
+                format!("{stage} cannot be used in a transaction"),
+            ));
+        }
+    }
+    // Every command allowed here reads or writes the one collection it names (the
+    // pipeline stages that read others are not supported), or none (getMore).
+    let coll = ctx.body.values().next().and_then(Bson::as_str);
+    if name == "createIndexes" {
+        // Only on a collection the transaction creates (MongoDB 4.4+).
+        let exists = coll.is_some_and(|c| shared.inner().store.coll(&ctx.db, c).is_some());
+        if exists {
+            lock(&shared.txns).abort_command(f);
+            return Err(CommandError::new(
+                263,
+                format!(
+                    "Cannot create new indexes on existing collection {}.{} in a multi-document transaction.",
+                    ctx.db,
+                    coll.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let handle = lock(&shared.txns).begin_or_continue(
+        shared,
+        f,
+        coll.map(|c| (ctx.db.as_str(), c)),
+        ctx.body.contains_key("readConcern"),
+    )?;
+    let tctx = Ctx {
+        shared,
+        db: ctx.db.clone(),
+        body: ctx.body,
+        connection_id: ctx.connection_id,
+        moved: Mutex::new(lock(&ctx.moved).take()),
+        txn: Some(handle),
+    };
+    let out = dispatch(&tctx, name).await;
+    let failed = match &out {
+        Err(_) => true,
+        Ok(Reply::Doc(d)) => d.contains_key("writeErrors"),
+        Ok(_) => false,
+    };
+    lock(&shared.txns).after_command(shared, f, failed)?;
     out
 }
 
@@ -251,13 +393,17 @@ fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "hello" | "isMaster" | "ismaster" => Ok(handshake::hello(ctx, name)),
         "ping" => Ok(doc! {}),
         "buildInfo" | "buildinfo" => Ok(handshake::build_info()),
-        "endSessions" | "killSessions" | "refreshSessions" | "killAllSessions" => Ok(doc! {}),
+        "endSessions" | "killSessions" => {
+            end_sessions(ctx, name);
+            Ok(doc! {})
+        }
+        "killAllSessions" => {
+            lock(&ctx.shared.txns).end_all();
+            Ok(doc! {})
+        }
+        "refreshSessions" => Ok(doc! {}),
         "getParameter" => Ok(handshake::get_parameter(ctx)),
         "serverStatus" => Ok(handshake::server_status(ctx)),
-        "commitTransaction" | "abortTransaction" => Err(CommandError::new(
-            20,
-            "Transactions are not supported by the MongoDB emulator",
-        )),
         "insert" => crud::insert(ctx),
         "delete" => crud::delete(ctx),
         "update" => update::update(ctx),
@@ -281,6 +427,17 @@ fn dispatch_doc(ctx: &Ctx<'_>, name: &str) -> CmdResult<Document> {
         "listIndexes" => indexes::list_indexes(ctx),
         "dropIndexes" | "deleteIndexes" => indexes::drop_indexes(ctx),
         other => Err(CommandError::new(59, format!("no such command: '{other}'"))),
+    }
+}
+
+/// `endSessions` / `killSessions`: the sessions' open transactions are aborted.
+fn end_sessions(ctx: &Ctx<'_>, name: &str) {
+    let Ok(ids) = ctx.body.get_array(name) else {
+        return;
+    };
+    let mut txns = lock(&ctx.shared.txns);
+    for id in ids.iter().filter_map(Bson::as_document) {
+        txns.end_session(&txn::session_key(id));
     }
 }
 

@@ -41,7 +41,7 @@ pub fn update(ctx: &Ctx<'_>) -> CmdResult<Document> {
     let mut upserted = Vec::new();
     let mut errors = Vec::new();
     {
-        let mut inner = ctx.shared.inner();
+        let mut inner = ctx.inner();
         for (i, stmt) in stmts.into_iter().enumerate() {
             attempted += 1;
             match update_statement(&mut inner, &ctx.db, &coll, stmt) {
@@ -284,7 +284,7 @@ pub fn find_and_modify(ctx: &Ctx<'_>) -> CmdResult<Document> {
     };
     let filters = array_filters(ctx.body)?;
     let (value, last_error, changed) = {
-        let mut inner = ctx.shared.inner();
+        let mut inner = ctx.inner();
         let target = first_match(&inner, &ctx.db, &coll, &q, sort.as_ref())?;
         match (spec, target) {
             (None, Some(id)) => {

@@ -2,8 +2,25 @@
 //! and connect the official driver to it.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use bson::Document;
+use futures::StreamExt;
 use mongo_emulator::{Emulator, EmulatorConfig};
+use mongodb::change_stream::{event::ChangeStreamEvent, ChangeStream};
 use mongodb::Client;
+
+/// A change stream of typed events.
+pub type Stream = ChangeStream<ChangeStreamEvent<Document>>;
+
+/// The stream's next event, within 5 s.
+pub async fn next_event(stream: &mut Stream) -> ChangeStreamEvent<Document> {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("event within 5s")
+        .expect("stream open")
+        .expect("event ok")
+}
 
 /// Start an emulator with the default config.
 pub async fn start() -> Emulator {
