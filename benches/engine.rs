@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, DateTime, Document};
 use datasync::core::memory::{MemoryState, MemoryStore};
 use datasync::core::{
-    CollectionStore, DeleteLedger, Engine, EngineConfig, Key, ResumeToken, Side, StateStore,
-    Stores, Write,
+    CollectionStore, Engine, EngineConfig, Key, ResumeToken, Side, StateStore, Stores, Write,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -44,11 +43,11 @@ async fn engine_run(events: usize, keys: usize, debounce: Duration) -> f64 {
     // Resume local from the beginning and cloud from now: no reconcile, every event streams.
     let start_token = ResumeToken(doc! {"seq": 0_i64});
     state
-        .save_checkpoint(Side::Local, &start_token, &DeleteLedger::default())
+        .save_checkpoint(Side::Local, &start_token)
         .await
         .expect("save");
     state
-        .save_checkpoint(Side::Cloud, &cloud.latest_token(), &DeleteLedger::default())
+        .save_checkpoint(Side::Cloud, &cloud.latest_token())
         .await
         .expect("save");
     let end_token = local.latest_token();

@@ -215,7 +215,6 @@ async fn echo_after_restart_costs_at_most_a_no_op() {
         .save_checkpoint(
             Side::Cloud,
             &datasync::core::ResumeToken(doc! {"seq": 0_i64}),
-            &datasync::core::DeleteLedger::default(),
         )
         .await
         .expect("save");
@@ -524,13 +523,11 @@ async fn one_way_reconcile_follows_the_mode_table() {
                     key: k(7),
                     deleted_at: at(15),
                     origin: src,
-                    quiet: false,
                 },
                 datasync::core::Tombstone {
                     key: k(8),
                     deleted_at: at(15),
                     origin: dst,
-                    quiet: false,
                 },
             ])
             .await

@@ -173,10 +173,6 @@ impl World {
             queue_capacity: 4,
             reconcile_batch: 2,
             tombstone_ttl: Duration::from_secs(3650 * 86_400),
-            // Both servers follow one clock here.
-            server_clock_skew: Duration::ZERO,
-            // The experimental state-decided both-ways engine (issue 17; RELIABILITY.md).
-            state_decided_both_ways: std::env::var_os("CORE_PROPERTIES_STATE_ENGINE").is_some(),
             ..EngineConfig::default()
         };
         World {

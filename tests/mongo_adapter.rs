@@ -11,8 +11,8 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::{doc, Binary, Bson, DateTime, Document};
 use datasync::core::{
-    ChangeKind, ChangeStream, CollectionStore, DeleteLedger, Key, PendingDelete, RemovedVersion,
-    ResumeToken, Side, StateStore, StoreErrorKind, StreamItem, Tombstone, Write, WriteOutcome,
+    ChangeKind, ChangeStream, CollectionStore, Key, ResumeToken, Side, StateStore, StoreErrorKind,
+    StreamItem, Tombstone, Write, WriteOutcome,
 };
 use datasync::mongo::state::{CHECKPOINTS, TTL_INDEX};
 use datasync::mongo::{connect, MongoSides, MongoState, MongoStore, SideConfig};

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, DateTime};
 use datasync::core::memory::{MemoryState, MemoryStore};
 use datasync::core::{
-    ChangeKind, CollectionStore, DeleteLedger, Engine, EngineConfig, Mode, Side, StateStore,
-    Stores, StreamItem,
+    ChangeKind, CollectionStore, Engine, EngineConfig, Mode, Side, StateStore, Stores, StreamItem,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -41,11 +40,9 @@ pub async fn run(n: usize) -> anyhow::Result<EngineOnly> {
     let (local, before) = loaded_local(n);
     let cloud = MemoryStore::new(Side::Cloud, "updatedAt", 1_000_000);
     let state = MemoryState::new();
+    state.save_checkpoint(Side::Local, &before).await?;
     state
-        .save_checkpoint(Side::Local, &before, &DeleteLedger::default())
-        .await?;
-    state
-        .save_checkpoint(Side::Cloud, &cloud.latest_token(), &DeleteLedger::default())
+        .save_checkpoint(Side::Cloud, &cloud.latest_token())
         .await?;
     let config = EngineConfig {
         mode: Mode::LocalToCloud,

@@ -71,12 +71,6 @@ impl Tracker {
         self.latest = None;
     }
 
-    /// The (gen, seq) the next read event will get: every event read so far is before
-    /// it.
-    pub(crate) fn mark(&self) -> (u64, u64) {
-        (self.gen, self.next_seq)
-    }
-
     /// Record a read event whose resume token is `token`; returns its (gen, seq).
     pub(crate) fn read_event(&mut self, token: ResumeToken) -> (u64, u64) {
         let seq = self.next_seq;
@@ -109,13 +103,6 @@ impl Tracker {
     /// look like a client change). Falls back to [`Self::safe`] before the first item.
     pub(crate) fn reopen_point(&self) -> Option<ResumeToken> {
         self.latest.clone().or_else(|| self.safe())
-    }
-
-    /// The read mark (gen, seq) of the first event not done: every event before it is
-    /// done (see [`Self::safe`]).
-    pub(crate) fn safe_mark(&self) -> (u64, u64) {
-        let seq = self.pending.keys().next().copied().unwrap_or(self.next_seq);
-        (self.gen, seq)
     }
 
     /// The token it is safe to resume after, if any.

@@ -5,7 +5,6 @@
 
 mod keyed;
 mod reader;
-mod resolve;
 pub(crate) mod shared;
 mod stats;
 mod worker;
@@ -47,17 +46,9 @@ pub struct EngineConfig {
     pub reconcile_batch: usize,
     /// Tombstones older than this are expired.
     pub tombstone_ttl: Duration,
-    /// How far the two servers' clocks may differ. Only used to tell the echo of a
-    /// delete the engine propagated from an older client delete of the same key (see
-    /// `core::echo`); too small a value makes such echoes look like client deletes.
-    pub server_clock_skew: Duration,
     /// Versions whose `updatedAt` is further ahead of the clock than this are held back
     /// until it reaches them (see [`crate::core::quarantine`]); `None`: no limit.
     pub max_future: Option<Duration>,
-    /// EXPERIMENTAL (issue 17, not for production): decide `both-ways` batches from
-    /// state like the other modes, instead of the echo memory. It passes every shrunk
-    /// regression case but not yet the random both-ways properties (RELIABILITY.md).
-    pub state_decided_both_ways: bool,
 }
 
 impl Default for EngineConfig {
@@ -71,9 +62,7 @@ impl Default for EngineConfig {
             tie_break: Side::Cloud,
             reconcile_batch: 1000,
             tombstone_ttl: Duration::from_secs(30 * 86_400),
-            server_clock_skew: Duration::from_secs(1),
             max_future: Some(Duration::from_secs(300)),
-            state_decided_both_ways: false,
         }
     }
 }
@@ -307,7 +296,6 @@ pub(crate) async fn run_reconcile(
         cancel,
         attempts: None,
         apply_lock: Some(&sh.apply_lock),
-        echo: Some((&sh.echo, &sh.ledger_io)),
         progress: None,
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.clocks),
@@ -471,26 +459,6 @@ pub async fn reconcile_once(
 ) -> Result<ReconcileReport, EngineError> {
     validate(config)?;
     let cancel = CancellationToken::new();
-    if !dry_run {
-        // Its deletes are not ledgered: a daemon restarting from a saved checkpoint must
-        // take unlisted deletes for possible echoes while it replays them.
-        let state = stores.state.as_ref();
-        for side in Side::BOTH {
-            let mut ledger = shared::retry("load_pending_deletes", &cancel, Some(5), || {
-                state.load_pending_deletes(side)
-            })
-            .await
-            .map_err(engine_error)?;
-            if ledger.complete {
-                ledger.complete = false;
-                shared::retry("save_pending_deletes", &cancel, Some(5), || {
-                    state.save_pending_deletes(side, &ledger)
-                })
-                .await
-                .map_err(engine_error)?;
-            }
-        }
-    }
     let job = reconcile::Job {
         config,
         stores,
@@ -499,7 +467,6 @@ pub async fn reconcile_once(
         cancel: &cancel,
         attempts: Some(5),
         apply_lock: None,
-        echo: None,
         progress,
         quarantine: None,
         clocks: None,

@@ -5,7 +5,6 @@
 mod checkpoint;
 pub(crate) mod clock;
 pub mod doc;
-mod echo;
 pub mod engine;
 pub mod error;
 pub mod key;

@@ -55,48 +55,14 @@ pub(crate) struct QueuedEvent {
     pub(crate) last_seq: u64,
     /// Stream generation the sequence belongs to.
     pub(crate) gen: u64,
-    /// An upsert from the same side was coalesced into this entry before `event`
-    /// (so a delete here is a genuine client delete, not only an echo).
-    pub(crate) after_upsert: bool,
-    /// The latest (by server time) of the deletes from the same side coalesced into
-    /// this entry before `event` (a delete followed by an upsert must not be forgotten:
-    /// the upsert may be an older version re-created by the engine itself).
-    pub(crate) max_delete: Option<EntryDelete>,
-    /// When `event` is a delete that followed an upsert in this entry: the `updatedAt`
-    /// of the version it removed (see [`EntryDelete::removed`]).
-    pub(crate) removed: Option<DateTime>,
+    /// The latest server time of the deletes coalesced into this entry before `event`
+    /// (a delete followed by an upsert still counts: last-writer-wins compares it with
+    /// the other side's version).
+    pub(crate) max_delete: Option<DateTime>,
     /// The coalesced earlier upsert with the greatest valid `updatedAt` (ties: the
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
-    /// `event` is the engine's own write coming back (recognised by the reader from the
-    /// echo memory, in stream order); an engine delete's server time says nothing
-    /// about last-writer-wins.
-    pub(crate) engine_write: bool,
-    /// Some change of the entry was read while the echo memory did not follow its key
-    /// and may have missed the write it echoes (changes of a previous run replayed after
-    /// a restart, or after the memory evicted keys): an echo among them could not be
-    /// recognised.
-    pub(crate) echo_unknown: bool,
-    /// Some change of the entry was replayed after a restart for a key the echo memory
-    /// did not follow: an upsert among them may be the echo of a copy the previous run
-    /// made, so its origin (the side whose client wrote it) is not known.
-    pub(crate) replayed: bool,
-    /// A change that was not recognised as the engine's own write was coalesced into
-    /// this entry before `event`.
-    pub(crate) client_before: bool,
-}
-
-/// A delete coalesced into an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct EntryDelete {
-    /// Its server time.
-    pub(crate) at: DateTime,
-    /// `updatedAt` of the version it removed, when the upsert that wrote that version
-    /// is in the same entry. After a restart it tells the echo of a delete the engine
-    /// propagated (it can only remove a version not newer than the propagated delete)
-    /// from a client delete.
-    pub(crate) removed: Option<DateTime>,
 }
 
 impl QueuedEvent {
@@ -107,14 +73,8 @@ impl QueuedEvent {
             seq,
             last_seq: seq,
             gen,
-            after_upsert: false,
             max_delete: None,
-            removed: None,
             best_upsert: None,
-            engine_write: false,
-            echo_unknown: false,
-            replayed: false,
-            client_before: false,
         }
     }
 }
@@ -170,21 +130,9 @@ struct Slot {
     /// See [`QueuedEvent::gen`].
     gen: u64,
     /// See [`QueuedEvent::max_delete`].
-    max_delete: Option<EntryDelete>,
-    /// See [`QueuedEvent::removed`].
-    removed: Option<DateTime>,
+    max_delete: Option<DateTime>,
     /// See [`QueuedEvent::best_upsert`] (boxed: rare).
     best_upsert: Option<Box<(Body, DateTime)>>,
-    /// See [`QueuedEvent::after_upsert`].
-    after_upsert: bool,
-    /// See [`QueuedEvent::engine_write`].
-    engine_write: bool,
-    /// See [`QueuedEvent::echo_unknown`].
-    echo_unknown: bool,
-    /// See [`QueuedEvent::replayed`].
-    replayed: bool,
-    /// See [`QueuedEvent::client_before`].
-    client_before: bool,
 }
 
 impl Slot {
@@ -205,17 +153,11 @@ impl Slot {
             seq: self.seq,
             last_seq: self.last_seq,
             gen: self.gen,
-            after_upsert: self.after_upsert,
             max_delete: self.max_delete,
-            removed: self.removed,
             best_upsert: self.best_upsert.map(|b| {
                 let (body, u) = *b;
                 (body.into_document(), u)
             }),
-            engine_write: self.engine_write,
-            echo_unknown: self.echo_unknown,
-            replayed: self.replayed,
-            client_before: self.client_before,
         }
     }
 }
@@ -404,13 +346,7 @@ impl Queue {
             last_seq: ev.last_seq,
             gen: ev.gen,
             max_delete: ev.max_delete,
-            removed: ev.removed,
             best_upsert: ev.best_upsert.map(|(d, u)| Box::new((Body::new(d), u))),
-            after_upsert: ev.after_upsert,
-            engine_write: ev.engine_write,
-            echo_unknown: ev.echo_unknown,
-            replayed: ev.replayed,
-            client_before: ev.client_before,
         }
     }
 
@@ -419,20 +355,7 @@ impl Queue {
     fn coalesce(&self, slot: &mut Slot, ev: QueuedEvent, new_u: Option<DateTime>) -> (u64, u64) {
         let deadline = slot.deadline;
         let prev = std::mem::replace(slot, self.fresh(ev, new_u, deadline));
-        slot.after_upsert = prev.after_upsert || prev.body.is_some();
-        slot.echo_unknown |= prev.echo_unknown;
-        slot.replayed |= prev.replayed;
-        slot.client_before |= prev.client_before || !prev.engine_write;
-        if slot.body.is_none() && prev.body.is_some() {
-            slot.removed = prev.updated_at;
-        }
-        let prev_delete = match prev.body {
-            None if !prev.engine_write => Some(EntryDelete {
-                at: prev.server_time,
-                removed: prev.removed,
-            }),
-            _ => None,
-        };
+        let prev_delete = prev.body.is_none().then_some(prev.server_time);
         slot.max_delete = slot.max_delete.max(prev.max_delete).max(prev_delete);
         let prev_up = match (prev.body, prev.updated_at) {
             (Some(b), Some(u)) => Some(Box::new((b, u))),
@@ -536,7 +459,7 @@ mod tests {
         );
         assert_eq!(batch[0].event.token, ResumeToken(Document::new()));
         assert_eq!(batch[0].seq, 1);
-        assert!(batch[0].after_upsert);
+        assert!(batch[0].max_delete.is_none());
     }
 
     #[tokio::test(start_paused = true)]

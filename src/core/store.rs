@@ -8,7 +8,7 @@ use bson::{DateTime, Document};
 
 use crate::core::error::StoreError;
 use crate::core::types::{
-    DeleteLedger, Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
+    Key, ResumeToken, ScanEntry, Side, StreamItem, Tombstone, Write, WriteOutcome,
 };
 
 /// An open change stream on one collection.
@@ -71,39 +71,17 @@ pub trait CollectionStore: Send + Sync {
 pub trait StateStore: Send + Sync {
     /// The last saved resume token of `side`'s stream.
     async fn load_checkpoint(&self, side: Side) -> Result<Option<ResumeToken>, StoreError>;
-    /// Save `side`'s resume token and, in the same atomic write, the engine's deletes to
-    /// `side` whose echoes may still follow it (both overwrite).
-    async fn save_checkpoint(
-        &self,
-        side: Side,
-        token: &ResumeToken,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError>;
-    /// Replace the pending deletes of `side` (kept with its checkpoint, which this does
-    /// not change; written before the deletes are sent, tentative, and once they
-    /// returned).
-    async fn save_pending_deletes(
-        &self,
-        side: Side,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError>;
-    /// The pending deletes saved for `side` (malformed entries are left out, and make
-    /// the list incomplete; none saved: an empty, incomplete list).
-    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError>;
-    /// Forget `side`'s checkpoint and pending deletes (after history loss, before the
-    /// reconcile that replaces it).
+    /// Save `side`'s resume token (overwrites).
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError>;
+    /// Forget `side`'s checkpoint (after history loss, before the reconcile that
+    /// replaces it).
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError>;
 
     /// Tombstones that exist for `keys` (in any order).
     async fn tombstones(&self, keys: &[Key]) -> Result<Vec<Tombstone>, StoreError>;
     /// Record tombstones; an existing tombstone for the same key keeps the later
-    /// `deleted_at` (and that one's origin). Either way the key's tombstone is no longer
-    /// quiet: recording precedes the engine's delete writes, which may remove a document.
+    /// `deleted_at` (and that one's origin).
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError>;
-    /// Mark the tombstones of `keys` quiet (see [`Tombstone::quiet`]) where they still
-    /// have the given `deleted_at`: the engine's delete writes recorded with them all
-    /// found nothing to delete.
-    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError>;
     /// Remove the tombstones of `keys` (the documents were re-created by a newer write).
     async fn remove_tombstones(&self, keys: &[Key]) -> Result<(), StoreError>;
     /// Remove tombstones deleted before `before`; returns how many. (MongoDB also has a

@@ -250,58 +250,6 @@ pub struct Tombstone {
     pub deleted_at: DateTime,
     /// Side the delete was first seen on.
     pub origin: Side,
-    /// Known to have no echo: no delete the engine wrote for this key since the
-    /// tombstone was recorded removed a document, so no delete event of the engine's
-    /// can follow on either stream (see [`crate::core::store::StateStore::quiet_tombstones`]).
-    /// Recording a tombstone clears it.
-    pub quiet: bool,
-}
-
-/// A delete the engine wrote to a side whose echo (a delete event on that side's stream)
-/// may still come after the side's saved checkpoint: kept with the checkpoint so that a
-/// restart replaying the stream recognises the echo (see
-/// [`crate::core::store::StateStore::save_pending_deletes`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingDelete {
-    /// The deleted key.
-    pub key: Key,
-    /// The delete time the write propagated (`None`: an unconditional delete).
-    pub deleted_at: Option<DateTime>,
-    /// Saved before the write returned: it may or may not have removed a document.
-    pub tentative: bool,
-    /// Resume token of the newest change read from the side when the delete was
-    /// written: its echo comes after that change, so a replay expects it only once the
-    /// stream has shown that change again (a client delete read before it is not the
-    /// echo). `None`: anywhere after the checkpoint (that change is not after it, or
-    /// nothing was read).
-    pub after: Option<ResumeToken>,
-    /// The version the delete was about to remove, when it was read: the echo comes
-    /// after that version's upsert, so a replay that shows it after a delete taken for
-    /// the echo knows that delete was a client's.
-    pub removes: Option<RemovedVersion>,
-}
-
-/// The version of a document a delete of the engine is about to remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemovedVersion {
-    /// Its `updatedAt`.
-    pub updated_at: DateTime,
-    /// Its content hash ([`crate::core::doc::content_hash`]): another document with
-    /// the same `updatedAt` (a client re-creating the key at that time) is not it.
-    pub hash: u64,
-}
-
-/// A side's pending deletes as saved with its checkpoint.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeleteLedger {
-    /// The deletes whose echo may still follow the checkpoint.
-    pub deletes: Vec<PendingDelete>,
-    /// Every delete the engine made whose echo may follow the checkpoint is listed.
-    /// When false (a full ledger, a key the echo memory dropped, a delete made by
-    /// `datasync reconcile`, or a ledger saved by a version without this flag), a
-    /// restart replaying the stream takes deletes of keys not listed for possible
-    /// echoes too (the tombstone rule).
-    pub complete: bool,
 }
 
 /// A write the engine asks a store to make. Conditional variants encode last-writer-wins

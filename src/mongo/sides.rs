@@ -11,6 +11,7 @@ use crate::core::error::StoreError;
 use crate::core::types::Side;
 use crate::core::Stores;
 use crate::mongo::collection::MongoStore;
+use crate::mongo::own::{OwnSessions, OWN_SESSIONS};
 use crate::mongo::state::{pair_name, tombstones_collection, MongoState, CHECKPOINTS};
 use crate::mongo::uri::connect;
 
@@ -70,6 +71,7 @@ impl MongoSides {
         let tombstones = tombstones_collection(&self.pair_name());
         for (side, cfg) in [(Side::Local, &self.local), (Side::Cloud, &self.cloud)] {
             let is_state_coll = cfg.collection == CHECKPOINTS
+                || cfg.collection == OWN_SESSIONS
                 || cfg.collection == tombstones
                 || cfg
                     .collection
@@ -107,6 +109,9 @@ impl MongoSides {
         } else {
             connect(&self.cloud.uri, &self.app_name).await?
         };
+        // The sessions of the daemon's transactions, in the state database.
+        let own = Arc::new(OwnSessions::new(&local_client, &self.state_database));
+        own.load().await?;
         let store = |client: &Client, cfg: &SideConfig, side: Side| {
             MongoStore::new(
                 client.clone(),
@@ -115,6 +120,7 @@ impl MongoSides {
                 &self.updated_at_field,
             )
             .with_side(side)
+            .with_own_sessions(own.clone())
         };
         let state = MongoState::new(
             local_client.clone(),

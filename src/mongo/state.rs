@@ -3,21 +3,15 @@
 //!
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
 //! (see [`pair_name`]):
-//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt,
-//!   pendingDeletes: [{key, deletedAt: Date|null, tentative?: true, after?: <resume
-//!   token>, removes?: {updatedAt: Date, hash: long}}], pendingDeletesComplete: bool}`. The pair (both namespaces) is in the id, so changing
-//!   either collection in the config never resumes from a token that belongs to another
-//!   sync. `pendingDeletes` are the engine's deletes to that side whose echoes may follow
-//!   the token (saved with it in one write, before the deletes are sent as `tentative`,
-//!   and after they returned; `after`, when present, is the token of the change read
-//!   just before the delete was sent, which its echo follows; `removes`, the version it
-//!   was about to remove, whose upsert its echo follows); `pendingDeletesComplete` says the list has them all
-//!   (missing, as written by older versions: not complete).
+//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`.
+//!   The pair (both namespaces) is in the id, so changing either collection in the
+//!   config never resumes from a token that belongs to another sync. (Fields older
+//!   versions kept there, `pendingDeletes*`, are dropped by the next save.)
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
-//!   plus `quiet: true` once the engine's deletes for it are known to have removed
-//!   nothing (absent in tombstones written before that field existed: not quiet, the
-//!   safe reading); one collection per pair so keys of different pairs never collide,
-//!   with a TTL index on `deletedAt`.
+//!   (a `quiet` field older versions wrote is ignored); one collection per pair so keys
+//!   of different pairs never collide, with a TTL index on `deletedAt`.
+//! - `own_sessions`: the session ids of the daemon's transactions (see
+//!   [`crate::mongo::own`]).
 //! - `synced_<pair>`: `{_id: <document key>, updatedAt: Date}`, the version both sides
 //!   last agreed on (see [`crate::core::store::StateStore`]); one collection per pair.
 
@@ -31,9 +25,7 @@ use mongodb::{Client, Collection, Database};
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::StateStore;
-use crate::core::types::{
-    DeleteLedger, Key, PendingDelete, RemovedVersion, ResumeToken, Side, Tombstone,
-};
+use crate::core::types::{Key, ResumeToken, Side, Tombstone};
 use crate::mongo::batch::{self, MAX_WRITE_BATCH_SIZE};
 use crate::mongo::error::{error_code, map_error, DUPLICATE_KEY};
 use crate::mongo::scan_filter::after_filter;
@@ -228,108 +220,26 @@ fn parse_tombstone(mut d: Document) -> Option<Tombstone> {
     let key = Key(d.remove("_id")?);
     let deleted_at = d.get_datetime("deletedAt").ok().copied()?;
     let origin = d.get_str("origin").ok()?.parse().ok()?;
-    let quiet = d.get_bool("quiet").unwrap_or(false);
     Some(Tombstone {
         key,
         deleted_at,
         origin,
-        quiet,
     })
 }
 
 /// The two statements recording `t` so that the later `deletedAt` wins: insert it if
-/// there is no tombstone yet (and clear `quiet` of an existing one), and overwrite an
-/// existing one only when it is older.
+/// there is no tombstone yet, and overwrite an existing one only when it is older.
 fn tombstone_statements(t: &Tombstone) -> [Document; 2] {
     let id = t.key.as_bson().clone();
     let fields = doc! { "deletedAt": t.deleted_at, "origin": t.origin.as_str() };
     [
         doc! {
             "q": { "_id": id.clone() },
-            "u": { "$setOnInsert": fields.clone(), "$unset": { "quiet": "" } },
+            "u": { "$setOnInsert": fields.clone() },
             "upsert": true,
         },
         doc! { "q": { "_id": id, "deletedAt": { "$lt": t.deleted_at } }, "u": { "$set": fields } },
     ]
-}
-
-/// The statement marking the tombstone of `key` quiet if it is still the one at `at`.
-fn quiet_statement(key: &Key, at: DateTime) -> Document {
-    doc! {
-        "q": { "_id": key.as_bson().clone(), "deletedAt": at },
-        "u": { "$set": { "quiet": true } },
-    }
-}
-
-/// The stored form of pending deletes (`tentative` stored only when true).
-fn pending_array(pending: &DeleteLedger) -> Vec<Bson> {
-    pending
-        .deletes
-        .iter()
-        .map(|p| {
-            let at = p.deleted_at.map_or(Bson::Null, Bson::DateTime);
-            let mut d = doc! { "key": p.key.as_bson().clone(), "deletedAt": at };
-            if p.tentative {
-                d.insert("tentative", true);
-            }
-            if let Some(t) = &p.after {
-                d.insert("after", t.0.clone());
-            }
-            if let Some(r) = p.removes {
-                // The hash's bits, as MongoDB stores 64-bit integers signed.
-                let hash = r.hash as i64;
-                d.insert("removes", doc! { "updatedAt": r.updated_at, "hash": hash });
-            }
-            Bson::Document(d)
-        })
-        .collect()
-}
-
-/// Reads a pending delete back (`None` when malformed).
-fn parse_pending(b: &Bson) -> Option<PendingDelete> {
-    let d = b.as_document()?;
-    let deleted_at = match d.get("deletedAt")? {
-        Bson::DateTime(t) => Some(*t),
-        Bson::Null => None,
-        _ => return None,
-    };
-    let tentative = match d.get("tentative") {
-        None => false,
-        Some(Bson::Boolean(b)) => *b,
-        Some(_) => return None,
-    };
-    let after = match d.get("after") {
-        None => None,
-        Some(Bson::Document(t)) => Some(ResumeToken(t.clone())),
-        Some(_) => return None,
-    };
-    let removes = match d.get("removes") {
-        None => None,
-        Some(Bson::Document(r)) => Some(RemovedVersion {
-            updated_at: *r.get_datetime("updatedAt").ok()?,
-            hash: r.get_i64("hash").ok()? as u64,
-        }),
-        Some(_) => return None,
-    };
-    Some(PendingDelete {
-        key: Key(d.get("key")?.clone()),
-        deleted_at,
-        tentative,
-        after,
-        removes,
-    })
-}
-
-/// Reads a checkpoint document's pending deletes back. Missing, or with a malformed
-/// entry (left out), the list is incomplete.
-fn parse_ledger(d: Option<&Document>) -> DeleteLedger {
-    let Some(list) = d.and_then(|d| d.get_array("pendingDeletes").ok()) else {
-        return DeleteLedger::default();
-    };
-    let deletes: Vec<PendingDelete> = list.iter().filter_map(parse_pending).collect();
-    let complete = deletes.len() == list.len()
-        && d.and_then(|d| d.get_bool("pendingDeletesComplete").ok()) == Some(true);
-    DeleteLedger { deletes, complete }
 }
 
 /// Reads a sync record back.
@@ -359,12 +269,7 @@ impl StateStore for MongoState {
             .map(ResumeToken))
     }
 
-    async fn save_checkpoint(
-        &self,
-        side: Side,
-        token: &ResumeToken,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
         let id = self.checkpoint_id(side);
         let replacement = doc! {
             "_id": id.clone(),
@@ -372,8 +277,6 @@ impl StateStore for MongoState {
             "pair": self.pair.as_str(),
             "token": token.0.clone(),
             "savedAt": DateTime::now(),
-            "pendingDeletes": pending_array(pending),
-            "pendingDeletesComplete": pending.complete,
         };
         self.checkpoints
             .replace_one(doc! { "_id": id }, replacement)
@@ -381,37 +284,6 @@ impl StateStore for MongoState {
             .await
             .map(drop)
             .map_err(|e| self.err("save checkpoint", &e))
-    }
-
-    async fn save_pending_deletes(
-        &self,
-        side: Side,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError> {
-        let fields = doc! {
-            "side": side.as_str(),
-            "pair": self.pair.as_str(),
-            "pendingDeletes": pending_array(pending),
-            "pendingDeletesComplete": pending.complete,
-        };
-        self.checkpoints
-            .update_one(
-                doc! { "_id": self.checkpoint_id(side) },
-                doc! { "$set": fields },
-            )
-            .upsert(true)
-            .await
-            .map(drop)
-            .map_err(|e| self.err("save pending deletes", &e))
-    }
-
-    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError> {
-        let found = self
-            .checkpoints
-            .find_one(doc! { "_id": self.checkpoint_id(side) })
-            .await
-            .map_err(|e| self.err("load pending deletes", &e))?;
-        Ok(parse_ledger(found.as_ref()))
     }
 
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {
@@ -443,18 +315,6 @@ impl StateStore for MongoState {
         for chunk in tombstones.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE / 2)) {
             let updates = chunk.iter().flat_map(tombstone_statements).collect();
             self.update_tombstones("record tombstones", updates).await?;
-        }
-        Ok(())
-    }
-
-    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError> {
-        for chunk in keys.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
-            let updates = chunk
-                .iter()
-                .map(|(k, at)| quiet_statement(k, *at))
-                .collect();
-            self.update_tombstones("mark tombstones quiet", updates)
-                .await?;
         }
         Ok(())
     }
@@ -617,7 +477,6 @@ mod tests {
             key: Key(Bson::String("k".into())),
             deleted_at: DateTime::from_millis(10),
             origin: Side::Cloud,
-            quiet: true,
         };
         let [insert, newer] = tombstone_statements(&t);
         let fields = doc! {"deletedAt": DateTime::from_millis(10), "origin": "cloud"};
@@ -625,7 +484,7 @@ mod tests {
             insert,
             doc! {
                 "q": {"_id": "k"},
-                "u": {"$setOnInsert": fields.clone(), "$unset": {"quiet": ""}},
+                "u": {"$setOnInsert": fields.clone()},
                 "upsert": true,
             }
         );

@@ -31,11 +31,7 @@ async fn sides_on_one_deployment_share_a_client_and_work() {
     assert_eq!(next_event(&mut stream).await.side, Side::Cloud);
     stores
         .state
-        .save_checkpoint(
-            Side::Cloud,
-            &ResumeToken(doc! {"_data": "00"}),
-            &DeleteLedger::default(),
-        )
+        .save_checkpoint(Side::Cloud, &ResumeToken(doc! {"_data": "00"}))
         .await
         .unwrap();
     if b.emulator.is_none() {

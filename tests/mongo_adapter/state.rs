@@ -10,19 +10,10 @@ async fn checkpoints_round_trip_per_side() {
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
     let t1 = ResumeToken(doc! {"_data": "01"});
     let t2 = ResumeToken(doc! {"_data": "02"});
-    state
-        .save_checkpoint(Side::Local, &t1, &DeleteLedger::default())
-        .await
-        .unwrap();
-    state
-        .save_checkpoint(Side::Cloud, &t2, &DeleteLedger::default())
-        .await
-        .unwrap();
+    state.save_checkpoint(Side::Local, &t1).await.unwrap();
+    state.save_checkpoint(Side::Cloud, &t2).await.unwrap();
     assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), Some(t1));
-    state
-        .save_checkpoint(Side::Local, &t2, &DeleteLedger::default())
-        .await
-        .unwrap();
+    state.save_checkpoint(Side::Local, &t2).await.unwrap();
     assert_eq!(
         state.load_checkpoint(Side::Local).await.unwrap(),
         Some(t2.clone())
@@ -34,96 +25,37 @@ async fn checkpoints_round_trip_per_side() {
     b.finish().await;
 }
 
+/// Checkpoint documents written by versions that kept a delete ledger with the token
+/// still load, and the next save drops the ledger's fields.
 #[tokio::test]
-async fn pending_deletes_are_kept_with_the_checkpoint() {
-    let b = Backend::start("state_pending").await;
+async fn a_checkpoint_saved_by_an_older_version_loads_and_is_rewritten_clean() {
+    let b = Backend::start("state_old_ckpt").await;
     let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
-    let p = |key: &str, t: Option<i64>, tentative: bool| PendingDelete {
-        key: k(key),
-        deleted_at: t.map(at),
-        tentative,
-        after: None,
-        removes: None,
-    };
-    let list = |deletes: Vec<PendingDelete>, complete: bool| DeleteLedger { deletes, complete };
-    // Nothing saved: an empty list, not known to be complete.
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap(),
-        DeleteLedger::default()
-    );
-    // Saved alone before any checkpoint: no token appears.
-    let saved = list(vec![p("a", Some(5), false), p("b", None, true)], true);
-    state
-        .save_pending_deletes(Side::Local, &saved)
-        .await
-        .unwrap();
-    assert_eq!(state.load_checkpoint(Side::Local).await.unwrap(), None);
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap(),
-        saved
-    );
-    assert_eq!(
-        state.load_pending_deletes(Side::Cloud).await.unwrap(),
-        DeleteLedger::default()
-    );
-    // A checkpoint replaces them; saving them alone keeps the token.
-    let t1 = ResumeToken(doc! {"_data": "01"});
-    let saved = list(vec![p("c", Some(7), false)], false);
-    state
-        .save_checkpoint(Side::Local, &t1, &saved)
-        .await
-        .unwrap();
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap(),
-        saved
-    );
-    let mut after = p("d", Some(8), true);
-    after.after = Some(ResumeToken(doc! {"_data": "02"}));
-    after.removes = Some(RemovedVersion {
-        updated_at: at(6),
-        hash: u64::MAX - 1,
-    });
-    let saved = list(vec![p("c", Some(7), false), after], true);
-    state
-        .save_pending_deletes(Side::Local, &saved)
+    let checkpoints = b.client.database(&b.db).collection::<Document>(CHECKPOINTS);
+    checkpoints
+        .insert_one(doc! {
+            "_id": "local:a.x__b.y", "side": "local", "pair": "a.x__b.y",
+            "token": {"_data": "01"}, "savedAt": at(0),
+            "pendingDeletes": [{"key": "a", "deletedAt": at(5)}],
+            "pendingDeletesComplete": true,
+        })
         .await
         .unwrap();
     assert_eq!(
         state.load_checkpoint(Side::Local).await.unwrap(),
-        Some(t1.clone())
+        Some(ResumeToken(doc! {"_data": "01"}))
     );
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap(),
-        saved
-    );
-    // A malformed entry is left out, and the list is no longer complete.
-    b.client
-        .database(&b.db)
-        .collection::<Document>(CHECKPOINTS)
-        .update_one(
-            doc! {"side": "local"},
-            doc! {"$push": {"pendingDeletes": {"key": "e", "deletedAt": "yesterday"}}},
-        )
+    let t2 = ResumeToken(doc! {"_data": "02"});
+    state.save_checkpoint(Side::Local, &t2).await.unwrap();
+    let saved = checkpoints
+        .find_one(doc! {"side": "local"})
         .await
+        .unwrap()
         .unwrap();
-    let loaded = state.load_pending_deletes(Side::Local).await.unwrap();
-    assert_eq!((loaded.deletes.len(), loaded.complete), (2, false));
-    // A list saved by a version without the completeness flag is incomplete.
-    b.client
-        .database(&b.db)
-        .collection::<Document>(CHECKPOINTS)
-        .update_one(
-            doc! {"side": "local"},
-            doc! {"$pull": {"pendingDeletes": {"key": "e"}}, "$unset": {"pendingDeletesComplete": ""}},
-        )
-        .await
-        .unwrap();
-    let loaded = state.load_pending_deletes(Side::Local).await.unwrap();
-    assert_eq!((loaded.deletes.len(), loaded.complete), (2, false));
-    state.clear_checkpoint(Side::Local).await.unwrap();
-    assert_eq!(
-        state.load_pending_deletes(Side::Local).await.unwrap(),
-        DeleteLedger::default()
+    assert_eq!(saved.get_document("token").unwrap(), &t2.0);
+    assert!(
+        !saved.contains_key("pendingDeletes") && !saved.contains_key("pendingDeletesComplete"),
+        "{saved}"
     );
     b.finish().await;
 }
@@ -136,7 +68,6 @@ async fn later_tombstone_wins_and_tombstones_expire() {
         key: k(key),
         deleted_at: at(t),
         origin,
-        quiet: false,
     };
     state
         .record_tombstones(&[ts("a", 10, Side::Local), ts("b", 10, Side::Local)])
@@ -183,66 +114,26 @@ async fn later_tombstone_wins_and_tombstones_expire() {
     b.finish().await;
 }
 
+/// A tombstone written by an older version (with its `quiet` flag) reads back.
 #[tokio::test]
-async fn tombstones_are_quiet_until_recorded_again() {
-    let b = Backend::start("state_quiet").await;
+async fn a_tombstone_written_by_an_older_version_reads_back() {
+    let b = Backend::start("state_old_tomb").await;
     let state = MongoState::new(b.client.clone(), &b.db, "a.x__b.y");
-    let ts = |key: &str, t: i64| Tombstone {
-        key: k(key),
-        deleted_at: at(t),
-        origin: Side::Cloud,
-        quiet: true,
-    };
-    let quiet = |keys: &[&str]| {
-        let keys: Vec<Key> = keys.iter().copied().map(k).collect();
-        let state = state.clone();
-        async move {
-            let mut q: Vec<(String, bool)> = state
-                .tombstones(&keys)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|t| (t.key.0.as_str().unwrap().to_string(), t.quiet))
-                .collect();
-            q.sort();
-            q
-        }
-    };
-    // Recorded tombstones are never quiet, whatever the caller passes.
-    state
-        .record_tombstones(&[ts("a", 10), ts("b", 10), ts("c", 10)])
+    b.client
+        .database(&b.db)
+        .collection::<Document>("tombstones_a.x__b.y")
+        .insert_one(doc! {"_id": "a", "deletedAt": at(10), "origin": "cloud", "quiet": true})
         .await
         .unwrap();
+    let got = state.tombstones(&[k("a")]).await.unwrap();
     assert_eq!(
-        quiet(&["a", "b", "c"]).await,
-        [
-            ("a".into(), false),
-            ("b".into(), false),
-            ("c".into(), false)
-        ]
+        got,
+        [Tombstone {
+            key: k("a"),
+            deleted_at: at(10),
+            origin: Side::Cloud
+        }]
     );
-    // Marked quiet only where `deletedAt` is still the given one; a missing key is no
-    // error.
-    state
-        .quiet_tombstones(&[(k("a"), at(10)), (k("b"), at(9)), (k("zz"), at(10))])
-        .await
-        .unwrap();
-    assert_eq!(
-        quiet(&["a", "b", "zz"]).await,
-        [("a".into(), true), ("b".into(), false)]
-    );
-    // Recording again, older or newer, clears it.
-    state.quiet_tombstones(&[(k("c"), at(10))]).await.unwrap();
-    state
-        .record_tombstones(&[ts("a", 5), ts("c", 20)])
-        .await
-        .unwrap();
-    assert_eq!(
-        quiet(&["a", "c"]).await,
-        [("a".into(), false), ("c".into(), false)]
-    );
-    let a = state.tombstones(&[k("a")]).await.unwrap();
-    assert_eq!(a[0].deleted_at, at(10), "the later delete time is kept");
     b.finish().await;
 }
 

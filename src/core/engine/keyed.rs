@@ -15,8 +15,31 @@ use crate::core::queue::QueuedEvent;
 use crate::core::reconcile::{run_keys, Job};
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write};
 
+/// Decide and apply `batch` from state, then mark its changes done for checkpointing.
+pub(crate) async fn apply_batch(
+    sh: &Shared,
+    batch: &[QueuedEvent],
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    apply_keys(sh, batch, cancel).await?;
+    for side in Side::BOTH {
+        let newest = batch
+            .iter()
+            .filter(|q| q.event.side == side)
+            .map(|q| q.event.server_time)
+            .max();
+        let mut t = lock(&sh.applied_time);
+        t[ix(side)] = t[ix(side)].max(newest);
+    }
+    let mut trackers = [lock(&sh.trackers[0]), lock(&sh.trackers[1])];
+    for q in batch {
+        trackers[ix(q.event.side)].done(q.gen, q.seq);
+    }
+    Ok(())
+}
+
 /// Decide and apply the keys of `batch` from state.
-pub(crate) async fn apply_keys(
+async fn apply_keys(
     sh: &Shared,
     batch: &[QueuedEvent],
     cancel: &CancellationToken,
@@ -45,7 +68,6 @@ pub(crate) async fn apply_keys(
         attempts: None,
         // The worker holds the apply lock already.
         apply_lock: None,
-        echo: None,
         progress: None,
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.clocks),
@@ -54,21 +76,13 @@ pub(crate) async fn apply_keys(
     let out = run_keys(&job, &keys, &tombstones).await?;
     count_applied(sh, out.applied);
     let c = &sh.counters;
-    // A conflict: the change read from a stream lost to the other side's version.
-    let mut read_from: std::collections::HashMap<&Key, [bool; 2]> = Default::default();
-    for q in batch {
-        read_from.entry(&q.event.key).or_default()[ix(q.event.side)] = true;
+    // A conflict: both sides changed the key since they last agreed, and the losing
+    // side's change was overwritten (decided from state, so it counts whichever side's
+    // event brought the key).
+    let lost = out.winners.len();
+    for (_, winner) in &out.winners {
+        sh.stats.conflicts(winner.other(), 1);
     }
-    let lost = out
-        .winners
-        .iter()
-        .filter(|(key, winner)| {
-            read_from
-                .get(key)
-                .is_some_and(|s| s[ix(winner.other())] && !s[ix(*winner)])
-        })
-        .inspect(|(_, winner)| sh.stats.conflicts(winner.other(), 1))
-        .count();
     c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
     tracing::debug!(keys = keys.len(), report = ?out.report, "batch decided from state");
@@ -103,7 +117,7 @@ async fn restore_beaten_deletes(
         };
         let newest_delete = q
             .max_delete
-            .map_or(q.event.server_time, |d| d.at.max(q.event.server_time));
+            .map_or(q.event.server_time, |d| d.max(q.event.server_time));
         if *u > newest_delete {
             writes[ix(q.event.side)].push(Write::UpsertIfNewer {
                 key: q.event.key.clone(),
@@ -133,15 +147,14 @@ fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
     let mut out = Vec::new();
     for q in batch.iter().filter(|q| mode.propagates(q.event.side)) {
         let latest = match (q.event.kind == ChangeKind::Delete, q.max_delete) {
-            (true, d) => Some(d.map_or(q.event.server_time, |d| d.at.max(q.event.server_time))),
-            (false, d) => d.map(|d| d.at),
+            (true, d) => Some(d.map_or(q.event.server_time, |d| d.max(q.event.server_time))),
+            (false, d) => d,
         };
         if let Some(deleted_at) = latest {
             out.push(Tombstone {
                 key: q.event.key.clone(),
                 deleted_at,
                 origin: q.event.side,
-                quiet: false,
             });
         }
     }
@@ -191,8 +204,6 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
             cancel: stop,
             attempts: None,
             apply_lock: None,
-            // Both-ways: the echo memory expects these writes like a reconcile's.
-            echo: (sh.config.mode == Mode::BothWays).then_some((&sh.echo, &sh.ledger_io)),
             progress: None,
             quarantine: Some(&sh.quarantine),
             clocks: Some(&sh.clocks),

@@ -27,22 +27,10 @@ enum End {
     Lost(StoreError),
 }
 
-/// Whether changes read may still be echoes of writes the echo memory never saw: those
-/// of a previous run, replayed from the saved checkpoint until the stream first catches
-/// up (the previous run wrote nothing after this one started).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replay {
-    /// Opened from the saved checkpoint; not caught up yet.
-    Possible,
-    /// Caught up once since, or opened without a checkpoint.
-    Over,
-}
-
 /// Run `side`'s reader until `stop` is cancelled.
 pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
     let mut failures = 0u32;
     let mut fresh = false; // history lost: ignore the saved checkpoint
-    let mut replay = Replay::Over;
     loop {
         if stop.is_cancelled() {
             break;
@@ -60,19 +48,7 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
                 })
                 .await
                 {
-                    Ok(Some(t)) => {
-                        replay = Replay::Possible;
-                        // The previous run's deletes whose echoes may follow `t`.
-                        match retry("load_pending_deletes", &stop, None, || {
-                            state.load_pending_deletes(side)
-                        })
-                        .await
-                        {
-                            Ok(pending) => lock(&sh.echo).seed(side, &pending),
-                            Err(_) => break,
-                        }
-                        Some(t)
-                    }
+                    Ok(Some(t)) => Some(t),
                     Ok(None) => None,
                     Err(_) => break,
                 },
@@ -80,11 +56,8 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
         };
         let needs_reconcile = from.is_none();
         if needs_reconcile {
-            // A stream opened now holds nothing a previous run wrote.
-            replay = Replay::Over;
             lock(&sh.trackers[ix(side)]).reset();
             lock(&sh.saved)[ix(side)] = None;
-            lock(&sh.echo).clear_ledger(side);
         }
         let ticket = sh.reconcile_started.load(Ordering::SeqCst);
         let opened = tokio::select! {
@@ -132,16 +105,7 @@ pub(crate) async fn run(sh: Arc<Shared>, side: Side, stop: CancellationToken) {
             }
         }
         sh.set_stream(side, StreamState::Running, None);
-        match stream_loop(
-            &sh,
-            side,
-            stream.as_mut(),
-            &stop,
-            &mut failures,
-            &mut replay,
-        )
-        .await
-        {
+        match stream_loop(&sh, side, stream.as_mut(), &stop, &mut failures).await {
             End::Stopped => break,
             End::Reopen(e) => {
                 sh.set_stream(side, StreamState::Down, Some(&e));
@@ -183,11 +147,7 @@ async fn stream_loop(
     stream: &mut dyn ChangeStream,
     stop: &CancellationToken,
     failures: &mut u32,
-    replay: &mut Replay,
 ) -> End {
-    // Progress reported after an event, or a second one, means the stream caught up (a
-    // stream may report its opening position before reading anything).
-    let mut caught_up_signs = 0u32;
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return End::Stopped,
@@ -196,62 +156,27 @@ async fn stream_loop(
         match item {
             Ok(StreamItem::Event(mut ev)) => {
                 *failures = 0;
-                caught_up_signs = 1;
                 ev.side = side;
-                // The token moves to the tracker (and a copy to the echo memory): nothing
-                // after it reads `ev.token`.
+                // The token moves to the tracker: nothing after it reads `ev.token`.
                 let token = std::mem::replace(&mut ev.token, ResumeToken(Document::new()));
-                let position = token.clone();
                 let (gen, seq) = lock(&sh.trackers[ix(side)]).read_event(token);
-                if ev.own && sh.decides_from_state() {
-                    // The engine's own write coming back (the store says so): no client
-                    // changed anything, so nothing is to be decided.
-                    tracing::trace!(%side, key = %ev.key, op = ev.kind.name(), "own write read");
-                    lock(&sh.trackers[ix(side)]).done(gen, seq);
-                    continue;
-                }
-                // The engine's own write coming back: recognised here, in stream order.
-                // With nothing pending for the key it is done at once; otherwise it
-                // joins the entry flagged, so it neither counts as a client change nor
-                // hides one.
-                // A change may be the echo of a delete the memory does not know: one of
-                // the previous run's that its saved ledger does not list for sure, or
-                // one of an unknown key after the memory evicted keys.
-                let (taken, echo_unknown, replayed) = {
-                    let mut echo = lock(&sh.echo);
-                    let known = echo.knows(side, &ev.key);
-                    let replaying = *replay == Replay::Possible;
-                    let unknown =
-                        (replaying && echo.unsure(side, &ev.key)) || (!known && echo.evicted_any());
-                    let taken = echo.take_echo(side, &ev.key, &ev.kind, ev.server_time, (gen, seq));
-                    echo.read_change(side, (gen, seq), &position);
-                    (taken, unknown, replaying && !known)
-                };
-                let engine_write = taken.echo;
                 tracing::debug!(
                     %side,
                     key = %ev.key,
                     op = ev.kind.name(),
                     at = %ev.server_time,
-                    echo = engine_write,
+                    own = ev.own,
                     "change read"
                 );
-                if engine_write && !sh.queue.contains(side, &ev.key) {
+                if ev.own {
+                    // The engine's own write coming back (the store says so): no client
+                    // changed anything, so there is nothing to decide.
                     lock(&sh.trackers[ix(side)]).done(gen, seq);
                     continue;
                 }
-                let mut queued = QueuedEvent::new(ev, gen, seq);
-                queued.engine_write = engine_write;
-                queued.echo_unknown = echo_unknown;
-                queued.replayed = replayed;
-                if let Some(d) = taken.client_delete_before {
-                    // A delete taken for an echo earlier was a client's.
-                    queued.max_delete = Some(d);
-                    queued.client_before = true;
-                }
                 let pushed = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
-                    old = sh.queue.push(queued) => old,
+                    old = sh.queue.push(QueuedEvent::new(ev, gen, seq)) => old,
                 };
                 if let Some((gen, seq)) = pushed {
                     lock(&sh.trackers[ix(side)]).done(gen, seq);
@@ -259,12 +184,6 @@ async fn stream_loop(
             }
             Ok(StreamItem::Progress(token)) => {
                 *failures = 0;
-                caught_up_signs += 1;
-                if caught_up_signs >= 2 && *replay == Replay::Possible {
-                    tracing::debug!(%side, "caught up with the changes of the previous run");
-                    *replay = Replay::Over;
-                    lock(&sh.echo).drop_seeded(side);
-                }
                 lock(&sh.trackers[ix(side)]).read_progress(token);
                 sh.caught_up[ix(side)].fetch_add(1, Ordering::SeqCst);
             }

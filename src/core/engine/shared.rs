@@ -1,9 +1,9 @@
 //! State shared by the engine's tasks and its handle: configuration, stores, the queue,
-//! checkpoint trackers, echo memory, counters and stream status, plus the retry helper
+//! checkpoint trackers, counters and stream status, plus the retry helper
 //! every store call goes through.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
-use crate::core::echo::{EchoMemory, ECHO_CAPACITY};
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::quarantine::Quarantine;
 use crate::core::queue::Queue;
-use crate::core::store::{CollectionStore, StateStore};
-use crate::core::types::{ReconcileReport, ResumeToken, Side, Write, WriteOutcome};
+use crate::core::store::CollectionStore;
+use crate::core::types::{ReconcileReport, ResumeToken, Side};
 
 /// Lock a std mutex, ignoring poisoning (a panicking task is already a bug report).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,16 +44,6 @@ pub(crate) struct Counters {
     pub(crate) skipped: AtomicU64,
 }
 
-impl Counters {
-    /// Count one applied write into `target`.
-    pub(crate) fn applied(&self, target: Side) {
-        match target {
-            Side::Cloud => self.local_to_cloud.fetch_add(1, Ordering::Relaxed),
-            Side::Local => self.cloud_to_local.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
 /// Everything the engine's tasks share.
 pub(crate) struct Shared {
     /// Validated configuration.
@@ -67,8 +56,6 @@ pub(crate) struct Shared {
     pub(crate) trackers: [Mutex<Tracker>; 2],
     /// Last checkpoint saved per side (to skip redundant saves).
     pub(crate) saved: Mutex<[Option<ResumeToken>; 2]>,
-    /// The engine's recent writes.
-    pub(crate) echo: Mutex<EchoMemory>,
     /// Whether applying is paused.
     pub(crate) paused: tokio::sync::watch::Sender<bool>,
     /// Status counters.
@@ -88,9 +75,6 @@ pub(crate) struct Shared {
     /// Per side (local, cloud), how many times its stream reported having nothing more
     /// to read (a full reconcile waits for the streams to catch up first).
     pub(crate) caught_up: [AtomicU64; 2],
-    /// Serialises saves of the delete ledger (with checkpoints or alone), so an older
-    /// copy never overwrites a newer one.
-    pub(crate) ledger_io: tokio::sync::Mutex<()>,
     /// Cancelled when the engine stops for good: ends retry loops.
     pub(crate) hard_stop: CancellationToken,
     /// Whether `run` is active.
@@ -124,11 +108,6 @@ impl Shared {
             ),
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
-            echo: Mutex::new(EchoMemory::new(
-                ECHO_CAPACITY,
-                config.server_clock_skew,
-                &config.updated_at_field,
-            )),
             paused: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
             streams: Mutex::new([status(Side::Local), status(Side::Cloud)]),
@@ -138,7 +117,6 @@ impl Shared {
             reconcile_lock: tokio::sync::Mutex::new(0),
             reconcile_started: AtomicU64::new(0),
             caught_up: [AtomicU64::new(0), AtomicU64::new(0)],
-            ledger_io: tokio::sync::Mutex::new(()),
             hard_stop: CancellationToken::new(),
             running: AtomicBool::new(false),
             quarantine: Mutex::new(Quarantine::default()),
@@ -164,13 +142,6 @@ impl Shared {
         if let Some(e) = error {
             s[ix(side)].last_error = Some(e.to_string());
         }
-    }
-
-    /// Whether the live path decides from state (and the engine's own writes coming
-    /// back are dropped as they are read): every mode but the echo-memory both-ways.
-    pub(crate) fn decides_from_state(&self) -> bool {
-        self.config.mode != crate::core::types::Mode::BothWays
-            || self.config.state_decided_both_ways
     }
 
     /// Whether applying is paused.
@@ -234,57 +205,4 @@ where
             }
         }
     }
-}
-
-/// The engine's echo memory and the lock serialising saves of its delete ledger.
-pub(crate) type EchoRefs<'a> = (&'a Mutex<EchoMemory>, &'a tokio::sync::Mutex<()>);
-
-/// `writes` to `side` returned `outcomes`: note the ledgered deletes that removed a
-/// document (the others were forgotten already), and save the ledger if it changed, so
-/// a restart replaying `side`'s stream recognises their echoes.
-pub(crate) async fn save_ledger(
-    refs: EchoRefs<'_>,
-    state: &dyn StateStore,
-    side: Side,
-    writes: &[Write],
-    outcomes: &[WriteOutcome],
-    cancel: &CancellationToken,
-    attempts: Option<u32>,
-) -> Result<(), Stop> {
-    {
-        let mut echo = lock(refs.0);
-        for (w, o) in writes.iter().zip(outcomes) {
-            if let (Write::DeleteIfNotNewer { deleted_at, .. }, WriteOutcome::Applied) = (w, o) {
-                echo.ledger_applied(side, w.key(), Some(*deleted_at));
-            }
-        }
-    }
-    save_ledger_changes(refs, state, side, cancel, attempts).await
-}
-
-/// Save `side`'s delete ledger if it changed since last saved: before deletes are sent
-/// (as tentative entries, so that a crash before they return leaves the replay unsure
-/// of those keys only), and after they returned.
-pub(crate) async fn save_ledger_changes(
-    (echo, io): EchoRefs<'_>,
-    state: &dyn StateStore,
-    side: Side,
-    cancel: &CancellationToken,
-    attempts: Option<u32>,
-) -> Result<(), Stop> {
-    if !lock(echo).ledger_grew(side) {
-        return Ok(());
-    }
-    let _io = io.lock().await;
-    let pending = {
-        let mut echo = lock(echo);
-        if !echo.ledger_grew(side) {
-            return Ok(()); // saved meanwhile
-        }
-        echo.pending_deletes(side, None)
-    };
-    retry("save_pending_deletes", cancel, attempts, || {
-        state.save_pending_deletes(side, &pending)
-    })
-    .await
 }

@@ -181,7 +181,7 @@ impl Stats {
         h.batch_size.observe(batch.len() as f64);
         for q in batch {
             let side = q.event.side;
-            if !mode.propagates(side) || q.engine_write {
+            if !mode.propagates(side) {
                 continue;
             }
             let server_now = now.timestamp_millis().saturating_add(offsets[ix(side)]);
@@ -211,20 +211,19 @@ mod tests {
     use super::*;
     use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken};
 
-    fn entry(side: Side, server_ms: i64, engine_write: bool) -> QueuedEvent {
-        let mut q = QueuedEvent::new(
+    fn entry(side: Side, server_ms: i64) -> QueuedEvent {
+        QueuedEvent::new(
             ChangeEvent {
                 side,
                 key: Key(bson::Bson::Int64(server_ms)),
                 kind: ChangeKind::Delete,
                 token: ResumeToken(bson::Document::new()),
                 server_time: DateTime::from_millis(server_ms),
+                own: false,
             },
             0,
             0,
-        );
-        q.engine_write = engine_write;
-        q
+        )
     }
 
     #[test]
@@ -248,11 +247,9 @@ mod tests {
         let now = DateTime::from_millis(100_000);
         let batch = vec![
             // 1.5 s old by the local server's clock (which is 0.5 s ahead).
-            entry(Side::Local, 99_000, false),
+            entry(Side::Local, 99_000),
             // 20 ms old on cloud's (exact).
-            entry(Side::Cloud, 99_980, false),
-            // The engine's own write coming back: no lag.
-            entry(Side::Cloud, 99_000, true),
+            entry(Side::Cloud, 99_980),
         ];
         stats.batch_applied(&batch, Mode::BothWays, [500, 0], now);
         stats.batch_applied(&batch[..1], Mode::LocalToCloud, [0, 0], now);
@@ -260,7 +257,7 @@ mod tests {
         stats.batch_applied(&batch[1..2], Mode::LocalToCloud, [0, 0], now);
         stats.conflicts(Side::Cloud, 2);
         let s = stats.snapshot();
-        assert_eq!((s.batch_size.count, s.batch_size.sum), (3, 5.0));
+        assert_eq!((s.batch_size.count, s.batch_size.sum), (3, 4.0));
         assert_eq!(s.lag_local_to_cloud.count, 2);
         assert!((s.lag_local_to_cloud.sum - 2.5).abs() < 1e-9);
         assert_eq!(s.lag_cloud_to_local.count, 1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::resolve::apply_batch;
+use super::keyed::apply_batch;
 use super::shared::{ix, lock, retry, Shared, Stop};
 use crate::core::types::Side;
 
@@ -25,10 +25,7 @@ pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) ->
         if !sh.config.mode.watches(side) {
             continue;
         }
-        let (safe, mark) = {
-            let t = lock(&sh.trackers[ix(side)]);
-            (t.safe(), t.safe_mark())
-        };
+        let safe = lock(&sh.trackers[ix(side)]).safe();
         let Some(safe) = safe else {
             continue;
         };
@@ -36,14 +33,10 @@ pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) ->
             continue;
         }
         let state = sh.stores.state.as_ref();
-        // The ledger is saved with the token, less the deletes whose echo it passes.
-        let _io = sh.ledger_io.lock().await;
-        let pending = lock(&sh.echo).pending_deletes(side, Some(mark));
         retry("save_checkpoint", cancel, None, || {
-            state.save_checkpoint(side, &safe, &pending)
+            state.save_checkpoint(side, &safe)
         })
         .await?;
-        lock(&sh.echo).checkpoint_saved(side, mark);
         lock(&sh.saved)[ix(side)] = Some(safe);
     }
     Ok(())

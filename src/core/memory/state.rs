@@ -11,15 +11,13 @@ use bson::DateTime;
 use super::FaultOp;
 use crate::core::error::StoreError;
 use crate::core::store::StateStore;
-use crate::core::types::{DeleteLedger, Key, ResumeToken, Side, Tombstone};
+use crate::core::types::{Key, ResumeToken, Side, Tombstone};
 
 /// Mutable state behind the lock.
 #[derive(Default)]
 struct Inner {
     /// Saved checkpoint per side.
     checkpoints: HashMap<Side, ResumeToken>,
-    /// Pending deletes saved per side.
-    pending: HashMap<Side, DeleteLedger>,
     /// Tombstones by key.
     tombstones: HashMap<Key, Tombstone>,
     /// Sync records: the version both sides last agreed on, by key (ordered: scanned).
@@ -91,41 +89,16 @@ impl StateStore for MemoryState {
         Ok(self.check()?.checkpoints.get(&side).cloned())
     }
 
-    async fn save_checkpoint(
-        &self,
-        side: Side,
-        token: &ResumeToken,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
         let mut g = self.check()?;
         g.checkpoints.insert(side, token.clone());
-        g.pending.insert(side, pending.clone());
         g.saves += 1;
         Ok(())
-    }
-
-    async fn save_pending_deletes(
-        &self,
-        side: Side,
-        pending: &DeleteLedger,
-    ) -> Result<(), StoreError> {
-        self.check()?.pending.insert(side, pending.clone());
-        Ok(())
-    }
-
-    async fn load_pending_deletes(&self, side: Side) -> Result<DeleteLedger, StoreError> {
-        Ok(self
-            .check()?
-            .pending
-            .get(&side)
-            .cloned()
-            .unwrap_or_default())
     }
 
     async fn clear_checkpoint(&self, side: Side) -> Result<(), StoreError> {
         let mut g = self.check()?;
         g.checkpoints.remove(&side);
-        g.pending.remove(&side);
         Ok(())
     }
 
@@ -140,25 +113,11 @@ impl StateStore for MemoryState {
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
         let mut g = self.check()?;
         for t in tombstones {
-            match g.tombstones.get_mut(&t.key) {
-                Some(old) if old.deleted_at > t.deleted_at => old.quiet = false,
-                _ => {
-                    let t = Tombstone {
-                        quiet: false,
-                        ..t.clone()
-                    };
-                    g.tombstones.insert(t.key.clone(), t);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn quiet_tombstones(&self, keys: &[(Key, DateTime)]) -> Result<(), StoreError> {
-        let mut g = self.check()?;
-        for (k, at) in keys {
-            if let Some(t) = g.tombstones.get_mut(k).filter(|t| t.deleted_at == *at) {
-                t.quiet = true;
+            if g.tombstones
+                .get(&t.key)
+                .is_none_or(|old| old.deleted_at <= t.deleted_at)
+            {
+                g.tombstones.insert(t.key.clone(), t.clone());
             }
         }
         Ok(())
@@ -223,37 +182,26 @@ mod tests {
     use super::*;
     use futures::executor::block_on;
 
-    fn tomb(key: i32, at: i64) -> Tombstone {
+    fn tomb(key: i32, at: i64, origin: Side) -> Tombstone {
         Tombstone {
             key: Key(key.into()),
             deleted_at: DateTime::from_millis(at),
-            origin: Side::Cloud,
-            quiet: true,
+            origin,
         }
     }
 
-    fn quiet_of(s: &MemoryState, key: i32) -> Option<(i64, bool)> {
-        let t = block_on(s.tombstones(&[Key(key.into())])).unwrap();
-        t.first()
-            .map(|t| (t.deleted_at.timestamp_millis(), t.quiet))
-    }
-
     #[test]
-    fn tombstones_are_quiet_until_recorded_again() {
+    fn recording_keeps_the_later_delete_of_a_key() {
         let s = MemoryState::new();
-        block_on(s.record_tombstones(&[tomb(1, 10), tomb(2, 10)])).unwrap();
+        block_on(s.record_tombstones(&[tomb(1, 10, Side::Cloud), tomb(2, 10, Side::Cloud)]))
+            .unwrap();
+        block_on(s.record_tombstones(&[tomb(1, 5, Side::Local), tomb(2, 12, Side::Local)]))
+            .unwrap();
+        let mut got = block_on(s.tombstones(&[Key(1.into()), Key(2.into())])).unwrap();
+        got.sort_by_key(|t| t.deleted_at);
         assert_eq!(
-            quiet_of(&s, 1),
-            Some((10, false)),
-            "recording is never quiet"
+            got,
+            vec![tomb(1, 10, Side::Cloud), tomb(2, 12, Side::Local)]
         );
-        let quiet = |k: i32, at: i64| (Key(k.into()), DateTime::from_millis(at));
-        block_on(s.quiet_tombstones(&[quiet(1, 10), quiet(2, 9), quiet(3, 10)])).unwrap();
-        assert_eq!(quiet_of(&s, 1), Some((10, true)));
-        assert_eq!(quiet_of(&s, 2), Some((10, false)), "another delete time");
-        assert_eq!(quiet_of(&s, 3), None);
-        // Recording an older delete keeps the later time but is no longer quiet.
-        block_on(s.record_tombstones(&[tomb(1, 5)])).unwrap();
-        assert_eq!(quiet_of(&s, 1), Some((10, false)));
     }
 }

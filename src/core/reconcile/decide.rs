@@ -41,7 +41,8 @@ pub(super) struct Plan {
     pub(super) agree: Vec<(Key, DateTime)>,
     /// Keys held back: the version to copy (on that side) is too far in the future.
     pub(super) held: Vec<(Key, Side, DateTime)>,
-    /// Keys held with different versions by both sides, and the side whose version won.
+    /// Keys held with different versions by both sides, neither of them the agreed one
+    /// (both changed since they last agreed), and the side whose version won.
     pub(super) winners: Vec<(Key, Side)>,
 }
 
@@ -194,7 +195,12 @@ impl Rules {
                 } else {
                     tie
                 };
-                plan.winners.push((key.clone(), winner));
+                // Contested: the losing version is not the one both sides last agreed
+                // on either (both changed since), so a client's change lost.
+                let lost = if winner == Side::Local { b } else { a };
+                if it.synced != Some(lost) {
+                    plan.winners.push((key.clone(), winner));
+                }
                 if !mode.propagates(winner) {
                     return;
                 }
@@ -228,7 +234,6 @@ impl Rules {
                                 key: key.clone(),
                                 deleted_at: at,
                                 origin: side.other(),
-                                quiet: false,
                             });
                         }
                         plan.writes[ix(side)].push(Write::DeleteIfNotNewer {

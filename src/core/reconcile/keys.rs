@@ -21,8 +21,9 @@ pub(crate) struct KeysOutcome {
     pub(crate) report: ReconcileReport,
     /// Writes applied per target side (local, cloud).
     pub(crate) applied: [u64; 2],
-    /// Keys held with different versions by both sides, and the side whose version won
-    /// (last writer wins, or the tie-break).
+    /// Contested keys (both sides changed since they last agreed, see
+    /// `decide::Plan::winners`), and the side whose version won (last writer wins, or
+    /// the tie-break).
     pub(crate) winners: Vec<(Key, Side)>,
 }
 

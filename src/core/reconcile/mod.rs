@@ -36,8 +36,7 @@ use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::clock;
-use crate::core::echo::Echo;
-use crate::core::engine::shared::{lock, retry, save_ledger, save_ledger_changes, EchoRefs, Stop};
+use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::quarantine::Quarantine;
 use crate::core::store::CollectionStore;
@@ -68,9 +67,6 @@ pub(crate) struct Job<'a> {
     pub(crate) attempts: Option<u32>,
     /// Held per page, shared with the engine's apply worker.
     pub(crate) apply_lock: Option<&'a tokio::sync::Mutex<()>>,
-    /// The engine's echo memory, so reconcile writes are not re-propagated, and the
-    /// lock serialising saves of its delete ledger.
-    pub(crate) echo: Option<EchoRefs<'a>>,
     /// Called with the number of keys examined so far.
     pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     /// The engine's keys held back by the future-timestamp guard, kept up to date.
@@ -441,39 +437,7 @@ async fn apply_side(
         return Ok(Vec::new());
     }
     let store = job.store(side);
-    if let Some(refs) = job.echo {
-        {
-            let mut echo = lock(refs.0);
-            for w in writes {
-                echo.expect_write(side, w);
-            }
-        }
-        let state = job.stores.state.as_ref();
-        save_ledger_changes(refs, state, side, job.cancel, job.attempts).await?;
-    }
-    let outcomes = retry("apply", job.cancel, job.attempts, || store.apply(writes)).await?;
-    if let Some(refs) = job.echo {
-        {
-            let mut echo = lock(refs.0);
-            for (w, o) in writes.iter().zip(&outcomes) {
-                if *o != WriteOutcome::Applied {
-                    echo.forget(side, w.key(), Echo::of_write(w));
-                }
-            }
-        }
-        let state = job.stores.state.as_ref();
-        save_ledger(
-            refs,
-            state,
-            side,
-            writes,
-            &outcomes,
-            job.cancel,
-            job.attempts,
-        )
-        .await?;
-    }
-    Ok(outcomes)
+    retry("apply", job.cancel, job.attempts, || store.apply(writes)).await
 }
 
 /// Carries out a page's plan: tombstones first (as in the engine: a crash after the
