@@ -3,7 +3,8 @@
 //! - `copy`: the plain streaming copy (find → batched inserts), the yardstick of a
 //!   full reconcile;
 //! - `naive`: the original system's algorithm (load both collections into memory,
-//!   compare, write one document per round trip), the baseline to beat.
+//!   compare, write one document per round trip), the baseline to beat;
+//! - `relay`: the bare change-stream relay of figure 2 ([`crate::relay`]), until killed.
 
 use std::collections::HashMap;
 
@@ -53,6 +54,19 @@ pub enum ChildCmd {
         #[arg(long)]
         db: String,
     },
+    /// The bare change-stream relay `db.local_data` → `db.cloud_data` (internal).
+    #[command(hide = true)]
+    Relay {
+        /// Local server.
+        #[arg(long)]
+        uri: String,
+        /// Cloud server.
+        #[arg(long)]
+        cloud_uri: String,
+        /// Database.
+        #[arg(long)]
+        db: String,
+    },
 }
 
 /// Runs a comparison program; prints a one-line JSON summary.
@@ -80,6 +94,9 @@ pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::json!({ "written": written }));
+        }
+        ChildCmd::Relay { uri, cloud_uri, db } => {
+            crate::relay::relay(&uri, &cloud_uri, &db).await?
         }
     }
     Ok(())
