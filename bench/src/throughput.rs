@@ -239,6 +239,57 @@ async fn measure(
     })
 }
 
+/// The path from local to cloud under test.
+#[derive(Clone, Copy)]
+enum Under {
+    /// The bare change-stream relay.
+    Relay,
+    /// The daemon.
+    Daemon,
+}
+
+/// Starts `under` on a database of its own, laid out as the daemon's of figure 2
+/// (`local_data` and `cloud_data` side by side), [`measure`]s it, stops it and drops its
+/// databases.
+async fn measure_path(
+    ctx: &Ctx,
+    under: Under,
+    n: usize,
+    confirm_secs: f64,
+    debounce_ms: u64,
+    ceiling: f64,
+) -> anyhow::Result<Drain> {
+    let (tag, what) = match under {
+        Under::Relay => ("relay", "bare relay"),
+        Under::Daemon => ("tp", "daemon"),
+    };
+    let spec = DaemonSpec {
+        db: ctx.db(tag),
+        debounce_ms,
+        max_batch: BATCH as u64,
+        mode: "both-ways",
+        split: false,
+    };
+    let db = ctx.client.database(&spec.db);
+    let drain = match under {
+        Under::Relay => {
+            let relay = Relay::start(ctx, &spec).await?;
+            let drain = measure(&db, n, confirm_secs, ceiling).await;
+            relay.stop().await?;
+            drain
+        }
+        Under::Daemon => {
+            let daemon = Daemon::start(ctx, &spec).await?;
+            let drain = measure(&db, n, confirm_secs, ceiling).await;
+            daemon.stop().await?;
+            drain
+        }
+    };
+    ctx.drop_db(&spec.db).await;
+    ctx.drop_db(&format!("{}_state", spec.db)).await;
+    drain.map_err(|e| e.context(what))
+}
+
 /// Runs figure 2 with `n` documents for the raw and saturation phases: raw, then the
 /// relay, then the daemon, on the same server.
 pub async fn run(
@@ -252,31 +303,8 @@ pub async fn run(
     let raw_deletes = raw_delete_rate(&ctx.client.database(&raw_db_name), n).await?;
     ctx.drop_db(&raw_db_name).await;
 
-    // The same layout for both: `local_data` and `cloud_data` side by side.
-    let spec = |what: &str| DaemonSpec {
-        db: ctx.db(what),
-        debounce_ms,
-        max_batch: BATCH as u64,
-        mode: "both-ways",
-        split: false,
-    };
-
-    let relay_spec = spec("relay");
-    let relay_proc = Relay::start(ctx, &relay_spec).await?;
-    let relay = measure(&ctx.client.database(&relay_spec.db), n, confirm_secs, raw)
-        .await
-        .map_err(|e| e.context("bare relay"))?;
-    relay_proc.stop().await?;
-    ctx.drop_db(&relay_spec.db).await;
-
-    let spec = spec("tp");
-    let daemon_proc = Daemon::start(ctx, &spec).await?;
-    let daemon = measure(&ctx.client.database(&spec.db), n, confirm_secs, raw)
-        .await
-        .map_err(|e| e.context("daemon"))?;
-    daemon_proc.stop().await?;
-    ctx.drop_db(&spec.db).await;
-    ctx.drop_db(&format!("{}_state", spec.db)).await;
+    let relay = measure_path(ctx, Under::Relay, n, confirm_secs, debounce_ms, raw).await?;
+    let daemon = measure_path(ctx, Under::Daemon, n, confirm_secs, debounce_ms, raw).await?;
     Ok(Throughput {
         raw,
         raw_deletes,
