@@ -76,7 +76,7 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     if want("throughput") {
         let n = if ctx.quick { 30_000 } else { 200_000 };
         let confirm = if ctx.quick { 4.0 } else { 10.0 };
-        let t = throughput::run(&ctx, n, confirm, DEBOUNCE_MS).await?;
+        let t = throughput::run(&mut ctx, n, confirm, DEBOUNCE_MS).await?;
         let (d, b) = (&t.daemon, &t.relay);
         anyhow::ensure!(
             b.sustained > 0.0,
