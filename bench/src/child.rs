@@ -3,12 +3,13 @@
 //! - `copy`: the plain streaming copy (find → batched inserts), the yardstick of a
 //!   full reconcile;
 //! - `naive`: the original system's algorithm (load both collections into memory,
-//!   compare, write one document per round trip), the baseline to beat.
+//!   compare, write one document per round trip), the baseline to beat;
+//! - `relay`: the bare change-stream relay of figure 2 ([`crate::relay`]), until killed.
 
 use std::collections::HashMap;
 
 use bson::{doc, Document};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 use mongodb::options::ReplaceOptions;
 use mongodb::{Client, Collection};
@@ -42,17 +43,24 @@ pub enum ChildCmd {
     },
     /// The naive full sync of `db.local_data` and `db.cloud_data` (internal).
     #[command(hide = true)]
-    Naive {
-        /// Local server.
-        #[arg(long)]
-        uri: String,
-        /// Cloud server.
-        #[arg(long)]
-        cloud_uri: String,
-        /// Database.
-        #[arg(long)]
-        db: String,
-    },
+    Naive(Pair),
+    /// The bare change-stream relay `db.local_data` → `db.cloud_data` (internal).
+    #[command(hide = true)]
+    Relay(Pair),
+}
+
+/// Where the synced pair of collections is.
+#[derive(Args, Debug)]
+pub struct Pair {
+    /// Local server.
+    #[arg(long)]
+    uri: String,
+    /// Cloud server.
+    #[arg(long)]
+    cloud_uri: String,
+    /// Database.
+    #[arg(long)]
+    db: String,
 }
 
 /// Runs a comparison program; prints a one-line JSON summary.
@@ -71,7 +79,7 @@ pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
             let copied = copy(&source.collection(&from), &target.collection(&to), batch).await?;
             println!("{}", serde_json::json!({ "copied": copied }));
         }
-        ChildCmd::Naive { uri, cloud_uri, db } => {
+        ChildCmd::Naive(Pair { uri, cloud_uri, db }) => {
             let local = Client::with_uri_str(&uri).await?.database(&db);
             let cloud = Client::with_uri_str(&cloud_uri).await?.database(&db);
             let written = naive(
@@ -80,6 +88,9 @@ pub async fn run(cmd: ChildCmd) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::json!({ "written": written }));
+        }
+        ChildCmd::Relay(Pair { uri, cloud_uri, db }) => {
+            crate::relay::relay(&uri, &cloud_uri, &db).await?
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 //!
 //! On the emulator there are two servers, as in the product's deployment: the edge's
 //! local MongoDB and the cloud's. Figures 1 and 2 put both synced collections on the
-//! first (one server, so the raw baseline of figure 2 is measured on the same one);
+//! first (one server; figure 2 measures its raw baseline, the bare relay and the daemon
+//! each on a fresh one of the same kind, see [`Ctx::fresh_local`]);
 //! figures 3 and 4 put the cloud collection on the second, whose replies can be
 //! delayed to model the WAN round trip (`--rtt-ms`) without slowing the local side.
 
@@ -92,7 +93,8 @@ impl Ctx {
 
     /// Replaces the local emulator by a fresh one (no-op with `--uri`): figures 1 and 2
     /// leave hundreds of thousands of change events in its history, which would slow
-    /// loading and scanning the data of figures 3 and 4 and skew their ratios.
+    /// loading and scanning the data of figures 3 and 4 and skew their ratios (and, in
+    /// figure 2, slow each measured path down after the previous one).
     pub async fn fresh_local(&mut self) -> anyhow::Result<()> {
         let Some(old) = self.emulator.take() else {
             return Ok(());

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use tempfile::TempDir;
 
 use crate::ctx::Ctx;
-use crate::proc::{tail, vm_hwm_kib, wait_rusage};
+use crate::proc::{tail, Running};
 
 /// Settings that differ between figures.
 #[derive(Debug, Clone)]
@@ -84,16 +84,14 @@ format = "pretty"
 
 /// A running `datasync run`.
 pub struct Daemon {
-    /// Process id (reaped by [`Daemon::stop`]).
-    pid: i32,
+    /// The process (reaped by [`Daemon::stop`]).
+    proc: Running,
     /// Holds the config, socket and log; removed on drop.
     dir: TempDir,
     /// Admin socket path.
     socket: PathBuf,
     /// The `datasync` binary (for `ctl`).
     bin: PathBuf,
-    /// Set once reaped.
-    reaped: bool,
 }
 
 impl Daemon {
@@ -112,11 +110,10 @@ impl Daemon {
             .spawn()
             .context("cannot start datasync run")?;
         let mut d = Daemon {
-            pid: child.id() as i32,
+            proc: Running::new(&child),
             dir,
             socket,
             bin: ctx.datasync.clone(),
-            reaped: false,
         };
         d.wait_running(Duration::from_secs(60)).await?;
         Ok(d)
@@ -154,8 +151,7 @@ impl Daemon {
                 }
                 last = s.to_string();
             }
-            // SAFETY: kill with signal 0 only checks the process exists.
-            if unsafe { libc::kill(self.pid, 0) } != 0 {
+            if !self.proc.alive() {
                 bail!("datasync run exited early: {}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -175,25 +171,10 @@ impl Daemon {
     /// SIGTERM, reap, and return the daemon's peak RSS (`VmHWM` just before the signal)
     /// in KiB.
     pub async fn stop(mut self) -> anyhow::Result<u64> {
-        let rss = vm_hwm_kib(self.pid).unwrap_or(0);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let pid = self.pid;
-        let (code, _) = tokio::task::spawn_blocking(move || wait_rusage(pid)).await??;
-        self.reaped = true;
+        let (code, rss) = self.proc.terminate().await?;
         if code != 0 {
             bail!("datasync run exited with {code}: {}", self.log_tail());
         }
         Ok(rss)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: signalling and reaping our own child on an error path.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = wait_rusage(self.pid);
-        }
     }
 }

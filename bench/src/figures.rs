@@ -12,6 +12,8 @@ use crate::{engine_only, lag, plot, reconcile, throughput, Cli};
 
 /// `sync.debounce_ms` used throughout (the default).
 const DEBOUNCE_MS: u64 = 50;
+/// Figure 2's target: the daemon's sustained rate ÷ the bare relay's (issue 17).
+const SUSTAINED_TARGET: f64 = 0.8;
 /// Peak RSS target of a reconcile, MiB.
 const RSS_TARGET_MIB: f64 = 150.0;
 
@@ -74,36 +76,50 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     if want("throughput") {
         let n = if ctx.quick { 30_000 } else { 200_000 };
         let confirm = if ctx.quick { 4.0 } else { 10.0 };
-        let t = throughput::run(&ctx, n, confirm, DEBOUNCE_MS).await?;
-        let ratio = t.sustained / t.raw;
+        let t = throughput::run(&mut ctx, n, confirm, DEBOUNCE_MS).await?;
+        let (d, b) = (&t.daemon, &t.relay);
+        anyhow::ensure!(
+            b.sustained > 0.0,
+            "the bare relay kept up with none of the offered rates (harness problem)"
+        );
+        let ratio = d.sustained / b.sustained;
         r.figure(
             "2",
             "sustained throughput",
             format!(
-                "daemon keeps up with {:.0} docs/s (drains {:.0}/s saturated) vs raw batched upserts {:.0}/s → ratio {ratio:.2}",
-                t.sustained, t.saturated, t.raw
+                "daemon keeps up with {:.0} docs/s (drains {:.0}/s saturated) vs bare change-stream relay {:.0} docs/s (drains {:.0}/s) → ratio {ratio:.2}; ceiling raw batched upserts {:.0}/s: daemon ÷ raw {:.2}, relay ÷ raw {:.2}",
+                d.sustained,
+                d.saturated,
+                b.sustained,
+                b.saturated,
+                t.raw,
+                d.sustained / t.raw,
+                b.sustained / t.raw
             ),
-            "≥ 0.5 (goal 0.8)",
-            judge_ratio(ratio, Goal::AtLeast(0.5)),
+            &format!("≥ {SUSTAINED_TARGET} of the relay (raw: information)"),
+            judge_ratio(ratio, Goal::AtLeast(SUSTAINED_TARGET)),
         );
         r.figure(
             "2d",
             "delete drain (saturated)",
             format!(
-                "daemon drains {:.0} deletes/s vs raw batched deletes {:.0}/s → ratio {:.2} (upserts saturated: {:.2})",
-                t.saturated_deletes,
+                "daemon drains {:.0} deletes/s vs bare relay {:.0}/s → ratio {:.2}; raw batched deletes {:.0}/s: daemon ÷ raw {:.2}, relay ÷ raw {:.2} (upserts saturated, daemon ÷ relay: {:.2})",
+                d.saturated_deletes,
+                b.saturated_deletes,
+                d.saturated_deletes / b.saturated_deletes,
                 t.raw_deletes,
-                t.saturated_deletes / t.raw_deletes,
-                t.saturated / t.raw
+                d.saturated_deletes / t.raw_deletes,
+                b.saturated_deletes / t.raw_deletes,
+                d.saturated / b.saturated
             ),
-            "information",
+            "information (issue 17 goal: daemon ≥ 0.5 of raw)",
             Verdict::Info,
         );
-        if !t.backlog.is_empty() {
+        if !d.backlog.is_empty() {
             if let Err(e) = plot::backlog(
                 &cli.out.join("throughput_backlog.svg"),
-                t.sustained,
-                &t.backlog,
+                d.sustained,
+                &d.backlog,
             ) {
                 plot_err("the backlog plot", e);
             }

@@ -12,6 +12,7 @@ mod lag;
 mod plot;
 mod proc;
 mod reconcile;
+mod relay;
 mod report;
 mod stats;
 mod throughput;

@@ -98,6 +98,53 @@ pub fn vm_hwm_kib(pid: i32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A long-running child process (the daemon, the bare relay), stopped with SIGTERM by
+/// [`Running::terminate`]; killed and reaped if dropped before that (an error path).
+pub struct Running {
+    /// Process id.
+    pid: i32,
+    /// Set once reaped.
+    reaped: bool,
+}
+
+impl Running {
+    /// Takes charge of `child` (it must not be waited for elsewhere).
+    pub fn new(child: &std::process::Child) -> Running {
+        Running {
+            pid: child.id() as i32,
+            reaped: false,
+        }
+    }
+
+    /// Whether the process still exists (not yet reaped).
+    pub fn alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks the process exists.
+        !self.reaped && unsafe { libc::kill(self.pid, 0) } == 0
+    }
+
+    /// SIGTERM and reap: the exit code (or -signal) and the peak RSS in KiB (`VmHWM`
+    /// just before the signal).
+    pub async fn terminate(&mut self) -> anyhow::Result<(i32, u64)> {
+        let rss = vm_hwm_kib(self.pid).unwrap_or(0);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let pid = self.pid;
+        let (code, _) = tokio::task::spawn_blocking(move || wait_rusage(pid)).await??;
+        self.reaped = true;
+        Ok((code, rss))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling and reaping our own child on an error path.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = wait_rusage(self.pid);
+        }
+    }
+}
+
 /// Polls a child's `VmHWM` every 10 ms until told to stop; keeps the largest value seen.
 pub struct HwmPoller {
     /// Set to stop the thread.

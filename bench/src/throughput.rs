@@ -1,13 +1,17 @@
-//! Figure 2, sustained throughput: the raw batched upsert rate a plain client gets from
-//! the server, then the daemon's drain rate under saturation (all writes at once), then
-//! confirmations at fixed offered rates below it, stepping down, until one where the
-//! backlog does not grow.
-//! Ratio = confirmed sustained rate ÷ raw rate.
+//! Figure 2, sustained throughput, of two paths from local to cloud measured alike: the
+//! daemon and the bare change-stream relay of issue 17 ([`crate::relay`], the baseline
+//! showing what correctness costs), each on its own database laid out as the daemon's
+//! (both collections on the first server). For each: the drain rate under saturation
+//! (all writes at once), then confirmations at fixed offered rates below it, stepping
+//! down, until one where the backlog does not grow. Before them, the raw batched upsert
+//! rate a plain client gets from the same server: the ceiling.
+//! Ratio = daemon's confirmed sustained rate ÷ the relay's (raw shown for context).
 //!
 //! Figure 2d (information): the same for deletes, saturated only: the raw batched
-//! delete rate of a plain client, and the rate at which the daemon drains deletes of
-//! the documents it copied (each batch of deletes costs the engine more than plain
-//! deletes: it reads what they will remove and saves its delete ledger around them).
+//! delete rate of a plain client, and the rate at which the relay and the daemon drain
+//! deletes of the documents they copied (each batch of deletes costs the engine more
+//! than plain deletes: it reads what they will remove and saves its delete ledger
+//! around them).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,7 @@ use mongodb::{Collection, Database};
 use crate::ctx::Ctx;
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::data::document;
+use crate::relay::Relay;
 
 /// Documents per batch, for the raw client and the daemon (`sync.max_batch`).
 pub const BATCH: usize = 1000;
@@ -27,20 +32,28 @@ const CONFIRM_TRIES: usize = 6;
 /// Factor between two confirmation rates.
 const CONFIRM_STEP: f64 = 0.85;
 
+/// What figure 2 measures of one path from local to cloud (the daemon, the relay).
+pub struct Drain {
+    /// Documents per second drained when saturated.
+    pub saturated: f64,
+    /// Highest offered rate at which the backlog did not grow (0: none).
+    pub sustained: f64,
+    /// Backlog samples of the accepted confirmation run: `(s, documents behind)`.
+    pub backlog: Vec<(f64, f64)>,
+    /// Deletes per second drained when saturated.
+    pub saturated_deletes: f64,
+}
+
 /// Result of figure 2.
 pub struct Throughput {
     /// Raw batched upserts per second (plain client).
     pub raw: f64,
-    /// Documents per second the daemon drained when saturated.
-    pub saturated: f64,
-    /// Highest offered rate at which the backlog did not grow.
-    pub sustained: f64,
-    /// Backlog samples of the accepted confirmation run: `(s, documents behind)`.
-    pub backlog: Vec<(f64, f64)>,
     /// Raw batched deletes per second (plain client, the documents of `raw`).
     pub raw_deletes: f64,
-    /// Deletes per second the daemon drained when saturated.
-    pub saturated_deletes: f64,
+    /// The bare change-stream relay.
+    pub relay: Drain,
+    /// The daemon.
+    pub daemon: Drain,
 }
 
 /// Upserts `n` documents in batches of [`BATCH`] with one plain client; returns docs/s.
@@ -164,28 +177,11 @@ async fn offer(
     Ok((drained.is_some() && !grows, trace))
 }
 
-/// Runs figure 2 with `n` documents for the raw and saturation phases.
-pub async fn run(
-    ctx: &Ctx,
-    n: usize,
-    confirm_secs: f64,
-    debounce_ms: u64,
-) -> anyhow::Result<Throughput> {
-    let raw_db_name = ctx.db("raw");
-    let raw = raw_upsert_rate(&ctx.client.database(&raw_db_name), n).await?;
-    let raw_deletes = raw_delete_rate(&ctx.client.database(&raw_db_name), n).await?;
-    ctx.drop_db(&raw_db_name).await;
-
-    let db_name = ctx.db("tp");
-    let spec = DaemonSpec {
-        db: db_name.clone(),
-        debounce_ms,
-        max_batch: BATCH as u64,
-        mode: "both-ways",
-        split: false,
-    };
-    let daemon = Daemon::start(ctx, &spec).await?;
-    let db = ctx.client.database(&db_name);
+/// Measures the path already running from `db.local_data` to `db.cloud_data`: `n`
+/// inserts as fast as the writer can (saturated drain), confirmation runs of
+/// `confirm_secs` from 0.9 × that rate down, then deletes of the
+/// first `n` documents as fast as the writer can.
+async fn measure(db: &Database, n: usize, confirm_secs: f64) -> anyhow::Result<Drain> {
     let local = db.collection::<Document>("local_data");
     let cloud = db.collection::<Document>("cloud_data");
 
@@ -198,10 +194,12 @@ pub async fn run(
     }
     let done = wait_count(&cloud, n as u64, Duration::from_secs(300))
         .await?
-        .ok_or_else(|| anyhow::anyhow!("daemon did not copy {n} documents within 300 s"))?;
+        .ok_or_else(|| anyhow::anyhow!("{n} documents not copied within 300 s"))?;
     let saturated = n as f64 / done.duration_since(start).as_secs_f64();
 
-    let mut rate = (saturated * 0.9).min(raw);
+    // Not capped at the raw rate: the relay, whose reads and writes overlap the writer's,
+    // can drain faster than one sequential client's batched upserts.
+    let mut rate = saturated * 0.9;
     let mut base = n as i64;
     let mut accepted = None;
     for _ in 0..CONFIRM_TRIES {
@@ -224,21 +222,95 @@ pub async fn run(
     let left = (base - n as i64).max(0) as u64;
     let done = wait_until_count(&cloud, |c| c <= left, Duration::from_secs(300))
         .await?
-        .ok_or_else(|| anyhow::anyhow!("daemon did not propagate {n} deletes within 300 s"))?;
+        .ok_or_else(|| anyhow::anyhow!("{n} deletes not propagated within 300 s"))?;
     let saturated_deletes = n as f64 / done.duration_since(start).as_secs_f64();
-    daemon.stop().await?;
-    ctx.drop_db(&db_name).await;
-    ctx.drop_db(&format!("{db_name}_state")).await;
     let (sustained, backlog) = match accepted {
         Some(t) => (rate, t),
         None => (0.0, Vec::new()),
     };
-    Ok(Throughput {
-        raw,
+    Ok(Drain {
         saturated,
         sustained,
         backlog,
-        raw_deletes,
         saturated_deletes,
+    })
+}
+
+/// The path from local to cloud under test.
+#[derive(Clone, Copy)]
+enum Under {
+    /// The bare change-stream relay.
+    Relay,
+    /// The daemon.
+    Daemon,
+}
+
+/// Starts `under` on a database of its own, laid out as the daemon's of figure 2
+/// (`local_data` and `cloud_data` side by side), [`measure`]s it, stops it and drops its
+/// databases.
+async fn measure_path(
+    ctx: &Ctx,
+    under: Under,
+    n: usize,
+    confirm_secs: f64,
+    debounce_ms: u64,
+) -> anyhow::Result<Drain> {
+    let (tag, what) = match under {
+        Under::Relay => ("relay", "bare relay"),
+        Under::Daemon => ("tp", "daemon"),
+    };
+    let spec = DaemonSpec {
+        db: ctx.db(tag),
+        debounce_ms,
+        max_batch: BATCH as u64,
+        mode: "both-ways",
+        split: false,
+    };
+    let db = ctx.client.database(&spec.db);
+    let drain = match under {
+        Under::Relay => {
+            let relay = Relay::start(ctx, &spec).await?;
+            let drain = measure(&db, n, confirm_secs).await;
+            relay.stop().await?;
+            drain
+        }
+        Under::Daemon => {
+            let daemon = Daemon::start(ctx, &spec).await?;
+            let drain = measure(&db, n, confirm_secs).await;
+            daemon.stop().await?;
+            drain
+        }
+    };
+    ctx.drop_db(&spec.db).await;
+    ctx.drop_db(&format!("{}_state", spec.db)).await;
+    drain.map_err(|e| e.context(what))
+}
+
+/// Runs figure 2 with `n` documents for the raw and saturation phases: raw, then the
+/// relay, then the daemon, each on a fresh local server ([`Ctx::fresh_local`]; a no-op
+/// with `--uri`): on one emulator every phase ran slower than the one before (the
+/// daemon measured three times in a row: 9.2k, 2.8k, 1.7k docs/s), which made the
+/// order decide the ratio.
+pub async fn run(
+    ctx: &mut Ctx,
+    n: usize,
+    confirm_secs: f64,
+    debounce_ms: u64,
+) -> anyhow::Result<Throughput> {
+    ctx.fresh_local().await?;
+    let raw_db_name = ctx.db("raw");
+    let raw = raw_upsert_rate(&ctx.client.database(&raw_db_name), n).await?;
+    let raw_deletes = raw_delete_rate(&ctx.client.database(&raw_db_name), n).await?;
+    ctx.drop_db(&raw_db_name).await;
+
+    ctx.fresh_local().await?;
+    let relay = measure_path(ctx, Under::Relay, n, confirm_secs, debounce_ms).await?;
+    ctx.fresh_local().await?;
+    let daemon = measure_path(ctx, Under::Daemon, n, confirm_secs, debounce_ms).await?;
+    Ok(Throughput {
+        raw,
+        raw_deletes,
+        relay,
+        daemon,
     })
 }
