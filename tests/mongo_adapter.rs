@@ -14,6 +14,7 @@ use datasync::core::{
     ChangeKind, ChangeStream, CollectionStore, Key, ResumeToken, Side, StateStore, StoreErrorKind,
     StreamItem, Tombstone, Write, WriteOutcome,
 };
+use datasync::mongo::own::OwnSessions;
 use datasync::mongo::state::{CHECKPOINTS, TTL_INDEX};
 use datasync::mongo::{connect, MongoSides, MongoState, MongoStore, SideConfig};
 use futures::TryStreamExt;

@@ -194,11 +194,20 @@ async fn server_rejected_statement_fails_alone() {
 #[tokio::test]
 async fn deletes_report_which_keys_were_removed() {
     let b = Backend::start("apply_deletes").await;
-    let coll = b.coll("items");
+    deletes_report_which_keys_were_removed_by(&b, b.store("items"), "items").await;
+    // The daemon's way: deletes in transactions (all removed: committed at once;
+    // otherwise undone and sent again the exact way).
+    let own = std::sync::Arc::new(OwnSessions::new(&b.client, &b.db));
+    let store = b.store("items_own").with_own_sessions(own);
+    deletes_report_which_keys_were_removed_by(&b, store, "items_own").await;
+    b.finish().await;
+}
+
+async fn deletes_report_which_keys_were_removed_by(b: &Backend, store: MongoStore, name: &str) {
+    let coll = b.coll(name);
     coll.insert_many((1..=6).map(|i| doc! {"_id": i, "updatedAt": at(i64::from(i) * 10)}))
         .await
         .unwrap();
-    let store = b.store("items");
     let del = |id: i32, t: i64| Write::DeleteIfNotNewer {
         key: k(id),
         deleted_at: at(t),
@@ -236,11 +245,71 @@ async fn deletes_report_which_keys_were_removed() {
         [NotApplied, Applied]
     );
     let left: Vec<i32> = {
-        let mut v: Vec<i32> = docs_by_id(&b, "items").await.into_keys().collect();
+        let mut v: Vec<i32> = docs_by_id(b, name).await.into_keys().collect();
         v.sort();
         v
     };
     assert_eq!(left, [2, 6]);
+}
+
+/// The daemon's deletes come back on the stream marked as its own, a client's are not,
+/// and a restarted daemon (the session ids read back from the state database) still
+/// recognises the ones its previous run made.
+#[tokio::test]
+async fn own_deletes_come_back_marked_and_are_recognised_after_a_restart() {
+    let b = Backend::start("own_deletes").await;
+    let coll = b.coll("items");
+    coll.insert_many((1..=4).map(|i| doc! {"_id": i, "updatedAt": at(10)}))
+        .await
+        .unwrap();
+    let own = std::sync::Arc::new(OwnSessions::new(&b.client, &b.db));
+    own.load().await.unwrap();
+    let store = b.store("items").with_own_sessions(own);
+    let mut stream = store.open_stream(None).await.unwrap();
+    let del = |id: i32| Write::DeleteIfNotNewer {
+        key: k(id),
+        deleted_at: at(10),
+    };
+    assert_eq!(
+        store.apply(&[del(1), del(2)]).await.unwrap(),
+        [WriteOutcome::Applied, WriteOutcome::Applied]
+    );
+    coll.delete_one(doc! {"_id": 3}).await.unwrap();
+    let marks: Vec<(Key, bool)> = [
+        next_event(&mut stream).await,
+        next_event(&mut stream).await,
+        next_event(&mut stream).await,
+    ]
+    .into_iter()
+    .map(|e| (e.key, e.own))
+    .collect();
+    assert_eq!(marks, [(k(1), true), (k(2), true), (k(3), false)]);
+    // A restart: a fresh set, loaded from the state database, replaying from the start.
+    let again = std::sync::Arc::new(OwnSessions::new(&b.client, &b.db));
+    again.load().await.unwrap();
+    let restarted = b.store("items").with_own_sessions(again);
+    let mut replay = restarted.open_stream(None).await.unwrap();
+    restarted.apply(&[del(4)]).await.unwrap();
+    assert!(
+        next_event(&mut replay).await.own,
+        "own delete after the restart"
+    );
+    // A second daemon (its own set) takes the first one's deletes for a client's.
+    let other = std::sync::Arc::new(OwnSessions::new(&b.client, &format!("{}_other", b.db)));
+    let watcher = b.store("items").with_own_sessions(other);
+    let mut from_other = watcher.open_stream(None).await.unwrap();
+    coll.insert_one(doc! {"_id": 5, "updatedAt": at(10)})
+        .await
+        .unwrap();
+    store.apply(&[del(5)]).await.unwrap();
+    let seen: Vec<bool> = [
+        next_event(&mut from_other).await,
+        next_event(&mut from_other).await,
+    ]
+    .into_iter()
+    .map(|e| e.own)
+    .collect();
+    assert_eq!(seen, [false, false]);
     b.finish().await;
 }
 

@@ -41,9 +41,7 @@ use crate::core::engine::{EngineConfig, Stores};
 use crate::core::quarantine::Quarantine;
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
-use crate::core::types::{
-    Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
-};
+use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, WriteOutcome};
 
 mod decide;
 mod keys;
@@ -440,18 +438,16 @@ async fn apply_side(
     retry("apply", job.cancel, job.attempts, || store.apply(writes)).await
 }
 
-/// Carries out a page's plan: tombstones first (as in the engine: a crash after the
-/// deletes still knows them), then both sides' writes concurrently with the records of
-/// keys found equal, then the records of the copies made.
 /// What a page's writes did.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     /// Writes applied per target side (local, cloud).
     pub(crate) applied: [u64; 2],
-    /// Keys a delete removed a document of, on either side.
-    pub(crate) removed: std::collections::HashSet<Key>,
 }
 
+/// Carries out a page's plan: tombstones first (as in the engine: a crash after the
+/// deletes still knows them), then both sides' writes concurrently with the records of
+/// keys found equal, then the records of the copies made.
 async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Stop> {
     if job.dry_run {
         return Ok(Written::default());
@@ -498,20 +494,9 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Sto
     agreed?;
     let count =
         |o: &[WriteOutcome]| o.iter().filter(|o| **o == WriteOutcome::Applied).count() as u64;
-    let mut done = Written {
+    let done = Written {
         applied: [count(&local), count(&cloud)],
-        removed: Default::default(),
     };
-    for (w, o) in to_local
-        .iter()
-        .zip(&local)
-        .chain(to_cloud.iter().zip(&cloud))
-    {
-        let delete = matches!(w, Write::DeleteIfNotNewer { .. } | Write::Delete { .. });
-        if delete && *o == WriteOutcome::Applied {
-            done.removed.insert(w.key().clone());
-        }
-    }
     // Every upsert of a reconcile copies the other side's document.
     let mut copies = SyncChanges::default();
     let field = &job.config.updated_at_field;
