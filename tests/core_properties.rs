@@ -13,18 +13,20 @@
 //! on a caught-up engine (what happens between the loss and the fresh stream is only
 //! visible as state, so a delete made exactly then cannot be known).
 //!
-//! After a crash the echo memory starts from the delete ledger saved with the
-//! checkpoints (see `src/core/echo.rs`), so the echo of a delete the engine made,
-//! replayed with the *server's* time of that delete, is recognised even once a newer
-//! version superseded its tombstone. Both-ways schedules, with crashes or without,
+//! The engine decides from state alone; the in-memory store marks the changes its
+//! `apply` made (as MongoDB's transaction session ids do), so the echo of a delete the
+//! engine made, replayed after a crash with the *server's* time of that delete, is never
+//! taken for a client's. Schedules include full reconciles (`ctl sync`) racing the live
+//! path. Both-ways schedules, with crashes or without,
 //! assert the exact last-writer-wins state under arbitrary skew and ties, plus
 //! provenance and the write bound; client clocks may run behind the servers' in
 //! schedules without crashes, and in crash schedules with
 //! `CORE_PROPERTIES_CLOCKS_BEHIND=1` (by default they stay in step: the rarest cases,
 //! found by long runs with clocks behind, are kept below as shrunk tests).
 //! `CORE_PROPERTIES_CONVERGED_CRASHES=1` relaxes the crash property to convergence and
-//! provenance. `CORE_PROPERTIES_STATE_ENGINE=1` runs both-ways on the experimental
-//! state-decided engine (issue 17).
+//! provenance. The shrunk regression cases below keep the names of the failures they
+//! were found as (RELIABILITY.md); several name the echo memory of the engine before
+//! issue 17, and still check the same schedules against the state-decided engine.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -391,15 +393,11 @@ async fn two_way_with(
     synced_clocks: bool,
     check: Check,
 ) -> Result<(), TestCaseError> {
-    // A full reconcile racing a delete whose event is still unread infers that delete
-    // at the sync record's version; with a client clock behind the version it deleted,
-    // the reference model's last writer differs (RELIABILITY.md, open items), so
-    // reconciles run in both-ways schedules only with `CORE_PROPERTIES_RECONCILES=1`.
-    let reconciles = std::env::var_os("CORE_PROPERTIES_RECONCILES").is_some();
+    // A full reconcile (`ctl sync`) may race deletes still in the queue: it lets the
+    // streams catch up and leaves queued keys to the live path (RELIABILITY.md, 35).
     let ops: Vec<Op> = ops
         .into_iter()
         .filter(|o| crashes || !matches!(o, Op::Crash))
-        .filter(|o| reconciles || !matches!(o, Op::Reconcile))
         .collect();
     let mut w = World::new(Mode::BothWays, tie);
     w.synced_clocks = synced_clocks;
