@@ -155,7 +155,11 @@ impl Inner {
 
     fn apply_one(&mut self, w: &Write, writer: u64) -> WriteOutcome {
         let now = self.clock;
-        let by = Some(writer);
+        // As the MongoDB adapter: only deletes are marked (they are made in
+        // transactions); the echo of a copy comes back unmarked and is decided from
+        // state, where both sides already agree.
+        let by =
+            matches!(w, Write::DeleteIfNotNewer { .. } | Write::Delete { .. }).then_some(writer);
         let cur_u = self.docs.get(w.key()).map(|d| updated_at(d, &self.field));
         let changed = match w {
             Write::UpsertIfNewer {
@@ -209,8 +213,9 @@ impl Shared {
 pub struct MemoryStore {
     /// The shared collection.
     shared: Arc<Shared>,
-    /// Who writes through this handle's `apply`: its change events come back marked as
-    /// its own on the streams it opens (what a MongoDB transaction's session id does).
+    /// Who writes through this handle's `apply`: the change events of its deletes come
+    /// back marked as its own on the streams it opens (what the session id of the
+    /// MongoDB adapter's delete transactions does).
     writer: u64,
 }
 
