@@ -916,3 +916,23 @@ async fn held_back_key_is_released_when_the_document_changes() {
     assert_eq!(f.local.get(&k(1)), Some(d(1, 100, "corrected")));
     assert_eq!(h.status().quarantined, 0);
 }
+
+/// A full reconcile the engine starts itself (here after lost history) writes nothing
+/// while applying is paused; it runs once applying resumes.
+#[tokio::test(start_paused = true)]
+async fn reconcile_after_lost_history_waits_while_paused() {
+    let f = fixture(Mode::BothWays);
+    let eng = f.start().await;
+    eng.handle.pause();
+    f.local.put(d(1, 10, "while paused"));
+    f.local.lose_history();
+    f.local.drop_streams();
+    settle().await;
+    settle().await;
+    assert_eq!(f.cloud.get(&k(1)), None, "a paused engine wrote");
+    assert_eq!(f.cloud.counters().apply_calls, 0);
+    eng.handle.resume();
+    settle().await;
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "while paused")));
+    eng.stop().await;
+}

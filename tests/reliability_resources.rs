@@ -66,7 +66,8 @@ async fn resources_run(events: u64, queue_capacity: u64, bound_mib: u64) {
     assert_eq!(
         h.coll(CLOUD).count_documents(doc! {}).await.unwrap(),
         0,
-        "a paused daemon applied writes"
+        "a paused daemon applied writes; log:\n{}",
+        h.log_tail(40)
     );
     assert!(
         peak_depth <= queue_capacity,

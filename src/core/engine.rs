@@ -278,6 +278,18 @@ pub(crate) async fn run_reconcile(
     if ticket.is_none() && !dry_run {
         streams_caught_up(sh, cancel).await?;
     }
+    if ticket.is_some() && !dry_run {
+        // A reconcile the engine starts itself (lost history) writes nothing while
+        // applying is paused; one a user asks for (`ctl sync`) runs.
+        let mut paused = sh.paused.subscribe();
+        while *paused.borrow_and_update() {
+            tracing::info!("reconcile waits: applying is paused");
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                _ = paused.changed() => {}
+            }
+        }
+    }
     let mut last_done = sh.reconcile_lock.lock().await;
     if let Some(t) = ticket {
         if *last_done > t {
