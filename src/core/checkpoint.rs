@@ -99,8 +99,7 @@ impl Tracker {
 
     /// Where a stream of the same process reopens: after the newest item read. Events
     /// read but not yet applied are still queued, so nothing is skipped, and none is
-    /// delivered twice (a second copy of an echo the reader already consumed would
-    /// look like a client change). Falls back to [`Self::safe`] before the first item.
+    /// decided twice. Falls back to [`Self::safe`] before the first item.
     pub(crate) fn reopen_point(&self) -> Option<ResumeToken> {
         self.latest.clone().or_else(|| self.safe())
     }

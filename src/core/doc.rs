@@ -1,13 +1,9 @@
 //! Small helpers on documents shared by the engine, the reconcile and the in-memory
 //! store: reading `_id` and `updatedAt`, byte-level content equality (MongoDB treats a
-//! replace with identical bytes as a no-op) and a content hash for echo detection.
-
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
+//! replace with identical bytes as a no-op).
 
 use bson::{Bson, DateTime, Document};
 
-use crate::core::key::hash_bson;
 use crate::core::types::Key;
 
 /// The `_id` of `doc` as a [`Key`] (`Null` when missing: such a document cannot exist
@@ -31,16 +27,4 @@ pub fn same_content(a: &Document, b: &Document) -> bool {
         && a.iter()
             .zip(b.iter())
             .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
-}
-
-/// Hash of the document's content: field names in order, each value's BSON type and
-/// its value (without serialising, which would allocate per call).
-pub fn content_hash(doc: &Document) -> u64 {
-    let mut h = DefaultHasher::new();
-    for (k, v) in doc {
-        h.write(k.as_bytes());
-        h.write_u8(v.element_type() as u8);
-        hash_bson(v, &mut h);
-    }
-    h.finish()
 }

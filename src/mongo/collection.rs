@@ -146,9 +146,8 @@ impl MongoStore {
     /// Sends the deletes. The reply only has a total `n`, so outcomes are made exact
     /// around it: when a chunk has several statements, one `find` first tells which keys
     /// exist (absent ones are `NotApplied` and not sent), and when the server then
-    /// deleted fewer than were sent, one more `find` tells which are still there. The
-    /// engine relies on this: an `Applied` delete is expected back on the change stream
-    /// as its own echo, and a wrong one would hide a later genuine delete.
+    /// deleted fewer than were sent, one more `find` tells which are still there (with
+    /// own sessions, a transaction that removed them all comes first, see below).
     async fn apply_deletes(
         &self,
         writes: &[Write],

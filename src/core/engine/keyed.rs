@@ -1,10 +1,10 @@
-//! The live path of the modes decided from state alone (`local-to-cloud`,
-//! `cloud-to-local`, `overwrite-local`): a batch of change events becomes the set of keys
-//! it touched, and [`crate::core::reconcile::run_keys`] decides and applies them with
-//! the full reconcile's rules (one decision function for stream and reconcile). A
-//! source's delete is recorded as a tombstone first, with the event's server time. No
-//! echo memory is consulted: the engine's own writes come back (in `overwrite-local`,
-//! whose local side is watched) as keys whose sides already agree, which cost one read.
+//! The live path of every mode, decided from state alone: a batch of client changes
+//! becomes the set of keys it touched, and [`crate::core::reconcile::run_keys`] decides
+//! and applies them with the full reconcile's rules (one decision function for stream
+//! and reconcile). A delete is recorded as a tombstone first, with the event's server
+//! time. The engine's own deletes never get here (the store marks them and the reader
+//! drops them); the echo of one of its copies is a key whose sides already agree, which
+//! costs one read.
 
 use std::sync::atomic::Ordering;
 

@@ -249,8 +249,8 @@ impl Rules {
                             return;
                         };
                         // A superseded tombstone is dropped by a full reconcile; the live
-                        // path keeps it until it expires: it still explains the echo of a
-                        // delete the engine made before the copy.
+                        // path leaves it to that (one write fewer per batch; the version
+                        // copied beats it either way).
                         if tombs.contains_key(key) && !self.live {
                             plan.remove.push(key.clone());
                         }
