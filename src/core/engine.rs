@@ -49,6 +49,12 @@ pub struct EngineConfig {
     /// Versions whose `updatedAt` is further ahead of the clock than this are held back
     /// until it reaches them (see [`crate::core::quarantine`]); `None`: no limit.
     pub max_future: Option<Duration>,
+    /// Fewer and cheaper round trips (default): the live path records and reads a
+    /// batch's tombstones alongside its fetches of both sides and of the sync records,
+    /// and creates the records of keys it read none for with plain inserts; the sync
+    /// records of deleted keys are removed alongside the deletes. `false`: each step
+    /// after the other, records upserted; the decisions and writes are the same.
+    pub fast_paths: bool,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +69,7 @@ impl Default for EngineConfig {
             reconcile_batch: 1000,
             tombstone_ttl: Duration::from_secs(30 * 86_400),
             max_future: Some(Duration::from_secs(300)),
+            fast_paths: true,
         }
     }
 }

@@ -50,10 +50,27 @@ impl SyncChanges {
         self.changes.insert(key.clone(), None);
     }
 
+    /// Forget the keys `writes` delete, whatever the deletes' outcomes (forgetting is
+    /// always safe), so this can be flushed alongside the deletes.
+    pub(crate) fn note_deletes(&mut self, writes: &[Write]) {
+        for w in writes {
+            if let Write::DeleteIfNotNewer { key, .. } | Write::Delete { key } = w {
+                self.gone(key);
+            }
+        }
+    }
+
     /// Note the outcome of `writes` that *copied* documents between the sides: an
     /// applied upsert/replace means both sides hold its version; any delete forgets the
-    /// key (also one that changed nothing: forgetting is always safe).
-    pub(crate) fn note_copies(&mut self, writes: &[Write], outcomes: &[WriteOutcome], field: &str) {
+    /// key (also one that changed nothing: forgetting is always safe) unless `deletes`
+    /// is false (noted already, see [`SyncChanges::note_deletes`]).
+    pub(crate) fn note_copies(
+        &mut self,
+        writes: &[Write],
+        outcomes: &[WriteOutcome],
+        field: &str,
+        deletes: bool,
+    ) {
         for (w, o) in writes.iter().zip(outcomes) {
             match w {
                 Write::UpsertIfNewer {
@@ -65,7 +82,9 @@ impl SyncChanges {
                         None => self.gone(key),
                     }
                 }
-                Write::DeleteIfNotNewer { key, .. } | Write::Delete { key } => self.gone(key),
+                Write::DeleteIfNotNewer { key, .. } | Write::Delete { key } if deletes => {
+                    self.gone(key)
+                }
                 _ => {}
             }
         }

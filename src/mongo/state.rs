@@ -227,19 +227,19 @@ fn parse_tombstone(mut d: Document) -> Option<Tombstone> {
     })
 }
 
-/// The two statements recording `t` so that the later `deletedAt` wins: insert it if
-/// there is no tombstone yet, and overwrite an existing one only when it is older.
-fn tombstone_statements(t: &Tombstone) -> [Document; 2] {
-    let id = t.key.as_bson().clone();
+/// The tombstone document of `t`, inserted when the key has none yet.
+fn tombstone_document(t: &Tombstone) -> Document {
+    doc! { "_id": t.key.as_bson().clone(), "deletedAt": t.deleted_at, "origin": t.origin.as_str() }
+}
+
+/// The statement overwriting the key's existing tombstone with `t` only when that one
+/// is older (the later `deletedAt` wins; an equal one is kept).
+fn tombstone_statement(t: &Tombstone) -> Document {
     let fields = doc! { "deletedAt": t.deleted_at, "origin": t.origin.as_str() };
-    [
-        doc! {
-            "q": { "_id": id.clone() },
-            "u": { "$setOnInsert": fields.clone() },
-            "upsert": true,
-        },
-        doc! { "q": { "_id": id, "deletedAt": { "$lt": t.deleted_at } }, "u": { "$set": fields } },
-    ]
+    doc! {
+        "q": { "_id": t.key.as_bson().clone(), "deletedAt": { "$lt": t.deleted_at } },
+        "u": { "$set": fields },
+    }
 }
 
 /// Reads a sync record back.
@@ -312,9 +312,37 @@ impl StateStore for MongoState {
     }
 
     async fn record_tombstones(&self, tombstones: &[Tombstone]) -> Result<(), StoreError> {
-        for chunk in tombstones.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE / 2)) {
-            let updates = chunk.iter().flat_map(tombstone_statements).collect();
-            self.update_tombstones("record tombstones", updates).await?;
+        // Plain inserts first (a deleted key rarely has a tombstone already, and an
+        // insert is the cheapest write); a key that has one fails with a duplicate key
+        // and gets the conditional overwrite instead, in the input's order (a key twice
+        // in `tombstones` ends with the later `deletedAt`, as recorded one by one).
+        let mut exists = Vec::new();
+        for chunk in tombstones.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
+            let docs: Vec<Document> = chunk.iter().map(tombstone_document).collect();
+            let cmd =
+                doc! { "insert": self.tombstones.name(), "documents": docs, "ordered": false };
+            let reply = self
+                .db
+                .run_command(cmd)
+                .await
+                .map_err(|e| self.err("record tombstones", &e))?;
+            let mut errors = batch::write_errors(&reply);
+            errors.sort_by_key(|e| e.index);
+            for e in errors {
+                match chunk.get(e.index) {
+                    Some(t) if e.code == DUPLICATE_KEY => exists.push(tombstone_statement(t)),
+                    _ => {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Fatal,
+                            format!("record tombstones: error {}: {}", e.code, e.message),
+                        ))
+                    }
+                }
+            }
+        }
+        for chunk in exists.chunks(KEYS_PER_QUERY.min(MAX_WRITE_BATCH_SIZE)) {
+            self.update_tombstones("record tombstones", chunk.to_vec())
+                .await?;
         }
         Ok(())
     }
@@ -472,24 +500,19 @@ mod tests {
     }
 
     #[test]
-    fn tombstone_statements_insert_missing_and_overwrite_only_older() {
+    fn tombstones_are_inserted_or_overwrite_only_older() {
         let t = Tombstone {
             key: Key(Bson::String("k".into())),
             deleted_at: DateTime::from_millis(10),
             origin: Side::Cloud,
         };
-        let [insert, newer] = tombstone_statements(&t);
+        assert_eq!(
+            tombstone_document(&t),
+            doc! {"_id": "k", "deletedAt": DateTime::from_millis(10), "origin": "cloud"}
+        );
         let fields = doc! {"deletedAt": DateTime::from_millis(10), "origin": "cloud"};
         assert_eq!(
-            insert,
-            doc! {
-                "q": {"_id": "k"},
-                "u": {"$setOnInsert": fields.clone()},
-                "upsert": true,
-            }
-        );
-        assert_eq!(
-            newer,
+            tombstone_statement(&t),
             doc! {"q": {"_id": "k", "deletedAt": {"$lt": DateTime::from_millis(10)}}, "u": {"$set": fields}}
         );
     }

@@ -4,7 +4,7 @@
 //! them with the same rules as the full reconcile, so a replay after a crash simply
 //! decides them again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bson::{DateTime, Document, RawDocumentBuf};
 
@@ -49,23 +49,61 @@ pub(crate) async fn run_keys(
         return Ok(out);
     }
     let state = job.stores.state.as_ref();
-    if !tombstones.is_empty() {
+    let record = async {
+        if tombstones.is_empty() {
+            return Ok(());
+        }
         retry("record_tombstones", job.cancel, job.attempts, || {
             state.record_tombstones(tombstones)
         })
-        .await?;
+        .await
+    };
+    let fetches = async {
+        tokio::join!(
+            retry("fetch", job.cancel, job.attempts, || job
+                .store(Side::Local)
+                .fetch(keys)),
+            retry("fetch", job.cancel, job.attempts, || job
+                .store(Side::Cloud)
+                .fetch(keys)),
+            retry("synced_versions", job.cancel, job.attempts, || state
+                .synced_versions(keys)),
+        )
+    };
+    // The tombstones of every key, read alongside the fetches (the one-sided keys are
+    // picked below); the batch's own, recorded meanwhile, are merged in as the record
+    // leaves them (the later `deletedAt` wins), so the read need not wait for it.
+    let read_tombs = async {
+        if job.mode == Mode::OverwriteLocal {
+            return Ok(Vec::new());
+        }
+        retry("tombstones", job.cancel, job.attempts, || {
+            state.tombstones(keys)
+        })
+        .await
+    };
+    let ((local, cloud, synced), stored) = if job.config.fast_paths {
+        let (recorded, fetched, stored) = tokio::join!(record, fetches, read_tombs);
+        recorded?;
+        (fetched, stored)
+    } else {
+        record.await?;
+        let fetched = fetches.await;
+        (fetched, read_tombs.await)
+    };
+    let mut stored: HashMap<Key, Tombstone> =
+        stored?.into_iter().map(|t| (t.key.clone(), t)).collect();
+    if job.mode != Mode::OverwriteLocal {
+        for t in tombstones {
+            match stored.get(&t.key) {
+                Some(old) if old.deleted_at >= t.deleted_at => {}
+                _ => {
+                    stored.insert(t.key.clone(), t.clone());
+                }
+            }
+        }
     }
     let field = job.config.updated_at_field.as_str();
-    let (local, cloud, synced) = tokio::join!(
-        retry("fetch", job.cancel, job.attempts, || job
-            .store(Side::Local)
-            .fetch(keys)),
-        retry("fetch", job.cancel, job.attempts, || job
-            .store(Side::Cloud)
-            .fetch(keys)),
-        retry("synced_versions", job.cancel, job.attempts, || state
-            .synced_versions(keys)),
-    );
     let synced: HashMap<Key, DateTime> = synced?.into_iter().collect();
     let mut by_key: BTreeMap<Key, (Option<ScanEntry>, Option<ScanEntry>)> =
         keys.iter().map(|k| (k.clone(), (None, None))).collect();
@@ -86,37 +124,28 @@ pub(crate) async fn run_keys(
         .filter(|(_, (l, c))| l.is_some() || c.is_some())
         .map(|(key, (local, cloud))| Item {
             synced: synced.get(&key).copied(),
-            // A malformed record may exist: always upsert records.
-            no_record: false,
+            // A key read without a record gets it inserted (a malformed record may
+            // exist: the insert then fails and the record is upserted).
+            no_record: job.config.fast_paths && !synced.contains_key(&key),
             queued: false,
             key,
             local,
             cloud,
         })
         .collect();
-    // Both-ways: a delete newer than both sides' versions wins over them too.
-    // (and a key on neither side may have a tombstone to quiet, see below).
-    let both = job.mode == Mode::BothWays;
-    let one_sided: Vec<Key> = if both {
-        keys.to_vec()
+    // Both-ways: a delete newer than both sides' versions wins over them too (and a key
+    // on neither side may have a tombstone to quiet); the other modes look
+    // at the tombstones of one-sided keys only.
+    let tombs: HashMap<Key, Tombstone> = if job.mode == Mode::BothWays {
+        stored
     } else {
-        items
+        let one_sided: HashSet<&Key> = items
             .iter()
             .filter(|it| it.local.is_none() || it.cloud.is_none())
-            .map(|it| it.key.clone())
-            .collect()
-    };
-    let tombs: HashMap<Key, Tombstone> = if job.mode == Mode::OverwriteLocal || one_sided.is_empty()
-    {
-        HashMap::new()
-    } else {
-        retry("tombstones", job.cancel, job.attempts, || {
-            state.tombstones(&one_sided)
-        })
-        .await?
-        .into_iter()
-        .map(|t| (t.key.clone(), t))
-        .collect()
+            .map(|it| &it.key)
+            .collect();
+        stored.retain(|k, _| one_sided.contains(k));
+        stored
     };
     let offsets = job.clocks.map(|c| *lock(c)).unwrap_or_default();
     let rules = Rules {

@@ -447,7 +447,8 @@ pub(crate) struct Written {
 
 /// Carries out a page's plan: tombstones first (as in the engine: a crash after the
 /// deletes still knows them), then both sides' writes concurrently with the records of
-/// keys found equal, then the records of the copies made.
+/// keys found equal (and, with the fast paths, the removal of the deleted keys'
+/// records), then the records of the copies made.
 async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Stop> {
     if job.dry_run {
         return Ok(Written::default());
@@ -483,8 +484,14 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Sto
     for (key, v) in &plan.agree {
         agreed.agreed(key, *v);
     }
-    absent(&mut agreed);
     let [to_local, to_cloud] = &plan.writes;
+    // Forgetting a deleted key's record needs no outcome: it goes with the deletes.
+    let early = job.config.fast_paths;
+    if early {
+        agreed.note_deletes(to_local);
+        agreed.note_deletes(to_cloud);
+    }
+    absent(&mut agreed);
     let (agreed, local, cloud) = tokio::join!(
         agreed.flush(state, job.cancel, job.attempts),
         apply_side(job, Side::Local, to_local),
@@ -500,8 +507,8 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Sto
     // Every upsert of a reconcile copies the other side's document.
     let mut copies = SyncChanges::default();
     let field = &job.config.updated_at_field;
-    copies.note_copies(to_local, &local, field);
-    copies.note_copies(to_cloud, &cloud, field);
+    copies.note_copies(to_local, &local, field, !early);
+    copies.note_copies(to_cloud, &cloud, field, !early);
     if copies.is_empty() {
         return Ok(done);
     }
