@@ -133,9 +133,8 @@ pub(crate) async fn run_keys(
             cloud,
         })
         .collect();
-    // Both-ways: a delete newer than both sides' versions wins over them too (and a key
-    // on neither side may have a tombstone to quiet); the other modes look
-    // at the tombstones of one-sided keys only.
+    // Both-ways: a delete newer than both sides' versions wins over them too; the other
+    // modes look at the tombstones of one-sided keys only.
     let tombs: HashMap<Key, Tombstone> = if job.mode == Mode::BothWays {
         stored
     } else {
