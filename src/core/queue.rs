@@ -66,6 +66,13 @@ pub(crate) struct QueuedEvent {
 }
 
 impl QueuedEvent {
+    /// The server time of the entry's latest delete (`event` or one coalesced before
+    /// it), if it has any.
+    pub(crate) fn latest_delete(&self) -> Option<DateTime> {
+        let own = (self.event.kind == ChangeKind::Delete).then_some(self.event.server_time);
+        own.max(self.max_delete)
+    }
+
     /// A fresh entry for `event`.
     pub(crate) fn new(event: ChangeEvent, gen: u64, seq: u64) -> Self {
         QueuedEvent {

@@ -115,10 +115,7 @@ async fn restore_beaten_deletes(
         let Some((doc, u)) = &q.best_upsert else {
             continue;
         };
-        let newest_delete = q
-            .max_delete
-            .map_or(q.event.server_time, |d| d.max(q.event.server_time));
-        if *u > newest_delete {
+        if q.latest_delete().is_some_and(|d| *u > d) {
             writes[ix(q.event.side)].push(Write::UpsertIfNewer {
                 key: q.event.key.clone(),
                 doc: doc.clone(),
@@ -146,11 +143,7 @@ async fn restore_beaten_deletes(
 fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
     let mut out = Vec::new();
     for q in batch.iter().filter(|q| mode.propagates(q.event.side)) {
-        let latest = match (q.event.kind == ChangeKind::Delete, q.max_delete) {
-            (true, d) => Some(d.map_or(q.event.server_time, |d| d.max(q.event.server_time))),
-            (false, d) => d,
-        };
-        if let Some(deleted_at) = latest {
+        if let Some(deleted_at) = q.latest_delete() {
             out.push(Tombstone {
                 key: q.event.key.clone(),
                 deleted_at,
