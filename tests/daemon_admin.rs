@@ -55,6 +55,7 @@ impl Controller for FakeEngine {
             skipped: 2,
             quarantined: 4,
             last_reconcile: None,
+            pairs: Vec::new(),
         }
     }
     fn pause(&self) {

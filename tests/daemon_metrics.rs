@@ -78,6 +78,7 @@ impl FakeEngine {
                         duration_ms: 250,
                     },
                 )),
+                pairs: Vec::new(),
             }),
         })
     }

@@ -92,11 +92,6 @@ impl Tracker {
         }
     }
 
-    /// Whether nothing read is still waiting to be applied.
-    pub(crate) fn idle(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// Where a stream of the same process reopens: after the newest item read. Events
     /// read but not yet applied are still queued, so nothing is skipped, and none is
     /// decided twice. Falls back to [`Self::safe`] before the first item.

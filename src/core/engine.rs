@@ -9,7 +9,7 @@ pub(crate) mod shared;
 mod stats;
 mod worker;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +22,9 @@ use tracing::Instrument;
 
 use crate::core::error::EngineError;
 use crate::core::reconcile;
-use crate::core::store::{CollectionStore, StateStore};
+use crate::core::store::{CollectionStore, CollectionStream, StateStore, StreamSource};
 use crate::core::types::{Mode, ReconcileReport, Side};
-use shared::{ix, lock, Shared, Stop};
+use shared::{ix, lock, CheckpointTarget, Hub, Shared, Stop};
 pub use stats::{EngineStats, HistogramSnapshot};
 
 /// Validated engine settings.
@@ -55,6 +55,10 @@ pub struct EngineConfig {
     /// records of deleted keys are removed alongside the deletes. `false`: each step
     /// after the other, records upserted; the decisions and writes are the same.
     pub fast_paths: bool,
+    /// The pair's stores are filtered views (a query on each side): a change whose
+    /// document is then not in its side's view left the view, like a delete at the
+    /// change's time, when the pair knew the key (see [`crate::core::reconcile`]).
+    pub filtered: bool,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             tombstone_ttl: Duration::from_secs(30 * 86_400),
             max_future: Some(Duration::from_secs(300)),
             fast_paths: true,
+            filtered: false,
         }
     }
 }
@@ -83,6 +88,27 @@ pub struct Stores {
     pub cloud: Arc<dyn CollectionStore>,
     /// Checkpoints and tombstones (on the local deployment).
     pub state: Arc<dyn StateStore>,
+}
+
+/// One collection pair of a multi-pair engine ([`Engine::with_pairs`]).
+#[derive(Clone)]
+pub struct PairSpec {
+    /// Unique name (status, `ctl sync --pair`, logs).
+    pub name: String,
+    /// The pair's settings (each pair has its own queue and worker; `mode`,
+    /// `updated_at_field` and `filtered` may differ between pairs).
+    pub config: EngineConfig,
+    /// The pair's collections (filtered views when `config.filtered`) and state.
+    pub stores: Stores,
+}
+
+/// The one change stream per side that all pairs share.
+#[derive(Clone)]
+pub struct Streams {
+    /// Local side: events of every pair's local collection.
+    pub local: Arc<dyn StreamSource>,
+    /// Cloud side.
+    pub cloud: Arc<dyn StreamSource>,
 }
 
 /// Lifecycle of one side's change stream, as shown by `status`.
@@ -147,65 +173,131 @@ pub struct EngineStatus {
     pub quarantined: u64,
     /// Last completed reconcile, if any, and when it finished.
     pub last_reconcile: Option<(DateTime, ReconcileReport)>,
+    /// Each collection pair (the fields above are their totals).
+    #[serde(default)]
+    pub pairs: Vec<PairStatus>,
+}
+
+/// Status of one collection pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairStatus {
+    /// The pair's name.
+    pub name: String,
+    /// Its mode.
+    pub mode: Mode,
+    /// `reconciling` (its first full reconcile), `paused`, `running` or `stopped`.
+    pub state: String,
+    /// The larger of its two directions' lag (see [`StreamStatus::lag_ms`]).
+    pub lag_ms: Option<u64>,
+    /// Distinct keys waiting in its queue.
+    pub queue_depth: u64,
+    /// Writes applied to cloud.
+    pub applied_local_to_cloud: u64,
+    /// Writes applied to local.
+    pub applied_cloud_to_local: u64,
+    /// Conflicts decided.
+    pub conflicts: u64,
+    /// Documents skipped as malformed.
+    pub skipped: u64,
+    /// Keys held back by the future-timestamp guard.
+    pub quarantined: u64,
+    /// Its last completed reconcile.
+    pub last_reconcile: Option<(DateTime, ReconcileReport)>,
 }
 
 /// Cheap, cloneable control handle on a running (or not yet running) engine.
 #[derive(Clone)]
 pub struct EngineHandle {
-    /// State shared with the engine's tasks.
-    shared: Arc<Shared>,
+    /// What the pairs share.
+    hub: Arc<Hub>,
+    /// Each pair's state, by index.
+    pairs: Arc<[Arc<Shared>]>,
 }
 
 impl EngineHandle {
-    /// Current status snapshot.
+    /// Current status snapshot: totals over the pairs, and each pair.
     pub fn status(&self) -> EngineStatus {
-        let sh = &self.shared;
-        let c = &sh.counters;
-        let [conflicts_local_to_cloud, conflicts_cloud_to_local] = sh.stats.conflict_counts();
+        let hub = &self.hub;
+        let [conflicts_local_to_cloud, conflicts_cloud_to_local] = hub.stats.conflict_counts();
+        let pairs: Vec<PairStatus> = self.pairs.iter().map(|p| pair_status(p)).collect();
+        let sum = |f: fn(&PairStatus) -> u64| pairs.iter().map(f).sum::<u64>();
+        let last_reconcile = pairs
+            .iter()
+            .filter_map(|p| p.last_reconcile.clone())
+            .max_by_key(|(t, _)| *t);
         EngineStatus {
-            mode: sh.config.mode,
-            paused: sh.is_paused(),
-            queue_depth: sh.queue.len() as u64,
-            local: stream_status(sh, Side::Local),
-            cloud: stream_status(sh, Side::Cloud),
-            applied_local_to_cloud: c.local_to_cloud.load(Ordering::Relaxed),
-            applied_cloud_to_local: c.cloud_to_local.load(Ordering::Relaxed),
-            conflicts: c.conflicts.load(Ordering::Relaxed),
+            mode: self.pairs[0].config.mode,
+            paused: hub.is_paused(),
+            queue_depth: sum(|p| p.queue_depth),
+            local: stream_status(hub, &self.pairs, Side::Local),
+            cloud: stream_status(hub, &self.pairs, Side::Cloud),
+            applied_local_to_cloud: sum(|p| p.applied_local_to_cloud),
+            applied_cloud_to_local: sum(|p| p.applied_cloud_to_local),
+            conflicts: sum(|p| p.conflicts),
             conflicts_local_to_cloud,
             conflicts_cloud_to_local,
-            skipped: c.skipped.load(Ordering::Relaxed),
-            last_reconcile: lock(&sh.last_reconcile).clone(),
-            quarantined: lock(&sh.quarantine).len() as u64,
+            skipped: sum(|p| p.skipped),
+            quarantined: sum(|p| p.quarantined),
+            last_reconcile,
+            pairs,
         }
     }
-    /// Cumulative batch-size and per-event lag histograms, and conflicts per direction
-    /// (see `stats.rs` in the engine for what they measure).
+    /// Cumulative batch-size and per-event lag histograms, and conflicts per direction,
+    /// over all pairs (see `stats.rs` in the engine for what they measure).
     pub fn stats(&self) -> EngineStats {
-        self.shared.stats.snapshot()
+        self.hub.stats.snapshot()
+    }
+    /// The pairs' names, in order.
+    pub fn pair_names(&self) -> Vec<String> {
+        self.pairs.iter().map(|p| p.name.clone()).collect()
     }
     /// Stop applying events (they are still read and queued, up to the queue capacity).
     pub fn pause(&self) {
-        self.shared.paused.send_replace(true);
+        self.hub.paused.send_replace(true);
     }
     /// Resume applying events.
     pub fn resume(&self) {
-        self.shared.paused.send_replace(false);
+        self.hub.paused.send_replace(false);
     }
-    /// Change the debounce window live (SIGHUP).
+    /// Change the debounce window live (SIGHUP), of every pair.
     pub fn set_debounce(&self, debounce: Duration) {
-        self.shared.queue.set_debounce(debounce);
+        for p in self.pairs.iter() {
+            p.queue.set_debounce(debounce);
+        }
     }
-    /// Run one full reconcile in `mode` (default: the configured one). If one is already
-    /// running, waits for it to finish and then runs. Applies even while paused.
+    /// Run one full reconcile of every pair, one after the other, in `mode` (default:
+    /// each pair's own); the report adds theirs up. If one is already running, waits
+    /// for it to finish and then runs. Applies even while paused.
     pub async fn reconcile(
         &self,
         mode: Option<Mode>,
         dry_run: bool,
     ) -> Result<ReconcileReport, EngineError> {
-        let sh = &self.shared;
-        run_reconcile(sh, mode, dry_run, None, &sh.hard_stop)
-            .await
-            .map_err(engine_error)
+        let mut total: Option<ReconcileReport> = None;
+        for p in self.pairs.iter() {
+            let r = run_reconcile(p, mode, dry_run, None, &self.hub.hard_stop)
+                .await
+                .map_err(engine_error)?;
+            total = Some(match total {
+                None => r,
+                Some(t) => t.plus(&r),
+            });
+        }
+        Ok(total.expect("an engine has at least one pair"))
+    }
+    /// [`Self::reconcile`] of the pair named `name` only; `None` when there is none.
+    pub async fn reconcile_pair(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+        dry_run: bool,
+    ) -> Option<Result<ReconcileReport, EngineError>> {
+        let p = self.pairs.iter().find(|p| p.name == name)?;
+        Some(
+            run_reconcile(p, mode, dry_run, None, &self.hub.hard_stop)
+                .await
+                .map_err(engine_error),
+        )
     }
 }
 
@@ -219,21 +311,55 @@ fn engine_error(stop: Stop) -> EngineError {
     }
 }
 
-fn stream_status(sh: &Shared, side: Side) -> StreamStatus {
-    let mut st = lock(&sh.streams)[ix(side)].clone();
-    if st.state == StreamState::Disabled {
-        return st;
+/// Lag of pair `sh` from `side`: see [`StreamStatus::lag_ms`].
+fn pair_lag(sh: &Shared, side: Side) -> Option<u64> {
+    if !sh.config.mode.watches(side) {
+        return None;
     }
     let applied = lock(&sh.applied_time)[ix(side)];
-    let idle = lock(&sh.trackers[ix(side)]).idle() && !sh.queue.has_pending(side);
-    st.lag_ms = applied.map(|t| {
+    let idle = !sh.queue.has_pending(side) && sh.in_flight[ix(side)].load(Ordering::SeqCst) == 0;
+    applied.map(|t| {
         if idle {
             0
         } else {
             (DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0) as u64
         }
-    });
+    })
+}
+
+fn stream_status(hub: &Hub, pairs: &[Arc<Shared>], side: Side) -> StreamStatus {
+    let mut st = lock(&hub.streams)[ix(side)].clone();
+    if st.state == StreamState::Disabled {
+        return st;
+    }
+    st.lag_ms = pairs.iter().filter_map(|p| pair_lag(p, side)).max();
     st
+}
+
+fn pair_status(sh: &Shared) -> PairStatus {
+    let c = &sh.counters;
+    let state = if sh.reconciling.load(Ordering::SeqCst) {
+        "reconciling"
+    } else if !sh.hub.running.load(Ordering::SeqCst) {
+        "stopped"
+    } else if sh.hub.is_paused() {
+        "paused"
+    } else {
+        "running"
+    };
+    PairStatus {
+        name: sh.name.clone(),
+        mode: sh.config.mode,
+        state: state.into(),
+        lag_ms: Side::BOTH.into_iter().filter_map(|s| pair_lag(sh, s)).max(),
+        queue_depth: sh.queue.len() as u64,
+        applied_local_to_cloud: c.local_to_cloud.load(Ordering::Relaxed),
+        applied_cloud_to_local: c.cloud_to_local.load(Ordering::Relaxed),
+        conflicts: c.conflicts.load(Ordering::Relaxed),
+        skipped: c.skipped.load(Ordering::Relaxed),
+        quarantined: lock(&sh.quarantine).len() as u64,
+        last_reconcile: lock(&sh.last_reconcile).clone(),
+    }
 }
 
 /// How long a requested full reconcile waits for the running streams to catch up.
@@ -243,19 +369,19 @@ const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 /// when called: each change made before a full reconcile then waits in the queue, where the
 /// reconcile sees it and leaves its key to the live path (a delete read from a stream
 /// brings its real time; a reconcile could only infer one from the sync record).
-async fn streams_caught_up(sh: &Shared, cancel: &CancellationToken) -> Result<(), Stop> {
+async fn streams_caught_up(hub: &Hub, cancel: &CancellationToken) -> Result<(), Stop> {
     // A stream starting or reopening (after a restart, say) replays from its checkpoint
     // first: it is waited for too.
     let running: Vec<(Side, u64)> = Side::BOTH
         .into_iter()
-        .filter(|s| lock(&sh.streams)[shared::ix(*s)].state != StreamState::Stopped)
-        .map(|s| (s, sh.caught_up[shared::ix(s)].load(Ordering::SeqCst)))
+        .filter(|s| lock(&hub.streams)[shared::ix(*s)].state != StreamState::Stopped)
+        .map(|s| (s, hub.caught_up[shared::ix(s)].load(Ordering::SeqCst)))
         .collect();
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     // The first report may answer a read sent before this call: two are awaited.
     while running
         .iter()
-        .any(|(s, n)| sh.caught_up[shared::ix(*s)].load(Ordering::SeqCst) < n + 2)
+        .any(|(s, n)| hub.caught_up[shared::ix(*s)].load(Ordering::SeqCst) < n + 2)
     {
         if tokio::time::Instant::now() >= deadline {
             tracing::info!(
@@ -283,12 +409,12 @@ pub(crate) async fn run_reconcile(
     cancel: &CancellationToken,
 ) -> Result<ReconcileReport, Stop> {
     if ticket.is_none() && !dry_run {
-        streams_caught_up(sh, cancel).await?;
+        streams_caught_up(&sh.hub, cancel).await?;
     }
     if ticket.is_some() && !dry_run {
         // A reconcile the engine starts itself (lost history) writes nothing while
         // applying is paused; one a user asks for (`ctl sync`) runs.
-        let mut paused = sh.paused.subscribe();
+        let mut paused = sh.hub.paused.subscribe();
         while *paused.borrow_and_update() {
             tracing::info!("reconcile waits: applying is paused");
             tokio::select! {
@@ -317,10 +443,10 @@ pub(crate) async fn run_reconcile(
         apply_lock: Some(&sh.apply_lock),
         progress: None,
         quarantine: Some(&sh.quarantine),
-        clocks: Some(&sh.clocks),
+        clocks: Some(&sh.hub.clocks),
         queued: Some(&sh.queue),
     };
-    let span = tracing::info_span!("reconcile", %mode, dry_run);
+    let span = tracing::info_span!("reconcile", pair = %sh.name, %mode, dry_run);
     let report = reconcile::run(&job).instrument(span).await?;
     tracing::info!(?report, "reconcile finished");
     if !dry_run {
@@ -360,24 +486,54 @@ fn validate(config: &EngineConfig) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// The sync engine.
+/// The sync engine: one or more collection pairs sharing one change stream per side.
 pub struct Engine {
-    /// State shared with the handle and the tasks.
-    shared: Arc<Shared>,
+    /// What the pairs share.
+    hub: Arc<Hub>,
+    /// Each pair's state, by index (the `pair` of the streams' events).
+    pairs: Arc<[Arc<Shared>]>,
 }
 
 impl Engine {
-    /// Build an engine over `stores`.
+    /// A one-pair engine over `stores`, reading each collection's own stream.
     pub fn new(config: EngineConfig, stores: Stores) -> Self {
-        Engine {
-            shared: Arc::new(Shared::new(config, stores)),
-        }
+        let streams = Streams {
+            local: Arc::new(CollectionStream(stores.local.clone())),
+            cloud: Arc::new(CollectionStream(stores.cloud.clone())),
+        };
+        let pair = PairSpec {
+            name: "default".into(),
+            config,
+            stores,
+        };
+        Self::with_pairs(vec![pair], streams)
+    }
+
+    /// An engine syncing every pair of `pairs` (at least one, names unique), whose
+    /// changes come from `streams`: an event's `pair` is its index in `pairs`.
+    pub fn with_pairs(pairs: Vec<PairSpec>, streams: Streams) -> Self {
+        assert!(!pairs.is_empty(), "an engine syncs at least one pair");
+        let targets = pairs
+            .iter()
+            .map(|p| CheckpointTarget {
+                state: p.stores.state.clone(),
+                watches: Side::BOTH.map(|s| p.config.mode.watches(s)),
+                current: [AtomicBool::new(true), AtomicBool::new(true)],
+            })
+            .collect();
+        let hub = Arc::new(Hub::new([streams.local, streams.cloud], targets));
+        let pairs = pairs
+            .into_iter()
+            .map(|p| Arc::new(Shared::new(hub.clone(), p.name, p.config, p.stores)))
+            .collect();
+        Engine { hub, pairs }
     }
 
     /// A control handle (clone freely).
     pub fn handle(&self) -> EngineHandle {
         EngineHandle {
-            shared: self.shared.clone(),
+            hub: self.hub.clone(),
+            pairs: self.pairs.clone(),
         }
     }
 
@@ -391,49 +547,66 @@ impl Engine {
         reconcile_on_start: bool,
         drain_deadline: Duration,
     ) -> Result<(), EngineError> {
-        validate(&self.shared.config)?;
-        let sh = self.shared;
-        sh.running.store(true, Ordering::SeqCst);
+        let mut names = std::collections::HashSet::new();
+        for p in self.pairs.iter() {
+            validate(&p.config)?;
+            if !names.insert(p.name.as_str()) {
+                return Err(EngineError::Config(format!(
+                    "two pairs are named {:?}",
+                    p.name
+                )));
+            }
+        }
+        let (hub, pairs) = (self.hub, self.pairs);
+        hub.running.store(true, Ordering::SeqCst);
         let tasks = TaskTracker::new();
         let mut aborts = AbortOnDrop(Vec::new());
         let readers_stop = shutdown.child_token();
         let drain = CancellationToken::new();
-        let hard = sh.hard_stop.clone();
+        let hard = hub.hard_stop.clone();
         let mut readers = Vec::new();
         for side in Side::BOTH {
-            if !sh.config.mode.watches(side) {
+            if !hub.watches(side) {
                 continue;
             }
             let span = tracing::info_span!("reader", %side);
-            let h =
-                tasks.spawn(reader::run(sh.clone(), side, readers_stop.clone()).instrument(span));
+            let h = tasks.spawn(
+                reader::run(hub.clone(), pairs.clone(), side, readers_stop.clone())
+                    .instrument(span),
+            );
             aborts.0.push(h.abort_handle());
             readers.push(h);
         }
-        let worker = {
-            let (sh, drain, hard) = (sh.clone(), drain.clone(), hard.clone());
-            let span = tracing::info_span!("worker");
-            tasks.spawn(async move { worker::run(&sh, drain, hard).await }.instrument(span))
-        };
-        aborts.0.push(worker.abort_handle());
-        let expiry = {
-            let (sh, stop) = (sh.clone(), readers_stop.clone());
-            tasks.spawn(async move { expire_tombstones(&sh, &stop).await })
-        };
-        aborts.0.push(expiry.abort_handle());
-        let held = {
-            let (sh, stop) = (sh.clone(), readers_stop.clone());
-            tasks.spawn(async move { keyed::release_due(&sh, &stop).await })
-        };
-        aborts.0.push(held.abort_handle());
-        if reconcile_on_start {
-            let (sh, stop) = (sh.clone(), readers_stop.clone());
-            let h = tasks.spawn(async move {
-                if let Err(Stop::Failed(e)) = run_reconcile(&sh, None, false, None, &stop).await {
-                    tracing::error!(error = %e, "reconcile on start failed");
-                }
-            });
-            aborts.0.push(h.abort_handle());
+        let mut workers = Vec::new();
+        for (i, sh) in pairs.iter().enumerate() {
+            let worker = {
+                let (sh, drain, hard) = (sh.clone(), drain.clone(), hard.clone());
+                let span = tracing::info_span!("worker", pair = %sh.name);
+                tasks.spawn(async move { worker::run(&sh, drain, hard).await }.instrument(span))
+            };
+            aborts.0.push(worker.abort_handle());
+            workers.push(worker);
+            let expiry = {
+                let (sh, stop) = (sh.clone(), readers_stop.clone());
+                tasks.spawn(async move { expire_tombstones(&sh, &stop).await })
+            };
+            aborts.0.push(expiry.abort_handle());
+            let held = {
+                let (sh, stop) = (sh.clone(), readers_stop.clone());
+                // The first pair measures the servers' clocks for all.
+                tasks.spawn(async move { keyed::release_due(&sh, &stop, i == 0).await })
+            };
+            aborts.0.push(held.abort_handle());
+            if reconcile_on_start {
+                let (sh, stop) = (sh.clone(), readers_stop.clone());
+                let h = tasks.spawn(async move {
+                    if let Err(Stop::Failed(e)) = run_reconcile(&sh, None, false, None, &stop).await
+                    {
+                        tracing::error!(pair = %sh.name, error = %e, "reconcile on start failed");
+                    }
+                });
+                aborts.0.push(h.abort_handle());
+            }
         }
         tasks.close();
 
@@ -443,7 +616,9 @@ impl Engine {
             let _ = r.await;
         }
         drain.cancel();
-        let drained = tokio::time::timeout(drain_deadline, worker).await.is_ok();
+        let drained = tokio::time::timeout(drain_deadline, futures::future::join_all(workers))
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(
                 ?drain_deadline,
@@ -456,13 +631,13 @@ impl Engine {
             let fresh = CancellationToken::new();
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                worker::save_checkpoints(&sh, &fresh),
+                worker::save_checkpoints(&hub, &fresh),
             )
             .await;
         }
         hard.cancel();
         tasks.wait().await;
-        sh.running.store(false, Ordering::SeqCst);
+        hub.running.store(false, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -156,6 +156,7 @@ impl Slot {
                 token: ResumeToken(Document::new()),
                 server_time: self.server_time,
                 own: false,
+                pair: 0,
             },
             seq: self.seq,
             last_seq: self.last_seq,
@@ -442,6 +443,7 @@ mod tests {
             token: ResumeToken(doc! {"seq": n as i64}),
             server_time: DateTime::from_millis(0),
             own: false,
+            pair: 0,
         };
         QueuedEvent::new(event, 0, n)
     }

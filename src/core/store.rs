@@ -21,6 +21,33 @@ pub trait ChangeStream: Send {
     async fn next(&mut self) -> Result<StreamItem, StoreError>;
 }
 
+/// Where one side's single change stream comes from: the collections of every pair on
+/// that side (MongoDB: one database- or cluster-level stream matching their namespaces).
+/// Each event's `pair` is the index of its collection's pair in the engine.
+#[async_trait]
+pub trait StreamSource: Send + Sync {
+    /// Open the stream after `resume_after` (or from now); see
+    /// [`CollectionStore::open_stream`].
+    async fn open_stream(
+        &self,
+        resume_after: Option<ResumeToken>,
+    ) -> Result<Box<dyn ChangeStream>, StoreError>;
+}
+
+/// The stream of one collection as the source of a one-pair engine (every event is
+/// pair 0's).
+pub struct CollectionStream(pub std::sync::Arc<dyn CollectionStore>);
+
+#[async_trait]
+impl StreamSource for CollectionStream {
+    async fn open_stream(
+        &self,
+        resume_after: Option<ResumeToken>,
+    ) -> Result<Box<dyn ChangeStream>, StoreError> {
+        self.0.open_stream(resume_after).await
+    }
+}
+
 /// One synchronised collection on one side.
 #[async_trait]
 pub trait CollectionStore: Send + Sync {

@@ -214,6 +214,9 @@ pub struct ChangeEvent {
     /// this engine (on MongoDB, by the session of the transaction they were made in),
     /// across restarts. Such a change is no client's: nothing is decided for it.
     pub own: bool,
+    /// Index of the collection pair the changed collection belongs to (set by a
+    /// [`crate::core::StreamSource`] reading several; 0 for a single collection's).
+    pub pair: usize,
 }
 
 /// An item read from a change stream.
@@ -368,4 +371,34 @@ pub struct ReconcileReport {
     pub quarantined: u64,
     /// Wall time of the reconcile.
     pub duration_ms: u64,
+}
+
+impl DirectionReport {
+    /// Both reports' counts added up.
+    pub fn plus(&self, o: &DirectionReport) -> DirectionReport {
+        DirectionReport {
+            inserted: self.inserted + o.inserted,
+            updated: self.updated + o.updated,
+            deleted: self.deleted + o.deleted,
+            unchanged: self.unchanged + o.unchanged,
+            kept: self.kept + o.kept,
+        }
+    }
+}
+
+impl ReconcileReport {
+    /// Two reconciles (of different pairs) as one: counts and durations added up; the
+    /// mode is this one's.
+    pub fn plus(&self, o: &ReconcileReport) -> ReconcileReport {
+        ReconcileReport {
+            mode: self.mode,
+            dry_run: self.dry_run,
+            local_to_cloud: self.local_to_cloud.plus(&o.local_to_cloud),
+            cloud_to_local: self.cloud_to_local.plus(&o.cloud_to_local),
+            conflicts: self.conflicts + o.conflicts,
+            skipped: self.skipped + o.skipped,
+            quarantined: self.quarantined + o.quarantined,
+            duration_ms: self.duration_ms + o.duration_ms,
+        }
+    }
 }

@@ -326,6 +326,7 @@ fn connecting_status(mode: Mode, error: Option<String>) -> EngineStatus {
         skipped: 0,
         quarantined: 0,
         last_reconcile: None,
+        pairs: Vec::new(),
     }
 }
 

@@ -244,6 +244,7 @@ impl Fetch {
             token: self.token,
             server_time: self.server_time,
             own: false,
+            pair: 0,
         })
     }
 }
@@ -307,6 +308,7 @@ pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
             token,
             server_time,
             own: false,
+            pair: 0,
         })),
         None => Converted::Fetch(Box::new(Fetch {
             key,

@@ -31,7 +31,7 @@ pub(crate) async fn apply_batch(
         let mut t = lock(&sh.applied_time);
         t[ix(side)] = t[ix(side)].max(newest);
     }
-    let mut trackers = [lock(&sh.trackers[0]), lock(&sh.trackers[1])];
+    let mut trackers = [lock(&sh.hub.trackers[0]), lock(&sh.hub.trackers[1])];
     for q in batch {
         trackers[ix(q.event.side)].done(q.gen, q.seq);
     }
@@ -51,13 +51,15 @@ async fn apply_keys(
     // A delete may remove the other side's copy of what it deleted: the tombstone says
     // so (and keeps a later reconcile from copying it back once history is lost).
     // `overwrite-local` needs none: cloud is the truth.
-    let tombstones: Vec<Tombstone> = match mode {
-        Mode::OverwriteLocal => Vec::new(),
-        Mode::BothWays => {
-            restore_beaten_deletes(sh, batch, cancel).await?;
-            client_deletes(batch, mode)
-        }
-        _ => client_deletes(batch, mode),
+    if mode == Mode::BothWays {
+        restore_beaten_deletes(sh, batch, cancel).await?;
+    }
+    let (tombstones, leaves) = match mode {
+        Mode::OverwriteLocal => (Vec::new(), Vec::new()),
+        // A filtered pair's change may be a document leaving the view (or one that was
+        // never in it): decided once both sides were read, see `run_keys`.
+        _ if sh.config.filtered => (Vec::new(), view_leaves(batch, mode)),
+        _ => (client_deletes(batch, mode), Vec::new()),
     };
     let job = Job {
         config: &sh.config,
@@ -70,10 +72,10 @@ async fn apply_keys(
         apply_lock: None,
         progress: None,
         quarantine: Some(&sh.quarantine),
-        clocks: Some(&sh.clocks),
+        clocks: Some(&sh.hub.clocks),
         queued: None,
     };
-    let out = run_keys(&job, &keys, &tombstones).await?;
+    let out = run_keys(&job, &keys, &tombstones, &leaves).await?;
     count_applied(sh, out.applied);
     let c = &sh.counters;
     // A conflict: both sides changed the key since they last agreed, and the losing
@@ -81,7 +83,7 @@ async fn apply_keys(
     // event brought the key).
     let lost = out.winners.len();
     for (_, winner) in &out.winners {
-        sh.stats.conflicts(winner.other(), 1);
+        sh.hub.stats.conflicts(winner.other(), 1);
     }
     c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
     c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
@@ -154,6 +156,24 @@ fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
     out
 }
 
+/// Of a filtered pair, every change a batch read from the sides `mode` propagates, as
+/// the tombstone it is if the document is no longer in its side's view: a delete at
+/// its time, or a change at the time of the entry's newest event (the document moved
+/// out of the filter, or was never in it).
+fn view_leaves(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
+    batch
+        .iter()
+        .filter(|q| mode.propagates(q.event.side))
+        .map(|q| Tombstone {
+            key: q.event.key.clone(),
+            deleted_at: q
+                .latest_delete()
+                .map_or(q.event.server_time, |d| d.max(q.event.server_time)),
+            origin: q.event.side,
+        })
+        .collect()
+}
+
 /// How often the keys held back by the future-timestamp guard are checked.
 const HELD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -163,12 +183,14 @@ const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 /// Decide again, from state and in the engine's mode, the keys held back by the
 /// future-timestamp guard whose version the clock has reached (a held key whose
 /// document changed meanwhile came back through its stream already). Also measures the
-/// servers' clocks at start and every [`CLOCK_CHECK`]. Runs until `stop`.
-pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
+/// servers' clocks at start and every [`CLOCK_CHECK`] when `measure` (one pair does
+/// it for all). Runs until `stop`.
+pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken, measure: bool) {
     let mut measured: Option<tokio::time::Instant> = None;
     loop {
-        if measured.is_none_or(|t| t.elapsed() >= CLOCK_CHECK) {
-            match crate::core::clock::measure(&sh.stores, Some(&sh.clocks), stop, Some(3)).await {
+        if measure && measured.is_none_or(|t| t.elapsed() >= CLOCK_CHECK) {
+            let clocks = Some(&sh.hub.clocks);
+            match crate::core::clock::measure(&sh.stores, clocks, stop, Some(3)).await {
                 Err(Stop::Cancelled) => return,
                 Err(Stop::Failed(e)) => tracing::debug!(error = %e, "server clocks not measured"),
                 Ok(_) => {}
@@ -180,7 +202,7 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
             _ = tokio::time::sleep(HELD_CHECK) => {}
         }
         // Held versions are compared with the earlier of the two servers' clocks.
-        let offsets = *lock(&sh.clocks);
+        let offsets = *lock(&sh.hub.clocks);
         let now = bson::DateTime::from_millis(
             bson::DateTime::now().timestamp_millis() + offsets[0].min(offsets[1]),
         );
@@ -199,10 +221,10 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken) {
             apply_lock: None,
             progress: None,
             quarantine: Some(&sh.quarantine),
-            clocks: Some(&sh.clocks),
+            clocks: Some(&sh.hub.clocks),
             queued: None,
         };
-        match run_keys(&job, &due, &[]).await {
+        match run_keys(&job, &due, &[], &[]).await {
             Ok(out) => {
                 tracing::info!(keys = due.len(), report = ?out.report, "held-back versions decided again");
                 count_applied(sh, out.applied);

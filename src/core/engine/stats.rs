@@ -67,8 +67,9 @@ pub struct EngineStats {
 
 /// `batch` has just been applied by the worker: record its size and its changes' lag.
 pub(crate) fn batch_applied(sh: &Shared, batch: &[QueuedEvent]) {
-    let offsets = *lock(&sh.clocks);
-    sh.stats
+    let offsets = *lock(&sh.hub.clocks);
+    sh.hub
+        .stats
         .batch_applied(batch, sh.config.mode, offsets, DateTime::now());
 }
 
@@ -220,6 +221,7 @@ mod tests {
                 token: ResumeToken(bson::Document::new()),
                 server_time: DateTime::from_millis(server_ms),
                 own: false,
+                pair: 0,
             },
             0,
             0,

@@ -8,8 +8,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::keyed::apply_batch;
-use super::shared::{ix, lock, retry, Shared, Stop};
+use super::shared::{ix, lock, retry, Hub, Shared, Stop};
 use crate::core::types::Side;
+use std::sync::atomic::Ordering;
 
 /// How often checkpoints are saved while nothing is applied.
 const IDLE_SAVE: Duration = Duration::from_secs(1);
@@ -19,25 +20,36 @@ const IDLE_SAVE: Duration = Duration::from_secs(1);
 /// accumulate a little. Far below any useful debounce.
 const MIN_ROUND: Duration = Duration::from_millis(1);
 
-/// Save every watched side's safe checkpoint if it moved.
-pub(crate) async fn save_checkpoints(sh: &Shared, cancel: &CancellationToken) -> Result<(), Stop> {
+/// Save every watched side's safe checkpoint, if it moved, to every pair reading that
+/// side (all pairs share the side's one stream, so they share its position; a pair
+/// whose first reconcile has not finished has nothing read yet: see the reader).
+pub(crate) async fn save_checkpoints(hub: &Hub, cancel: &CancellationToken) -> Result<(), Stop> {
+    let _one_at_a_time = hub.save_lock.lock().await;
     for side in Side::BOTH {
-        if !sh.config.mode.watches(side) {
+        if !hub.watches(side) {
             continue;
         }
-        let safe = lock(&sh.trackers[ix(side)]).safe();
+        let safe = lock(&hub.trackers[ix(side)]).safe();
         let Some(safe) = safe else {
             continue;
         };
-        if lock(&sh.saved)[ix(side)].as_ref() == Some(&safe) {
+        if lock(&hub.saved)[ix(side)].as_ref() == Some(&safe) {
             continue;
         }
-        let state = sh.stores.state.as_ref();
-        retry("save_checkpoint", cancel, None, || {
-            state.save_checkpoint(side, &safe)
-        })
-        .await?;
-        lock(&sh.saved)[ix(side)] = Some(safe);
+        let saves = hub
+            .targets
+            .iter()
+            .filter(|t| t.watches[ix(side)] && t.current[ix(side)].load(Ordering::SeqCst))
+            .map(|t| {
+                let (state, safe) = (t.state.as_ref(), &safe);
+                retry("save_checkpoint", cancel, None, move || {
+                    state.save_checkpoint(side, safe)
+                })
+            });
+        for r in futures::future::join_all(saves).await {
+            r?;
+        }
+        lock(&hub.saved)[ix(side)] = Some(safe);
     }
     Ok(())
 }
@@ -49,22 +61,30 @@ async fn apply_one(
 ) -> Result<(), Stop> {
     let _guard = sh.apply_lock.lock().await;
     let span = tracing::debug_span!("batch", size = batch.len());
-    apply_batch(sh, &batch, cancel).instrument(span).await?;
+    let counts = Side::BOTH.map(|s| batch.iter().filter(|q| q.event.side == s).count() as u64);
+    for side in Side::BOTH {
+        sh.in_flight[ix(side)].fetch_add(counts[ix(side)], Ordering::SeqCst);
+    }
+    let applied = apply_batch(sh, &batch, cancel).instrument(span).await;
+    for side in Side::BOTH {
+        sh.in_flight[ix(side)].fetch_sub(counts[ix(side)], Ordering::SeqCst);
+    }
+    applied?;
     super::stats::batch_applied(sh, &batch);
-    save_checkpoints(sh, cancel).await
+    save_checkpoints(&sh.hub, cancel).await
 }
 
 /// Run until `drain` is cancelled, then apply what is queued and return.
 /// `hard` stops everything at once (retries included).
 pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: CancellationToken) {
-    let mut paused = sh.paused.subscribe();
+    let mut paused = sh.hub.paused.subscribe();
     loop {
         if *paused.borrow_and_update() {
             tokio::select! {
                 _ = drain.cancelled() => break,
                 _ = paused.changed() => continue,
                 _ = tokio::time::sleep(IDLE_SAVE) => {
-                    if save_checkpoints(sh, &hard).await.is_err() { return; }
+                    if save_checkpoints(&sh.hub, &hard).await.is_err() { return; }
                     continue;
                 }
             }
@@ -82,7 +102,7 @@ pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: Cancellatio
                 }
             }
             _ = tokio::time::sleep(IDLE_SAVE) => {
-                if save_checkpoints(sh, &hard).await.is_err() { return; }
+                if save_checkpoints(&sh.hub, &hard).await.is_err() { return; }
             }
         }
     }
@@ -97,5 +117,5 @@ pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: Cancellatio
             }
         }
     }
-    let _ = save_checkpoints(sh, &hard).await;
+    let _ = save_checkpoints(&sh.hub, &hard).await;
 }

@@ -77,6 +77,7 @@ impl MemoryStream {
                 token: token(e.seq),
                 server_time: e.time,
                 own: e.writer == Some(self.writer),
+                pair: 0,
             })));
         }
         if !self.opened {

@@ -37,11 +37,16 @@ fn entry(doc: &Document, field: &str) -> Option<ScanEntry> {
 }
 
 /// Decide and apply `keys` (`tombstones`: deletes the caller read from the source's
-/// stream, recorded before anything is decided).
+/// stream, recorded before anything is decided; `leaves`: of a filtered pair, changes
+/// read from a source, each a tombstone only if the key is then absent from its
+/// origin's view while the pair knows it, i.e. it has a sync record or the other
+/// side's view holds it: the document left the view (a key neither knows is another
+/// filter's business, and gets no tombstone)).
 pub(crate) async fn run_keys(
     job: &Job<'_>,
     keys: &[Key],
     tombstones: &[Tombstone],
+    leaves: &[Tombstone],
 ) -> Result<KeysOutcome, Stop> {
     let mut out = KeysOutcome::default();
     out.report.mode = job.mode;
@@ -115,6 +120,34 @@ pub(crate) async fn run_keys(
                     slot.0 = Some(e);
                 } else {
                     slot.1 = Some(e);
+                }
+            }
+        }
+    }
+    let left: Vec<Tombstone> = leaves
+        .iter()
+        .filter(|t| {
+            let Some((l, c)) = by_key.get(&t.key) else {
+                return false;
+            };
+            let (here, there) = match t.origin {
+                Side::Local => (l, c),
+                Side::Cloud => (c, l),
+            };
+            here.is_none() && (there.is_some() || synced.contains_key(&t.key))
+        })
+        .cloned()
+        .collect();
+    if !left.is_empty() && !job.dry_run {
+        retry("record_tombstones", job.cancel, job.attempts, || {
+            state.record_tombstones(&left)
+        })
+        .await?;
+        for t in left {
+            match stored.get(&t.key) {
+                Some(old) if old.deleted_at >= t.deleted_at => {}
+                _ => {
+                    stored.insert(t.key.clone(), t);
                 }
             }
         }
