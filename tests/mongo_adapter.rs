@@ -16,7 +16,7 @@ use datasync::core::{
 };
 use datasync::mongo::own::OwnSessions;
 use datasync::mongo::state::{CHECKPOINTS, TTL_INDEX};
-use datasync::mongo::{connect, MongoSides, MongoState, MongoStore, SideConfig};
+use datasync::mongo::{connect, MongoPair, MongoSides, MongoState, MongoStore, Namespace};
 use futures::TryStreamExt;
 use mongo_emulator::{Emulator, EmulatorConfig};
 use mongodb::Client;

@@ -18,8 +18,8 @@ pub mod types;
 
 pub use engine::{
     reconcile_once, Engine, EngineConfig, EngineHandle, EngineStats, EngineStatus,
-    HistogramSnapshot, Stores, StreamState, StreamStatus,
+    HistogramSnapshot, PairSpec, PairStatus, Stores, StreamState, StreamStatus, Streams,
 };
 pub use error::{EngineError, StoreError, StoreErrorKind};
-pub use store::{ChangeStream, CollectionStore, StateStore};
+pub use store::{ChangeStream, CollectionStore, CollectionStream, StateStore, StreamSource};
 pub use types::*;

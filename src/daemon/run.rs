@@ -120,14 +120,15 @@ pub async fn run_with(
         Ok(Some(connected)) => {
             if opts.history_probe.is_none() {
                 opts.history_probe = Some(Arc::new(MongoProbe {
-                    state: connected.stores.state.clone(),
+                    state: connected.pairs[0].state.clone(),
                     clients: Some([
                         (connected.local_client, config.local.uri.clone()),
                         (connected.cloud_client, config.cloud.uri.clone()),
                     ]),
                 }));
             }
-            run_engine(config, connected.stores, shutdown, opts, controls).await
+            let engine = Engine::with_pairs(config.pair_specs(connected.pairs), connected.streams);
+            run_engine(config, engine, shutdown, opts, controls).await
         }
         Ok(None) => {
             controls.finish().await;
@@ -344,17 +345,17 @@ pub async fn run_with_stores(
             clients: None,
         }));
     }
-    run_engine(config, stores, shutdown, opts, controls).await
+    let engine = Engine::new(config.engine_config(), stores);
+    run_engine(config, engine, shutdown, opts, controls).await
 }
 
 async fn run_engine(
     config: Config,
-    stores: Stores,
+    engine: Engine,
     shutdown: CancellationToken,
     opts: RunOptions,
     controls: Controls,
 ) -> Result<(), DaemonError> {
-    let engine = Engine::new(config.engine_config(), stores);
     let handle = engine.handle();
     let on_start = config.reconcile.on_start;
     let drain = opts.drain_deadline;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{StoreErrorKind, Stores};
+use crate::core::StoreErrorKind;
 use crate::daemon::config::Config;
 use crate::daemon::run::DaemonError;
 use crate::mongo::Connected;
@@ -15,12 +15,11 @@ use crate::mongo::Connected;
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Connect both sides and the state store once.
-pub async fn connect(config: &Config) -> Result<Stores, DaemonError> {
+pub async fn connect(config: &Config) -> Result<Connected, DaemonError> {
     config
         .mongo_sides()
         .connect()
         .await
-        .map(|c| c.stores)
         .map_err(|e| DaemonError::Stores(e.message))
 }
 

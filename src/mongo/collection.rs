@@ -44,6 +44,8 @@ pub struct MongoStore {
     /// The daemon's transaction sessions: with them, deletes are made in transactions
     /// and change events made by them are marked as the engine's own.
     own: Option<std::sync::Arc<OwnSessions>>,
+    /// Only documents matching this query belong to the synced set (a filtered pair).
+    filter: Option<Document>,
 }
 
 impl MongoStore {
@@ -55,6 +57,7 @@ impl MongoStore {
         MongoStore {
             client,
             own: None,
+            filter: None,
             coll: database.collection(coll),
             db: database,
             ns: format!("{db}.{coll}"),
@@ -74,6 +77,18 @@ impl MongoStore {
     pub fn with_side(mut self, side: Side) -> Self {
         self.side = side;
         self
+    }
+
+    /// The same store seeing only the documents that match `filter`: scans, fetches
+    /// and counts return only those, and writes never change any other.
+    pub fn with_filter(mut self, filter: Document) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The query a document must match to belong to this store, if any.
+    pub fn filter(&self) -> Option<&Document> {
+        self.filter.as_ref()
     }
 
     /// `db.coll` of this store.

@@ -10,13 +10,14 @@ pub mod oplog;
 pub mod own;
 pub mod scan_filter;
 pub mod sides;
+pub mod source;
 pub mod state;
 pub mod stream;
 pub mod uri;
 
 pub use collection::MongoStore;
 pub use error::map_error;
-pub use sides::{Connected, MongoSides, SideConfig};
+pub use sides::{Connected, MongoPair, MongoSides, Namespace};
 pub use state::{pair_name, MongoState};
 pub use stream::MongoChangeStream;
 pub use uri::{connect, redact_text, redact_uri};

@@ -5,21 +5,26 @@ use super::*;
 #[tokio::test]
 async fn sides_on_one_deployment_share_a_client_and_work() {
     let b = Backend::start("sides").await;
-    let side = |coll: &str| SideConfig {
-        uri: b.uri.clone(),
+    let ns = |coll: &str| Namespace {
         database: b.db.clone(),
         collection: coll.into(),
     };
     let sides = MongoSides {
-        local: side("local_data"),
-        cloud: side("cloud_data"),
+        local_uri: b.uri.clone(),
+        cloud_uri: b.uri.clone(),
+        pairs: vec![MongoPair {
+            name: "p".into(),
+            local: ns("local_data"),
+            cloud: ns("cloud_data"),
+            updated_at_field: "updatedAt".into(),
+            filter: None,
+        }],
         state_database: format!("{}_state", b.db),
-        updated_at_field: "updatedAt".into(),
         tombstone_ttl: Duration::from_secs(60),
         app_name: "datasync-test".into(),
     };
     let connected = sides.connect().await.unwrap();
-    let stores = &connected.stores;
+    let stores = &connected.pairs[0];
     assert_eq!(
         stores.cloud.apply(&[upsert(1, 1, 1, false)]).await.unwrap(),
         [WriteOutcome::Applied]

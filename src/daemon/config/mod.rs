@@ -15,8 +15,8 @@ use figment::{Figment, Source};
 
 pub use raw::RawConfig;
 pub use validate::{
-    AdminConfig, AlarmsConfig, Config, LogConfig, LogFormat, MetricsConfig, ReconcileConfig,
-    Schedule, SideConfig, StateConfig, SyncConfig,
+    AdminConfig, AlarmsConfig, Config, LogConfig, LogFormat, MetricsConfig, PairConfig,
+    ReconcileConfig, Schedule, SideConfig, StateConfig, SyncConfig,
 };
 
 /// Where the daemon looks for its file when `--config` is not given.

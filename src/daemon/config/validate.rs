@@ -13,7 +13,8 @@ pub use super::ops::{AlarmsConfig, MetricsConfig};
 use super::raw::{RawAdmin, RawConfig, RawLog, RawReconcile, RawSide, RawState, RawSync};
 use super::ConfigError;
 use crate::core::{EngineConfig, Mode, Side};
-use crate::mongo::{redact_text, redact_uri, MongoSides};
+use crate::core::{PairSpec, Stores};
+use crate::mongo::{redact_text, redact_uri, MongoPair, MongoSides, Namespace};
 
 /// Validated configuration of the daemon and the one-shot commands.
 #[derive(Debug, Clone)]
@@ -38,6 +39,26 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Warning thresholds.
     pub alarms: AlarmsConfig,
+    /// The synced collection pairs, resolved (the `[local]`/`[cloud]` collections are
+    /// the one pair of the shorthand).
+    pub pairs: Vec<PairConfig>,
+}
+
+/// One synced pair of collections, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairConfig {
+    /// Unique name (default: the local namespace `db.collection`).
+    pub name: String,
+    /// The local collection.
+    pub local: Namespace,
+    /// The cloud collection.
+    pub cloud: Namespace,
+    /// The pair's mode (default: the top-level `mode`).
+    pub mode: Mode,
+    /// The pair's last-modified field (default: `sync.updated_at_field`).
+    pub updated_at_field: String,
+    /// Only documents matching this query are synced; `None`: all.
+    pub filter: Option<bson::Document>,
 }
 
 /// One side's deployment and collection.
@@ -223,6 +244,20 @@ impl Config {
         };
         let local = side("local", &raw.local, &mut problems);
         let cloud = side("cloud", &raw.cloud, &mut problems);
+        let pairs = vec![PairConfig {
+            name: format!("{}.{}", local.database, local.collection),
+            local: Namespace {
+                database: local.database.clone(),
+                collection: local.collection.clone(),
+            },
+            cloud: Namespace {
+                database: cloud.database.clone(),
+                collection: cloud.collection.clone(),
+            },
+            mode: Mode::BothWays,
+            updated_at_field: raw.sync.updated_at_field.clone(),
+            filter: None,
+        }];
         for (key, v) in [
             ("sync.updated_at_field", &raw.sync.updated_at_field),
             ("state.database", &raw.state.database),
@@ -236,7 +271,8 @@ impl Config {
             problems.push("key `sync.updated_at_field` must not be `_id`".into());
         }
         if problems.is_empty() {
-            if let Err(e) = sides(&local, &cloud, &raw.state.database).validate() {
+            let sides = adapter_sides(&local.uri, &cloud.uri, &pairs, &raw.state.database);
+            if let Err(e) = sides.validate() {
                 problems.push(e);
             }
         }
@@ -261,7 +297,12 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        let pairs = pairs
+            .into_iter()
+            .map(|p| PairConfig { mode, ..p })
+            .collect();
         Ok(Config {
+            pairs,
             mode,
             local,
             cloud,
@@ -294,20 +335,26 @@ impl Config {
         })
     }
 
-    /// The adapter's view: both sides and the state database.
+    /// The adapter's view: both deployments, the pairs and the state database.
     pub fn mongo_sides(&self) -> MongoSides {
         MongoSides {
-            updated_at_field: self.sync.updated_at_field.clone(),
             tombstone_ttl: self.state.tombstone_ttl,
-            ..sides(&self.local, &self.cloud, &self.state.database)
+            ..adapter_sides(
+                &self.local.uri,
+                &self.cloud.uri,
+                &self.pairs,
+                &self.state.database,
+            )
         }
     }
 
-    /// The engine's settings.
+    /// The engine's settings (those of the first pair, for what pairs may change).
     pub fn engine_config(&self) -> EngineConfig {
+        let first = &self.pairs[0];
         EngineConfig {
-            mode: self.mode,
-            updated_at_field: self.sync.updated_at_field.clone(),
+            mode: first.mode,
+            updated_at_field: first.updated_at_field.clone(),
+            filtered: first.filter.is_some(),
             debounce: self.sync.debounce,
             max_batch: self.sync.max_batch,
             queue_capacity: self.sync.queue_capacity,
@@ -316,6 +363,25 @@ impl Config {
             tombstone_ttl: self.state.tombstone_ttl,
             ..EngineConfig::default()
         }
+    }
+
+    /// The engine's pairs over `stores` (one per pair, in order).
+    pub fn pair_specs(&self, stores: Vec<Stores>) -> Vec<PairSpec> {
+        let base = self.engine_config();
+        self.pairs
+            .iter()
+            .zip(stores)
+            .map(|(p, stores)| PairSpec {
+                name: p.name.clone(),
+                config: EngineConfig {
+                    mode: p.mode,
+                    updated_at_field: p.updated_at_field.clone(),
+                    filtered: p.filter.is_some(),
+                    ..base.clone()
+                },
+                stores,
+            })
+            .collect()
     }
 
     /// Back to the raw form (round-trips through [`Config::validate`]), passwords
@@ -373,19 +439,27 @@ impl Config {
     }
 }
 
-/// Sides for the adapter's namespace checks (settings filled in by
-/// [`Config::mongo_sides`]).
-fn sides(local: &SideConfig, cloud: &SideConfig, state_database: &str) -> MongoSides {
-    let side = |s: &SideConfig| crate::mongo::SideConfig {
-        uri: s.uri.clone(),
-        database: s.database.clone(),
-        collection: s.collection.clone(),
-    };
+/// The adapter's view of `pairs` (tombstone TTL left at its default).
+fn adapter_sides(
+    local_uri: &str,
+    cloud_uri: &str,
+    pairs: &[PairConfig],
+    state_database: &str,
+) -> MongoSides {
     MongoSides {
-        local: side(local),
-        cloud: side(cloud),
+        local_uri: local_uri.to_string(),
+        cloud_uri: cloud_uri.to_string(),
+        pairs: pairs
+            .iter()
+            .map(|p| MongoPair {
+                name: p.name.clone(),
+                local: p.local.clone(),
+                cloud: p.cloud.clone(),
+                updated_at_field: p.updated_at_field.clone(),
+                filter: p.filter.clone(),
+            })
+            .collect(),
         state_database: state_database.to_string(),
-        updated_at_field: "updatedAt".into(),
         tombstone_ttl: Duration::from_secs(30 * 86_400),
         app_name: "datasync".into(),
     }
