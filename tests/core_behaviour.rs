@@ -7,11 +7,12 @@ use std::time::Duration;
 use bson::{doc, Bson, DateTime, Document};
 use datasync::core::memory::{FaultOp, MemoryState, MemoryStore};
 use datasync::core::{
-    reconcile_once, CollectionStore, Engine, EngineConfig, EngineHandle, Key, Mode, Side,
-    StateStore, Stores, StreamState,
+    reconcile_once, CollectionStore, Engine, EngineConfig, Key, Mode, Side, StateStore, Stores,
+    StreamState,
 };
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+mod memory_support;
+use memory_support::{spawn, Running};
 
 const BASE_MS: i64 = 1_800_000_000_000;
 
@@ -60,34 +61,12 @@ fn fixture(mode: Mode) -> Fixture {
     }
 }
 
-struct Running {
-    task: JoinHandle<()>,
-    stop: CancellationToken,
-    handle: EngineHandle,
-}
-
 impl Fixture {
     async fn start(&self) -> Running {
         let engine = Engine::new(self.config.clone(), self.stores.clone());
-        let handle = engine.handle();
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            engine
-                .run(s, false, Duration::from_secs(10))
-                .await
-                .expect("run")
-        });
+        let running = spawn(engine, Duration::from_secs(10));
         settle().await;
-        Running { task, stop, handle }
-    }
-}
-
-impl Running {
-    async fn stop(self) -> EngineHandle {
-        self.stop.cancel();
-        self.task.await.expect("engine task");
-        self.handle
+        running
     }
 }
 

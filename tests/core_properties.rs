@@ -36,8 +36,9 @@ use bson::{doc, DateTime, Document};
 use datasync::core::memory::{MemoryState, MemoryStore};
 use datasync::core::{Engine, EngineConfig, EngineHandle, Key, Mode, Side, Stores};
 use proptest::prelude::*;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+mod memory_support;
+use memory_support::{block_on, proptest_config, spawn, Running};
 
 const BASE_MS: i64 = 1_800_000_000_000;
 const KEYS: u8 = 6;
@@ -118,24 +119,11 @@ fn lww_expected(events: &[Happened], tie: Side) -> Vec<Document> {
     best.into_values().filter_map(|(_, _, d)| d).collect()
 }
 
-struct Running {
-    task: JoinHandle<()>,
-    stop: CancellationToken,
-    handle: EngineHandle,
-}
-
 fn start(config: &EngineConfig, stores: &Stores) -> Running {
-    let engine = Engine::new(config.clone(), stores.clone());
-    let handle = engine.handle();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        engine
-            .run(s, false, Duration::from_secs(30))
-            .await
-            .expect("engine run");
-    });
-    Running { task, stop, handle }
+    spawn(
+        Engine::new(config.clone(), stores.clone()),
+        Duration::from_secs(30),
+    )
 }
 
 struct World {
@@ -330,29 +318,6 @@ impl World {
     }
 }
 
-fn block_on<F: std::future::Future<Output = Result<(), TestCaseError>>>(
-    f: F,
-) -> Result<(), TestCaseError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        max_shrink_iters: 2000,
-        ..ProptestConfig::default()
-    }
-}
-
 /// What a both-ways schedule must end in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
@@ -526,7 +491,7 @@ async fn overwrite(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(256))]
 
     #[test]
     fn both_ways_converges_to_last_writer_wins(ops in schedule(side().boxed()), tie in side()) {

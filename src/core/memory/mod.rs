@@ -4,6 +4,7 @@
 //! `HistoryLost`), resumed streams re-deliver events after the token, idle streams emit
 //! `Progress`, and faults can be injected. The test drives a settable "server clock".
 
+mod merged;
 mod state;
 mod stream;
 
@@ -20,7 +21,11 @@ use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::{ChangeStream, CollectionStore};
 use crate::core::types::{ChangeKind, Key, ResumeToken, ScanEntry, Side, Write, WriteOutcome};
 
+pub use merged::merged_streams;
 pub use state::MemoryState;
+
+/// Which documents a filtered [`MemoryStore`] handle sees (a pair's filter).
+pub type MemoryFilter = Arc<dyn Fn(&Document) -> bool + Send + Sync>;
 
 /// Store calls whose next invocations can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -153,8 +158,16 @@ impl Inner {
         true
     }
 
-    fn apply_one(&mut self, w: &Write, writer: u64) -> WriteOutcome {
+    fn apply_one(&mut self, w: &Write, writer: u64, filter: Option<&MemoryFilter>) -> WriteOutcome {
         let now = self.clock;
+        // A filtered handle never changes a document outside its filter (MongoDB: the
+        // filter is part of every write's query, and an upsert onto such an `_id`
+        // fails with a duplicate key).
+        if let (Some(f), Some(cur)) = (filter, self.docs.get(w.key())) {
+            if !f(cur) {
+                return WriteOutcome::NotApplied;
+            }
+        }
         // As the MongoDB adapter: only deletes are marked (they are made in
         // transactions); the echo of a copy comes back unmarked and is decided from
         // state, where both sides already agree.
@@ -213,6 +226,8 @@ impl Shared {
 pub struct MemoryStore {
     /// The shared collection.
     shared: Arc<Shared>,
+    /// Of a filtered handle ([`MemoryStore::filtered`]): the documents it sees.
+    filter: Option<MemoryFilter>,
     /// Who writes through this handle's `apply`: the change events of its deletes come
     /// back marked as its own on the streams it opens (what the session id of the
     /// MongoDB adapter's delete transactions does).
@@ -259,7 +274,27 @@ impl MemoryStore {
                 notify,
             }),
             writer: new_writer(),
+            filter: None,
         }
+    }
+
+    /// The same handle (same writer) seeing only the documents `filter` accepts, as a
+    /// filtered pair's store: scans, fetches and counts skip the others, writes never
+    /// change them; its change stream still reports every change of the collection.
+    pub fn filtered(&self, filter: MemoryFilter) -> Self {
+        MemoryStore {
+            filter: Some(filter),
+            ..self.clone()
+        }
+    }
+
+    /// An identifier of the collection (shared by its handles), unique in the process.
+    pub fn collection_id(&self) -> String {
+        format!("{:x}", Arc::as_ptr(&self.shared) as usize)
+    }
+
+    fn sees(&self, d: &Document) -> bool {
+        self.filter.as_ref().is_none_or(|f| f(d))
     }
 
     /// Another handle on the same collection with a writer identity of its own: what a
@@ -269,6 +304,7 @@ impl MemoryStore {
         MemoryStore {
             shared: self.shared.clone(),
             writer: new_writer(),
+            filter: self.filter.clone(),
         }
     }
 
@@ -405,6 +441,7 @@ impl CollectionStore for MemoryStore {
         inner
             .docs
             .range((lower, Bound::Unbounded))
+            .filter(|(_, d)| self.sees(d))
             .take(limit)
             .map(|(k, d)| {
                 let doc = RawDocumentBuf::from_document(d).map_err(|e| {
@@ -427,7 +464,7 @@ impl CollectionStore for MemoryStore {
         inner.counters.max_fetch_keys = inner.counters.max_fetch_keys.max(keys.len() as u64);
         Ok(keys
             .iter()
-            .filter_map(|k| inner.docs.get(k).cloned())
+            .filter_map(|k| inner.docs.get(k).filter(|d| self.sees(d)).cloned())
             .collect())
     }
 
@@ -442,7 +479,7 @@ impl CollectionStore for MemoryStore {
             let before = inner.seq;
             let out: Vec<WriteOutcome> = writes
                 .iter()
-                .map(|w| inner.apply_one(w, self.writer))
+                .map(|w| inner.apply_one(w, self.writer, self.filter.as_ref()))
                 .collect();
             if inner.seq != before {
                 self.wake(&inner);
@@ -456,7 +493,8 @@ impl CollectionStore for MemoryStore {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.shared.lock().docs.len() as u64)
+        let inner = self.shared.lock();
+        Ok(inner.docs.values().filter(|d| self.sees(d)).count() as u64)
     }
 
     async fn server_time(&self) -> Result<Option<DateTime>, StoreError> {
