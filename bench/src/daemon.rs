@@ -26,6 +26,14 @@ pub struct DaemonSpec {
     /// Cloud collection on the cloud server ([`Ctx::cloud_uri`]) rather than next to
     /// the local one.
     pub split: bool,
+    /// `0`: the one-pair shorthand (`local_data` ↔ `cloud_data`); `n`: `[[pairs]]`
+    /// `local_{i}` ↔ `cloud_{i}` for `i` in `0..n` (see [`pair_collections`]).
+    pub pairs: usize,
+}
+
+/// The local and cloud collection of pair `i` of a `[[pairs]]` daemon.
+pub fn pair_collections(i: usize) -> (String, String) {
+    (format!("local_{i}"), format!("cloud_{i}"))
 }
 
 /// Quotes `s` as a TOML basic string.
@@ -43,17 +51,31 @@ pub fn write_config(
     let uri = toml_str(&ctx.uri);
     let cloud_uri = toml_str(if spec.split { &ctx.cloud_uri } else { &ctx.uri });
     let db = toml_str(&spec.db);
+    let (local_coll, cloud_coll, pairs) = if spec.pairs == 0 {
+        (
+            "database = {db}\ncollection = \"local_data\"\n".replace("{db}", &db),
+            "database = {db}\ncollection = \"cloud_data\"\n".replace("{db}", &db),
+            String::new(),
+        )
+    } else {
+        let mut pairs = String::new();
+        for i in 0..spec.pairs {
+            let (l, c) = pair_collections(i);
+            pairs += &format!(
+                "[[pairs]]\nname = \"p{i}\"\nlocal = {}\ncloud = {}\n",
+                toml_str(&format!("{}.{l}", spec.db)),
+                toml_str(&format!("{}.{c}", spec.db))
+            );
+        }
+        (String::new(), String::new(), pairs)
+    };
     let text = format!(
         r#"mode = "{mode}"
 [local]
 uri = {uri}
-database = {db}
-collection = "local_data"
-[cloud]
+{local_coll}[cloud]
 uri = {cloud_uri}
-database = {db}
-collection = "cloud_data"
-[sync]
+{cloud_coll}[sync]
 updated_at_field = "updatedAt"
 debounce_ms = {debounce}
 max_batch = {max_batch}
@@ -70,7 +92,7 @@ socket = {socket}
 [log]
 level = "warn"
 format = "pretty"
-"#,
+{pairs}"#,
         mode = spec.mode,
         debounce = spec.debounce_ms,
         max_batch = spec.max_batch,

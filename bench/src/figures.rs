@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::ctx::Ctx;
 use crate::report::{judge, judge_ratio, Goal, Report, Verdict};
 use crate::stats::summarize;
-use crate::{engine_only, lag, plot, reconcile, throughput, Cli};
+use crate::{engine_only, lag, pairs, plot, reconcile, throughput, Cli};
 
 /// `sync.debounce_ms` used throughout (the default).
 const DEBOUNCE_MS: u64 = 50;
@@ -191,6 +191,48 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
     }
     if want("naive") {
         naive_figures(&ctx, &mut r, cli, &ours).await?;
+    }
+    if want("pairs") {
+        let (rate, secs, burst) = if ctx.quick {
+            (500, 4.0, 20_000)
+        } else {
+            (1000, 10.0, 100_000)
+        };
+        let one = pairs::run(&ctx, 1, rate, secs, burst, DEBOUNCE_MS).await?;
+        let many = pairs::run(&ctx, 20, rate, secs, burst, DEBOUNCE_MS).await?;
+        let lag_ratio = many.p99_ms / one.p99_ms;
+        r.figure(
+            "6",
+            &format!("lag at {rate} writes/s, 20 pairs vs 1 (same total rate)"),
+            format!(
+                "p50 {:.1} / p99 {:.1} ms vs p50 {:.1} / p99 {:.1} ms → p99 ratio {lag_ratio:.2} (missing {} / {})",
+                many.p50_ms, many.p99_ms, one.p50_ms, one.p99_ms, many.missing, one.missing
+            ),
+            "≤ 1.2",
+            judge_ratio(lag_ratio, Goal::AtMost(1.2)),
+        );
+        let drain_ratio = one.drain_rate / many.drain_rate;
+        r.figure(
+            "6",
+            &format!("burst of {}k inserts drained, 1 pair vs 20", burst / 1000),
+            format!(
+                "{:.0} docs/s vs {:.0} docs/s with 20 pairs → ratio {drain_ratio:.2}",
+                one.drain_rate, many.drain_rate
+            ),
+            "≤ 1.2",
+            judge_ratio(drain_ratio, Goal::AtMost(1.2)),
+        );
+        r.figure(
+            "6",
+            "daemon peak RSS, 20 pairs vs 1",
+            format!(
+                "{:.1} MiB vs {:.1} MiB",
+                many.rss_kib as f64 / 1024.0,
+                one.rss_kib as f64 / 1024.0
+            ),
+            "information",
+            Verdict::Info,
+        );
     }
     if want("engine") {
         // The core's benchmark compiles a bench target: too slow for --quick in CI.

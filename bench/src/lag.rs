@@ -67,6 +67,7 @@ pub async fn run_rate(ctx: &Ctx, rate: u32, secs: f64, debounce_ms: u64) -> anyh
         max_batch: 1000,
         mode: "both-ways",
         split: false,
+        pairs: 0,
     };
     let daemon = Daemon::start(ctx, &spec).await?;
     let db = ctx.client.database(&db_name);

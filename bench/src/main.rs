@@ -9,6 +9,7 @@ mod data;
 mod engine_only;
 mod figures;
 mod lag;
+mod pairs;
 mod plot;
 mod proc;
 mod reconcile;
@@ -32,7 +33,7 @@ pub struct Cli {
     /// A MongoDB replica set to run against instead of the in-process emulator.
     #[arg(long, env = "DATASYNC_TEST_MONGODB_URI")]
     pub uri: Option<String>,
-    /// Run only these figures (comma-separated: lag,throughput,reconcile,naive,engine).
+    /// Run only these figures (comma-separated: lag,throughput,reconcile,naive,engine,pairs).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Reconcile sizes in documents (default: quick 100k; full 100k and 1M).

@@ -84,6 +84,7 @@ pub async fn run(ctx: &Ctx, n: i64, wan: bool) -> anyhow::Result<ReconcileRun> {
         max_batch: 1000,
         mode: "both-ways",
         split: true,
+        pairs: 0,
     };
     let (config, _) = write_config(ctx, &spec, dir.path())?;
     let mut rec = Command::new(&ctx.datasync);

@@ -265,6 +265,7 @@ async fn measure_path(
         max_batch: BATCH as u64,
         mode: "both-ways",
         split: false,
+        pairs: 0,
     };
     let db = ctx.client.database(&spec.db);
     let drain = match under {
