@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datasync::core::{
-    DirectionReport, EngineError, EngineStatus, Mode, ReconcileReport, StreamState, StreamStatus,
+    DirectionReport, EngineError, EngineStatus, Mode, PairStatus, ReconcileReport, StreamState,
+    StreamStatus,
 };
 use datasync::daemon::admin::{client, AdminError, AdminServer, Limits};
 use datasync::daemon::config::{raw::RawConfig, Config};
@@ -31,6 +32,27 @@ struct FakeEngine {
     reconciles: Mutex<Vec<(Option<Mode>, bool)>>,
     /// Debounce windows set live.
     debounces: Mutex<Vec<Duration>>,
+    /// Single-pair reconciles requested: (pair, mode, dry_run).
+    pair_reconciles: Mutex<Vec<(String, Option<Mode>, bool)>>,
+}
+
+/// The stand-in's collection pairs.
+const PAIRS: [&str; 2] = ["orders", "app.customers"];
+
+fn pair_status(name: &str, queue: u64, l2c: u64, c2l: u64, conflicts: u64) -> PairStatus {
+    PairStatus {
+        name: name.into(),
+        mode: Mode::BothWays,
+        state: "running".into(),
+        lag_ms: Some(12),
+        queue_depth: queue,
+        applied_local_to_cloud: l2c,
+        applied_cloud_to_local: c2l,
+        conflicts,
+        skipped: 1,
+        quarantined: 2,
+        last_reconcile: None,
+    }
 }
 
 #[async_trait]
@@ -55,7 +77,10 @@ impl Controller for FakeEngine {
             skipped: 2,
             quarantined: 4,
             last_reconcile: None,
-            pairs: Vec::new(),
+            pairs: vec![
+                pair_status(PAIRS[0], 2, 4, 3, 1),
+                pair_status(PAIRS[1], 1, 1, 4, 0),
+            ],
         }
     }
     fn pause(&self) {
@@ -92,6 +117,33 @@ impl Controller for FakeEngine {
             quarantined: 0,
             duration_ms: 9,
         })
+    }
+    async fn reconcile_pair(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+        dry_run: bool,
+    ) -> Option<Result<ReconcileReport, EngineError>> {
+        if !PAIRS.contains(&name) {
+            return None;
+        }
+        self.pair_reconciles
+            .lock()
+            .unwrap()
+            .push((name.to_string(), mode, dry_run));
+        Some(Ok(ReconcileReport {
+            mode: mode.unwrap_or(Mode::BothWays),
+            dry_run,
+            local_to_cloud: DirectionReport::default(),
+            cloud_to_local: DirectionReport {
+                inserted: 1,
+                ..DirectionReport::default()
+            },
+            conflicts: 0,
+            skipped: 0,
+            quarantined: 0,
+            duration_ms: 2,
+        }))
     }
 }
 
@@ -317,6 +369,15 @@ async fn bad_requests_get_specific_errors_and_the_connection_stays_usable() {
             "unknown mode 'sideways'",
         ),
         (r#"{"cmd":"sync","dry_run":"yes"}"#, "dry_run"),
+        (
+            r#"{"cmd":"sync","pair":7}"#,
+            "field \"pair\" must be a non-empty string",
+        ),
+        (r#"{"cmd":"sync","pair":""}"#, "field \"pair\""),
+        (
+            r#"{"cmd":"status","pair":"orders"}"#,
+            "unknown field \"pair\"",
+        ),
         (
             r#"{"cmd":"status","verbose":true}"#,
             "unknown field \"verbose\"",
@@ -609,4 +670,114 @@ async fn reload_applies_debounce_and_schedule_from_the_rewritten_file() {
     assert_eq!(engine.debounces.lock().unwrap().len(), 1);
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn status_json_keeps_the_totals_and_adds_each_pair() {
+    let shell = start("", Limits::default()).await;
+    let v = Conn::open(&shell.socket)
+        .await
+        .send(r#"{"cmd":"status"}"#)
+        .await;
+    assert_eq!(v["queue_depth"], json!(3));
+    assert_eq!(
+        v["applied"],
+        json!({"local_to_cloud": 5, "cloud_to_local": 7})
+    );
+    let pairs = v["pairs"].as_array().expect("pairs array");
+    assert_eq!(pairs.len(), 2, "{v}");
+    assert_eq!(pairs[0]["name"], json!("orders"));
+    assert_eq!(pairs[0]["state"], json!("running"));
+    assert_eq!(pairs[0]["mode"], json!("both-ways"));
+    assert_eq!(pairs[0]["lag_ms"], json!(12));
+    assert_eq!(pairs[0]["queue_depth"], json!(2));
+    assert_eq!(
+        pairs[0]["applied"],
+        json!({"local_to_cloud": 4, "cloud_to_local": 3})
+    );
+    assert_eq!(pairs[0]["conflicts"], json!(1));
+    assert_eq!(pairs[1]["name"], json!("app.customers"));
+    shell.stop().await;
+}
+
+#[tokio::test]
+async fn sync_with_a_pair_reconciles_only_that_pair() {
+    let shell = start("", Limits::default()).await;
+    let mut c = Conn::open(&shell.socket).await;
+    let v = c
+        .send(r#"{"cmd":"sync","pair":"app.customers","mode":"cloud-to-local","dry_run":true}"#)
+        .await;
+    assert_eq!(v["ok"], json!(true), "{v}");
+    assert_eq!(v["report"]["cloud_to_local"]["inserted"], json!(1));
+    assert_eq!(
+        *shell.engine.pair_reconciles.lock().unwrap(),
+        vec![("app.customers".to_string(), Some(Mode::CloudToLocal), true)]
+    );
+    assert!(shell.engine.reconciles.lock().unwrap().is_empty());
+    shell.stop().await;
+}
+
+#[tokio::test]
+async fn sync_of_an_unknown_pair_is_an_error_naming_the_pairs() {
+    let shell = start("", Limits::default()).await;
+    let mut c = Conn::open(&shell.socket).await;
+    let v = c.send(r#"{"cmd":"sync","pair":"invoices"}"#).await;
+    let err = error_of(&v);
+    assert!(
+        err.contains("unknown pair \"invoices\"")
+            && err.contains("\"orders\"")
+            && err.contains("\"app.customers\""),
+        "{err}"
+    );
+    assert!(shell.engine.pair_reconciles.lock().unwrap().is_empty());
+    assert!(shell.engine.reconciles.lock().unwrap().is_empty());
+    assert_eq!(c.send(r#"{"cmd":"status"}"#).await["ok"], json!(true));
+    shell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_status_prints_a_line_per_pair_and_ctl_sync_takes_a_pair() {
+    let shell = start("", Limits::default()).await;
+    let socket = shell.socket.clone();
+    let (status_json, status_text, sync_ok, sync_unknown) =
+        tokio::task::spawn_blocking(move || {
+            (
+                ctl(&socket, &["--json", "status"]),
+                ctl(&socket, &["status"]),
+                ctl(&socket, &["sync", "--pair", "orders", "--dry-run"]),
+                ctl(&socket, &["sync", "--pair", "invoices"]),
+            )
+        })
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status_json.stdout).unwrap();
+    assert_eq!(v["queue_depth"], json!(3));
+    assert_eq!(v["pairs"][1]["name"], json!("app.customers"));
+    let text = String::from_utf8_lossy(&status_text.stdout);
+    assert!(text.contains("pairs (2)"), "{text}");
+    assert!(
+        text.contains(
+            "  orders  running  lag 12 ms  queue 2  applied local → cloud 4  cloud → local 3  conflicts 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  app.customers  running  lag 12 ms  queue 1  applied local → cloud 1  cloud → local 4  conflicts 0"
+        ),
+        "{text}"
+    );
+    assert_eq!(sync_ok.status.code(), Some(0), "{sync_ok:?}");
+    assert!(String::from_utf8_lossy(&sync_ok.stdout).contains("dry run"));
+    assert_eq!(
+        *shell.engine.pair_reconciles.lock().unwrap(),
+        vec![("orders".to_string(), None, true)]
+    );
+    assert_eq!(sync_unknown.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&sync_unknown.stderr);
+    assert!(
+        err.contains("unknown pair \"invoices\"") && err.contains("orders"),
+        "{err}"
+    );
+    shell.stop().await;
 }

@@ -238,7 +238,7 @@ fn env_overrides_the_file_and_unrelated_datasync_vars_are_ignored() {
     let printed: RawConfig = toml::from_str(&stdout).unwrap();
     assert_eq!(printed.sync.debounce_ms, 75);
     assert_eq!(printed.mode, "cloud-to-local");
-    assert_eq!(printed.local.collection, "edge");
+    assert_eq!(printed.local.collection.as_deref(), Some("edge"));
 }
 
 #[test]
@@ -256,7 +256,8 @@ fn check_config_redacts_passwords_and_prints_valid_toml() {
         "{stdout}"
     );
     let printed: RawConfig = toml::from_str(&stdout).unwrap();
-    assert_eq!(printed.cloud, RawConfig::default().cloud);
+    assert_eq!(printed.cloud.uri, RawConfig::default().cloud.uri);
+    assert_eq!(printed.cloud.collection.as_deref(), Some("cloud_data"));
 }
 
 #[test]
@@ -283,4 +284,167 @@ fn bad_or_missing_config_exits_2_for_every_command() {
     }
     let out = datasync(&["check-config", "--config", missing], &[]);
     assert!(text(&out.stderr).contains(missing));
+}
+
+const TWO_PAIRS: &str = r#"
+mode = "local-to-cloud"
+[sync]
+updated_at_field = "modifiedAt"
+[[pairs]]
+local = "app.orders.v2"
+cloud = "hub.orders"
+name = "orders"
+filter = { tenantId = "edge-7", n = { "$gte" = 3 } }
+[[pairs]]
+local = "app.customers"
+cloud = "hub.customers"
+mode = "both-ways"
+updated_at_field = "updatedAt"
+filter = '{"tenantId": "edge-7", "n": {"$gte": 3}}'
+[[pairs]]
+local = "app.audit"
+cloud = "hub.audit"
+"#;
+
+#[test]
+fn pairs_take_inline_table_and_json_filters_and_their_defaults() {
+    let (c, _f) = load(TWO_PAIRS);
+    let c = c.unwrap();
+    let names: Vec<&str> = c.pairs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["orders", "app.customers", "app.audit"]);
+    let orders = &c.pairs[0];
+    // Split at the first dot: collection names may hold dots, database names may not.
+    assert_eq!(
+        (
+            orders.local.database.as_str(),
+            orders.local.collection.as_str()
+        ),
+        ("app", "orders.v2")
+    );
+    assert_eq!(orders.cloud.to_string(), "hub.orders");
+    assert_eq!(orders.mode, Mode::LocalToCloud);
+    assert_eq!(orders.updated_at_field, "modifiedAt");
+    // Figment hands TOML tables over with sorted keys.
+    let want = bson::doc! {"n": {"$gte": 3}, "tenantId": "edge-7"};
+    assert_eq!(orders.filter.as_ref(), Some(&want));
+    let customers = &c.pairs[1];
+    assert_eq!(customers.mode, Mode::BothWays);
+    assert_eq!(customers.updated_at_field, "updatedAt");
+    assert_eq!(
+        customers.filter.as_ref(),
+        Some(&bson::doc! {"tenantId": "edge-7", "n": {"$gte": 3}})
+    );
+    let audit = &c.pairs[2];
+    assert_eq!(
+        (audit.mode, audit.filter.as_ref()),
+        (Mode::LocalToCloud, None)
+    );
+    // `[local]`/`[cloud]` describe the first pair for the one-pair commands.
+    assert_eq!(c.local.collection, "orders.v2");
+    assert_eq!(c.mongo_sides().pairs.len(), 3);
+}
+
+#[test]
+fn shorthand_gives_one_pair_named_after_the_local_namespace() {
+    let (c, _f) = load("mode = \"cloud-to-local\"\n[local]\ncollection = \"edge\"\n");
+    let c = c.unwrap();
+    assert_eq!(c.pairs.len(), 1);
+    assert_eq!(c.pairs[0].name, "datasync.edge");
+    assert_eq!(c.pairs[0].cloud.to_string(), "datasync.cloud_data");
+    assert_eq!(c.pairs[0].mode, Mode::CloudToLocal);
+}
+
+#[test]
+fn each_bad_pair_is_refused_naming_its_key_and_the_file() {
+    let cases: [(&str, &[&str]); 10] = [
+        ("[[pairs]]\nlocal = \"orders\"\ncloud = \"hub.orders\"\n", &["pairs[0].local", "database.collection"]),
+        ("[[pairs]]\nlocal = \"app.\"\ncloud = \"hub.orders\"\n", &["pairs[0].local"]),
+        ("[[pairs]]\nlocal = \"app.orders\"\ncloud = \"\"\n", &["pairs[0].cloud"]),
+        (
+            "[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\nname = \"n\"\n[[pairs]]\nlocal = \"a.y\"\ncloud = \"b.y\"\nname = \"n\"\n",
+            &["pairs[1].name", "already used"],
+        ),
+        (
+            "[[pairs]]\nlocal = \"datasync_state.orders\"\ncloud = \"hub.orders\"\n",
+            &["pairs[0].local", "state.database"],
+        ),
+        (
+            "[[pairs]]\nlocal = \"a.x\"\ncloud = \"hub.orders\"\n[[pairs]]\nlocal = \"a.y\"\ncloud = \"hub.orders\"\n",
+            &["pairs[1].cloud", "hub.orders", "one pair"],
+        ),
+        ("[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\nmode = \"sideways\"\n", &["pairs[0].mode", "sideways"]),
+        ("[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\nfilter = '[1, 2]'\n", &["pairs[0].filter", "query document"]),
+        ("[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\nfilter = '{\"$where\": \"1\"}'\n", &["pairs[0].filter", "`$where`"]),
+        (
+            "[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\n[[pairs]]\nlocal = \"a.y\"\ncloud = \"b.y\"\nfilter = { loc = { \"$near\" = [0, 0] } }\n",
+            &["pairs[1].filter", "`$near`"],
+        ),
+    ];
+    for (contents, needles) in cases {
+        let (msg, path) = problems(contents);
+        for needle in needles.iter().copied().chain([path.as_str()]) {
+            assert!(
+                msg.contains(needle),
+                "missing {needle:?} for\n{contents}\nin: {msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shorthand_collection_and_pairs_together_name_both_keys() {
+    let (msg, path) =
+        problems("[local]\ncollection = \"x\"\n[[pairs]]\nlocal = \"a.x\"\ncloud = \"b.x\"\n");
+    assert!(
+        msg.contains("`local.collection`") && msg.contains("`pairs`") && msg.contains(&path),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pairs_cannot_come_from_the_environment() {
+    let f = file("");
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[("DATASYNC_PAIRS", "[{local=\"a.x\",cloud=\"b.x\"}]")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed: RawConfig = toml::from_str(&text(&out.stdout)).unwrap();
+    assert!(printed.pairs.is_empty());
+}
+
+#[test]
+fn check_config_shows_the_resolved_pairs_and_round_trips() {
+    let f = file(&format!(
+        "{TWO_PAIRS}[local]\nuri = \"mongodb://app:hunter2@db.example:27017/?replicaSet=rs0\"\n"
+    ));
+    let out = datasync(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains("# resolved collection pairs (3):"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            r#"#   orders: local app.orders.v2 <-> cloud hub.orders  mode local-to-cloud  updated_at_field modifiedAt  filter {"n":{"$gte":3},"tenantId":"edge-7"}"#
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("filter none (all documents)"), "{stdout}");
+    assert!(
+        stdout.contains(r#"filter = '{"tenantId":"edge-7","n":{"$gte":3}}'"#)
+            || stdout.contains(r#"filter = "{\"tenantId\":\"edge-7\",\"n\":{\"$gte\":3}}""#),
+        "{stdout}"
+    );
+    let printed: RawConfig = toml::from_str(&stdout).unwrap();
+    assert_eq!(printed.pairs.len(), 3);
+    assert_eq!(printed.local.collection, None);
+    let again = Config::validate(&printed).unwrap();
+    let (orig, _f) = load(TWO_PAIRS);
+    assert_eq!(again.pairs, orig.unwrap().pairs);
 }

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bson::Timestamp;
 use datasync::core::{
-    DirectionReport, EngineError, EngineStats, EngineStatus, HistogramSnapshot, Mode,
+    DirectionReport, EngineError, EngineStats, EngineStatus, HistogramSnapshot, Mode, PairStatus,
     ReconcileReport, Side, StreamState, StreamStatus,
 };
 use datasync::daemon::admin::client;
 use datasync::daemon::config::{raw::RawConfig, Config};
 use datasync::daemon::control::Controller;
-use datasync::daemon::metrics::HistoryProbe;
+use datasync::daemon::metrics::{HistoryProbe, Metrics, SideWindow};
 use datasync::daemon::{run_shell, run_with, Controls, DaemonError, RunOptions};
 use datasync::mongo::oplog::WindowError;
 use mongo_emulator::{Emulator, EmulatorConfig};
@@ -118,6 +118,14 @@ impl Controller for FakeEngine {
     fn set_debounce(&self, _: Duration) {}
     async fn reconcile(&self, _: Option<Mode>, _: bool) -> Result<ReconcileReport, EngineError> {
         Err(EngineError::Config("refused by the stand-in".into()))
+    }
+    async fn reconcile_pair(
+        &self,
+        _: &str,
+        _: Option<Mode>,
+        _: bool,
+    ) -> Option<Result<ReconcileReport, EngineError>> {
+        None
     }
 }
 
@@ -990,4 +998,55 @@ async fn one_way_batch_sizes_add_up_to_the_documents_applied() {
     assert_eq!(sample(&m, lag_l2c), 8.0, "{text}");
     wait_count(&live.cloud, bson::doc! {"v": "cloud"}, 1).await;
     live.stop().await;
+}
+
+fn pair_status(name: &str, l2c: u64, c2l: u64, conflicts: u64, queue: u64) -> PairStatus {
+    PairStatus {
+        name: name.into(),
+        mode: Mode::BothWays,
+        state: "running".into(),
+        lag_ms: Some(10),
+        queue_depth: queue,
+        applied_local_to_cloud: l2c,
+        applied_cloud_to_local: c2l,
+        conflicts,
+        skipped: 0,
+        quarantined: 0,
+        last_reconcile: None,
+    }
+}
+
+#[test]
+fn per_pair_series_carry_a_pair_label_beside_the_unlabelled_totals() {
+    let metrics = Metrics::new();
+    let mut status = FakeEngine::new().status();
+    status.pairs = vec![
+        pair_status("orders", 4, 1, 2, 3),
+        pair_status("app.customers", 1, 6, 1, 0),
+    ];
+    let windows = [SideWindow::default(), SideWindow::default()];
+    metrics.refresh(&status, &windows, 0, 1);
+    // The totals advance; per-pair counters follow each pair's running total.
+    status.pairs[0] = pair_status("orders", 9, 1, 2, 5);
+    metrics.refresh(&status, &windows, 0, 2);
+    let m = scrape(&metrics.encode());
+    let v = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(v("datasync_applied_total{direction=local_to_cloud}"), 5.0);
+    assert_eq!(v("datasync_queue_depth{}"), 3.0);
+    assert_eq!(
+        v("datasync_pair_applied_total{direction=local_to_cloud,pair=orders}"),
+        9.0
+    );
+    assert_eq!(
+        v("datasync_pair_applied_total{direction=cloud_to_local,pair=orders}"),
+        1.0
+    );
+    assert_eq!(
+        v("datasync_pair_applied_total{direction=cloud_to_local,pair=app.customers}"),
+        6.0
+    );
+    assert_eq!(v("datasync_pair_conflicts_total{pair=orders}"), 2.0);
+    assert_eq!(v("datasync_pair_conflicts_total{pair=app.customers}"), 1.0);
+    assert_eq!(v("datasync_pair_queue_depth{pair=orders}"), 5.0);
+    assert_eq!(v("datasync_pair_queue_depth{pair=app.customers}"), 0.0);
 }

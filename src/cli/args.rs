@@ -124,6 +124,9 @@ pub enum CtlRequest {
     Status,
     /// Run one full reconcile now (waits for a running one first) and print its report.
     Sync {
+        /// Reconcile only this collection pair (names: `ctl status`); default: all.
+        #[arg(long)]
+        pair: Option<String>,
         /// Mode (default: the configured one).
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,

@@ -20,9 +20,14 @@ pub async fn ctl(socket: &Path, json: bool, request: CtlRequest) -> ExitCode {
         CtlRequest::Status => AdminRequest::Status,
         CtlRequest::Pause => AdminRequest::Pause,
         CtlRequest::Resume => AdminRequest::Resume,
-        CtlRequest::Sync { mode, dry_run } => AdminRequest::Sync {
+        CtlRequest::Sync {
+            mode,
+            dry_run,
+            pair,
+        } => AdminRequest::Sync {
             mode: mode.map(Into::into),
             dry_run,
+            pair,
         },
     };
     let reply = match client::request(socket, &request, Duration::from_secs(5)).await {

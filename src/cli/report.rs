@@ -1,7 +1,7 @@
 //! Human-readable rendering of reconcile reports and daemon status for the terminal.
 
 use datasync::core::{DirectionReport, ReconcileReport};
-use datasync::daemon::admin::StatusReply;
+use datasync::daemon::admin::{PairReply, StatusReply};
 
 fn direction(name: &str, d: &DirectionReport) -> String {
     format!(
@@ -64,6 +64,10 @@ pub fn status_text(s: &StatusReply) -> String {
             s.quarantined
         ),
     ];
+    if !s.pairs.is_empty() {
+        lines.push(format!("pairs ({})", s.pairs.len()));
+        lines.extend(s.pairs.iter().map(pair_line));
+    }
     match &s.last_reconcile {
         Some(l) => lines.push(format!(
             "last reconcile at {}:\n{}",
@@ -85,6 +89,20 @@ pub fn status_text(s: &StatusReply) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// One pair: name, state, lag, queue, applied both ways, conflicts.
+fn pair_line(p: &PairReply) -> String {
+    let lag = p.lag_ms.map_or("-".to_string(), |l| format!("{l} ms"));
+    format!(
+        "  {}  {}  lag {lag}  queue {}  applied local → cloud {}  cloud → local {}  conflicts {}",
+        p.name,
+        p.state,
+        p.queue_depth,
+        p.applied.local_to_cloud,
+        p.applied.cloud_to_local,
+        p.conflicts
+    )
 }
 
 fn oplog_line(name: &str, w: &datasync::daemon::admin::OplogSideReply) -> String {

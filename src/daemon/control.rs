@@ -43,12 +43,23 @@ pub trait Controller: Send + Sync + 'static {
     fn resume(&self);
     /// Change the debounce window live.
     fn set_debounce(&self, debounce: Duration);
-    /// One full reconcile (waits for a running one first).
+    /// One full reconcile of every pair (waits for a running one first).
     async fn reconcile(
         &self,
         mode: Option<Mode>,
         dry_run: bool,
     ) -> Result<ReconcileReport, EngineError>;
+    /// Names of the collection pairs, in configuration order.
+    fn pair_names(&self) -> Vec<String> {
+        self.status().pairs.into_iter().map(|p| p.name).collect()
+    }
+    /// One full reconcile of the pair `name` only; `None`: there is no such pair.
+    async fn reconcile_pair(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+        dry_run: bool,
+    ) -> Option<Result<ReconcileReport, EngineError>>;
 }
 
 #[async_trait]
@@ -74,6 +85,17 @@ impl Controller for EngineHandle {
         dry_run: bool,
     ) -> Result<ReconcileReport, EngineError> {
         EngineHandle::reconcile(self, mode, dry_run).await
+    }
+    fn pair_names(&self) -> Vec<String> {
+        EngineHandle::pair_names(self)
+    }
+    async fn reconcile_pair(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+        dry_run: bool,
+    ) -> Option<Result<ReconcileReport, EngineError>> {
+        EngineHandle::reconcile_pair(self, name, mode, dry_run).await
     }
 }
 
@@ -179,7 +201,7 @@ impl Dispatcher {
                     tracing::info!("scheduled reconcile skipped: one is already running");
                 } else {
                     tracing::info!("scheduled reconcile starting");
-                    self.spawn_reconcile(None, false, None, "cron");
+                    self.spawn_reconcile(None, false, None, None, "cron");
                 }
             }
             Control::Reload => match self.reloader.as_mut() {
@@ -225,18 +247,29 @@ impl Dispatcher {
                 tracing::info!("applying resumed by admin request");
                 AdminReply::Ok
             }
-            AdminRequest::Sync { mode, dry_run } => {
-                self.spawn_reconcile(mode, dry_run, Some(reply), "admin");
+            AdminRequest::Sync {
+                pair: Some(pair), ..
+            } if !self.controller.pair_names().contains(&pair) => {
+                AdminReply::Error(unknown_pair(&pair, &self.controller.pair_names()))
+            }
+            AdminRequest::Sync {
+                mode,
+                dry_run,
+                pair,
+            } => {
+                self.spawn_reconcile(mode, dry_run, pair, Some(reply), "admin");
                 return;
             }
         };
         let _ = reply.send(answer);
     }
 
+    /// Reconcile every pair, or only `pair` (already checked to exist), in a task.
     fn spawn_reconcile(
         &self,
         mode: Option<Mode>,
         dry_run: bool,
+        pair: Option<String>,
         reply: Option<oneshot::Sender<AdminReply>>,
         origin: &'static str,
     ) {
@@ -245,16 +278,22 @@ impl Dispatcher {
         let observer = self.observer.clone();
         reconciling.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
-            let result = controller.reconcile(mode, dry_run).await;
+            let result = match &pair {
+                None => Some(controller.reconcile(mode, dry_run).await),
+                Some(name) => controller.reconcile_pair(name, mode, dry_run).await,
+            };
             reconciling.fetch_sub(1, Ordering::SeqCst);
+            let pair_name = pair.as_deref().unwrap_or("(all)");
             let answer = match result {
-                Ok(report) => {
-                    tracing::info!(origin, mode = %report.mode, dry_run, conflicts = report.conflicts,
-                        duration_ms = report.duration_ms, "reconcile finished");
+                None => AdminReply::Error(unknown_pair(pair_name, &controller.pair_names())),
+                Some(Ok(report)) => {
+                    tracing::info!(origin, pair = pair_name, mode = %report.mode, dry_run,
+                        conflicts = report.conflicts, duration_ms = report.duration_ms,
+                        "reconcile finished");
                     AdminReply::Report(report)
                 }
-                Err(e) => {
-                    tracing::warn!(origin, error = %e, "reconcile failed");
+                Some(Err(e)) => {
+                    tracing::warn!(origin, pair = pair_name, error = %e, "reconcile failed");
                     if let Some(o) = &observer {
                         o.metrics.reconcile_failed(dry_run);
                     }
@@ -266,6 +305,18 @@ impl Dispatcher {
             }
         });
     }
+}
+
+/// The error reply for a `sync` naming a pair that does not exist.
+fn unknown_pair(name: &str, names: &[String]) -> String {
+    format!(
+        "unknown pair \"{name}\" (pairs: {})",
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Build a config's initial schedule channel pair for the cron task.

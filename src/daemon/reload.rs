@@ -1,6 +1,8 @@
 //! SIGHUP: re-read the configuration file and apply what can change live (log level,
 //! debounce, reconcile schedule). Anything else that changed is logged as needing a
 //! restart; an invalid new file is logged and the running configuration is kept.
+//! Changed collection pairs (`[[pairs]]` or the shorthand) are such a change: the
+//! running pairs keep syncing, and a warning says a restart is needed.
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ pub struct ReloadPlan {
     pub schedule: Option<Option<Schedule>>,
     /// Keys that changed but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
+    /// The collection pairs changed (added, removed or edited): the running ones are
+    /// kept until a restart.
+    pub pairs_changed: bool,
 }
 
 /// Compare the running configuration with a newly loaded one.
@@ -56,6 +61,7 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         ("metrics", old.metrics != new.metrics),
         ("alarms", old.alarms != new.alarms),
     ];
+    p.pairs_changed = old.pairs != new.pairs;
     p.needs_restart = restart
         .iter()
         .filter(|(_, c)| *c)
@@ -109,6 +115,11 @@ impl Reloader {
         if !plan.needs_restart.is_empty() {
             tracing::warn!(keys = ?plan.needs_restart, "SIGHUP: these changes need a restart to take effect");
         }
+        if plan.pairs_changed {
+            let names = |c: &Config| c.pairs.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+            tracing::warn!(running = ?names(&self.current), configured = ?names(&new),
+                "SIGHUP: the collection pairs changed; pair changes need a restart, the running pairs are kept");
+        }
         if plan == ReloadPlan::default() {
             tracing::info!("SIGHUP: configuration re-read, nothing changed");
         }
@@ -155,7 +166,7 @@ mod tests {
             r.sync.debounce_ms = 200;
             r.reconcile.schedule = String::new();
             r.mode = "cloud-to-local".into();
-            r.cloud.collection = "elsewhere".into();
+            r.cloud.collection = Some("elsewhere".into());
         });
         let p = plan(&old, &new);
         assert_eq!(p.log_level.as_deref(), Some("debug"));
@@ -170,5 +181,25 @@ mod tests {
             }),
         );
         assert_eq!(p.needs_restart, vec!["metrics", "alarms"]);
+        assert!(!p.pairs_changed);
+    }
+
+    #[test]
+    fn changed_pairs_are_flagged_for_a_restart() {
+        let pair = |filter: &str| crate::daemon::config::raw::RawPair {
+            name: None,
+            local: "app.orders".into(),
+            cloud: "hub.orders".into(),
+            mode: None,
+            filter: Some(crate::daemon::config::raw::RawFilter::Json(filter.into())),
+            updated_at_field: None,
+        };
+        let old = config(|r| r.pairs = vec![pair(r#"{"t": 1}"#)]);
+        let same = config(|r| r.pairs = vec![pair(r#"{"t": 1}"#)]);
+        assert_eq!(plan(&old, &same), ReloadPlan::default());
+        let new = config(|r| r.pairs = vec![pair(r#"{"t": 2}"#)]);
+        let p = plan(&old, &new);
+        assert!(p.pairs_changed);
+        assert!(p.needs_restart.is_empty());
     }
 }

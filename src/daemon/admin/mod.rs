@@ -6,5 +6,7 @@ pub mod line;
 pub mod protocol;
 pub mod server;
 
-pub use protocol::{AdminReply, AdminRequest, OplogReply, OplogSideReply, StatusReply, MAX_LINE};
+pub use protocol::{
+    AdminReply, AdminRequest, OplogReply, OplogSideReply, PairReply, StatusReply, MAX_LINE,
+};
 pub use server::{AdminError, AdminServer, Limits};

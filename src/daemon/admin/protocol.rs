@@ -6,7 +6,9 @@ use bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::core::{EngineStatus, Mode, ReconcileReport, Side, StreamState, StreamStatus};
+use crate::core::{
+    EngineStatus, Mode, PairStatus, ReconcileReport, Side, StreamState, StreamStatus,
+};
 use crate::daemon::metrics::Observer;
 
 /// Longest accepted request line, newline excluded.
@@ -17,13 +19,16 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum AdminRequest {
     /// `{"cmd":"status"}`.
     Status,
-    /// `{"cmd":"sync","mode":…,"dry_run":…}`: one full reconcile. If one is already
-    /// running (cron, start-up, another client), this waits for it, then runs its own.
+    /// `{"cmd":"sync","mode":…,"dry_run":…,"pair":…}`: one full reconcile of every
+    /// pair, or of the named one. If one is already running (cron, start-up, another
+    /// client), this waits for it, then runs its own.
     Sync {
         /// Mode to reconcile in; `None`: the configured mode.
         mode: Option<Mode>,
         /// Report what would change without writing.
         dry_run: bool,
+        /// Reconcile only this pair; `None`: all of them.
+        pair: Option<String>,
     },
     /// `{"cmd":"pause"}`.
     Pause,
@@ -38,13 +43,20 @@ impl AdminRequest {
             AdminRequest::Status => json!({"cmd": "status"}),
             AdminRequest::Pause => json!({"cmd": "pause"}),
             AdminRequest::Resume => json!({"cmd": "resume"}),
-            AdminRequest::Sync { mode, dry_run } => {
+            AdminRequest::Sync {
+                mode,
+                dry_run,
+                pair,
+            } => {
                 let mut m = Map::new();
                 m.insert("cmd".into(), "sync".into());
                 if let Some(mode) = mode {
                     m.insert("mode".into(), mode.as_str().into());
                 }
                 m.insert("dry_run".into(), (*dry_run).into());
+                if let Some(pair) = pair {
+                    m.insert("pair".into(), pair.as_str().into());
+                }
                 Value::Object(m)
             }
         }
@@ -67,7 +79,7 @@ pub fn parse_request(line: &[u8]) -> Result<AdminRequest, String> {
         None => return Err("missing field \"cmd\"".into()),
     };
     let allowed: &[&str] = match cmd {
-        "sync" => &["cmd", "mode", "dry_run"],
+        "sync" => &["cmd", "mode", "dry_run", "pair"],
         "status" | "pause" | "resume" => &["cmd"],
         other => {
             return Err(format!(
@@ -97,7 +109,20 @@ pub fn parse_request(line: &[u8]) -> Result<AdminRequest, String> {
                     ))
                 }
             };
-            AdminRequest::Sync { mode, dry_run }
+            let pair = match obj.get("pair") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(other) => {
+                    return Err(format!(
+                        "field \"pair\" must be a non-empty string, got {other}"
+                    ))
+                }
+            };
+            AdminRequest::Sync {
+                mode,
+                dry_run,
+                pair,
+            }
         }
     })
 }
@@ -161,6 +186,15 @@ pub struct LastReconcile {
     pub finished_at: String,
 }
 
+impl From<&(DateTime, ReconcileReport)> for LastReconcile {
+    fn from((at, report): &(DateTime, ReconcileReport)) -> Self {
+        LastReconcile {
+            report: report.clone(),
+            finished_at: rfc3339(*at),
+        }
+    }
+}
+
 /// Reply to `status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
@@ -195,6 +229,55 @@ pub struct StatusReply {
     /// Saved checkpoint and oplog headroom per side (absent from older daemons).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oplog: Option<OplogReply>,
+    /// Each collection pair (the fields above are their totals; absent from older
+    /// daemons).
+    #[serde(default)]
+    pub pairs: Vec<PairReply>,
+}
+
+/// One collection pair in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairReply {
+    /// The pair's name (`ctl sync --pair NAME`).
+    pub name: String,
+    /// Its mode.
+    pub mode: Mode,
+    /// `reconciling`, `paused`, `running` or `stopped`.
+    pub state: String,
+    /// The larger of its two directions' lag; null before the first event.
+    pub lag_ms: Option<u64>,
+    /// Distinct documents waiting in its queue.
+    pub queue_depth: u64,
+    /// Applied writes per direction.
+    pub applied: AppliedReply,
+    /// Conflicts decided.
+    pub conflicts: u64,
+    /// Documents skipped as malformed.
+    pub skipped: u64,
+    /// Keys held back by the future-timestamp guard.
+    pub quarantined: u64,
+    /// Its last finished reconcile, or null.
+    pub last_reconcile: Option<LastReconcile>,
+}
+
+impl From<&PairStatus> for PairReply {
+    fn from(p: &PairStatus) -> Self {
+        PairReply {
+            name: p.name.clone(),
+            mode: p.mode,
+            state: p.state.clone(),
+            lag_ms: p.lag_ms,
+            queue_depth: p.queue_depth,
+            applied: AppliedReply {
+                local_to_cloud: p.applied_local_to_cloud,
+                cloud_to_local: p.applied_cloud_to_local,
+            },
+            conflicts: p.conflicts,
+            skipped: p.skipped,
+            quarantined: p.quarantined,
+            last_reconcile: p.last_reconcile.as_ref().map(LastReconcile::from),
+        }
+    }
 }
 
 /// One side's history window in `status`.
@@ -273,13 +356,11 @@ impl StatusReply {
             },
             skipped: s.skipped,
             quarantined: s.quarantined,
-            last_reconcile: s.last_reconcile.as_ref().map(|(at, r)| LastReconcile {
-                report: r.clone(),
-                finished_at: rfc3339(*at),
-            }),
+            last_reconcile: s.last_reconcile.as_ref().map(LastReconcile::from),
             next_reconcile_at: next_reconcile_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             oplog: None,
+            pairs: s.pairs.iter().map(PairReply::from).collect(),
         }
     }
 }

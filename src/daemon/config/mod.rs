@@ -3,7 +3,9 @@
 //! in two stages: [`raw::RawConfig`] (the input as written, unknown keys refused) and
 //! [`validate::Config`] (typed, checked). Every error names the key and its source.
 
+pub mod filter;
 pub mod ops;
+pub mod pairs;
 pub mod raw;
 pub mod validate;
 
@@ -26,7 +28,9 @@ pub const ENV_PREFIX: &str = "DATASYNC_";
 
 /// Top-level names the environment may override. Other `DATASYNC_*` variables (such as
 /// `DATASYNC_TEST_MONGODB_URI`) are not configuration and are ignored, while a typo
-/// inside a known section (`DATASYNC_SYNC__DEBOUNCE`) is still an error.
+/// inside a known section (`DATASYNC_SYNC__DEBOUNCE`) is still an error. `pairs` is
+/// absent: an array of tables cannot be written as `KEY=value` variables, so pairs come
+/// from the file only (`DATASYNC_PAIRS…` is ignored).
 const ENV_SECTIONS: [&str; 10] = [
     "mode",
     "local",
@@ -97,8 +101,39 @@ impl ConfigSource {
 
 /// Load and validate: defaults, then the file, then the environment.
 pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
-    let raw = load_raw(source)?;
-    Config::validate(&raw)
+    let file = source.file()?;
+    let fig = figment(file.as_deref());
+    let raw = fig.extract::<RawConfig>().map_err(from_figment)?;
+    Config::validate(&raw).map_err(|e| ConfigError {
+        problems: e.problems.iter().map(|p| with_source(&fig, p)).collect(),
+    })
+}
+
+/// "key `pairs[2].filter`: …" → "key `pairs[2].filter`: … (in file /etc/…)": a
+/// validation problem gets the source of its key, as parse errors do.
+fn with_source(fig: &Figment, problem: &str) -> String {
+    let Some(rest) = problem.strip_prefix("key `") else {
+        return problem.to_string();
+    };
+    let Some((key, _)) = rest.split_once('`') else {
+        return problem.to_string();
+    };
+    let lookup = key.split('[').next().unwrap_or(key);
+    let path: Vec<String> = key
+        .split('.')
+        .map(|s| s.split('[').next().unwrap_or(s).to_string())
+        .collect();
+    let source = match fig.find_metadata(lookup) {
+        Some(md) => match &md.source {
+            Some(Source::File(f)) => format!(" (in file {})", f.display()),
+            _ if md.name.contains("environment") => {
+                format!(" (from environment variable {})", env_var_for(&path))
+            }
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    format!("{problem}{source}")
 }
 
 /// Stage one only: the merged raw values.

@@ -29,18 +29,60 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// Thresholds that make the daemon warn.
     pub alarms: RawAlarms,
+    /// `[[pairs]]`: the synced collection pairs. Empty: the one pair of the
+    /// `[local]`/`[cloud]` `database`/`collection` shorthand. Read from the file only
+    /// (the environment cannot express an array of tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<RawPair>,
 }
 
-/// One side: a deployment and a collection in it.
+/// One side: a deployment and, for the one-pair shorthand, a collection in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSide {
     /// MongoDB connection string (must reach a replica set: change streams need one).
     pub uri: String,
-    /// Database holding the synced collection.
-    pub database: String,
-    /// The synced collection.
-    pub collection: String,
+    /// Shorthand: database of the one synced collection (default `datasync`); must be
+    /// absent when `[[pairs]]` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Shorthand: the one synced collection (default `local_data` / `cloud_data`); must
+    /// be absent when `[[pairs]]` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+}
+
+/// One `[[pairs]]` table: a local and a cloud collection kept in sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPair {
+    /// Unique name (status, metrics, `ctl sync --pair`); default: the `local` string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Local collection as `database.collection` (split at the first dot).
+    pub local: String,
+    /// Cloud collection as `database.collection` (split at the first dot).
+    pub cloud: String,
+    /// The pair's mode; default: the top-level `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Only documents matching this MongoDB query are synced; default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<RawFilter>,
+    /// The pair's last-modified field; default: `sync.updated_at_field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_field: Option<String>,
+}
+
+/// A pair's filter as written: a TOML inline table, or a string of MongoDB Extended
+/// JSON (for what TOML cannot say, such as `{"$date": …}` or keys with dots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawFilter {
+    /// `filter = '{"tenantId": "edge-7"}'`.
+    Json(String),
+    /// `filter = { tenantId = "edge-7" }`.
+    Table(serde_json::Map<String, serde_json::Value>),
 }
 
 /// `[sync]`: how change events are queued, batched and decided.
@@ -140,15 +182,16 @@ pub const DEFAULT_SOCKET: &str = "/run/datasync/admin.sock";
 
 impl Default for RawConfig {
     fn default() -> Self {
-        let side = |collection: &str| RawSide {
+        let side = || RawSide {
             uri: DEFAULT_URI.into(),
-            database: "datasync".into(),
-            collection: collection.into(),
+            database: None,
+            collection: None,
         };
         RawConfig {
+            pairs: Vec::new(),
             mode: "both-ways".into(),
-            local: side("local_data"),
-            cloud: side("cloud_data"),
+            local: side(),
+            cloud: side(),
             sync: RawSync {
                 updated_at_field: "updatedAt".into(),
                 debounce_ms: 50,

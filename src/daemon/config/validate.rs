@@ -1,6 +1,7 @@
 //! Stage two of the configuration: turns [`RawConfig`] into typed settings and refuses
 //! values that cannot work (unknown mode, bad cron, zero sizes, unparsable URIs, a state
-//! database that would be synced), each with a message naming the key.
+//! database that would be synced), each with a message naming the key. The collection
+//! pairs are resolved and checked in [`super::pairs`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use croner::Cron;
 
 pub use super::ops::{AlarmsConfig, MetricsConfig};
 use super::raw::{RawAdmin, RawConfig, RawLog, RawReconcile, RawSide, RawState, RawSync};
-use super::ConfigError;
+use super::{pairs, ConfigError};
 use crate::core::{EngineConfig, Mode, Side};
 use crate::core::{PairSpec, Stores};
 use crate::mongo::{redact_text, redact_uri, MongoPair, MongoSides, Namespace};
@@ -61,7 +62,8 @@ pub struct PairConfig {
     pub filter: Option<bson::Document>,
 }
 
-/// One side's deployment and collection.
+/// One side's deployment, and the collection of the first pair (the shorthand's one
+/// pair when `[[pairs]]` is absent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SideConfig {
     /// Connection string (syntax checked; may hold a password: print with
@@ -184,7 +186,7 @@ fn nonempty(key: &str, v: &str) -> Result<String, String> {
     }
 }
 
-fn side(name: &str, raw: &RawSide, problems: &mut Vec<String>) -> SideConfig {
+fn side(name: &str, raw: &RawSide, problems: &mut Vec<String>) -> String {
     if let Err(e) = mongodb::options::ConnectionString::parse(&raw.uri) {
         problems.push(format!(
             "key `{name}.uri` is not a valid MongoDB connection string ({}): {}",
@@ -192,16 +194,7 @@ fn side(name: &str, raw: &RawSide, problems: &mut Vec<String>) -> SideConfig {
             redact_text(&e.to_string(), &[&raw.uri])
         ));
     }
-    for (key, v) in [("database", &raw.database), ("collection", &raw.collection)] {
-        if let Err(e) = nonempty(&format!("{name}.{key}"), v) {
-            problems.push(e);
-        }
-    }
-    SideConfig {
-        uri: raw.uri.clone(),
-        database: raw.database.clone(),
-        collection: raw.collection.clone(),
-    }
+    raw.uri.clone()
 }
 
 impl Config {
@@ -242,22 +235,17 @@ impl Config {
                 })
                 .ok()
         };
-        let local = side("local", &raw.local, &mut problems);
-        let cloud = side("cloud", &raw.cloud, &mut problems);
-        let pairs = vec![PairConfig {
-            name: format!("{}.{}", local.database, local.collection),
-            local: Namespace {
-                database: local.database.clone(),
-                collection: local.collection.clone(),
-            },
-            cloud: Namespace {
-                database: cloud.database.clone(),
-                collection: cloud.collection.clone(),
-            },
-            mode: Mode::BothWays,
-            updated_at_field: raw.sync.updated_at_field.clone(),
-            filter: None,
-        }];
+        let local_uri = side("local", &raw.local, &mut problems);
+        let cloud_uri = side("cloud", &raw.cloud, &mut problems);
+        let pairs = pairs::resolve(raw, mode, &mut problems);
+        // The first pair's collections (the shorthand's, or `pairs[0]`'s).
+        let side_config = |uri: String, ns: &Namespace| SideConfig {
+            uri,
+            database: ns.database.clone(),
+            collection: ns.collection.clone(),
+        };
+        let local = side_config(local_uri, &pairs[0].local);
+        let cloud = side_config(cloud_uri, &pairs[0].cloud);
         for (key, v) in [
             ("sync.updated_at_field", &raw.sync.updated_at_field),
             ("state.database", &raw.state.database),
@@ -273,7 +261,7 @@ impl Config {
         if problems.is_empty() {
             let sides = adapter_sides(&local.uri, &cloud.uri, &pairs, &raw.state.database);
             if let Err(e) = sides.validate() {
-                problems.push(e);
+                problems.push(format!("key `pairs`: {e}"));
             }
         }
         let format = match raw.log.format.as_str() {
@@ -297,10 +285,6 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
-        let pairs = pairs
-            .into_iter()
-            .map(|p| PairConfig { mode, ..p })
-            .collect();
         Ok(Config {
             pairs,
             mode,
@@ -387,12 +371,18 @@ impl Config {
     /// Back to the raw form (round-trips through [`Config::validate`]), passwords
     /// redacted: what `check-config` prints.
     pub fn to_raw_redacted(&self) -> RawConfig {
+        let shorthand = pairs::is_shorthand(&self.pairs, self.mode, &self.sync.updated_at_field);
         let side = |s: &SideConfig| RawSide {
             uri: redact_uri(&s.uri),
-            database: s.database.clone(),
-            collection: s.collection.clone(),
+            database: shorthand.then(|| s.database.clone()),
+            collection: shorthand.then(|| s.collection.clone()),
         };
         RawConfig {
+            pairs: if shorthand {
+                Vec::new()
+            } else {
+                pairs::to_raw(&self.pairs)
+            },
             mode: self.mode.as_str().into(),
             local: side(&self.local),
             cloud: side(&self.cloud),
@@ -432,10 +422,13 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, passwords redacted.
+    /// The effective configuration as TOML, passwords redacted, followed by the
+    /// resolved pairs as comments.
     pub fn to_toml_redacted(&self) -> String {
-        // RawConfig holds only strings, integers and booleans: serialising cannot fail.
-        toml::to_string(&self.to_raw_redacted()).expect("RawConfig serialises to TOML")
+        // RawConfig holds only strings, integers, booleans and tables of them (filters
+        // are printed as JSON strings): serialising cannot fail.
+        let toml = toml::to_string(&self.to_raw_redacted()).expect("RawConfig serialises to TOML");
+        toml + &pairs::summary(&self.pairs)
     }
 }
 

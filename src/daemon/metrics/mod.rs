@@ -8,6 +8,7 @@
 pub mod headroom;
 pub mod health;
 pub mod http;
+pub mod pairs;
 pub mod registry;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -24,6 +24,7 @@ use crate::core::{
 };
 
 use super::headroom::SideWindow;
+use super::pairs::PairMetrics;
 
 /// Label values of a side.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -158,6 +159,8 @@ pub struct Metrics {
     headroom_low: Family<BySide, Gauge>,
     /// Seconds since start.
     uptime: Gauge,
+    /// The same counts per collection pair (`pair` label).
+    pairs: PairMetrics,
 }
 
 impl Default for Metrics {
@@ -191,6 +194,7 @@ impl Metrics {
             headroom_readable: Family::default(),
             headroom_low: Family::default(),
             uptime: Gauge::default(),
+            pairs: PairMetrics::default(),
         };
         m.register_all()
     }
@@ -286,6 +290,7 @@ impl Metrics {
             "Seconds since the daemon started",
             self.uptime.clone(),
         );
+        self.pairs.register(r);
         self
     }
 
@@ -325,6 +330,7 @@ impl Metrics {
             s.conflicts_cloud_to_local,
         );
         advance(&self.skipped, &mut seen.skipped, s.skipped);
+        self.pairs.refresh(&s.pairs);
         self.queue_depth.set(s.queue_depth as i64);
         self.quarantined.set(s.quarantined as i64);
         self.paused.set(i64::from(s.paused));
