@@ -1,14 +1,16 @@
 //! `datasync demo`: the one-command tour. Starts the in-process MongoDB emulator, seeds
-//! local, runs the daemon against it with a temporary admin socket, then makes live
+//! local, runs the daemon against it with a temporary admin socket and two collection
+//! pairs (`items`, everything; `orders`, filtered to one tenant), then makes live
 //! writes on both sides and prints each one arriving on the other side, with its lag and
-//! how conflicts were decided.
+//! how conflicts were decided, and what the filter lets through.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bson::{doc, Bson, DateTime, Document};
-use datasync::daemon::config::{raw::RawConfig, Config};
+use datasync::daemon::config::raw::{RawConfig, RawFilter, RawPair};
+use datasync::daemon::config::Config;
 use datasync::daemon::{self, RunOptions};
 use mongo_emulator::{Emulator, EmulatorConfig};
 use mongodb::Collection;
@@ -22,12 +24,36 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("datasync-demo-{}", std::process::id()))
 }
 
-/// Both collections of the demo.
+/// Both collections of a pair of the demo.
 struct Sides {
-    /// `datasync.local_data`.
+    /// The local collection.
     local: Collection<Document>,
-    /// `datasync.cloud_data`.
+    /// The cloud collection.
     cloud: Collection<Document>,
+}
+
+/// The tenant whose orders the filtered pair syncs.
+const TENANT: &str = "edge-7";
+
+/// The demo's pairs: `items` (everything) and `orders` (one tenant's).
+fn demo_pairs() -> Vec<RawPair> {
+    let pair = |name: &str, local: &str, cloud: &str, filter: Option<RawFilter>| RawPair {
+        name: Some(name.into()),
+        local: local.into(),
+        cloud: cloud.into(),
+        mode: None,
+        filter,
+        updated_at_field: None,
+    };
+    vec![
+        pair("items", "datasync.local_data", "datasync.cloud_data", None),
+        pair(
+            "orders",
+            "datasync.local_orders",
+            "datasync.cloud_orders",
+            Some(RawFilter::Json(format!(r#"{{"tenantId": "{TENANT}"}}"#))),
+        ),
+    ]
 }
 
 /// Run the demo; `Ok(false)` when a step did not arrive in time.
@@ -44,6 +70,7 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     raw.local.uri = uri.clone();
     raw.cloud.uri = uri.clone();
     raw.admin.socket = socket.display().to_string();
+    raw.pairs = demo_pairs();
     // The embedded emulator's history starts with it: seconds of oplog headroom is
     // normal here, not worth the alarm a production deployment gets.
     raw.alarms.oplog_headroom_min = datasync::daemon::config::raw::RawDuration::Seconds(0);
@@ -56,11 +83,22 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
         socket.display()
     );
 
+    for p in &config.pairs {
+        let filter = p
+            .filter
+            .as_ref()
+            .map_or("everything".to_string(), |f| format!("filter {f}"));
+        println!("pair {}: {} ↔ {} ({filter})", p.name, p.local, p.cloud);
+    }
     let client = mongodb::Client::with_uri_str(&uri).await?;
-    let db = client.database(&config.local.database);
+    let db = client.database("datasync");
     let sides = Sides {
-        local: db.collection(&config.local.collection),
-        cloud: db.collection(&config.cloud.collection),
+        local: db.collection("local_data"),
+        cloud: db.collection("cloud_data"),
+    };
+    let orders = Sides {
+        local: db.collection("local_orders"),
+        cloud: db.collection("cloud_orders"),
     };
     seed_local(&sides.local, docs).await?;
     println!(
@@ -100,6 +138,7 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
     }
     all_ok &= streaming.is_some();
     all_ok &= script(&sides, &shutdown).await?;
+    all_ok &= filtered_script(&orders, &shutdown).await?;
 
     println!();
     if once || shutdown.is_cancelled() {
@@ -114,7 +153,8 @@ pub async fn demo(docs: u64, once: bool) -> anyhow::Result<bool> {
         shutdown.cancel();
     } else {
         println!(
-            "still syncing; write to datasync.local_data / cloud_data at {uri}, Ctrl-C to stop"
+            "still syncing; write to datasync.local_data / cloud_data (or local_orders / \
+             cloud_orders, tenantId {TENANT:?}) at {uri}, Ctrl-C to stop"
         );
     }
     let result = daemon.await.context("daemon task failed")?;
@@ -281,5 +321,49 @@ async fn script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
         t,
         "→ tie-break side (cloud) wins on both",
     );
+    Ok(ok)
+}
+
+/// The filtered pair: only tenant [`TENANT`]'s orders reach local, and an order moved
+/// to another tenant leaves it.
+async fn filtered_script(s: &Sides, stop: &CancellationToken) -> anyhow::Result<bool> {
+    println!("\nfiltered pair `orders` (tenantId {TENANT:?} only):");
+    let mut ok = true;
+    let order = |id: &str, tenant: &str| {
+        doc! {"_id": id, "tenantId": tenant, "value": 1, "updatedAt": DateTime::now()}
+    };
+    s.cloud.insert_one(order("order-1", TENANT)).await?;
+    let t = wait_for(STEP_TIMEOUT, stop, || async {
+        matches!(get(&s.local, "order-1").await, Ok(Some(_)))
+    })
+    .await;
+    ok &= report("order of edge-7 on cloud → appears on local", t, "");
+
+    // Another tenant's order, then one of ours: once ours arrived, the other one has
+    // had every chance to arrive too.
+    s.cloud.insert_one(order("order-2", "edge-8")).await?;
+    s.cloud.insert_one(order("order-3", TENANT)).await?;
+    let t = wait_for(STEP_TIMEOUT, stop, || async {
+        matches!(get(&s.local, "order-3").await, Ok(Some(_)))
+    })
+    .await;
+    let stayed = matches!(get(&s.local, "order-2").await, Ok(None));
+    ok &= report(
+        "order of edge-8 on cloud → stays on cloud",
+        t.filter(|_| stayed),
+        "(filtered out; edge-7's next order arrived)",
+    );
+
+    s.cloud
+        .update_one(
+            doc! {"_id": "order-1"},
+            doc! {"$set": {"tenantId": "edge-8", "updatedAt": DateTime::now()}},
+        )
+        .await?;
+    let t = wait_for(STEP_TIMEOUT, stop, || async {
+        matches!(get(&s.local, "order-1").await, Ok(None))
+    })
+    .await;
+    ok &= report("order-1 moved to edge-8 on cloud → leaves local", t, "");
     Ok(ok)
 }

@@ -120,7 +120,7 @@ pub async fn run_with(
         Ok(Some(connected)) => {
             if opts.history_probe.is_none() {
                 opts.history_probe = Some(Arc::new(MongoProbe {
-                    state: connected.pairs[0].state.clone(),
+                    states: connected.pairs.iter().map(|p| p.state.clone()).collect(),
                     clients: Some([
                         (connected.local_client, config.local.uri.clone()),
                         (connected.cloud_client, config.cloud.uri.clone()),
@@ -341,7 +341,7 @@ pub async fn run_with_stores(
     let controls = Controls::new(opts.signals)?;
     if opts.history_probe.is_none() {
         opts.history_probe = Some(Arc::new(MongoProbe {
-            state: stores.state.clone(),
+            states: vec![stores.state.clone()],
             clients: None,
         }));
     }

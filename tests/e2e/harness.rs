@@ -184,9 +184,26 @@ level = "info,datasync=debug"
 
     /// Start `datasync run` on this pair and wait until every watched stream runs.
     pub async fn start(&mut self, m: &Mongo, s: &Settings) -> Daemon {
+        let text = self.config_text(m, s);
+        self.start_text(&text).await
+    }
+
+    /// The config of [`Pair::start`] without the `[local]`/`[cloud]` collections and
+    /// with `pairs` (`[[pairs]]` tables) appended: a daemon of several pairs.
+    pub fn pairs_config(&self, m: &Mongo, s: &Settings, pairs: &str) -> String {
+        let text = self.config_text(m, s);
+        let text = text
+            .replacen(&format!("database = \"{}\"\n", self.db), "", 1)
+            .replacen(&format!("database = \"{}\"\n", self.cloud_db), "", 1);
+        format!("{text}{pairs}")
+    }
+
+    /// Start `datasync run` with the config `text` and wait until every watched stream
+    /// runs.
+    pub async fn start_text(&mut self, text: &str) -> Daemon {
         self.starts += 1;
         let config = self.dir.path().join("datasync.toml");
-        std::fs::write(&config, self.config_text(m, s)).unwrap();
+        std::fs::write(&config, text).unwrap();
         let log = self.dir.path().join(format!("stderr-{}.log", self.starts));
         let child = Command::new(BIN)
             .args(["run", "--config"])

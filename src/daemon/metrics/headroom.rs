@@ -61,8 +61,9 @@ pub trait HistoryProbe: Send + Sync + 'static {
 
 /// [`HistoryProbe`] over the state store and, when known, each side's client.
 pub struct MongoProbe {
-    /// Where checkpoints are saved.
-    pub state: Arc<dyn StateStore>,
+    /// Where each pair's checkpoints are saved (they share one stream per side, so
+    /// their positions agree but for a pair added since; the oldest counts).
+    pub states: Vec<Arc<dyn StateStore>>,
     /// (client, uri for redaction) of local and cloud; `None` when the daemon was given
     /// stores without clients.
     pub clients: Option<[(Client, String); 2]>,
@@ -71,12 +72,20 @@ pub struct MongoProbe {
 #[async_trait]
 impl HistoryProbe for MongoProbe {
     async fn checkpoint_time(&self, side: Side) -> Result<Option<Timestamp>, String> {
-        let token = self
-            .state
-            .load_checkpoint(side)
-            .await
-            .map_err(|e| e.message)?;
-        Ok(token.and_then(|t| token_time(&t.0)))
+        let mut oldest: Option<Timestamp> = None;
+        for state in &self.states {
+            let token = state.load_checkpoint(side).await.map_err(|e| e.message)?;
+            if let Some(t) = token.and_then(|t| token_time(&t.0)) {
+                oldest = Some(oldest.map_or(t, |o| {
+                    if (t.time, t.increment) < (o.time, o.increment) {
+                        t
+                    } else {
+                        o
+                    }
+                }));
+            }
+        }
+        Ok(oldest)
     }
 
     async fn oldest_entry(&self, side: Side) -> Result<Timestamp, WindowError> {
