@@ -1,4 +1,5 @@
-//! A MongoDB change stream as a core [`ChangeStream`]: raw change events become
+//! A MongoDB change stream as a core [`ChangeStream`], of one collection or of several
+//! pairs' collections at once (see [`Watched`]): raw change events become
 //! [`ChangeEvent`]s, idle `getMore`s become [`StreamItem::Progress`] carrying the
 //! `postBatchResumeToken`, and the end of the namespace (drop, rename, invalidate)
 //! becomes an `Invalidated` error. The driver resumes by itself after resumable errors.
@@ -11,6 +12,7 @@
 //! until it has caught up.
 
 mod fragments;
+mod watched;
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use mongodb::change_stream::event::ResumeToken as DriverToken;
 use mongodb::options::FullDocumentType;
 use mongodb::Collection;
 use tokio::time::Instant;
+pub use watched::Watched;
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::ChangeStream;
@@ -77,13 +80,15 @@ pub fn from_driver_token(token: &DriverToken) -> Option<ResumeToken> {
     }
 }
 
-/// The stages after `$changeStream`: only the fields the sync reads, and the split of
-/// events still over 16 MiB where the server has the stage.
-fn pipeline(mode: Mode, split: bool) -> Vec<Document> {
-    let mut stages = vec![match mode {
+/// The stages after `$changeStream`: the namespaces of a shared stream (`ns_match`),
+/// only the fields the sync reads, and the split of events still over 16 MiB where the
+/// server has the stage.
+fn pipeline(ns_match: Option<Document>, mode: Mode, split: bool) -> Vec<Document> {
+    let mut stages: Vec<Document> = ns_match.into_iter().collect();
+    stages.push(match mode {
         Mode::Full => doc! {"$project": {"updateDescription": 0}},
         Mode::Lean => doc! {"$project": {"updateDescription": 0, "fullDocument": 0}},
-    }];
+    });
     // Kept in lean mode too: a stream resumed from a fragment's token needs the stage.
     if split {
         stages.push(doc! {"$changeStreamSplitLargeEvent": {}});
@@ -91,16 +96,16 @@ fn pipeline(mode: Mode, split: bool) -> Vec<Document> {
     stages
 }
 
-/// Opens the driver change stream on `coll`.
+/// Opens the driver change stream on `watched`.
 async fn watch(
-    coll: &Collection<Document>,
+    watched: &Watched,
     resume_after: Option<DriverToken>,
     mode: Mode,
     split: bool,
 ) -> Result<RawStream, mongodb::error::Error> {
-    let mut watch = coll
+    let mut watch = watched
         .watch()
-        .pipeline(pipeline(mode, split))
+        .pipeline(pipeline(watched.ns_match(), mode, split))
         .max_await_time(MAX_AWAIT)
         .batch_size(BATCH_SIZE)
         .resume_after(resume_after);
@@ -114,16 +119,16 @@ async fn watch(
 /// already refused with BSONObjectTooLarge (the next event is too large), a lean one:
 /// the stream it opened and its mode.
 async fn watch_past_large(
-    coll: &Collection<Document>,
+    watched: &Watched,
     resume_after: Option<DriverToken>,
     mode: Mode,
     split: bool,
 ) -> Result<(RawStream, Mode), mongodb::error::Error> {
-    match watch(coll, resume_after.clone(), mode, split).await {
+    match watch(watched, resume_after.clone(), mode, split).await {
         Err(e) if mode == Mode::Full && error_code(&e) == Some(BSON_OBJECT_TOO_LARGE) => {
             tracing::warn!(error = %e, "change event over 16 MiB; fetching documents by key until caught up");
             Ok((
-                watch(coll, resume_after, Mode::Lean, split).await?,
+                watch(watched, resume_after, Mode::Lean, split).await?,
                 Mode::Lean,
             ))
         }
@@ -131,19 +136,18 @@ async fn watch_past_large(
     }
 }
 
-/// Opens the change stream on `coll` (post-images of updates), splitting events over
-/// 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
+/// Opens the change stream on `watched` (post-images of updates), splitting events
+/// over 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
 pub async fn open(
-    coll: &Collection<Document>,
+    watched: Watched,
     resume_after: Option<DriverToken>,
     side: Side,
-    ns: String,
 ) -> Result<MongoChangeStream, mongodb::error::Error> {
     let mut split = true;
-    let opened = match watch_past_large(coll, resume_after.clone(), Mode::Full, true).await {
+    let opened = match watch_past_large(&watched, resume_after.clone(), Mode::Full, true).await {
         Err(e) if error_code(&e) == Some(UNRECOGNIZED_STAGE) => {
             split = false;
-            watch_past_large(coll, resume_after.clone(), Mode::Full, false).await?
+            watch_past_large(&watched, resume_after.clone(), Mode::Full, false).await?
         }
         other => other?,
     };
@@ -151,9 +155,9 @@ pub async fn open(
     Ok(MongoChangeStream {
         resume_at: resume_after.or_else(|| inner.resume_token()),
         inner,
-        coll: coll.clone(),
+        ns: watched.describe(),
+        watched,
         side,
-        ns,
         split,
         mode,
         lean_left: LEAN_EVENTS,
@@ -164,15 +168,31 @@ pub async fn open(
     })
 }
 
-/// An open change stream of one collection.
+/// [`open`] for the core: from a core token, marking the events of `own`'s
+/// transactions, errors mapped.
+pub async fn open_for_core(
+    watched: Watched,
+    resume_after: Option<&ResumeToken>,
+    side: Side,
+    own: Option<std::sync::Arc<crate::mongo::own::OwnSessions>>,
+) -> Result<Box<dyn ChangeStream>, StoreError> {
+    let token = resume_after.map(to_driver_token).transpose()?;
+    let what = format!("watch {}", watched.describe());
+    let opened = open(watched, token, side)
+        .await
+        .map_err(|e| map_error(&e, &what, &[]))?;
+    Ok(Box::new(opened.with_own_sessions(own)))
+}
+
+/// An open change stream of one collection, or of several pairs' collections.
 pub struct MongoChangeStream {
     /// The driver stream.
     inner: RawStream,
-    /// The watched collection: reopening, and fetching documents by `_id`.
-    coll: Collection<Document>,
+    /// The watched collections: reopening, an event's pair, fetching documents by `_id`.
+    watched: Watched,
     /// Side stamped on events.
     side: Side,
-    /// `db.coll`, for messages.
+    /// `db.coll` (or the shared stream's namespaces), for messages.
     ns: String,
     /// The server has `$changeStreamSplitLargeEvent`.
     split: bool,
@@ -339,9 +359,10 @@ impl MongoChangeStream {
     /// Reopens the driver stream in `mode` from [`Self::resume_at`] (lean instead when
     /// the next event is too large for post-images).
     async fn reopen(&mut self, mode: Mode) -> Result<(), StoreError> {
-        let (inner, mode) = watch_past_large(&self.coll, self.resume_at.clone(), mode, self.split)
-            .await
-            .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
+        let (inner, mode) =
+            watch_past_large(&self.watched, self.resume_at.clone(), mode, self.split)
+                .await
+                .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
         self.inner = inner;
         self.mode = mode;
         self.lean_left = LEAN_EVENTS;
@@ -381,8 +402,12 @@ impl MongoChangeStream {
         if self.mode == Mode::Lean {
             self.lean_left = self.lean_left.saturating_sub(1);
         }
+        let pair = self.watched.pair_of(&event);
         match converted {
+            // Another namespace's change (the shared stream's first stage keeps them out).
+            Ok(Converted::Event(_) | Converted::Fetch(_)) if pair.is_none() => Ok(None),
             Ok(Converted::Event(mut e)) => {
+                e.pair = pair.unwrap_or_default();
                 e.own = self
                     .own
                     .as_ref()
@@ -391,8 +416,15 @@ impl MongoChangeStream {
             }
             Ok(Converted::Skip) => Ok(None),
             Ok(Converted::Fetch(f)) => {
-                let current = fetch(&self.coll, &f.key, &self.ns).await?;
-                Ok(f.into_event(self.side, current).map(StreamItem::Event))
+                let pair = pair.unwrap_or_default();
+                let Some(coll) = self.watched.collection_of(pair) else {
+                    return Ok(None);
+                };
+                let current = fetch(coll, &f.key, &coll.namespace().to_string()).await?;
+                Ok(f.into_event(self.side, current).map(|mut e| {
+                    e.pair = pair;
+                    StreamItem::Event(e)
+                }))
             }
             Ok(Converted::End(why)) => {
                 let err = invalidated(&format!("{} on {}", why, self.ns));
@@ -543,14 +575,14 @@ mod tests {
     #[test]
     fn the_stream_asks_only_for_what_the_sync_reads() {
         assert_eq!(
-            pipeline(Mode::Full, true),
+            pipeline(None, Mode::Full, true),
             vec![
                 doc! {"$project": {"updateDescription": 0}},
                 doc! {"$changeStreamSplitLargeEvent": {}},
             ]
         );
         assert_eq!(
-            pipeline(Mode::Lean, false),
+            pipeline(None, Mode::Lean, false),
             vec![doc! {"$project": {"updateDescription": 0, "fullDocument": 0}}]
         );
     }
