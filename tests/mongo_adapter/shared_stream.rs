@@ -361,3 +361,64 @@ async fn connected_sides_open_one_stream_per_side_for_several_pairs() {
     }
     b.finish().await;
 }
+
+#[tokio::test]
+async fn shared_stream_resuming_after_history_is_forgotten_is_history_lost() {
+    let b = Backend::start("shared_lost").await;
+    let Some(emu) = b.emulator.as_ref() else {
+        eprintln!("skipped: needs the emulator's forget_history");
+        return;
+    };
+    let (source, mut stream) = open_a_and_b(&b).await;
+    put(&b, "b", 1, 1).await;
+    let token = next_event(&mut stream).await.token;
+    drop(stream);
+    put(&b, "a", 2, 2).await;
+    emu.handle().forget_history();
+    let err = match source.open_stream(Some(token)).await {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.expect_err("history is gone"),
+    };
+    assert_eq!(err.kind, StoreErrorKind::HistoryLost, "{err}");
+    b.finish().await;
+}
+
+/// On a cluster-level stream neither a rename onto a watched collection nor the drop
+/// of a watched database invalidates the server's stream; the shared stream ends itself.
+#[tokio::test]
+async fn rename_onto_a_shared_collection_or_its_database_drop_ends_the_cluster_stream() {
+    let b = Backend::start("shared_ddl").await;
+    let other_db = format!("{}_b", b.db);
+    let db = b.db.clone();
+    let source = stream_source(stores(&b, &[(&db, "a"), (&other_db, "a")])).unwrap();
+    for c in ["a", "unsynced"] {
+        put(&b, c, 0, 0).await;
+    }
+    let mut stream = source.open_stream(None).await.unwrap();
+    b.client
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": format!("{db}.unsynced"),
+            "to": format!("{db}.a"),
+            "dropTarget": true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_error(&mut stream).await.kind,
+        StoreErrorKind::Invalidated
+    );
+    let other = b.client.database(&other_db);
+    other
+        .collection::<Document>("a")
+        .insert_one(doc! {"_id": 1, "v": 1})
+        .await
+        .unwrap();
+    let mut stream = source.open_stream(None).await.unwrap();
+    other.drop().await.unwrap();
+    assert_eq!(
+        next_error(&mut stream).await.kind,
+        StoreErrorKind::Invalidated
+    );
+    b.finish().await;
+}
