@@ -1,7 +1,8 @@
 //! [`MongoStore`]: one synchronised collection as a core [`CollectionStore`]. Scans are
 //! keyset pages of whole documents in `_id` order, fetches are `$in` finds, and a batch of writes becomes
 //! one unordered `update` command and one unordered `delete` command, sent with
-//! `runCommand` so every statement's own error can be read.
+//! `runCommand` so every statement's own error can be read. A store with a filter (a
+//! filtered pair) is a view: every query and write statement also requires the filter.
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! A MongoDB change stream as a core [`ChangeStream`], of one collection or of several
 //! pairs' collections at once (see [`Watched`]): raw change events become
-//! [`ChangeEvent`]s, idle `getMore`s become [`StreamItem::Progress`] carrying the
+//! [`ChangeEvent`](crate::core::types::ChangeEvent)s, idle `getMore`s become [`StreamItem::Progress`] carrying the
 //! `postBatchResumeToken`, and the end of the namespace (drop, rename, invalidate)
 //! becomes an `Invalidated` error. The driver resumes by itself after resumable errors.
 //!
