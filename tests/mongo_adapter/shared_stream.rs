@@ -422,3 +422,30 @@ async fn rename_onto_a_shared_collection_or_its_database_drop_ends_the_cluster_s
     );
     b.finish().await;
 }
+
+/// A document at the 16 MiB limit arrives whole, with its pair, through the shared
+/// stream's namespace stage. (The server splits only events over 16 MiB + 8 KiB, which
+/// an insert's post-image cannot reach once `updateDescription` is projected away; the
+/// reassembly of fragments is the collection stream's, tested in `stream::fragments`.)
+#[tokio::test]
+async fn a_document_at_the_size_limit_arrives_whole_with_its_pair() {
+    let b = Backend::start("shared_split").await;
+    let (_source, mut stream) = open_a_and_b(&b).await;
+    // `{_id: 1, v: 1, big: "x"×n}` encodes to n + 31 bytes: 16 MiB exactly.
+    let n = 16 * 1024 * 1024 - 31;
+    let big = doc! {"_id": 1, "v": 1, "big": "x".repeat(n)};
+    assert_eq!(bson::to_vec(&big).unwrap().len(), 16 * 1024 * 1024);
+    b.coll("b").insert_one(big).await.unwrap();
+    put(&b, "a", 2, 2).await;
+    let e = next_event(&mut stream).await;
+    assert_eq!(seen(&e), (1, Bson::Int32(1), Some(1)));
+    let ChangeKind::Upsert(d) = &e.kind else {
+        panic!("expected the inserted document")
+    };
+    assert_eq!(d.get_str("big").map(str::len), Ok(n));
+    assert_eq!(
+        seen(&next_event(&mut stream).await),
+        (0, Bson::Int32(2), Some(2))
+    );
+    b.finish().await;
+}
