@@ -449,3 +449,32 @@ async fn a_document_at_the_size_limit_arrives_whole_with_its_pair() {
     );
     b.finish().await;
 }
+
+/// The driver resumes a shared stream by itself, keeping its namespace stage: after a
+/// resumable error the next event is the next one of a watched collection.
+#[tokio::test]
+async fn shared_stream_resumes_past_a_resumable_error_with_its_namespaces() {
+    let b = Backend::start("shared_faults").await;
+    let Some(emu) = b.emulator.as_ref() else {
+        eprintln!("skipped: needs the emulator's fault injection");
+        return;
+    };
+    let (_source, mut stream) = open_a_and_b(&b).await;
+    put(&b, "b", 1, 1).await;
+    assert_eq!(seen(&next_event(&mut stream).await).0, 1);
+    // 91 ShutdownInProgress carries ResumableChangeStreamError.
+    emu.handle().fail_command("getMore", 91, 1);
+    put(&b, "unsynced", 2, 2).await;
+    put(&b, "a", 3, 3).await;
+    assert_eq!(
+        seen(&next_event(&mut stream).await),
+        (0, Bson::Int32(3), Some(3))
+    );
+    let opened = streams_opened(&b).expect("the emulator counts streams");
+    assert_eq!(
+        opened,
+        [(format!("{}.$cmd.aggregate", b.db), 2)],
+        "the driver reopened it"
+    );
+    b.finish().await;
+}
