@@ -25,6 +25,8 @@ use mongodb::Client;
 mod collection;
 #[path = "mongo_adapter/filtered.rs"]
 mod filtered;
+#[path = "mongo_adapter/pairs_engine.rs"]
+mod pairs_engine;
 #[path = "mongo_adapter/shared_stream.rs"]
 mod shared_stream;
 #[path = "mongo_adapter/sides_errors.rs"]
