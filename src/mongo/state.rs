@@ -7,8 +7,8 @@
 //!   plus `filter` for a filtered pair. The pair (both namespaces) is in the id, so
 //!   changing either collection in the config never resumes from a token that belongs
 //!   to another sync; a checkpoint saved under another filter (or none) is not loaded,
-//!   so changing a pair's filter makes the engine reconcile that pair in full. (Fields older
-//!   versions kept there, `pendingDeletes*`, are dropped by the next save.)
+//!   so changing a pair's filter makes the engine reconcile that pair in full. (Fields
+//!   older versions kept there, `pendingDeletes*`, are dropped by the next save.)
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   (a `quiet` field older versions wrote is ignored); one collection per pair so keys
 //!   of different pairs never collide, with a TTL index on `deletedAt`.

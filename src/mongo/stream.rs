@@ -1,8 +1,9 @@
 //! A MongoDB change stream as a core [`ChangeStream`], of one collection or of several
-//! pairs' collections at once (see [`Watched`]): raw change events become
-//! [`ChangeEvent`](crate::core::types::ChangeEvent)s, idle `getMore`s become [`StreamItem::Progress`] carrying the
-//! `postBatchResumeToken`, and the end of the namespace (drop, rename, invalidate)
-//! becomes an `Invalidated` error. The driver resumes by itself after resumable errors.
+//! pairs' collections at once (see [`Watched`]): raw change events become core
+//! [`ChangeEvent`](crate::core::types::ChangeEvent)s tagged with their pair, idle
+//! `getMore`s become [`StreamItem::Progress`] carrying the `postBatchResumeToken`, and
+//! the end of a watched namespace (drop, rename, invalidate) becomes an `Invalidated`
+//! error. The driver resumes by itself after resumable errors.
 //!
 //! Events over 16 MiB never stall the stream (manual: "Change Events", "Large change
 //! events", "$changeStreamSplitLargeEvent"): the server is asked only for the
