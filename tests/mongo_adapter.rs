@@ -23,6 +23,12 @@ use mongodb::Client;
 
 #[path = "mongo_adapter/collection.rs"]
 mod collection;
+#[path = "mongo_adapter/filtered.rs"]
+mod filtered;
+#[path = "mongo_adapter/pairs_engine.rs"]
+mod pairs_engine;
+#[path = "mongo_adapter/shared_stream.rs"]
+mod shared_stream;
 #[path = "mongo_adapter/sides_errors.rs"]
 mod sides_errors;
 #[path = "mongo_adapter/state.rs"]
@@ -131,4 +137,59 @@ async fn next_event(stream: &mut Box<dyn ChangeStream>) -> datasync::core::Chang
     })
     .await
     .expect("an event within 5 s")
+}
+
+/// The error that ends `stream` (skipping `Progress`), within 5 s; an event fails.
+async fn next_error(stream: &mut Box<dyn ChangeStream>) -> datasync::core::StoreError {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Ok(StreamItem::Progress(_)) => continue,
+                Ok(StreamItem::Event(e)) => panic!("unexpected event {e:?}"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 5 s")
+}
+
+/// The collection `coll` of the test's database.
+fn ns(b: &Backend, coll: &str) -> Namespace {
+    Namespace {
+        database: b.db.clone(),
+        collection: coll.into(),
+    }
+}
+
+/// Both sides on the test's server, syncing `pairs`, with state in `<db>_state`.
+fn sides(b: &Backend, pairs: Vec<MongoPair>) -> MongoSides {
+    MongoSides {
+        local_uri: b.uri.clone(),
+        cloud_uri: b.uri.clone(),
+        pairs,
+        state_database: format!("{}_state", b.db),
+        tombstone_ttl: Duration::from_secs(60),
+        app_name: "datasync-test".into(),
+    }
+}
+
+/// The next `Progress` token of `stream`, skipping events.
+async fn next_progress(stream: &mut Box<dyn ChangeStream>) -> ResumeToken {
+    loop {
+        if let StreamItem::Progress(t) = stream.next().await.unwrap() {
+            return t;
+        }
+    }
+}
+
+/// A pair named `name` syncing `local` with `cloud` of the test's database.
+fn pair(b: &Backend, name: &str, local: &str, cloud: &str, filter: Option<Document>) -> MongoPair {
+    MongoPair {
+        name: name.into(),
+        local: ns(b, local),
+        cloud: ns(b, cloud),
+        updated_at_field: "updatedAt".into(),
+        filter,
+    }
 }

@@ -1,6 +1,7 @@
 //! Turning core [`Write`]s into `update` / `delete` command statements and reading the
 //! per-statement results back. Pure functions, so the rules ("a duplicate key on a
-//! conditional upsert means the target is newer") are tested without a server;
+//! conditional upsert means the target is newer"; a filtered store's statements match
+//! only documents inside its filter) are tested without a server;
 //! [`crate::mongo::collection`] sends the commands.
 
 use std::ops::Range;
@@ -41,10 +42,26 @@ pub struct Plan {
     pub outcomes: Vec<Option<WriteOutcome>>,
 }
 
+/// `query` restricted to the documents matching `filter` (a filtered store's view);
+/// `query` itself without a filter.
+pub fn within(query: Document, filter: Option<&Document>) -> Document {
+    match filter {
+        None => query,
+        Some(f) if query.is_empty() => f.clone(),
+        Some(f) => doc! { "$and": [query, f.clone()] },
+    }
+}
+
 /// Encodes the statement of one write (`{q, u, upsert}` or `{q, limit}`), once: the
-/// bytes give its size and are sent as they are. Whether it goes to `update`.
-fn encode(write: &Write, updated_at_field: &str) -> bson::raw::Result<(RawDocumentBuf, bool)> {
-    let raw = RawDocumentBuf::from_document;
+/// bytes give its size and are sent as they are. Whether it goes to `update`. With a
+/// `filter`, every query also requires it, so no statement changes a document outside
+/// it (an upsert onto such an `_id` fails its insert with a duplicate key instead).
+fn encode(
+    write: &Write,
+    updated_at_field: &str,
+    filter: Option<&Document>,
+) -> bson::raw::Result<(RawDocumentBuf, bool)> {
+    let raw = |q: &Document| RawDocumentBuf::from_document(&within(q.clone(), filter));
     let mut body = RawDocumentBuf::new();
     let is_update = match write {
         Write::UpsertIfNewer {
@@ -56,13 +73,13 @@ fn encode(write: &Write, updated_at_field: &str) -> bson::raw::Result<(RawDocume
             let op = if *or_equal { "$lte" } else { "$lt" };
             let q = doc! { "_id": key.as_bson().clone(), updated_at_field: { op: *updated_at } };
             body.append("q", raw(&q)?);
-            body.append("u", raw(doc)?);
+            body.append("u", RawDocumentBuf::from_document(doc)?);
             body.append("upsert", true);
             true
         }
         Write::Replace { key, doc } => {
             body.append("q", raw(&doc! { "_id": key.as_bson().clone() })?);
-            body.append("u", raw(doc)?);
+            body.append("u", RawDocumentBuf::from_document(doc)?);
             body.append("upsert", true);
             true
         }
@@ -83,14 +100,14 @@ fn encode(write: &Write, updated_at_field: &str) -> bson::raw::Result<(RawDocume
 }
 
 /// Builds the statements for `writes` against documents whose last-modified field is
-/// `updated_at_field`.
-pub fn plan(writes: &[Write], updated_at_field: &str) -> Plan {
+/// `updated_at_field`, touching only documents that match `filter` when there is one.
+pub fn plan(writes: &[Write], updated_at_field: &str, filter: Option<&Document>) -> Plan {
     let mut plan = Plan {
         outcomes: vec![None; writes.len()],
         ..Plan::default()
     };
     for (index, write) in writes.iter().enumerate() {
-        let (body, is_update) = match encode(write, updated_at_field) {
+        let (body, is_update) = match encode(write, updated_at_field, filter) {
             Ok(x) => x,
             Err(e) => {
                 plan.outcomes[index] = Some(WriteOutcome::Failed(format!(
@@ -182,10 +199,19 @@ pub fn write_errors(reply: &Document) -> Vec<StatementError> {
 /// Outcome of an update statement given its write error, if any. A duplicate key on a
 /// conditional upsert means a document with that `_id` exists but did not match the
 /// "older than" filter: the target is newer (or a concurrent insert won), not a failure.
-pub fn update_outcome(write: &Write, error: Option<&StatementError>) -> WriteOutcome {
+/// On a `filtered` store it also means the `_id` exists outside the filter (for a
+/// replacement too), a document the store must leave alone: not applied either.
+pub fn update_outcome(
+    write: &Write,
+    error: Option<&StatementError>,
+    filtered: bool,
+) -> WriteOutcome {
     match error {
         None => WriteOutcome::Applied,
-        Some(e) if e.code == DUPLICATE_KEY && matches!(write, Write::UpsertIfNewer { .. }) => {
+        Some(e)
+            if e.code == DUPLICATE_KEY
+                && (filtered || matches!(write, Write::UpsertIfNewer { .. })) =>
+        {
             WriteOutcome::NotApplied
         }
         Some(e) => WriteOutcome::Failed(format!("error {}: {}", e.code, e.message)),
@@ -220,7 +246,7 @@ mod tests {
                 or_equal: true,
             },
         ];
-        let p = plan(&writes, "ts");
+        let p = plan(&writes, "ts", None);
         assert_eq!(
             p.updates[0].body.to_document().unwrap(),
             doc! {"q": {"_id": 1, "ts": {"$lt": t}}, "u": {"_id": 1, "v": 1, "ts": t}, "upsert": true}
@@ -251,7 +277,7 @@ mod tests {
                 deleted_at: t,
             },
         ];
-        let p = plan(&writes, "updatedAt");
+        let p = plan(&writes, "updatedAt", None);
         assert_eq!(p.updates.len(), 1);
         assert_eq!(p.updates[0].index, 1);
         assert_eq!(
@@ -273,13 +299,78 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_store_only_matches_documents_inside_its_filter() {
+        let t = DateTime::from_millis(5);
+        let filter = doc! {"tenant": "a"};
+        let writes = [
+            Write::UpsertIfNewer {
+                key: key(1),
+                doc: doc! {"_id": 1, "tenant": "a", "ts": t},
+                updated_at: t,
+                or_equal: false,
+            },
+            Write::Replace {
+                key: key(2),
+                doc: doc! {"_id": 2, "tenant": "a"},
+            },
+            Write::DeleteIfNotNewer {
+                key: key(3),
+                deleted_at: t,
+            },
+            Write::Delete { key: key(4) },
+        ];
+        let p = plan(&writes, "ts", Some(&filter));
+        let q = |s: &Statement| {
+            s.body
+                .to_document()
+                .unwrap()
+                .get_document("q")
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            q(&p.updates[0]),
+            doc! {"$and": [{"_id": 1, "ts": {"$lt": t}}, {"tenant": "a"}]}
+        );
+        assert_eq!(
+            p.updates[0].body.to_document().unwrap().get_document("u"),
+            Ok(&doc! {"_id": 1, "tenant": "a", "ts": t}),
+            "the replacement document is sent as it is"
+        );
+        assert_eq!(
+            q(&p.updates[1]),
+            doc! {"$and": [{"_id": 2}, {"tenant": "a"}]}
+        );
+        assert_eq!(
+            q(&p.deletes[0]),
+            doc! {"$and": [{"_id": 3, "ts": {"$lte": t}}, {"tenant": "a"}]}
+        );
+        assert_eq!(
+            q(&p.deletes[1]),
+            doc! {"$and": [{"_id": 4}, {"tenant": "a"}]}
+        );
+        // A duplicate key on a filtered replacement: the `_id` is outside the filter.
+        let dup = StatementError {
+            index: 0,
+            code: 11000,
+            message: "E11000 duplicate key".into(),
+        };
+        assert_eq!(
+            update_outcome(&writes[1], Some(&dup), true),
+            WriteOutcome::NotApplied
+        );
+        assert_eq!(within(doc! {}, Some(&filter)), filter);
+        assert_eq!(within(doc! {"_id": 1}, None), doc! {"_id": 1});
+    }
+
+    #[test]
     fn too_large_document_fails_without_being_sent() {
         let big = "x".repeat(MAX_BSON_OBJECT_SIZE);
         let writes = [Write::Replace {
             key: key(1),
             doc: doc! {"_id": 1, "big": big},
         }];
-        let p = plan(&writes, "updatedAt");
+        let p = plan(&writes, "updatedAt", None);
         assert!(p.updates.is_empty());
         assert!(
             matches!(p.outcomes[0], Some(WriteOutcome::Failed(ref m)) if m.contains("BSONObjectTooLarge"))
@@ -327,14 +418,17 @@ mod tests {
             code: 11000,
             message: "E11000 duplicate key".into(),
         };
-        assert_eq!(update_outcome(&cond, Some(&dup)), WriteOutcome::NotApplied);
-        assert_eq!(update_outcome(&cond, None), WriteOutcome::Applied);
+        assert_eq!(
+            update_outcome(&cond, Some(&dup), false),
+            WriteOutcome::NotApplied
+        );
+        assert_eq!(update_outcome(&cond, None, false), WriteOutcome::Applied);
         let replace = Write::Replace {
             key: key(1),
             doc: doc! {"_id": 1},
         };
         assert!(matches!(
-            update_outcome(&replace, Some(&dup)),
+            update_outcome(&replace, Some(&dup), false),
             WriteOutcome::Failed(_)
         ));
         let bad = StatementError {
@@ -343,7 +437,7 @@ mod tests {
             message: "dollar".into(),
         };
         assert_eq!(
-            update_outcome(&cond, Some(&bad)),
+            update_outcome(&cond, Some(&bad), false),
             WriteOutcome::Failed("error 52: dollar".into())
         );
     }

@@ -1,7 +1,8 @@
 //! [`MongoStore`]: one synchronised collection as a core [`CollectionStore`]. Scans are
 //! keyset pages of whole documents in `_id` order, fetches are `$in` finds, and a batch of writes becomes
 //! one unordered `update` command and one unordered `delete` command, sent with
-//! `runCommand` so every statement's own error can be read.
+//! `runCommand` so every statement's own error can be read. A store with a filter (a
+//! filtered pair) is a view: every query and write statement also requires the filter.
 
 use std::collections::HashSet;
 
@@ -101,6 +102,26 @@ impl MongoStore {
         &self.coll
     }
 
+    /// The client the store reaches its collection through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The side stamped on change events.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The daemon's transaction sessions, if the store makes its deletes in them.
+    pub fn own_sessions(&self) -> Option<&std::sync::Arc<OwnSessions>> {
+        self.own.as_ref()
+    }
+
+    /// `query` restricted to this store's documents (itself when unfiltered).
+    fn within(&self, query: Document) -> Document {
+        batch::within(query, self.filter.as_ref())
+    }
+
     /// Maps a driver error, naming what was being done.
     fn err(&self, what: &str, e: &mongodb::error::Error) -> StoreError {
         map_error(e, &format!("{what} {}", self.ns), &[])
@@ -152,7 +173,11 @@ impl MongoStore {
             let errors = batch::write_errors(&reply);
             for (i, s) in chunk.iter().enumerate() {
                 let error = errors.iter().find(|e| e.index == i);
-                outcomes[s.index] = Some(batch::update_outcome(&writes[s.index], error));
+                outcomes[s.index] = Some(batch::update_outcome(
+                    &writes[s.index],
+                    error,
+                    self.filter.is_some(),
+                ));
             }
         }
         Ok(())
@@ -326,7 +351,7 @@ impl MongoStore {
             let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
             let docs: Vec<Document> = self
                 .coll
-                .find(doc! { "_id": { "$in": ids } })
+                .find(self.within(doc! { "_id": { "$in": ids } }))
                 .projection(doc! { "_id": 1 })
                 .await
                 .map_err(|e| self.err("find", &e))?
@@ -364,15 +389,8 @@ impl CollectionStore for MongoStore {
         &self,
         resume_after: Option<ResumeToken>,
     ) -> Result<Box<dyn ChangeStream>, StoreError> {
-        let token = resume_after
-            .as_ref()
-            .map(stream::to_driver_token)
-            .transpose()?;
-        let stream = stream::open(&self.coll, token, self.side, self.ns.clone())
-            .await
-            .map_err(|e| self.err("watch", &e))?
-            .with_own_sessions(self.own.clone());
-        Ok(Box::new(stream))
+        let watched = stream::Watched::collection(self.coll.clone());
+        stream::open_for_core(watched, resume_after.as_ref(), self.side, self.own.clone()).await
     }
 
     async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<ScanEntry>, StoreError> {
@@ -385,7 +403,7 @@ impl CollectionStore for MongoStore {
         let docs: Vec<RawDocumentBuf> = self
             .coll
             .clone_with_type::<RawDocumentBuf>()
-            .find(after_filter(after.map(Key::as_bson)))
+            .find(self.within(after_filter(after.map(Key::as_bson))))
             .sort(doc! { "_id": 1 })
             .limit(limit_i64)
             .batch_size(u32::try_from(limit).unwrap_or(u32::MAX))
@@ -414,7 +432,7 @@ impl CollectionStore for MongoStore {
             let ids: Vec<Bson> = chunk.iter().map(|k| k.as_bson().clone()).collect();
             let docs: Vec<Document> = self
                 .coll
-                .find(doc! { "_id": { "$in": ids } })
+                .find(self.within(doc! { "_id": { "$in": ids } }))
                 .await
                 .map_err(|e| self.err("fetch", &e))?
                 .try_collect()
@@ -430,7 +448,7 @@ impl CollectionStore for MongoStore {
             updates,
             deletes,
             mut outcomes,
-        } = batch::plan(writes, &self.updated_at_field);
+        } = batch::plan(writes, &self.updated_at_field, self.filter.as_ref());
         if !updates.is_empty() {
             self.apply_updates(writes, &updates, &mut outcomes).await?;
         }
@@ -444,10 +462,13 @@ impl CollectionStore for MongoStore {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        self.coll
-            .estimated_document_count()
-            .await
-            .map_err(|e| self.err("count", &e))
+        // The estimate (collection metadata) cannot see a filter: a filtered store
+        // counts its matching documents.
+        match &self.filter {
+            None => self.coll.estimated_document_count().await,
+            Some(f) => self.coll.count_documents(f.clone()).await,
+        }
+        .map_err(|e| self.err("count", &e))
     }
 
     async fn server_time(&self) -> Result<Option<bson::DateTime>, StoreError> {

@@ -188,7 +188,8 @@ impl MongoSides {
             collections[0].push(local.clone());
             collections[1].push(cloud.clone());
             let state =
-                MongoState::new(local_client.clone(), &self.state_database, &p.state_name());
+                MongoState::new(local_client.clone(), &self.state_database, &p.state_name())
+                    .with_filter(p.filter.clone());
             state.ensure_indexes(self.tombstone_ttl).await?;
             pairs.push(Stores {
                 local,

@@ -3,10 +3,12 @@
 //!
 //! Layout, for one synced pair named `<localdb>.<localcoll>__<clouddb>.<cloudcoll>`
 //! (see [`pair_name`]):
-//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`.
-//!   The pair (both namespaces) is in the id, so changing either collection in the
-//!   config never resumes from a token that belongs to another sync. (Fields older
-//!   versions kept there, `pendingDeletes*`, are dropped by the next save.)
+//! - `checkpoints`: `{_id: "<side>:<pair>", side, pair, token: <resume token>, savedAt}`
+//!   plus `filter` for a filtered pair. The pair (both namespaces) is in the id, so
+//!   changing either collection in the config never resumes from a token that belongs
+//!   to another sync; a checkpoint saved under another filter (or none) is not loaded,
+//!   so changing a pair's filter makes the engine reconcile that pair in full. (Fields
+//!   older versions kept there, `pendingDeletes*`, are dropped by the next save.)
 //! - `tombstones_<pair>`: `{_id: <document key>, deletedAt: Date, origin: "local"|"cloud"}`
 //!   (a `quiet` field older versions wrote is ignored); one collection per pair so keys
 //!   of different pairs never collide, with a TTL index on `deletedAt`.
@@ -69,6 +71,8 @@ pub struct MongoState {
     synced: Collection<Document>,
     /// The pair's name (part of checkpoint ids).
     pair: String,
+    /// The pair's filter: saved with its checkpoints, which load only under the same one.
+    filter: Option<Document>,
 }
 
 impl MongoState {
@@ -81,7 +85,14 @@ impl MongoState {
             synced: db.collection(&synced_collection(pair_name)),
             db,
             pair: pair_name.to_string(),
+            filter: None,
         }
+    }
+
+    /// The same state, for a pair syncing only the documents matching `filter`.
+    pub fn with_filter(mut self, filter: Option<Document>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// The tombstone collection (tests and tools).
@@ -265,19 +276,23 @@ impl StateStore for MongoState {
             .await
             .map_err(|e| self.err("load checkpoint", &e))?;
         Ok(found
+            .filter(|d| d.get_document("filter").ok() == self.filter.as_ref())
             .and_then(|d| d.get_document("token").ok().cloned())
             .map(ResumeToken))
     }
 
     async fn save_checkpoint(&self, side: Side, token: &ResumeToken) -> Result<(), StoreError> {
         let id = self.checkpoint_id(side);
-        let replacement = doc! {
+        let mut replacement = doc! {
             "_id": id.clone(),
             "side": side.as_str(),
             "pair": self.pair.as_str(),
             "token": token.0.clone(),
             "savedAt": DateTime::now(),
         };
+        if let Some(f) = &self.filter {
+            replacement.insert("filter", f.clone());
+        }
         self.checkpoints
             .replace_one(doc! { "_id": id }, replacement)
             .with_options(ReplaceOptions::builder().upsert(true).build())

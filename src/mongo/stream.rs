@@ -1,7 +1,9 @@
-//! A MongoDB change stream as a core [`ChangeStream`]: raw change events become
-//! [`ChangeEvent`]s, idle `getMore`s become [`StreamItem::Progress`] carrying the
-//! `postBatchResumeToken`, and the end of the namespace (drop, rename, invalidate)
-//! becomes an `Invalidated` error. The driver resumes by itself after resumable errors.
+//! A MongoDB change stream as a core [`ChangeStream`], of one collection or of several
+//! pairs' collections at once (see [`Watched`]): raw change events become core
+//! [`ChangeEvent`](crate::core::types::ChangeEvent)s tagged with their pair, idle
+//! `getMore`s become [`StreamItem::Progress`] carrying the `postBatchResumeToken`, and
+//! the end of a watched namespace (drop, rename, invalidate) becomes an `Invalidated`
+//! error. The driver resumes by itself after resumable errors.
 //!
 //! Events over 16 MiB never stall the stream (manual: "Change Events", "Large change
 //! events", "$changeStreamSplitLargeEvent"): the server is asked only for the
@@ -10,20 +12,24 @@
 //! the stream reopens without documents and fetches each changed document by `_id`
 //! until it has caught up.
 
+mod event;
 mod fragments;
+mod watched;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bson::{doc, Bson, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawDocumentBuf};
+pub use event::{convert, Converted, Fetch};
 use mongodb::change_stream::event::ResumeToken as DriverToken;
 use mongodb::options::FullDocumentType;
 use mongodb::Collection;
 use tokio::time::Instant;
+pub use watched::Watched;
 
 use crate::core::error::{StoreError, StoreErrorKind};
 use crate::core::store::ChangeStream;
-use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side, StreamItem};
+use crate::core::types::{Key, ResumeToken, Side, StreamItem};
 use crate::mongo::error::{error_code, invalidated, map_error};
 use fragments::{Fragments, Piece};
 
@@ -77,13 +83,15 @@ pub fn from_driver_token(token: &DriverToken) -> Option<ResumeToken> {
     }
 }
 
-/// The stages after `$changeStream`: only the fields the sync reads, and the split of
-/// events still over 16 MiB where the server has the stage.
-fn pipeline(mode: Mode, split: bool) -> Vec<Document> {
-    let mut stages = vec![match mode {
+/// The stages after `$changeStream`: the namespaces of a shared stream (`ns_match`),
+/// only the fields the sync reads, and the split of events still over 16 MiB where the
+/// server has the stage.
+fn pipeline(ns_match: Option<Document>, mode: Mode, split: bool) -> Vec<Document> {
+    let mut stages: Vec<Document> = ns_match.into_iter().collect();
+    stages.push(match mode {
         Mode::Full => doc! {"$project": {"updateDescription": 0}},
         Mode::Lean => doc! {"$project": {"updateDescription": 0, "fullDocument": 0}},
-    }];
+    });
     // Kept in lean mode too: a stream resumed from a fragment's token needs the stage.
     if split {
         stages.push(doc! {"$changeStreamSplitLargeEvent": {}});
@@ -91,16 +99,16 @@ fn pipeline(mode: Mode, split: bool) -> Vec<Document> {
     stages
 }
 
-/// Opens the driver change stream on `coll`.
+/// Opens the driver change stream on `watched`.
 async fn watch(
-    coll: &Collection<Document>,
+    watched: &Watched,
     resume_after: Option<DriverToken>,
     mode: Mode,
     split: bool,
 ) -> Result<RawStream, mongodb::error::Error> {
-    let mut watch = coll
+    let mut watch = watched
         .watch()
-        .pipeline(pipeline(mode, split))
+        .pipeline(pipeline(watched.ns_match(), mode, split))
         .max_await_time(MAX_AWAIT)
         .batch_size(BATCH_SIZE)
         .resume_after(resume_after);
@@ -114,16 +122,16 @@ async fn watch(
 /// already refused with BSONObjectTooLarge (the next event is too large), a lean one:
 /// the stream it opened and its mode.
 async fn watch_past_large(
-    coll: &Collection<Document>,
+    watched: &Watched,
     resume_after: Option<DriverToken>,
     mode: Mode,
     split: bool,
 ) -> Result<(RawStream, Mode), mongodb::error::Error> {
-    match watch(coll, resume_after.clone(), mode, split).await {
+    match watch(watched, resume_after.clone(), mode, split).await {
         Err(e) if mode == Mode::Full && error_code(&e) == Some(BSON_OBJECT_TOO_LARGE) => {
             tracing::warn!(error = %e, "change event over 16 MiB; fetching documents by key until caught up");
             Ok((
-                watch(coll, resume_after, Mode::Lean, split).await?,
+                watch(watched, resume_after, Mode::Lean, split).await?,
                 Mode::Lean,
             ))
         }
@@ -131,19 +139,18 @@ async fn watch_past_large(
     }
 }
 
-/// Opens the change stream on `coll` (post-images of updates), splitting events over
-/// 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
+/// Opens the change stream on `watched` (post-images of updates), splitting events
+/// over 16 MiB where the server can (6.0.9+; an older one refuses the stage with 40324).
 pub async fn open(
-    coll: &Collection<Document>,
+    watched: Watched,
     resume_after: Option<DriverToken>,
     side: Side,
-    ns: String,
 ) -> Result<MongoChangeStream, mongodb::error::Error> {
     let mut split = true;
-    let opened = match watch_past_large(coll, resume_after.clone(), Mode::Full, true).await {
+    let opened = match watch_past_large(&watched, resume_after.clone(), Mode::Full, true).await {
         Err(e) if error_code(&e) == Some(UNRECOGNIZED_STAGE) => {
             split = false;
-            watch_past_large(coll, resume_after.clone(), Mode::Full, false).await?
+            watch_past_large(&watched, resume_after.clone(), Mode::Full, false).await?
         }
         other => other?,
     };
@@ -151,9 +158,9 @@ pub async fn open(
     Ok(MongoChangeStream {
         resume_at: resume_after.or_else(|| inner.resume_token()),
         inner,
-        coll: coll.clone(),
+        ns: watched.describe(),
+        watched,
         side,
-        ns,
         split,
         mode,
         lean_left: LEAN_EVENTS,
@@ -164,15 +171,31 @@ pub async fn open(
     })
 }
 
-/// An open change stream of one collection.
+/// [`open`] for the core: from a core token, marking the events of `own`'s
+/// transactions, errors mapped.
+pub async fn open_for_core(
+    watched: Watched,
+    resume_after: Option<&ResumeToken>,
+    side: Side,
+    own: Option<std::sync::Arc<crate::mongo::own::OwnSessions>>,
+) -> Result<Box<dyn ChangeStream>, StoreError> {
+    let token = resume_after.map(to_driver_token).transpose()?;
+    let what = format!("watch {}", watched.describe());
+    let opened = open(watched, token, side)
+        .await
+        .map_err(|e| map_error(&e, &what, &[]))?;
+    Ok(Box::new(opened.with_own_sessions(own)))
+}
+
+/// An open change stream of one collection, or of several pairs' collections.
 pub struct MongoChangeStream {
     /// The driver stream.
     inner: RawStream,
-    /// The watched collection: reopening, and fetching documents by `_id`.
-    coll: Collection<Document>,
+    /// The watched collections: reopening, an event's pair, fetching documents by `_id`.
+    watched: Watched,
     /// Side stamped on events.
     side: Side,
-    /// `db.coll`, for messages.
+    /// `db.coll` (or the shared stream's namespaces), for messages.
     ns: String,
     /// The server has `$changeStreamSplitLargeEvent`.
     split: bool,
@@ -206,118 +229,6 @@ impl MongoChangeStream {
     }
 }
 
-/// What one raw change event means for the core.
-#[derive(Debug, PartialEq)]
-pub enum Converted {
-    /// A change to hand to the engine.
-    Event(Box<ChangeEvent>),
-    /// Nothing to report (an update whose document is already gone: its delete follows;
-    /// or an event type the sync does not care about).
-    Skip,
-    /// The namespace is gone: the stream is over.
-    End(String),
-    /// An insert, replace or update that came without its document (a lean stream):
-    /// the document is fetched by `_id`.
-    Fetch(Box<Fetch>),
-}
-
-/// A change whose document must be fetched by `_id`.
-#[derive(Debug, PartialEq)]
-pub struct Fetch {
-    /// `_id` of the changed document.
-    pub key: Key,
-    /// Token to resume after the event.
-    pub token: ResumeToken,
-    /// Server time of the change.
-    pub server_time: DateTime,
-}
-
-impl Fetch {
-    /// The change as the core sees it once the document is known: an upsert of the
-    /// document as it is now (what `updateLookup` gives too), or nothing when it is gone
-    /// (its delete follows in the stream).
-    pub fn into_event(self, side: Side, current: Option<Document>) -> Option<ChangeEvent> {
-        Some(ChangeEvent {
-            side,
-            key: self.key,
-            kind: ChangeKind::Upsert(current?),
-            token: self.token,
-            server_time: self.server_time,
-            own: false,
-            pair: 0,
-        })
-    }
-}
-
-/// Interprets one raw change event of a stream on `side`.
-pub fn convert(event: &RawDocument, side: Side) -> Result<Converted, String> {
-    let show = || match Document::try_from(event) {
-        Ok(d) => d.to_string(),
-        Err(e) => format!("<undecodable event: {e}>"),
-    };
-    let op = event
-        .get_str("operationType")
-        .map_err(|_| format!("change event without operationType: {}", show()))?;
-    // `None`: the document is to be fetched.
-    let kind = match op {
-        "insert" | "replace" | "update" => match event.get("fullDocument") {
-            Ok(Some(RawBsonRef::Document(d))) => Some(ChangeKind::Upsert(
-                Document::try_from(d).map_err(|e| format!("{op} event: fullDocument: {e}"))?,
-            )),
-            Ok(None) => None,
-            _ if op == "update" => return Ok(Converted::Skip),
-            _ => return Err(format!("{op} event without fullDocument: {}", show())),
-        },
-        "delete" => Some(ChangeKind::Delete),
-        "drop" | "rename" | "dropDatabase" | "invalidate" => {
-            return Ok(Converted::End(format!(
-                "change stream ended by a {op} event"
-            )))
-        }
-        _ => return Ok(Converted::Skip),
-    };
-    let token = event
-        .get_document("_id")
-        .ok()
-        .and_then(|t| Document::try_from(t).ok())
-        .ok_or_else(|| format!("change event without resume token: {}", show()))?;
-    let key = event
-        .get_document("documentKey")
-        .ok()
-        .and_then(|k| k.get("_id").ok().flatten())
-        .and_then(|id| Bson::try_from(id).ok())
-        .ok_or_else(|| format!("{op} event without documentKey._id: {}", show()))?;
-    let server_time = match (event.get("wallTime"), event.get("clusterTime")) {
-        (Ok(Some(RawBsonRef::DateTime(t))), _) => t,
-        (_, Ok(Some(RawBsonRef::Timestamp(ts)))) => {
-            DateTime::from_millis(i64::from(ts.time) * 1000)
-        }
-        _ => {
-            return Err(format!(
-                "{op} event without wallTime or clusterTime: {}",
-                show()
-            ))
-        }
-    };
-    let (key, token) = (Key(key), ResumeToken(token));
-    Ok(match kind {
-        Some(kind) => Converted::Event(Box::new(ChangeEvent {
-            side,
-            key,
-            kind,
-            token,
-            server_time,
-            own: false,
-            pair: 0,
-        })),
-        None => Converted::Fetch(Box::new(Fetch {
-            key,
-            token,
-            server_time,
-        })),
-    })
-}
-
 /// The current version of the document `key` in `coll` (`None`: deleted).
 async fn fetch(
     coll: &Collection<Document>,
@@ -339,9 +250,10 @@ impl MongoChangeStream {
     /// Reopens the driver stream in `mode` from [`Self::resume_at`] (lean instead when
     /// the next event is too large for post-images).
     async fn reopen(&mut self, mode: Mode) -> Result<(), StoreError> {
-        let (inner, mode) = watch_past_large(&self.coll, self.resume_at.clone(), mode, self.split)
-            .await
-            .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
+        let (inner, mode) =
+            watch_past_large(&self.watched, self.resume_at.clone(), mode, self.split)
+                .await
+                .map_err(|e| map_error(&e, &format!("reopen change stream on {}", self.ns), &[]))?;
         self.inner = inner;
         self.mode = mode;
         self.lean_left = LEAN_EVENTS;
@@ -381,8 +293,12 @@ impl MongoChangeStream {
         if self.mode == Mode::Lean {
             self.lean_left = self.lean_left.saturating_sub(1);
         }
+        let pair = self.watched.pair_of(&event);
         match converted {
+            // Another namespace's change (the shared stream's first stage keeps them out).
+            Ok(Converted::Event(_) | Converted::Fetch(_)) if pair.is_none() => Ok(None),
             Ok(Converted::Event(mut e)) => {
+                e.pair = pair.unwrap_or_default();
                 e.own = self
                     .own
                     .as_ref()
@@ -391,12 +307,23 @@ impl MongoChangeStream {
             }
             Ok(Converted::Skip) => Ok(None),
             Ok(Converted::Fetch(f)) => {
-                let current = fetch(&self.coll, &f.key, &self.ns).await?;
-                Ok(f.into_event(self.side, current).map(StreamItem::Event))
+                let pair = pair.unwrap_or_default();
+                let Some(coll) = self.watched.collection_of(pair) else {
+                    return Ok(None);
+                };
+                let current = fetch(coll, &f.key, &coll.namespace().to_string()).await?;
+                Ok(f.into_event(self.side, current).map(|mut e| {
+                    e.pair = pair;
+                    StreamItem::Event(e)
+                }))
             }
             Ok(Converted::End(why)) => {
-                let err = invalidated(&format!("{} on {}", why, self.ns));
-                Err(self.end(err))
+                // Named by the collection it ended when a shared stream can tell.
+                let on = match pair.and_then(|p| self.watched.collection_of(p)) {
+                    Some(coll) => coll.namespace().to_string(),
+                    None => self.ns.clone(),
+                };
+                Err(self.end(invalidated(&format!("{why} on {on}"))))
             }
             Err(msg) => Err(self.end(StoreError::new(StoreErrorKind::Fatal, msg))),
         }
@@ -478,105 +405,22 @@ impl ChangeStream for MongoChangeStream {
 
 #[cfg(test)]
 mod tests {
-    use bson::{doc, Timestamp};
+    use bson::doc;
 
     use super::*;
-
-    /// `convert` of a document, encoded as the driver hands it over.
-    fn convert(event: &Document, side: Side) -> Result<Converted, String> {
-        super::convert(&RawDocumentBuf::from_document(event).unwrap(), side)
-    }
-
-    fn event(op: &str) -> Document {
-        doc! {
-            "_id": {"_data": "82AB"},
-            "operationType": op,
-            "clusterTime": Timestamp { time: 1_700_000_000, increment: 1 },
-            "wallTime": DateTime::from_millis(1_700_000_000_123),
-            "ns": {"db": "d", "coll": "c"},
-            "documentKey": {"_id": 7},
-        }
-    }
-
-    #[test]
-    fn insert_becomes_upsert_with_wall_time_and_token() {
-        let mut e = event("insert");
-        e.insert("fullDocument", doc! {"_id": 7, "x": 1});
-        let Converted::Event(ev) = convert(&e, Side::Cloud).unwrap() else {
-            panic!("expected an event")
-        };
-        assert_eq!(ev.side, Side::Cloud);
-        assert_eq!(ev.key.as_bson(), &Bson::Int32(7));
-        assert_eq!(ev.kind, ChangeKind::Upsert(doc! {"_id": 7, "x": 1}));
-        assert_eq!(ev.token, ResumeToken(doc! {"_data": "82AB"}));
-        assert_eq!(ev.server_time, DateTime::from_millis(1_700_000_000_123));
-    }
-
-    #[test]
-    fn update_of_a_deleted_document_is_skipped() {
-        let mut e = event("update");
-        e.insert("fullDocument", Bson::Null);
-        assert_eq!(convert(&e, Side::Local).unwrap(), Converted::Skip);
-    }
-
-    #[test]
-    fn a_change_without_its_document_is_fetched_by_key() {
-        for op in ["insert", "replace", "update"] {
-            let Converted::Fetch(f) = convert(&event(op), Side::Local).unwrap() else {
-                panic!("{op} without fullDocument should be fetched")
-            };
-            assert_eq!(f.key.as_bson(), &Bson::Int32(7));
-            assert_eq!(f.token, ResumeToken(doc! {"_data": "82AB"}));
-            let e = f.into_event(Side::Local, Some(doc! {"_id": 7, "v": 1}));
-            assert_eq!(e.unwrap().kind, ChangeKind::Upsert(doc! {"_id": 7, "v": 1}));
-        }
-        let Converted::Fetch(f) = convert(&event("insert"), Side::Local).unwrap() else {
-            panic!("expected a fetch")
-        };
-        assert_eq!(
-            f.into_event(Side::Local, None),
-            None,
-            "a gone document: its delete follows"
-        );
-    }
 
     #[test]
     fn the_stream_asks_only_for_what_the_sync_reads() {
         assert_eq!(
-            pipeline(Mode::Full, true),
+            pipeline(None, Mode::Full, true),
             vec![
                 doc! {"$project": {"updateDescription": 0}},
                 doc! {"$changeStreamSplitLargeEvent": {}},
             ]
         );
         assert_eq!(
-            pipeline(Mode::Lean, false),
+            pipeline(None, Mode::Lean, false),
             vec![doc! {"$project": {"updateDescription": 0, "fullDocument": 0}}]
-        );
-    }
-
-    #[test]
-    fn delete_uses_cluster_time_when_wall_time_is_missing() {
-        let mut e = event("delete");
-        e.remove("wallTime");
-        let Converted::Event(ev) = convert(&e, Side::Local).unwrap() else {
-            panic!("expected an event")
-        };
-        assert_eq!(ev.kind, ChangeKind::Delete);
-        assert_eq!(ev.server_time, DateTime::from_millis(1_700_000_000_000));
-    }
-
-    #[test]
-    fn namespace_events_end_the_stream() {
-        for op in ["drop", "rename", "dropDatabase", "invalidate"] {
-            assert!(matches!(
-                convert(&event(op), Side::Local).unwrap(),
-                Converted::End(_)
-            ));
-        }
-        assert_eq!(
-            convert(&event("createIndexes"), Side::Local).unwrap(),
-            Converted::Skip
         );
     }
 

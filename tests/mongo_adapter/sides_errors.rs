@@ -5,24 +5,7 @@ use super::*;
 #[tokio::test]
 async fn sides_on_one_deployment_share_a_client_and_work() {
     let b = Backend::start("sides").await;
-    let ns = |coll: &str| Namespace {
-        database: b.db.clone(),
-        collection: coll.into(),
-    };
-    let sides = MongoSides {
-        local_uri: b.uri.clone(),
-        cloud_uri: b.uri.clone(),
-        pairs: vec![MongoPair {
-            name: "p".into(),
-            local: ns("local_data"),
-            cloud: ns("cloud_data"),
-            updated_at_field: "updatedAt".into(),
-            filter: None,
-        }],
-        state_database: format!("{}_state", b.db),
-        tombstone_ttl: Duration::from_secs(60),
-        app_name: "datasync-test".into(),
-    };
+    let sides = sides(&b, vec![pair(&b, "p", "local_data", "cloud_data", None)]);
     let connected = sides.connect().await.unwrap();
     let stores = &connected.pairs[0];
     assert_eq!(

@@ -137,11 +137,7 @@ async fn progress_token_resumes_after_everything_seen() {
     let mut stream = store.open_stream(None).await.unwrap();
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     next_event(&mut stream).await;
-    let token: ResumeToken = loop {
-        if let StreamItem::Progress(t) = stream.next().await.unwrap() {
-            break t;
-        }
-    };
+    let token = next_progress(&mut stream).await;
     drop(stream);
     coll.insert_one(doc! {"_id": 2}).await.unwrap();
     let mut resumed = store.open_stream(Some(token)).await.unwrap();
@@ -178,17 +174,7 @@ async fn dropping_the_collection_invalidates_the_stream() {
     coll.insert_one(doc! {"_id": 1}).await.unwrap();
     let mut stream = b.store("items").open_stream(None).await.unwrap();
     coll.drop().await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.next().await {
-                Ok(StreamItem::Progress(_)) => continue,
-                Ok(StreamItem::Event(e)) => panic!("unexpected event {e:?}"),
-                Err(e) => return e,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let err = next_error(&mut stream).await;
     assert_eq!(err.kind, StoreErrorKind::Invalidated, "{err}");
     assert_eq!(
         stream.next().await.unwrap_err().kind,

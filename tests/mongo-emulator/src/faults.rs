@@ -96,6 +96,13 @@ impl Faults {
             *c.documents_changed.entry(ns.to_string()).or_default() += changed;
         }
     }
+    /// Count a change stream cursor opened on `ns` (as its cursor reports it).
+    pub fn count_change_stream(&self, ns: &str) {
+        *lock(&self.counters)
+            .change_streams_opened
+            .entry(ns.to_string())
+            .or_default() += 1;
+    }
     /// Snapshot of the counters.
     pub fn counters(&self) -> Counters {
         lock(&self.counters).clone()

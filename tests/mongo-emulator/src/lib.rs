@@ -62,6 +62,10 @@ pub struct Counters {
     /// Documents actually changed per namespace (inserted, modified or deleted; a no-op
     /// update does not count).
     pub documents_changed: BTreeMap<String, u64>,
+    /// Change stream cursors opened, by the namespace their cursor reports: `db.coll`
+    /// for a collection, `db.$cmd.aggregate` for a database, `admin.$cmd.aggregate` for
+    /// the cluster (a resume reopens, so it counts again).
+    pub change_streams_opened: BTreeMap<String, u64>,
 }
 
 /// Cloneable control handle: fault injection and counters. Usable from any thread.

@@ -205,3 +205,46 @@ async fn injected_errors_carry_mongodb_labels() {
     assert!(!err.contains_label("RetryableWriteError"));
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn counters_count_change_streams_opened_by_scope() {
+    let emu = common::start().await;
+    let client = common::client(&emu).await;
+    let db = client.database("d");
+    let _coll_stream = db.collection::<Document>("c").watch().await.unwrap();
+    let _db_stream = db.watch().await.unwrap();
+    let _cluster_stream = client.watch().await.unwrap();
+    // Only `$changeStream` aggregates count.
+    let _: Vec<Document> = db
+        .collection::<Document>("c")
+        .aggregate(vec![doc! {"$match": {}}])
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let opened = emu.handle().counters().change_streams_opened;
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("d.c".to_string(), 1),
+        ("d.$cmd.aggregate".to_string(), 1),
+        ("admin.$cmd.aggregate".to_string(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(opened, want);
+    let reply = client
+        .database("admin")
+        .run_command(doc! {"emulatorFault": "counters"})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .get_document("changeStreamsOpened")
+            .unwrap()
+            .get_i64("d.$cmd.aggregate"),
+        Ok(1)
+    );
+    emu.shutdown().await;
+}

@@ -324,6 +324,7 @@ pub fn emulator_fault(ctx: &Ctx<'_>) -> CmdResult<Document> {
                 "commands": map(&c.commands),
                 "writeStatements": map(&c.write_statements),
                 "documentsChanged": map(&c.documents_changed),
+                "changeStreamsOpened": map(&c.change_streams_opened),
             })
         }
         other => Err(CommandError::bad_value(format!(

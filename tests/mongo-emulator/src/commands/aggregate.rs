@@ -186,6 +186,7 @@ fn open_change_stream(
         (stream, first)
     };
     let ns = stream.ns.clone();
+    ctx.shared.faults.count_change_stream(&ns);
     let id = if stream.closed {
         0i64
     } else {
