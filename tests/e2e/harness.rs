@@ -190,6 +190,7 @@ level = "info,datasync=debug"
 
     /// The config of [`Pair::start`] without the `[local]`/`[cloud]` collections and
     /// with `pairs` (`[[pairs]]` tables) appended: a daemon of several pairs.
+    #[allow(dead_code)] // used by e2e_pairs only
     pub fn pairs_config(&self, m: &Mongo, s: &Settings, pairs: &str) -> String {
         let text = self.config_text(m, s);
         let text = text
