@@ -90,7 +90,7 @@ tombstone_ttl_days = 30
 [admin]
 socket = {socket}
 [log]
-level = "warn"
+level = "{level}"
 format = "pretty"
 {pairs}"#,
         mode = spec.mode,
@@ -98,6 +98,7 @@ format = "pretty"
         max_batch = spec.max_batch,
         state = toml_str(&format!("{}_state", spec.db)),
         socket = toml_str(&socket.to_string_lossy()),
+        level = std::env::var("BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let path = dir.join("datasync.toml");
     std::fs::write(&path, text)?;
@@ -193,6 +194,9 @@ impl Daemon {
     /// SIGTERM, reap, and return the daemon's peak RSS (`VmHWM` just before the signal)
     /// in KiB.
     pub async fn stop(mut self) -> anyhow::Result<u64> {
+        if std::env::var_os("BENCH_DAEMON_LOG").is_some() {
+            let _ = std::fs::copy(self.dir.path().join("daemon.log"), "/tmp/bench-daemon.log");
+        }
         let (code, rss) = self.proc.terminate().await?;
         if code != 0 {
             bail!("datasync run exited with {code}: {}", self.log_tail());

@@ -199,11 +199,12 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             (1000, 10.0, 100_000)
         };
         let one = pairs::run(&ctx, 1, rate, secs, burst, DEBOUNCE_MS).await?;
-        let many = pairs::run(&ctx, 20, rate, secs, burst, DEBOUNCE_MS).await?;
+        let n = cli.pairs.max(2);
+        let many = pairs::run(&ctx, n, rate, secs, burst, DEBOUNCE_MS).await?;
         let lag_ratio = many.p99_ms / one.p99_ms;
         r.figure(
             "6",
-            &format!("lag at {rate} writes/s, 20 pairs vs 1 (same total rate)"),
+            &format!("lag at {rate} writes/s, {n} pairs vs 1 (same total rate)"),
             format!(
                 "p50 {:.1} / p99 {:.1} ms vs p50 {:.1} / p99 {:.1} ms → p99 ratio {lag_ratio:.2} (missing {} / {})",
                 many.p50_ms, many.p99_ms, one.p50_ms, one.p99_ms, many.missing, one.missing
@@ -214,9 +215,9 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         let drain_ratio = one.drain_rate / many.drain_rate;
         r.figure(
             "6",
-            &format!("burst of {}k inserts drained, 1 pair vs 20", burst / 1000),
+            &format!("burst of {}k inserts drained, 1 pair vs {n}", burst / 1000),
             format!(
-                "{:.0} docs/s vs {:.0} docs/s with 20 pairs → ratio {drain_ratio:.2}",
+                "{:.0} docs/s vs {:.0} docs/s with {n} pairs → ratio {drain_ratio:.2}",
                 one.drain_rate, many.drain_rate
             ),
             "≤ 1.2",
@@ -224,7 +225,7 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
         );
         r.figure(
             "6",
-            "daemon peak RSS, 20 pairs vs 1",
+            &format!("daemon peak RSS, {n} pairs vs 1"),
             format!(
                 "{:.1} MiB vs {:.1} MiB",
                 many.rss_kib as f64 / 1024.0,

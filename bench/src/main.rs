@@ -51,6 +51,9 @@ pub struct Cli {
     /// and figure 4's informational line run undelayed. 0 disables the WAN line.
     #[arg(long, default_value_t = 10)]
     pub rtt_ms: u64,
+    /// Figure 6: the number of pairs compared with one.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
     /// A comparison program run as a child process (internal).
     #[command(subcommand)]
     pub child: Option<child::ChildCmd>,

@@ -148,6 +148,24 @@ pub async fn run(
             Some(a.saturating_duration_since(*s).as_secs_f64() * 1000.0)
         })
         .collect();
+    if std::env::var_os("BENCH_PAIRS_DEBUG").is_some() {
+        let mut worst: Vec<(f64, f64)> = sends
+            .iter()
+            .enumerate()
+            .filter_map(|(seq, s)| {
+                let a = arrived.get(&(seq as i64))?;
+                Some((
+                    s.duration_since(start).as_secs_f64(),
+                    a.saturating_duration_since(*s).as_secs_f64() * 1000.0,
+                ))
+            })
+            .collect();
+        worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+        eprintln!(
+            "{pairs} pairs, worst (sent at s, lag ms): {:?}",
+            &worst[..worst.len().min(15)]
+        );
+    }
     lags.sort_by(f64::total_cmp);
     let missing = n - lags.len();
 

@@ -73,6 +73,8 @@ pub(crate) struct Hub {
     pub(crate) saved: Mutex<[Option<ResumeToken>; 2]>,
     /// Serialises checkpoint saves of the pairs' workers.
     pub(crate) save_lock: tokio::sync::Mutex<()>,
+    /// When checkpoints were last saved (see the worker's `save_after_batch`).
+    pub(crate) last_save: Mutex<Option<std::time::Instant>>,
     /// Whether applying is paused.
     pub(crate) paused: tokio::sync::watch::Sender<bool>,
     /// Stream status per side.
@@ -111,6 +113,7 @@ impl Hub {
             trackers: Default::default(),
             saved: Mutex::new([None, None]),
             save_lock: tokio::sync::Mutex::new(()),
+            last_save: Mutex::new(None),
             paused: tokio::sync::watch::channel(false).0,
             streams: Mutex::new([status(0), status(1)]),
             caught_up: [AtomicU64::new(0), AtomicU64::new(0)],

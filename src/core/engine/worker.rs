@@ -51,6 +51,7 @@ pub(crate) async fn save_checkpoints(hub: &Hub, cancel: &CancellationToken) -> R
         }
         lock(&hub.saved)[ix(side)] = Some(safe);
     }
+    *lock(&hub.last_save) = Some(std::time::Instant::now());
     Ok(())
 }
 
@@ -71,7 +72,25 @@ async fn apply_one(
     }
     applied?;
     super::stats::batch_applied(sh, &batch);
-    save_checkpoints(&sh.hub, cancel).await
+    save_after_batch(&sh.hub, cancel).await
+}
+
+/// How often checkpoints are saved after batches when several pairs share the streams:
+/// each save writes every pair's checkpoint, and the pairs' workers apply batches
+/// concurrently.
+const PAIRS_SAVE: Duration = Duration::from_millis(200);
+
+/// After a batch: one pair saves at once (as it always did); several save at most
+/// every [`PAIRS_SAVE`], by whichever worker comes first (saving later only means a
+/// restart replays a little more, which re-decides keys from state).
+async fn save_after_batch(hub: &Hub, cancel: &CancellationToken) -> Result<(), Stop> {
+    if hub.targets.len() > 1 {
+        let due = lock(&hub.last_save).is_none_or(|t| t.elapsed() >= PAIRS_SAVE);
+        if !due || hub.save_lock.try_lock().is_err() {
+            return Ok(());
+        }
+    }
+    save_checkpoints(hub, cancel).await
 }
 
 /// Run until `drain` is cancelled, then apply what is queued and return.
