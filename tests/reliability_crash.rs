@@ -24,13 +24,19 @@ struct Plan {
     down_ms: (u64, u64),
     /// Pause of each writer between operations.
     pace: Duration,
+    /// Pairs beside the loaded one (see `support::Options::extra_pairs`).
+    extra_pairs: usize,
 }
 
 async fn crash_run(plan: Plan) {
     let seed = Rng::seed_from_env();
     eprintln!("crash: seed {seed} (RELIABILITY_SEED to replay the schedule)");
     let mut rng = Rng::new(seed);
-    let h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options {
+        extra_pairs: plan.extra_pairs,
+        ..Options::default()
+    })
+    .await;
     let model = Arc::new(Mutex::new(Model::default()));
     let mut daemon = h.spawn_daemon().await;
     let (stop, writers) = load::start_load(&h, &model, seed, plan.pace);
@@ -107,6 +113,21 @@ async fn sigkill_under_mixed_load_loses_nothing() {
         up_ms: (1500, 4000),
         down_ms: (0, 400),
         pace: Duration::from_millis(4),
+        extra_pairs: 0,
+    })
+    .await;
+}
+
+/// The same with the loaded collections as one of three pairs: one database-level
+/// stream per side, every pair's checkpoint saved together (issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_three_pairs_over_shared_streams_loses_nothing() {
+    crash_run(Plan {
+        kills: 5,
+        up_ms: (1500, 4000),
+        down_ms: (0, 400),
+        pace: Duration::from_millis(4),
+        extra_pairs: 2,
     })
     .await;
 }
@@ -122,6 +143,7 @@ async fn sigkill_under_mixed_load_loses_nothing_long() {
         ),
         down_ms: (0, env_u64("RELIABILITY_DOWN_MAX_MS", 1000)),
         pace: Duration::from_millis(env_u64("RELIABILITY_PACE_MS", 2)),
+        extra_pairs: env_u64("RELIABILITY_EXTRA_PAIRS", 0) as usize,
     })
     .await;
 }

@@ -43,6 +43,10 @@ pub struct Options {
     pub log_level: String,
     /// Extra TOML appended at the end of the file (e.g. a bad key).
     pub extra_toml: String,
+    /// `0`: the one-pair shorthand; `n`: the synced collections as a `[[pairs]]`
+    /// table (`main`) beside `n` more pairs (`extra_l{i}` ↔ `extra_c{i}` in the same
+    /// database), so the daemon reads one database-level stream per side.
+    pub extra_pairs: usize,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             debounce_ms: 50,
             log_level: std::env::var("RELIABILITY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             extra_toml: String::new(),
+            extra_pairs: 0,
         }
     }
 }
@@ -106,17 +111,30 @@ impl Harness {
                 .replacen("mongodb://", &format!("mongodb://{u}@"), 1),
             None => emulator.uri(),
         };
+        let (local_coll, cloud_coll, pairs) = if opts.extra_pairs == 0 {
+            (
+                format!("database = \"{DB}\"\ncollection = \"{LOCAL}\"\n"),
+                format!("database = \"{DB}\"\ncollection = \"{CLOUD}\"\n"),
+                String::new(),
+            )
+        } else {
+            let mut pairs = format!(
+                "[[pairs]]\nname = \"main\"\nlocal = \"{DB}.{LOCAL}\"\ncloud = \"{DB}.{CLOUD}\"\n"
+            );
+            for i in 0..opts.extra_pairs {
+                pairs += &format!(
+                    "[[pairs]]\nname = \"extra{i}\"\nlocal = \"{DB}.extra_l{i}\"\ncloud = \"{DB}.extra_c{i}\"\n"
+                );
+            }
+            (String::new(), String::new(), pairs)
+        };
         let toml = format!(
             r#"mode = "both-ways"
 [local]
 uri = "{uri}"
-database = "{DB}"
-collection = "{LOCAL}"
-[cloud]
+{local_coll}[cloud]
 uri = "{uri}"
-database = "{DB}"
-collection = "{CLOUD}"
-[sync]
+{cloud_coll}[sync]
 debounce_ms = {debounce}
 queue_capacity = {cap}
 [reconcile]
@@ -130,7 +148,7 @@ socket = "{socket}"
 level = "{level}"
 format = "json"
 {extra}
-"#,
+{pairs}"#,
             uri = daemon_uri,
             debounce = opts.debounce_ms,
             cap = opts.queue_capacity,
