@@ -255,49 +255,90 @@ impl Oplog {
         self.tick();
     }
 
-    /// The retained history as `local.oplog.rs` shows it, oldest first (natural
-    /// order): one entry per retained event (`ts`, `t`, `op`, `ns`, `wall`, `o2._id`),
-    /// except that the events of one transaction make one `applyOps` command entry
-    /// (with `lsid`, `txnNumber` and the operations in `o.applyOps`), as MongoDB logs a
-    /// committed transaction; with nothing retained, one no-op at the current time,
-    /// since a replica set's oplog is never empty. What `db.getReplicationInfo()`
-    /// reads: the first entry's `ts` is the oldest point a change stream can resume from.
-    pub fn entries(&self) -> Vec<bson::Document> {
-        let mut out: Vec<bson::Document> = Vec::new();
-        // The cluster time of the transaction whose applyOps entry is `out`'s last.
-        let mut open_txn: Option<Timestamp> = None;
-        for e in &self.events {
-            let mut d = entry(e);
-            let Some(txn) = &e.txn else {
-                open_txn = None;
-                out.push(d);
-                continue;
-            };
-            strip_entry(&mut d);
-            let last_ops = out
-                .last_mut()
-                .filter(|_| open_txn == Some(e.ts))
-                .and_then(|h| h.get_document_mut("o").ok())
-                .and_then(|o| o.get_array_mut("applyOps").ok());
-            match last_ops {
-                Some(ops) => ops.push(Bson::Document(d)),
-                None => {
-                    out.push(bson::doc! {
-                        "ts": e.ts, "t": 1_i64, "op": "c", "ns": "admin.$cmd", "wall": e.wall,
-                        "lsid": txn.lsid.clone(), "txnNumber": txn.txn_number,
-                        "o": {"applyOps": [d]},
-                    });
-                    open_txn = Some(e.ts);
-                }
+    /// The retained history as `local.oplog.rs` shows it, in natural order (oldest
+    /// first) or, with `reverse`, newest first (`{$natural: -1}`): one entry per
+    /// retained event (`ts`, `t`, `op`, `ns`, `wall`, `o2._id`), except that the events
+    /// of one transaction make one `applyOps` command entry (with `lsid`, `txnNumber`
+    /// and the operations in `o.applyOps`), as MongoDB logs a committed transaction;
+    /// with nothing retained, one no-op at the current time, since a replica set's
+    /// oplog is never empty. What `db.getReplicationInfo()` reads: the first entry's
+    /// `ts` is the oldest point a change stream can resume from.
+    ///
+    /// Entries are built as the iterator is advanced: the caller holds the server's
+    /// lock meanwhile, so a reader of the first entry must not pay for the whole
+    /// history (that froze every command, change streams included, for as long).
+    pub fn entries(&self, reverse: bool) -> impl Iterator<Item = Document> + '_ {
+        let (mut front, mut back) = (0, self.events.len());
+        let groups = std::iter::from_fn(move || {
+            if front >= back {
+                return None;
             }
-        }
-        if out.is_empty() {
-            out.push(bson::doc! {
+            let group = if reverse {
+                self.group_ending(back)
+            } else {
+                self.group_starting(front)
+            };
+            if reverse {
+                back = group.start;
+            } else {
+                front = group.end;
+            }
+            Some(group)
+        });
+        let noop = self.events.is_empty().then(|| {
+            bson::doc! {
                 "ts": self.now(), "t": 1_i64, "op": "n", "ns": "",
                 "wall": DateTime::now(), "o": {"msg": "periodic noop"},
-            });
+            }
+        });
+        groups.map(|g| self.group_entry(g)).chain(noop)
+    }
+
+    /// Whether the events at `i` and `j` belong to one transaction's entry.
+    fn same_txn(&self, i: usize, j: usize) -> bool {
+        let (a, b) = (&self.events[i], &self.events[j]);
+        a.txn.is_some() && b.txn.is_some() && a.ts == b.ts
+    }
+
+    /// The indexes of the entry whose first event is at `start`.
+    fn group_starting(&self, start: usize) -> std::ops::Range<usize> {
+        let mut end = start + 1;
+        while end < self.events.len() && self.same_txn(start, end) {
+            end += 1;
         }
-        out
+        start..end
+    }
+
+    /// The indexes of the entry whose last event is just before `end`.
+    fn group_ending(&self, end: usize) -> std::ops::Range<usize> {
+        let mut start = end - 1;
+        while start > 0 && self.same_txn(start - 1, end - 1) {
+            start -= 1;
+        }
+        start..end
+    }
+
+    /// The oplog entry of the events at `group`: the event's own, or a transaction's
+    /// `applyOps`.
+    fn group_entry(&self, group: std::ops::Range<usize>) -> Document {
+        let first = &self.events[group.start];
+        let Some(txn) = &first.txn else {
+            return entry(first);
+        };
+        let ops: Vec<Bson> = self
+            .events
+            .range(group)
+            .map(|e| {
+                let mut d = entry(e);
+                strip_entry(&mut d);
+                Bson::Document(d)
+            })
+            .collect();
+        bson::doc! {
+            "ts": first.ts, "t": 1_i64, "op": "c", "ns": "admin.$cmd", "wall": first.wall,
+            "lsid": txn.lsid.clone(), "txnNumber": txn.txn_number,
+            "o": {"applyOps": ops},
+        }
     }
 
     /// Whether resuming at a point `after` (exclusive; a token's position) is

@@ -560,6 +560,20 @@ async fn oplog_shows_a_committed_transaction_as_one_apply_ops_entry() {
         .map(|o| o.as_document().unwrap().get_str("op").unwrap())
         .collect();
     assert_eq!(kinds, vec!["i", "d"]);
+    // Read from either end one entry at a time, the transaction stays one entry.
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let newest = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap();
+    assert_eq!(newest.as_ref(), Some(last));
+    let oldest = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap();
+    assert_eq!(oldest.as_ref(), entries.first());
     emu.shutdown().await;
 }
 

@@ -147,26 +147,26 @@ fn oplog_find(
     projection: Option<&Document>,
     limit: Option<usize>,
 ) -> CmdResult<Document> {
-    let mut docs: Vec<Document> = ctx
-        .shared
-        .inner()
-        .oplog
-        .entries()
-        .into_iter()
-        .map(|d| query::matches(&d, filter).map(|m| m.then_some(d)))
-        .filter_map(Result::transpose)
-        .collect::<Result<_, _>>()?;
     let natural = sort.and_then(|s| s.get("$natural")).map(|v| match v {
         Bson::Int32(n) => i64::from(*n),
         Bson::Int64(n) => *n,
         Bson::Double(f) => *f as i64,
         _ => 1,
     });
-    if natural.is_some_and(|n| n < 0) {
-        docs.reverse();
-    }
-    if let Some(l) = limit {
-        docs.truncate(l);
+    let reverse = natural.is_some_and(|n| n < 0);
+    // Entries are built one at a time under the lock and the walk stops at the limit:
+    // the oldest entry (`getReplicationInfo`) costs one entry, not the whole history.
+    let mut docs: Vec<Document> = Vec::new();
+    {
+        let inner = ctx.shared.inner();
+        for d in inner.oplog.entries(reverse) {
+            if limit.is_some_and(|l| docs.len() >= l) {
+                break;
+            }
+            if query::matches(&d, filter)? {
+                docs.push(d);
+            }
+        }
     }
     if let Some(p) = projection.filter(|p| !p.is_empty()) {
         docs = docs
