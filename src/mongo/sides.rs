@@ -13,7 +13,7 @@ use crate::core::{Stores, Streams};
 use crate::mongo::collection::MongoStore;
 use crate::mongo::own::{OwnSessions, OWN_SESSIONS};
 use crate::mongo::state::{pair_name, MongoState, CHECKPOINTS};
-use crate::mongo::uri::connect;
+use crate::mongo::uri::connect_sized;
 
 /// A collection: database and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -157,11 +157,13 @@ impl MongoSides {
     pub async fn connect(&self) -> Result<Connected, StoreError> {
         self.validate()
             .map_err(|m| StoreError::new(crate::core::StoreErrorKind::Fatal, m))?;
-        let local_client = connect(&self.local_uri, &self.app_name).await?;
+        // Each pair's worker reads both sides, the records and the tombstones at once.
+        let pool = Some(4 * self.pairs.len() as u32 + 6);
+        let local_client = connect_sized(&self.local_uri, &self.app_name, pool).await?;
         let cloud_client = if self.cloud_uri == self.local_uri {
             local_client.clone()
         } else {
-            connect(&self.cloud_uri, &self.app_name).await?
+            connect_sized(&self.cloud_uri, &self.app_name, pool).await?
         };
         // The sessions of the daemon's transactions, in the state database.
         let own = Arc::new(OwnSessions::new(&local_client, &self.state_database));

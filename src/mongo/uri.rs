@@ -129,6 +129,17 @@ fn hex(b: u8) -> Option<u8> {
 /// sets `serverSelectionTimeoutMS`, and builds a client. The driver connects
 /// lazily and keeps its default retryable reads and writes.
 pub async fn connect(uri: &str, app_name: &str) -> Result<Client, StoreError> {
+    connect_sized(uri, app_name, None).await
+}
+
+/// [`connect`], with a connection pool of at least `pool` connections unless the URI
+/// sets `maxPoolSize` (the driver's default is 10: a daemon of many pairs, each with its
+/// own worker making several reads at once, needs more).
+pub async fn connect_sized(
+    uri: &str,
+    app_name: &str,
+    pool: Option<u32>,
+) -> Result<Client, StoreError> {
     let mut options = ClientOptions::parse(uri).await.map_err(|e| {
         StoreError::new(
             StoreErrorKind::Fatal,
@@ -142,6 +153,9 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, StoreError> {
     options.app_name = Some(app_name.to_string());
     if options.server_selection_timeout.is_none() {
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+    }
+    if let (None, Some(n)) = (options.max_pool_size, pool) {
+        options.max_pool_size = Some(n.max(10));
     }
     Client::with_options(options).map_err(|e| {
         StoreError::new(

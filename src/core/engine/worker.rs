@@ -77,8 +77,9 @@ async fn apply_one(
 
 /// How often checkpoints are saved after batches when several pairs share the streams:
 /// each save writes every pair's checkpoint, and the pairs' workers apply batches
-/// concurrently.
-const PAIRS_SAVE: Duration = Duration::from_millis(200);
+/// concurrently (saving every 200 ms cost 20 pairs a third of their lag p99 in
+/// BENCHMARKS.md's figure 6).
+const PAIRS_SAVE: Duration = Duration::from_millis(1000);
 
 /// After a batch: one pair saves at once (as it always did); several save at most
 /// every [`PAIRS_SAVE`], by whichever worker comes first (saving later only means a
