@@ -181,6 +181,50 @@ async fn echo_costs_no_write_to_origin() {
     );
 }
 
+/// Keys the engine fetched from local and cloud after five local inserts settled.
+async fn fetched_after_five_copies(fast_paths: bool) -> u64 {
+    let mut f = fixture(Mode::BothWays);
+    f.config.fast_paths = fast_paths;
+    let eng = f.start().await;
+    let before = f.local.counters().fetched_keys + f.cloud.counters().fetched_keys;
+    for i in 0..5 {
+        f.local.put(d(i, 10, "a"));
+    }
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.cloud.snapshot().len(), 5);
+    assert_eq!(f.local.counters().apply_statements, 0);
+    f.local.counters().fetched_keys + f.cloud.counters().fetched_keys - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engines_own_copies_coming_back_are_not_decided_again_with_the_fast_paths() {
+    // The inserts' batch reads 5 keys on each side; without the fast paths the copies'
+    // echoes on cloud are a second batch deciding the same 5 keys from state.
+    assert_eq!(fetched_after_five_copies(true).await, 10);
+    assert_eq!(fetched_after_five_copies(false).await, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_writing_back_the_bytes_the_engine_copied_is_still_decided() {
+    // The engine copies v10 to cloud; a cloud client writes v20, then writes the old
+    // v10 bytes back (a clock behind): local's v20 must win again (last writer wins),
+    // whatever the engine remembers of its copy.
+    let f = fixture(Mode::BothWays);
+    let eng = f.start().await;
+    f.local.put(d(1, 10, "a"));
+    settle().await;
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 10, "a")));
+    f.cloud.put(d(1, 20, "b"));
+    settle().await;
+    assert_eq!(f.local.get(&k(1)), Some(d(1, 20, "b")));
+    f.cloud.put(d(1, 10, "a"));
+    settle().await;
+    eng.stop().await;
+    assert_eq!(f.cloud.get(&k(1)), Some(d(1, 20, "b")));
+    assert_eq!(f.local.get(&k(1)), Some(d(1, 20, "b")));
+}
+
 #[tokio::test(start_paused = true)]
 async fn echo_after_restart_costs_at_most_a_no_op() {
     let f = fixture(Mode::BothWays);

@@ -445,6 +445,7 @@ pub(crate) async fn run_reconcile(
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.hub.clocks),
         queued: Some(&sh.queue),
+        own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
     };
     let span = tracing::info_span!("reconcile", pair = %sh.name, %mode, dry_run);
     let report = reconcile::run(&job).instrument(span).await?;
@@ -665,6 +666,7 @@ pub async fn reconcile_once(
         quarantine: None,
         clocks: None,
         queued: None,
+        own_copies: None,
     };
     reconcile::run(&job).await.map_err(engine_error)
 }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod key;
 pub mod memory;
+mod own_copies;
 pub mod quarantine;
 mod queue;
 mod reconcile;

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::doc::updated_at;
+use crate::core::own_copies::{fingerprint, Fingerprint};
 use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side};
 
 /// Bytes an entry costs beyond its document's BSON bytes: its ring slot (twice: the
@@ -63,6 +64,9 @@ pub(crate) struct QueuedEvent {
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
+    /// Of a plain upsert (no delete or older upsert coalesced into the entry), the
+    /// fingerprint of its document's bytes as queued (see [`crate::core::own_copies`]).
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 impl QueuedEvent {
@@ -82,6 +86,7 @@ impl QueuedEvent {
             gen,
             max_delete: None,
             best_upsert: None,
+            fingerprint: None,
         }
     }
 }
@@ -144,6 +149,11 @@ struct Slot {
 
 impl Slot {
     fn into_queued(self) -> QueuedEvent {
+        let plain = self.max_delete.is_none() && self.best_upsert.is_none();
+        let fingerprint = match &self.body {
+            Some(Body::Bytes(b)) if plain => Some(fingerprint(b)),
+            _ => None,
+        };
         let kind = match self.body {
             Some(b) => ChangeKind::Upsert(b.into_document()),
             None => ChangeKind::Delete,
@@ -166,6 +176,7 @@ impl Slot {
                 let (body, u) = *b;
                 (body.into_document(), u)
             }),
+            fingerprint,
         }
     }
 }

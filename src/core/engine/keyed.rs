@@ -45,6 +45,11 @@ async fn apply_keys(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let mode = sh.config.mode;
+    let batch = undecided(sh, batch);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let batch = &batch[..];
     let mut keys: Vec<Key> = batch.iter().map(|q| q.event.key.clone()).collect();
     keys.sort();
     keys.dedup();
@@ -74,6 +79,7 @@ async fn apply_keys(
         quarantine: Some(&sh.quarantine),
         clocks: Some(&sh.hub.clocks),
         queued: None,
+        own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
     };
     let out = run_keys(&job, &keys, &tombstones, &leaves).await?;
     count_applied(sh, out.applied);
@@ -91,6 +97,34 @@ async fn apply_keys(
     Ok(())
 }
 
+/// The entries of `batch` to decide: all but the engine's own copies coming back, as
+/// far as [`crate::core::own_copies`] tells them (with the fast paths; every entry
+/// otherwise). Every entry decided forgets its side's note of the key.
+fn undecided<'a>(sh: &Shared, batch: &'a [QueuedEvent]) -> Vec<&'a QueuedEvent> {
+    if !sh.config.fast_paths {
+        return batch.iter().collect();
+    }
+    let mut notes = lock(&sh.own_copies);
+    let kept: Vec<&QueuedEvent> = batch
+        .iter()
+        .filter(|q| {
+            let (side, key) = (q.event.side, &q.event.key);
+            match q.fingerprint {
+                Some(fp) => !notes.take_match(side, key, fp),
+                None => {
+                    notes.forget(side, key);
+                    true
+                }
+            }
+        })
+        .collect();
+    let echoes = batch.len() - kept.len();
+    if echoes > 0 {
+        tracing::debug!(echoes, "own copies come back: not decided again");
+    }
+    kept
+}
+
 /// Add the writes applied per target side (local, cloud) to the engine's counters.
 fn count_applied(sh: &Shared, applied: [u64; 2]) {
     let c = &sh.counters;
@@ -106,7 +140,7 @@ fn count_applied(sh: &Shared, applied: [u64; 2]) {
 /// the state holds it again (its echo is a key whose sides agree).
 async fn restore_beaten_deletes(
     sh: &Shared,
-    batch: &[QueuedEvent],
+    batch: &[&QueuedEvent],
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let mut writes: [Vec<Write>; 2] = Default::default();
@@ -142,7 +176,7 @@ async fn restore_beaten_deletes(
 /// change queued is a client's (the engine's own writes are not queued), so each delete
 /// counts with its server time, the latest of an entry's deletes included (a later
 /// tombstone of the key is kept: it beats more).
-fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
+fn client_deletes(batch: &[&QueuedEvent], mode: Mode) -> Vec<Tombstone> {
     let mut out = Vec::new();
     for q in batch.iter().filter(|q| mode.propagates(q.event.side)) {
         if let Some(deleted_at) = q.latest_delete() {
@@ -160,7 +194,7 @@ fn client_deletes(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
 /// the tombstone it is if the document is no longer in its side's view: a delete at
 /// its time, or a change at the time of the entry's newest event (the document moved
 /// out of the filter, or was never in it).
-fn view_leaves(batch: &[QueuedEvent], mode: Mode) -> Vec<Tombstone> {
+fn view_leaves(batch: &[&QueuedEvent], mode: Mode) -> Vec<Tombstone> {
     batch
         .iter()
         .filter(|q| mode.propagates(q.event.side))
@@ -223,6 +257,7 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken, measure: 
             quarantine: Some(&sh.quarantine),
             clocks: Some(&sh.hub.clocks),
             queued: None,
+            own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
         };
         match run_keys(&job, &due, &[], &[]).await {
             Ok(out) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EngineConfig, Stores, StreamState, StreamStatus};
 use crate::core::checkpoint::Tracker;
 use crate::core::error::{StoreError, StoreErrorKind};
+use crate::core::own_copies::OwnCopies;
 use crate::core::quarantine::Quarantine;
 use crate::core::queue::Queue;
 use crate::core::store::CollectionStore;
@@ -174,6 +175,8 @@ pub(crate) struct Shared {
     pub(crate) reconciling: AtomicBool,
     /// Keys held back by the future-timestamp guard.
     pub(crate) quarantine: Mutex<Quarantine>,
+    /// The notes of the pair's copies (see [`crate::core::own_copies`]).
+    pub(crate) own_copies: Mutex<OwnCopies>,
 }
 
 impl Shared {
@@ -196,6 +199,7 @@ impl Shared {
             in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
             reconciling: AtomicBool::new(false),
             quarantine: Mutex::new(Quarantine::default()),
+            own_copies: Mutex::new(OwnCopies::new(config.queue_capacity)),
             config,
             stores,
         }

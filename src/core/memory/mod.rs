@@ -59,6 +59,8 @@ pub struct StoreCounters {
     pub max_scan_limit: u64,
     /// Largest number of keys passed to one `fetch`.
     pub max_fetch_keys: u64,
+    /// Keys passed to `fetch`, all calls together.
+    pub fetched_keys: u64,
 }
 
 /// One retained change.
@@ -462,6 +464,7 @@ impl CollectionStore for MemoryStore {
             return Err(e);
         }
         inner.counters.max_fetch_keys = inner.counters.max_fetch_keys.max(keys.len() as u64);
+        inner.counters.fetched_keys += keys.len() as u64;
         Ok(keys
             .iter()
             .filter_map(|k| inner.docs.get(k).filter(|d| self.sees(d)).cloned())

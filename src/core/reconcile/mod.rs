@@ -38,10 +38,13 @@ use tokio_util::sync::CancellationToken;
 use crate::core::clock;
 use crate::core::engine::shared::{lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
+use crate::core::own_copies::{fingerprint, Fingerprint, OwnCopies};
 use crate::core::quarantine::Quarantine;
 use crate::core::store::CollectionStore;
 use crate::core::synced::SyncChanges;
-use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, WriteOutcome};
+use crate::core::types::{
+    Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write, WriteOutcome,
+};
 
 mod decide;
 mod keys;
@@ -76,6 +79,9 @@ pub(crate) struct Job<'a> {
     /// live path rather than deleted on a sync record's word (the change may be the
     /// very delete, which brings its real time).
     pub(crate) queued: Option<&'a crate::core::queue::Queue>,
+    /// The running engine's notes of its copies, kept up to date with every write
+    /// (see [`crate::core::own_copies`]).
+    pub(crate) own_copies: Option<&'a std::sync::Mutex<OwnCopies>>,
 }
 
 impl Rules {
@@ -438,6 +444,29 @@ async fn apply_side(
     retry("apply", job.cancel, job.attempts, || store.apply(writes)).await
 }
 
+/// Per target side, the fingerprint of each write's document if it is a copy: the
+/// bytes of the source's document it was parsed from (see [`crate::core::own_copies`]).
+fn copy_prints(items: &[Item], writes: &[Vec<Write>; 2]) -> [Vec<Option<Fingerprint>>; 2] {
+    let by_key: HashMap<&Key, &Item> = items.iter().map(|it| (&it.key, it)).collect();
+    let prints = |target: Side| -> Vec<Option<Fingerprint>> {
+        writes[decide::ix(target)]
+            .iter()
+            .map(|w| {
+                let (Write::UpsertIfNewer { key, .. } | Write::Replace { key, .. }) = w else {
+                    return None;
+                };
+                let it = by_key.get(key)?;
+                let source = match target {
+                    Side::Local => it.cloud.as_ref(),
+                    Side::Cloud => it.local.as_ref(),
+                }?;
+                Some(fingerprint(source.doc.as_bytes()))
+            })
+            .collect()
+    };
+    [prints(Side::Local), prints(Side::Cloud)]
+}
+
 /// What a page's writes did.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
@@ -492,12 +521,28 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Sto
         agreed.note_deletes(to_cloud);
     }
     absent(&mut agreed);
+    let prints = job.own_copies.map(|_| copy_prints(items, &plan.writes));
     let (agreed, local, cloud) = tokio::join!(
         agreed.flush(state, job.cancel, job.attempts),
         apply_side(job, Side::Local, to_local),
         apply_side(job, Side::Cloud, to_cloud),
     );
     let (local, cloud) = (local?, cloud?);
+    if let (Some(notes), Some(prints)) = (job.own_copies, prints) {
+        let mut notes = lock(notes);
+        for (side, outcomes) in [(Side::Local, &local), (Side::Cloud, &cloud)] {
+            let watched = job.config.mode.watches(side);
+            let writes = &plan.writes[decide::ix(side)];
+            for ((w, fp), outcome) in writes.iter().zip(&prints[decide::ix(side)]).zip(outcomes) {
+                match fp {
+                    Some(fp) if watched && *outcome == WriteOutcome::Applied => {
+                        notes.note(side, w.key(), *fp)
+                    }
+                    _ => notes.forget(side, w.key()),
+                }
+            }
+        }
+    }
     agreed?;
     let count =
         |o: &[WriteOutcome]| o.iter().filter(|o| **o == WriteOutcome::Applied).count() as u64;
