@@ -435,6 +435,11 @@ impl Queue {
         }
     }
 
+    /// Take up to `max` entries whose debounce expired, without waiting.
+    pub(crate) fn take_due(&self, max: usize) -> Vec<QueuedEvent> {
+        self.take(max.max(1), false).0
+    }
+
     /// Take up to `max` entries now, ignoring their deadlines (shutdown drain).
     pub(crate) fn drain_now(&self, max: usize) -> Vec<QueuedEvent> {
         self.take(max, true).0

@@ -1,10 +1,12 @@
 //! The live path of every mode, decided from state alone: a batch of client changes
-//! becomes the set of keys it touched, and [`crate::core::reconcile::run_keys`] decides
-//! and applies them with the full reconcile's rules (one decision function for stream
-//! and reconcile). A delete is recorded as a tombstone first, with the event's server
-//! time. The engine's own deletes never get here (the store marks them and the reader
-//! drops them); the echo of one of its copies is a key whose sides already agree, which
-//! costs one read.
+//! becomes the set of keys it touched, which [`crate::core::reconcile::decide_keys`]
+//! decides with the full reconcile's rules (one decision function for stream and
+//! reconcile) and [`crate::core::reconcile::apply_decided`] writes; the worker may read
+//! and decide the next batch while one is written (see `worker`). A delete is recorded
+//! as a tombstone first, with the event's server time. The engine's own deletes never
+//! get here (the store marks them and the reader drops them); the echo of one of its
+//! copies is a key whose sides already agree, which costs one read unless
+//! [`crate::core::own_copies`] knows it.
 
 use std::sync::atomic::Ordering;
 
@@ -12,42 +14,50 @@ use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, Shared, Stop};
 use crate::core::queue::QueuedEvent;
-use crate::core::reconcile::{run_keys, Job};
+use crate::core::reconcile::{apply_decided, decide_keys, run_keys, Decided, Job};
 use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write};
 
-/// Decide and apply `batch` from state, then mark its changes done for checkpointing.
-pub(crate) async fn apply_batch(
-    sh: &Shared,
-    batch: &[QueuedEvent],
-    cancel: &CancellationToken,
-) -> Result<(), Stop> {
-    apply_keys(sh, batch, cancel).await?;
-    for side in Side::BOTH {
-        let newest = batch
-            .iter()
-            .filter(|q| q.event.side == side)
-            .map(|q| q.event.server_time)
-            .max();
-        let mut t = lock(&sh.applied_time);
-        t[ix(side)] = t[ix(side)].max(newest);
-    }
-    let mut trackers = [lock(&sh.hub.trackers[0]), lock(&sh.hub.trackers[1])];
-    for q in batch {
-        trackers[ix(q.event.side)].done(q.gen, q.seq);
-    }
-    Ok(())
+/// A batch decided from state, not yet written.
+pub(crate) struct DecidedBatch {
+    /// The distinct keys decided.
+    keys: usize,
+    /// The decisions (`None`: nothing to decide, every entry was an own copy).
+    decided: Option<Decided>,
 }
 
-/// Decide and apply the keys of `batch` from state.
-async fn apply_keys(
+/// The job the live path decides and writes with.
+fn job<'a>(sh: &'a Shared, cancel: &'a CancellationToken) -> Job<'a> {
+    Job {
+        config: &sh.config,
+        stores: &sh.stores,
+        mode: sh.config.mode,
+        dry_run: false,
+        cancel,
+        attempts: None,
+        // The worker holds the apply lock already.
+        apply_lock: None,
+        progress: None,
+        quarantine: Some(&sh.quarantine),
+        clocks: Some(&sh.hub.clocks),
+        queued: None,
+        own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
+    }
+}
+
+/// Read the state of the keys of `batch` and decide them (writes nothing to the
+/// collections but the versions a delete lost to, and the batch's tombstones).
+pub(crate) async fn decide_batch(
     sh: &Shared,
     batch: &[QueuedEvent],
     cancel: &CancellationToken,
-) -> Result<(), Stop> {
+) -> Result<DecidedBatch, Stop> {
     let mode = sh.config.mode;
     let batch = undecided(sh, batch);
     if batch.is_empty() {
-        return Ok(());
+        return Ok(DecidedBatch {
+            keys: 0,
+            decided: None,
+        });
     }
     let batch = &batch[..];
     let mut keys: Vec<Key> = batch.iter().map(|q| q.event.key.clone()).collect();
@@ -62,38 +72,53 @@ async fn apply_keys(
     let (tombstones, leaves) = match mode {
         Mode::OverwriteLocal => (Vec::new(), Vec::new()),
         // A filtered pair's change may be a document leaving the view (or one that was
-        // never in it): decided once both sides were read, see `run_keys`.
+        // never in it): decided once both sides were read, see `decide_keys`.
         _ if sh.config.filtered => (Vec::new(), view_leaves(batch, mode)),
         _ => (client_deletes(batch, mode), Vec::new()),
     };
-    let job = Job {
-        config: &sh.config,
-        stores: &sh.stores,
-        mode,
-        dry_run: false,
-        cancel,
-        attempts: None,
-        // The worker holds the apply lock already.
-        apply_lock: None,
-        progress: None,
-        quarantine: Some(&sh.quarantine),
-        clocks: Some(&sh.hub.clocks),
-        queued: None,
-        own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
-    };
-    let out = run_keys(&job, &keys, &tombstones, &leaves).await?;
-    count_applied(sh, out.applied);
-    let c = &sh.counters;
-    // A conflict: both sides changed the key since they last agreed, and the losing
-    // side's change was overwritten (decided from state, so it counts whichever side's
-    // event brought the key).
-    let lost = out.winners.len();
-    for (_, winner) in &out.winners {
-        sh.hub.stats.conflicts(winner.other(), 1);
+    let decided = decide_keys(&job(sh, cancel), &keys, &tombstones, &leaves).await?;
+    Ok(DecidedBatch {
+        keys: keys.len(),
+        decided: Some(decided),
+    })
+}
+
+/// Write what [`decide_batch`] decided for `batch`, count it, and mark the batch's
+/// changes done for checkpointing.
+pub(crate) async fn finish_batch(
+    sh: &Shared,
+    batch: &[QueuedEvent],
+    decided: DecidedBatch,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    if let Some(d) = decided.decided {
+        let out = apply_decided(&job(sh, cancel), d).await?;
+        count_applied(sh, out.applied);
+        let c = &sh.counters;
+        // A conflict: both sides changed the key since they last agreed, and the losing
+        // side's change was overwritten (decided from state, so it counts whichever
+        // side's event brought the key).
+        let lost = out.winners.len();
+        for (_, winner) in &out.winners {
+            sh.hub.stats.conflicts(winner.other(), 1);
+        }
+        c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
+        c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
+        tracing::debug!(keys = decided.keys, report = ?out.report, "batch decided from state");
     }
-    c.conflicts.fetch_add(lost as u64, Ordering::Relaxed);
-    c.skipped.fetch_add(out.report.skipped, Ordering::Relaxed);
-    tracing::debug!(keys = keys.len(), report = ?out.report, "batch decided from state");
+    for side in Side::BOTH {
+        let newest = batch
+            .iter()
+            .filter(|q| q.event.side == side)
+            .map(|q| q.event.server_time)
+            .max();
+        let mut t = lock(&sh.applied_time);
+        t[ix(side)] = t[ix(side)].max(newest);
+    }
+    let mut trackers = [lock(&sh.hub.trackers[0]), lock(&sh.hub.trackers[1])];
+    for q in batch {
+        trackers[ix(q.event.side)].done(q.gen, q.seq);
+    }
     Ok(())
 }
 
@@ -245,20 +270,7 @@ pub(crate) async fn release_due(sh: &Shared, stop: &CancellationToken, measure: 
             continue;
         }
         let _guard = sh.apply_lock.lock().await;
-        let job = Job {
-            config: &sh.config,
-            stores: &sh.stores,
-            mode: sh.config.mode,
-            dry_run: false,
-            cancel: stop,
-            attempts: None,
-            apply_lock: None,
-            progress: None,
-            quarantine: Some(&sh.quarantine),
-            clocks: Some(&sh.hub.clocks),
-            queued: None,
-            own_copies: sh.config.fast_paths.then_some(&sh.own_copies),
-        };
+        let job = job(sh, stop);
         match run_keys(&job, &due, &[], &[]).await {
             Ok(out) => {
                 tracing::info!(keys = due.len(), report = ?out.report, "held-back versions decided again");

@@ -1,5 +1,6 @@
-//! The apply worker: takes debounced batches from the queue (unless paused), resolves
-//! and applies them under the apply lock, and saves checkpoints after every batch and
+//! The apply worker: takes debounced batches from the queue (unless paused), decides
+//! and applies them under the apply lock (reading and deciding the next batch while one
+//! is written, when they share no key), and saves checkpoints after every batch and
 //! once a second when idle. On drain it empties the queue ignoring the debounce.
 
 use std::time::Duration;
@@ -7,10 +8,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::keyed::apply_batch;
-use super::shared::{ix, lock, retry, Hub, Shared, Stop};
-use crate::core::types::Side;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+
+use super::keyed::{decide_batch, finish_batch, DecidedBatch};
+use super::shared::{ix, lock, retry, Hub, Shared, Stop};
+use crate::core::queue::QueuedEvent;
+use crate::core::types::{Key, Side};
 
 /// How often checkpoints are saved while nothing is applied.
 const IDLE_SAVE: Duration = Duration::from_secs(1);
@@ -55,24 +59,87 @@ pub(crate) async fn save_checkpoints(hub: &Hub, cancel: &CancellationToken) -> R
     Ok(())
 }
 
-async fn apply_one(
+/// At most this many batches are applied in one hold of the apply lock, so a reconcile
+/// waiting for it gets its turn under a sustained load.
+const CHAIN: usize = 16;
+
+/// Apply `first`, and while the queue has more entries due (and `more` says so), the
+/// batches after it: the next batch is read and decided while the current one is
+/// written, unless they share a key (then it waits, so it decides from the state the
+/// current one leaves). Returns the size of the last batch applied.
+async fn apply_chain(
     sh: &Shared,
-    batch: Vec<crate::core::queue::QueuedEvent>,
+    first: Vec<QueuedEvent>,
+    cancel: &CancellationToken,
+    more: &(dyn Fn() -> bool + Sync),
+) -> Result<usize, Stop> {
+    let _guard = sh.apply_lock.lock().await;
+    let mut cur = first;
+    begin(sh, &cur);
+    let mut decided = decide_batch(sh, &cur, cancel)
+        .instrument(tracing::debug_span!("batch", size = cur.len()))
+        .await?;
+    for n in 1.. {
+        let next = if n < CHAIN && more() {
+            sh.queue.take_due(sh.config.max_batch)
+        } else {
+            Vec::new()
+        };
+        if next.is_empty() {
+            finish(sh, &cur, decided, cancel).await?;
+            return Ok(cur.len());
+        }
+        begin(sh, &next);
+        let span = tracing::debug_span!("batch", size = next.len());
+        let next_decided = if shares_a_key(&cur, &next) {
+            finish(sh, &cur, decided, cancel).await?;
+            decide_batch(sh, &next, cancel).instrument(span).await?
+        } else {
+            let (finished, next_decided) = tokio::join!(
+                finish(sh, &cur, decided, cancel),
+                decide_batch(sh, &next, cancel).instrument(span)
+            );
+            finished?;
+            next_decided?
+        };
+        cur = next;
+        decided = next_decided;
+    }
+    unreachable!("the loop returns")
+}
+
+/// Count `batch` as being applied.
+fn begin(sh: &Shared, batch: &[QueuedEvent]) {
+    for side in Side::BOTH {
+        let n = batch.iter().filter(|q| q.event.side == side).count() as u64;
+        sh.in_flight[ix(side)].fetch_add(n, Ordering::SeqCst);
+    }
+}
+
+/// Write what was decided for `batch`, count it, and save checkpoints as due.
+async fn finish(
+    sh: &Shared,
+    batch: &[QueuedEvent],
+    decided: DecidedBatch,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    let _guard = sh.apply_lock.lock().await;
     let span = tracing::debug_span!("batch", size = batch.len());
-    let counts = Side::BOTH.map(|s| batch.iter().filter(|q| q.event.side == s).count() as u64);
+    let applied = finish_batch(sh, batch, decided, cancel)
+        .instrument(span)
+        .await;
     for side in Side::BOTH {
-        sh.in_flight[ix(side)].fetch_add(counts[ix(side)], Ordering::SeqCst);
-    }
-    let applied = apply_batch(sh, &batch, cancel).instrument(span).await;
-    for side in Side::BOTH {
-        sh.in_flight[ix(side)].fetch_sub(counts[ix(side)], Ordering::SeqCst);
+        let n = batch.iter().filter(|q| q.event.side == side).count() as u64;
+        sh.in_flight[ix(side)].fetch_sub(n, Ordering::SeqCst);
     }
     applied?;
-    super::stats::batch_applied(sh, &batch);
+    super::stats::batch_applied(sh, batch);
     save_after_batch(&sh.hub, cancel).await
+}
+
+/// Whether `a` and `b` have a key in common.
+fn shares_a_key(a: &[QueuedEvent], b: &[QueuedEvent]) -> bool {
+    let keys: HashSet<&Key> = a.iter().map(|q| &q.event.key).collect();
+    b.iter().any(|q| keys.contains(&q.event.key))
 }
 
 /// How often checkpoints are saved after batches when several pairs share the streams:
@@ -114,9 +181,9 @@ pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: Cancellatio
             _ = drain.cancelled() => break,
             _ = paused.changed() => continue,
             batch = sh.queue.next_batch(sh.config.max_batch) => {
-                let small = batch.len() < sh.config.max_batch;
-                if apply_one(sh, batch, &hard).await.is_err() { return; }
-                if small {
+                let more = || !drain.is_cancelled() && !sh.is_paused();
+                let Ok(last) = apply_chain(sh, batch, &hard, &more).await else { return };
+                if last < sh.config.max_batch {
                     // Let the readers queue more before the next (per-batch priced) round.
                     tokio::time::sleep(MIN_ROUND).await;
                 }
@@ -132,7 +199,7 @@ pub(crate) async fn run(sh: &Shared, drain: CancellationToken, hard: Cancellatio
             if batch.is_empty() {
                 break;
             }
-            if apply_one(sh, batch, &hard).await.is_err() {
+            if apply_chain(sh, batch, &hard, &|| false).await.is_err() {
                 return;
             }
         }

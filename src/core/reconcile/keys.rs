@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bson::{DateTime, Document, RawDocumentBuf};
 
-use super::decide::{Item, Rules};
+use super::decide::{Item, Plan, Rules};
 use super::{note_held, write, Job};
 use crate::core::doc::key_of;
 use crate::core::engine::shared::{lock, retry, Stop};
@@ -36,22 +36,65 @@ fn entry(doc: &Document, field: &str) -> Option<ScanEntry> {
     })
 }
 
-/// Decide and apply `keys` (`tombstones`: deletes the caller read from the source's
-/// stream, recorded before anything is decided; `leaves`: of a filtered pair, changes
-/// read from a source, each a tombstone only if the key is then absent from its
-/// origin's view while the pair knows it, i.e. it has a sync record or the other
-/// side's view holds it: the document left the view (a key neither knows is another
-/// filter's business, and gets no tombstone)).
+/// A batch of keys decided from state and not yet written (see [`decide_keys`]).
+pub(crate) struct Decided {
+    /// The keys read, with both sides' documents and sync records.
+    items: Vec<Item>,
+    /// What to write.
+    plan: Plan,
+    /// The decisions, counted.
+    report: ReconcileReport,
+}
+
+/// Decide and apply `keys`: [`decide_keys`], then [`apply_decided`].
 pub(crate) async fn run_keys(
     job: &Job<'_>,
     keys: &[Key],
     tombstones: &[Tombstone],
     leaves: &[Tombstone],
 ) -> Result<KeysOutcome, Stop> {
-    let mut out = KeysOutcome::default();
-    out.report.mode = job.mode;
+    let decided = decide_keys(job, keys, tombstones, leaves).await?;
+    apply_decided(job, decided).await
+}
+
+/// Write what [`decide_keys`] decided (as the full reconcile writes a page).
+pub(crate) async fn apply_decided(job: &Job<'_>, decided: Decided) -> Result<KeysOutcome, Stop> {
+    let Decided {
+        items,
+        plan,
+        report,
+    } = decided;
+    let winners = plan.winners.clone();
+    let written = write(job, &items, plan).await?;
+    Ok(KeysOutcome {
+        report,
+        applied: written.applied,
+        winners,
+    })
+}
+
+/// Decide `keys` from state (`tombstones`: deletes the caller read from the source's
+/// stream, recorded before anything is decided; `leaves`: of a filtered pair, changes
+/// read from a source, each a tombstone only if the key is then absent from its
+/// origin's view while the pair knows it, i.e. it has a sync record or the other
+/// side's view holds it: the document left the view (a key neither knows is another
+/// filter's business, and gets no tombstone)).
+pub(crate) async fn decide_keys(
+    job: &Job<'_>,
+    keys: &[Key],
+    tombstones: &[Tombstone],
+    leaves: &[Tombstone],
+) -> Result<Decided, Stop> {
+    let mut report = ReconcileReport {
+        mode: job.mode,
+        ..ReconcileReport::default()
+    };
     if keys.is_empty() {
-        return Ok(out);
+        return Ok(Decided {
+            items: Vec::new(),
+            plan: Plan::default(),
+            report,
+        });
     }
     let state = job.stores.state.as_ref();
     let record = async {
@@ -184,10 +227,11 @@ pub(crate) async fn run_keys(
         live: true,
         ..Rules::of(job, offsets)
     };
-    let plan = rules.decide(&items, &tombs, &mut out.report);
-    out.winners = plan.winners.clone();
+    let plan = rules.decide(&items, &tombs, &mut report);
     note_held(job, &items, &plan);
-    let written = write(job, &items, plan).await?;
-    out.applied = written.applied;
-    Ok(out)
+    Ok(Decided {
+        items,
+        plan,
+        report,
+    })
 }
