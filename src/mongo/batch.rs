@@ -42,8 +42,15 @@ pub struct Plan {
     pub outcomes: Vec<Option<WriteOutcome>>,
 }
 
+/// The `batchSize` of a find by `n` keys: all of them in the first reply (the server
+/// still splits a reply at 16 MiB).
+pub fn in_batch(n: usize) -> u32 {
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
 /// `query` restricted to the documents matching `filter` (a filtered store's view);
 /// `query` itself without a filter.
+
 pub fn within(query: Document, filter: Option<&Document>) -> Document {
     match filter {
         None => query,

@@ -352,6 +352,8 @@ impl MongoStore {
             let docs: Vec<Document> = self
                 .coll
                 .find(self.within(doc! { "_id": { "$in": ids } }))
+                // One reply for the whole chunk (the default first batch is 101).
+                .batch_size(batch::in_batch(chunk.len()))
                 .projection(doc! { "_id": 1 })
                 .await
                 .map_err(|e| self.err("find", &e))?
@@ -433,6 +435,8 @@ impl CollectionStore for MongoStore {
             let docs: Vec<Document> = self
                 .coll
                 .find(self.within(doc! { "_id": { "$in": ids } }))
+                // One reply for the whole chunk (the default first batch is 101).
+                .batch_size(batch::in_batch(chunk.len()))
                 .await
                 .map_err(|e| self.err("fetch", &e))?
                 .try_collect()

@@ -316,6 +316,8 @@ impl StateStore for MongoState {
             let docs: Vec<Document> = self
                 .tombstones
                 .find(doc! { "_id": { "$in": ids } })
+                // One reply for the whole chunk (the default first batch is 101).
+                .batch_size(batch::in_batch(chunk.len()))
                 .await
                 .map_err(|e| self.err("read tombstones", &e))?
                 .try_collect()
@@ -388,6 +390,8 @@ impl StateStore for MongoState {
             let docs: Vec<Document> = self
                 .synced
                 .find(doc! { "_id": { "$in": ids } })
+                // One reply for the whole chunk (the default first batch is 101).
+                .batch_size(batch::in_batch(chunk.len()))
                 .await
                 .map_err(|e| self.err("read sync records", &e))?
                 .try_collect()
