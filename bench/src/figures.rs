@@ -115,6 +115,23 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             "information (issue 17 goal: daemon ≥ 0.5 of raw)",
             Verdict::Info,
         );
+        if let (Some(dw), Some(bw)) = (&d.server, &b.server) {
+            r.figure(
+                "2w",
+                "server work per synced document (emulator counters, the writer's left out)",
+                format!(
+                    "daemon {:.1} data commands per 1000 documents and {:.2} write statements per document vs bare relay {:.1} and {:.2} → {:.1}× the commands, {:.1}× the statements (the emulator serves one command at a time)",
+                    dw.commands_per_1000(),
+                    dw.statements_per_doc(),
+                    bw.commands_per_1000(),
+                    bw.statements_per_doc(),
+                    dw.commands_per_1000() / bw.commands_per_1000().max(f64::EPSILON),
+                    dw.statements_per_doc() / bw.statements_per_doc().max(f64::EPSILON),
+                ),
+                "information",
+                Verdict::Info,
+            );
+        }
         if !d.backlog.is_empty() {
             if let Err(e) = plot::backlog(
                 &cli.out.join("throughput_backlog.svg"),

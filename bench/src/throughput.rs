@@ -10,9 +10,15 @@
 //! Figure 2d (information): the same for deletes, saturated only: the raw batched
 //! delete rate of a plain client, and the rate at which the relay and the daemon drain
 //! deletes of the documents they copied (each batch of deletes costs the engine more
-//! than plain deletes: it reads what they will remove and saves its delete ledger
-//! around them).
+//! than plain deletes: it reads the state of the keys, records tombstones and deletes
+//! in a transaction).
+//!
+//! Figure 2w (information, emulator only): the server's work per synced document in
+//! each path, from the emulator's counters: data commands and write statements, the
+//! writer's own left out. The emulator runs one command at a time (one lock over its
+//! catalog), so a path that needs more of them per document drains slower on it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, DateTime, Document};
@@ -32,6 +38,62 @@ const CONFIRM_TRIES: usize = 6;
 /// Factor between two confirmation rates.
 const CONFIRM_STEP: f64 = 0.85;
 
+/// Commands the benchmark's writer sent (inserts and deletes), so the server work of
+/// the path under test can be told from the writer's.
+static WRITER_COMMANDS: AtomicU64 = AtomicU64::new(0);
+
+/// The commands a path's data work consists of (not the writer's `count` polls, nor
+/// the drivers' monitoring).
+const DATA_COMMANDS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "find",
+    "getMore",
+    "aggregate",
+    "findAndModify",
+    "commitTransaction",
+    "abortTransaction",
+];
+
+/// The server's work for a path, from the emulator's counters (figure 2w).
+pub struct ServerWork {
+    /// Data commands served, the writer's left out.
+    pub commands: u64,
+    /// Write statements executed outside the writer's collection.
+    pub statements: u64,
+    /// Documents the writer inserted or deleted (each one synced).
+    pub documents: u64,
+}
+
+impl ServerWork {
+    /// Of `counters` of a phase on database `db` whose writer wrote `db.local_data`.
+    fn of(counters: &mongo_emulator::Counters, db: &str, writer_commands: u64) -> ServerWork {
+        let commands: u64 = DATA_COMMANDS
+            .iter()
+            .filter_map(|c| counters.commands.get(*c))
+            .sum();
+        let local = format!("{db}.local_data");
+        let documents = counters.write_statements.get(&local).copied().unwrap_or(0);
+        let statements = counters.write_statements.values().sum::<u64>() - documents;
+        ServerWork {
+            commands: commands.saturating_sub(writer_commands),
+            statements,
+            documents,
+        }
+    }
+
+    /// Data commands per 1000 synced documents.
+    pub fn commands_per_1000(&self) -> f64 {
+        self.commands as f64 * 1000.0 / self.documents.max(1) as f64
+    }
+
+    /// Write statements per synced document.
+    pub fn statements_per_doc(&self) -> f64 {
+        self.statements as f64 / self.documents.max(1) as f64
+    }
+}
+
 /// What figure 2 measures of one path from local to cloud (the daemon, the relay).
 pub struct Drain {
     /// Documents per second drained when saturated.
@@ -42,6 +104,8 @@ pub struct Drain {
     pub backlog: Vec<(f64, f64)>,
     /// Deletes per second drained when saturated.
     pub saturated_deletes: f64,
+    /// The server's work (emulator only).
+    pub server: Option<ServerWork>,
 }
 
 /// Result of figure 2.
@@ -106,6 +170,7 @@ async fn write_batch(local: &Collection<Document>, from: i64, to: i64) -> anyhow
     let now = DateTime::now().timestamp_millis();
     let docs: Vec<Document> = (from..to).map(|i| document(i, 0, now)).collect();
     if !docs.is_empty() {
+        WRITER_COMMANDS.fetch_add(1, Ordering::Relaxed);
         local.insert_many(docs).await?;
     }
     Ok(())
@@ -217,6 +282,7 @@ async fn measure(db: &Database, n: usize, confirm_secs: f64) -> anyhow::Result<D
     let start = Instant::now();
     for from in (0..n as i64).step_by(BATCH) {
         let ids: Vec<i64> = (from..(from + BATCH as i64).min(n as i64)).collect();
+        WRITER_COMMANDS.fetch_add(1, Ordering::Relaxed);
         local.delete_many(doc! { "_id": { "$in": ids } }).await?;
     }
     let left = (base - n as i64).max(0) as u64;
@@ -233,6 +299,7 @@ async fn measure(db: &Database, n: usize, confirm_secs: f64) -> anyhow::Result<D
         sustained,
         backlog,
         saturated_deletes,
+        server: None,
     })
 }
 
@@ -268,6 +335,8 @@ async fn measure_path(
         pairs: 0,
     };
     let db = ctx.client.database(&spec.db);
+    let counted = |ctx: &Ctx| ctx.emulator.as_ref().map(|e| e.handle().counters());
+    let before = (counted(ctx), WRITER_COMMANDS.load(Ordering::Relaxed));
     let drain = match under {
         Under::Relay => {
             let relay = Relay::start(ctx, &spec).await?;
@@ -282,9 +351,21 @@ async fn measure_path(
             drain
         }
     };
+    let mut drain = drain.map_err(|e| e.context(what))?;
+    // Each path runs on a fresh emulator, so its counters are the phase's.
+    if let (Some(after), (Some(_), writer_before)) = (counted(ctx), before) {
+        let writer = WRITER_COMMANDS.load(Ordering::Relaxed) - writer_before;
+        if std::env::var_os("BENCH_SERVER_WORK").is_some() {
+            eprintln!(
+                "{what}: writer {writer} commands; {:?}; {:?}",
+                after.commands, after.write_statements
+            );
+        }
+        drain.server = Some(ServerWork::of(&after, &spec.db, writer));
+    }
     ctx.drop_db(&spec.db).await;
     ctx.drop_db(&format!("{}_state", spec.db)).await;
-    drain.map_err(|e| e.context(what))
+    Ok(drain)
 }
 
 /// Runs figure 2 with `n` documents for the raw and saturation phases: raw, then the

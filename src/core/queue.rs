@@ -284,6 +284,13 @@ impl Queue {
         self.lock().find(hash, side, key).is_some()
     }
 
+    /// Whether at least `n` entries are due now.
+    pub(crate) fn due_at_least(&self, n: usize) -> bool {
+        let now = Instant::now();
+        let inner = self.lock();
+        inner.ring.len() >= n && inner.ring.iter().take(n).all(|s| s.deadline <= now)
+    }
+
     /// Whether `side` has any pending entry.
     pub(crate) fn has_pending(&self, side: Side) -> bool {
         self.lock().per_side[side_ix(side)] > 0

@@ -50,7 +50,6 @@ pub fn in_batch(n: usize) -> u32 {
 
 /// `query` restricted to the documents matching `filter` (a filtered store's view);
 /// `query` itself without a filter.
-
 pub fn within(query: Document, filter: Option<&Document>) -> Document {
     match filter {
         None => query,

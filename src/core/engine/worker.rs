@@ -63,6 +63,13 @@ pub(crate) async fn save_checkpoints(hub: &Hub, cancel: &CancellationToken) -> R
 /// waiting for it gets its turn under a sustained load.
 const CHAIN: usize = 16;
 
+/// Entries that must be due (at most a full batch) for the next batch to be decided
+/// while one is written. Fewer wait for the write to finish, so more come due and the
+/// next batch is larger: every batch costs the servers about ten commands whatever its
+/// size, which a server running one command at a time (the emulator) pays in
+/// throughput (BENCHMARKS.md, figure 2w).
+const OVERLAP_AT: usize = 500;
+
 /// Apply `first`, and while the queue has more entries due (and `more` says so), the
 /// batches after it: the next batch is read and decided while the current one is
 /// written, unless they share a key (then it waits, so it decides from the state the
@@ -80,11 +87,12 @@ async fn apply_chain(
         .instrument(tracing::debug_span!("batch", size = cur.len()))
         .await?;
     for n in 1.. {
-        let next = if n < CHAIN && more() {
-            sh.queue.take_due(sh.config.max_batch)
-        } else {
-            Vec::new()
-        };
+        let next =
+            if n < CHAIN && more() && sh.queue.due_at_least(OVERLAP_AT.min(sh.config.max_batch)) {
+                sh.queue.take_due(sh.config.max_batch)
+            } else {
+                Vec::new()
+            };
         if next.is_empty() {
             finish(sh, &cur, decided, cancel).await?;
             return Ok(cur.len());
