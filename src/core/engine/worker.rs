@@ -28,7 +28,16 @@ const MIN_ROUND: Duration = Duration::from_millis(1);
 /// side (all pairs share the side's one stream, so they share its position; a pair
 /// whose first reconcile has not finished has nothing read yet: see the reader).
 pub(crate) async fn save_checkpoints(hub: &Hub, cancel: &CancellationToken) -> Result<(), Stop> {
-    let _one_at_a_time = hub.save_lock.lock().await;
+    let one_at_a_time = hub.save_lock.lock().await;
+    save_locked(hub, one_at_a_time, cancel).await
+}
+
+/// [`save_checkpoints`] with the save lock held (`_held`).
+async fn save_locked(
+    hub: &Hub,
+    _held: tokio::sync::MutexGuard<'_, ()>,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
     for side in Side::BOTH {
         if !hub.watches(side) {
             continue;
@@ -162,9 +171,14 @@ const PAIRS_SAVE: Duration = Duration::from_millis(1000);
 async fn save_after_batch(hub: &Hub, cancel: &CancellationToken) -> Result<(), Stop> {
     if hub.targets.len() > 1 {
         let due = lock(&hub.last_save).is_none_or(|t| t.elapsed() >= PAIRS_SAVE);
-        if !due || hub.save_lock.try_lock().is_err() {
+        if !due {
             return Ok(());
         }
+        // Another worker saving now saves this batch's position too, or the next will.
+        return match hub.save_lock.try_lock() {
+            Ok(held) => save_locked(hub, held, cancel).await,
+            Err(_) => Ok(()),
+        };
     }
     save_checkpoints(hub, cancel).await
 }
