@@ -198,10 +198,12 @@ async fn fetched_after_five_copies(fast_paths: bool) -> u64 {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_engines_own_copies_coming_back_are_not_decided_again_with_the_fast_paths() {
-    // The inserts' batch reads 5 keys on each side; without the fast paths the copies'
-    // echoes on cloud are a second batch deciding the same 5 keys from state.
-    assert_eq!(fetched_after_five_copies(true).await, 10);
+async fn with_the_fast_paths_own_copies_are_not_decided_again_nor_stream_documents_read_again() {
+    // With the fast paths the inserts' batch reads the 5 keys from cloud only (local's
+    // documents came with their events), and the copies' echoes are not decided again.
+    // Without them it reads 5 keys on each side, and the echoes on cloud are a second
+    // batch deciding the same 5 keys from state.
+    assert_eq!(fetched_after_five_copies(true).await, 5);
     assert_eq!(fetched_after_five_copies(false).await, 20);
 }
 

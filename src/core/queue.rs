@@ -67,6 +67,10 @@ pub(crate) struct QueuedEvent {
     /// Of a plain upsert (no delete or older upsert coalesced into the entry), the
     /// fingerprint of its document's bytes as queued (see [`crate::core::own_copies`]).
     pub(crate) fingerprint: Option<Fingerprint>,
+    /// Of a plain upsert, its document's bytes as queued: the side's state as of the
+    /// event, which the worker may use instead of reading the side (see
+    /// `engine::keyed`).
+    pub(crate) raw: Option<RawDocumentBuf>,
 }
 
 impl QueuedEvent {
@@ -87,6 +91,7 @@ impl QueuedEvent {
             max_delete: None,
             best_upsert: None,
             fingerprint: None,
+            raw: None,
         }
     }
 }
@@ -150,9 +155,12 @@ struct Slot {
 impl Slot {
     fn into_queued(self) -> QueuedEvent {
         let plain = self.max_delete.is_none() && self.best_upsert.is_none();
-        let fingerprint = match &self.body {
-            Some(Body::Bytes(b)) if plain => Some(fingerprint(b)),
-            _ => None,
+        let (fingerprint, raw) = match &self.body {
+            Some(Body::Bytes(b)) if plain => (
+                Some(fingerprint(b)),
+                RawDocumentBuf::from_bytes(b.to_vec()).ok(),
+            ),
+            _ => (None, None),
         };
         let kind = match self.body {
             Some(b) => ChangeKind::Upsert(b.into_document()),
@@ -177,6 +185,7 @@ impl Slot {
                 (body.into_document(), u)
             }),
             fingerprint,
+            raw,
         }
     }
 }

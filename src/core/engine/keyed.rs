@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, Shared, Stop};
 use crate::core::queue::QueuedEvent;
-use crate::core::reconcile::{apply_decided, decide_keys, run_keys, Decided, Job};
-use crate::core::types::{ChangeKind, Key, Mode, Side, Tombstone, Write};
+use crate::core::reconcile::{apply_decided, decide_keys, run_keys, Decided, Job, Known};
+use crate::core::types::{ChangeKind, Key, Mode, ScanEntry, Side, Tombstone, Write};
 
 /// A batch decided from state, not yet written.
 pub(crate) struct DecidedBatch {
@@ -76,7 +76,8 @@ pub(crate) async fn decide_batch(
         _ if sh.config.filtered => (Vec::new(), view_leaves(batch, mode)),
         _ => (client_deletes(batch, mode), Vec::new()),
     };
-    let decided = decide_keys(&job(sh, cancel), &keys, &tombstones, &leaves).await?;
+    let known = known_docs(sh, batch);
+    let decided = decide_keys(&job(sh, cancel), &keys, known, &tombstones, &leaves).await?;
     Ok(DecidedBatch {
         keys: keys.len(),
         decided: Some(decided),
@@ -148,6 +149,30 @@ fn undecided<'a>(sh: &Shared, batch: &'a [QueuedEvent]) -> Vec<&'a QueuedEvent> 
         tracing::debug!(echoes, "own copies come back: not decided again");
     }
     kept
+}
+
+/// The documents `batch` tells its sides hold (a fast path, see [`Known`]): each plain
+/// upsert's, as its stream read it. None of a filtered pair, whose decision needs to
+/// know whether the document is in the side's view, which only a read tells.
+fn known_docs(sh: &Shared, batch: &[&QueuedEvent]) -> Known {
+    let mut known = Known::default();
+    if !sh.config.fast_paths || sh.config.filtered {
+        return known;
+    }
+    let field = sh.config.updated_at_field.as_str();
+    for q in batch {
+        let Some(raw) = &q.raw else { continue };
+        known[ix(q.event.side)].push(ScanEntry {
+            key: q.event.key.clone(),
+            updated_at: raw
+                .get(field)
+                .ok()
+                .flatten()
+                .and_then(|v| v.to_raw_bson().try_into().ok()),
+            doc: raw.clone(),
+        });
+    }
+    known
 }
 
 /// Add the writes applied per target side (local, cloud) to the engine's counters.

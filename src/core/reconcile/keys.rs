@@ -11,7 +11,7 @@ use bson::{DateTime, Document, RawDocumentBuf};
 use super::decide::{Item, Plan, Rules};
 use super::{note_held, write, Job};
 use crate::core::doc::key_of;
-use crate::core::engine::shared::{lock, retry, Stop};
+use crate::core::engine::shared::{ix, lock, retry, Stop};
 use crate::core::types::{Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone};
 
 /// What an incremental reconcile did.
@@ -46,6 +46,12 @@ pub(crate) struct Decided {
     report: ReconcileReport,
 }
 
+/// Documents of some of the keys to decide, per side (local, cloud), that the caller
+/// knows the side to hold (an upsert's document read from the side's stream): such a
+/// key is not read from that side. A document older than the side's current one only
+/// delays the decision on the newer one, which its own change event brings.
+pub(crate) type Known = [Vec<ScanEntry>; 2];
+
 /// Decide and apply `keys`: [`decide_keys`], then [`apply_decided`].
 pub(crate) async fn run_keys(
     job: &Job<'_>,
@@ -53,7 +59,7 @@ pub(crate) async fn run_keys(
     tombstones: &[Tombstone],
     leaves: &[Tombstone],
 ) -> Result<KeysOutcome, Stop> {
-    let decided = decide_keys(job, keys, tombstones, leaves).await?;
+    let decided = decide_keys(job, keys, Known::default(), tombstones, leaves).await?;
     apply_decided(job, decided).await
 }
 
@@ -73,7 +79,8 @@ pub(crate) async fn apply_decided(job: &Job<'_>, decided: Decided) -> Result<Key
     })
 }
 
-/// Decide `keys` from state (`tombstones`: deletes the caller read from the source's
+/// Decide `keys` from state (`known`: documents not to read again, see [`Known`];
+/// `tombstones`: deletes the caller read from the source's
 /// stream, recorded before anything is decided; `leaves`: of a filtered pair, changes
 /// read from a source, each a tombstone only if the key is then absent from its
 /// origin's view while the pair knows it, i.e. it has a sync record or the other
@@ -82,6 +89,7 @@ pub(crate) async fn apply_decided(job: &Job<'_>, decided: Decided) -> Result<Key
 pub(crate) async fn decide_keys(
     job: &Job<'_>,
     keys: &[Key],
+    known: Known,
     tombstones: &[Tombstone],
     leaves: &[Tombstone],
 ) -> Result<Decided, Stop> {
@@ -106,14 +114,30 @@ pub(crate) async fn decide_keys(
         })
         .await
     };
+    // Per side, the keys whose document is not known.
+    let unknown: [Vec<Key>; 2] = std::array::from_fn(|i| {
+        if known[i].is_empty() {
+            return keys.to_vec();
+        }
+        let held: HashSet<&Key> = known[i].iter().map(|e| &e.key).collect();
+        keys.iter().filter(|k| !held.contains(k)).cloned().collect()
+    });
+    let fetch = |side: Side| {
+        let keys = &unknown[ix(side)];
+        async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            retry("fetch", job.cancel, job.attempts, || {
+                job.store(side).fetch(keys)
+            })
+            .await
+        }
+    };
     let fetches = async {
         tokio::join!(
-            retry("fetch", job.cancel, job.attempts, || job
-                .store(Side::Local)
-                .fetch(keys)),
-            retry("fetch", job.cancel, job.attempts, || job
-                .store(Side::Cloud)
-                .fetch(keys)),
+            fetch(Side::Local),
+            fetch(Side::Cloud),
             retry("synced_versions", job.cancel, job.attempts, || state
                 .synced_versions(keys)),
         )
@@ -155,9 +179,15 @@ pub(crate) async fn decide_keys(
     let synced: HashMap<Key, DateTime> = synced?.into_iter().collect();
     let mut by_key: BTreeMap<Key, (Option<ScanEntry>, Option<ScanEntry>)> =
         keys.iter().map(|k| (k.clone(), (None, None))).collect();
-    for (i, docs) in [local?, cloud?].into_iter().enumerate() {
-        for d in &docs {
-            let Some(e) = entry(d, field) else { continue };
+    let fetched =
+        [local?, cloud?].map(|docs| docs.iter().filter_map(|d| entry(d, field)).collect());
+    for (i, entries) in known
+        .into_iter()
+        .zip(fetched)
+        .map(|(k, f): (Vec<ScanEntry>, Vec<ScanEntry>)| k.into_iter().chain(f))
+        .enumerate()
+    {
+        for e in entries {
             if let Some(slot) = by_key.get_mut(&e.key) {
                 if i == 0 {
                     slot.0 = Some(e);

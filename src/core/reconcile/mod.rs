@@ -50,7 +50,7 @@ mod decide;
 mod keys;
 
 use decide::{Item, Plan, Rules};
-pub(crate) use keys::{apply_decided, decide_keys, run_keys, Decided};
+pub(crate) use keys::{apply_decided, decide_keys, run_keys, Decided, Known};
 
 /// What a reconcile needs besides the stores.
 pub(crate) struct Job<'a> {
