@@ -182,8 +182,8 @@ async fn echo_costs_no_write_to_origin() {
 }
 
 /// Keys the engine fetched from local and cloud after five local inserts settled.
-async fn fetched_after_five_copies(fast_paths: bool) -> u64 {
-    let mut f = fixture(Mode::BothWays);
+async fn fetched_after_five_copies(mode: Mode, fast_paths: bool) -> u64 {
+    let mut f = fixture(mode);
     f.config.fast_paths = fast_paths;
     let eng = f.start().await;
     let before = f.local.counters().fetched_keys + f.cloud.counters().fetched_keys;
@@ -198,13 +198,22 @@ async fn fetched_after_five_copies(fast_paths: bool) -> u64 {
 }
 
 #[tokio::test(start_paused = true)]
-async fn with_the_fast_paths_own_copies_are_not_decided_again_nor_stream_documents_read_again() {
-    // With the fast paths the inserts' batch reads the 5 keys from cloud only (local's
-    // documents came with their events), and the copies' echoes are not decided again.
-    // Without them it reads 5 keys on each side, and the echoes on cloud are a second
-    // batch deciding the same 5 keys from state.
-    assert_eq!(fetched_after_five_copies(true).await, 5);
-    assert_eq!(fetched_after_five_copies(false).await, 20);
+async fn the_engines_own_copies_coming_back_are_not_decided_again_with_the_fast_paths() {
+    // The inserts' batch reads 5 keys on each side; without the fast paths the copies'
+    // echoes on cloud are a second batch deciding the same 5 keys from state.
+    assert_eq!(fetched_after_five_copies(Mode::BothWays, true).await, 10);
+    assert_eq!(fetched_after_five_copies(Mode::BothWays, false).await, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_fast_paths_a_one_way_source_is_not_read_again() {
+    // local-to-cloud never writes local, so the inserts' documents as local's stream
+    // read them are local's state: the batch reads the 5 keys from cloud only.
+    assert_eq!(fetched_after_five_copies(Mode::LocalToCloud, true).await, 5);
+    assert_eq!(
+        fetched_after_five_copies(Mode::LocalToCloud, false).await,
+        10
+    );
 }
 
 #[tokio::test(start_paused = true)]

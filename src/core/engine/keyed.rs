@@ -76,7 +76,7 @@ pub(crate) async fn decide_batch(
         _ if sh.config.filtered => (Vec::new(), view_leaves(batch, mode)),
         _ => (client_deletes(batch, mode), Vec::new()),
     };
-    let known = known_docs(sh, batch);
+    let known = known_states(sh, batch);
     let decided = decide_keys(&job(sh, cancel), &keys, known, &tombstones, &leaves).await?;
     Ok(DecidedBatch {
         keys: keys.len(),
@@ -151,26 +151,39 @@ fn undecided<'a>(sh: &Shared, batch: &'a [QueuedEvent]) -> Vec<&'a QueuedEvent> 
     kept
 }
 
-/// The documents `batch` tells its sides hold (a fast path, see [`Known`]): each plain
-/// upsert's, as its stream read it. None of a filtered pair, whose decision needs to
-/// know whether the document is in the side's view, which only a read tells.
-fn known_docs(sh: &Shared, batch: &[&QueuedEvent]) -> Known {
+/// What `batch` tells its sides hold (a fast path, see [`Known`]): a plain upsert's
+/// document as its stream read it, or none after a delete, of a side the engine never
+/// writes in its mode (the source of `local-to-cloud`, `cloud-to-local` and
+/// `overwrite-local`), where every later change is a client's, whose own event brings
+/// it. A side the engine writes may hold the engine's copy over the event's version
+/// (the copy's echo is not decided again), and a version that lost to it must not be
+/// copied: both-ways reads both sides. Nothing of a filtered pair either: its decision
+/// needs to know whether the document is in the side's view, which only a read tells.
+fn known_states(sh: &Shared, batch: &[&QueuedEvent]) -> Known {
     let mut known = Known::default();
+    let mode = sh.config.mode;
     if !sh.config.fast_paths || sh.config.filtered {
         return known;
     }
     let field = sh.config.updated_at_field.as_str();
-    for q in batch {
-        let Some(raw) = &q.raw else { continue };
-        known[ix(q.event.side)].push(ScanEntry {
-            key: q.event.key.clone(),
-            updated_at: raw
-                .get(field)
-                .ok()
-                .flatten()
-                .and_then(|v| v.to_raw_bson().try_into().ok()),
-            doc: raw.clone(),
-        });
+    for q in batch
+        .iter()
+        .filter(|q| !mode.propagates(q.event.side.other()))
+    {
+        let state = match (&q.event.kind, &q.raw) {
+            (ChangeKind::Delete, _) if q.best_upsert.is_none() => None,
+            (ChangeKind::Upsert(_), Some(raw)) => Some(ScanEntry {
+                key: q.event.key.clone(),
+                updated_at: raw
+                    .get(field)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.to_raw_bson().try_into().ok()),
+                doc: raw.clone(),
+            }),
+            _ => continue,
+        };
+        known[ix(q.event.side)].push((q.event.key.clone(), state));
     }
     known
 }

@@ -46,11 +46,12 @@ pub(crate) struct Decided {
     report: ReconcileReport,
 }
 
-/// Documents of some of the keys to decide, per side (local, cloud), that the caller
-/// knows the side to hold (an upsert's document read from the side's stream): such a
-/// key is not read from that side. A document older than the side's current one only
-/// delays the decision on the newer one, which its own change event brings.
-pub(crate) type Known = [Vec<ScanEntry>; 2];
+/// What the caller knows some sides hold for some of the keys to decide, per side
+/// (local, cloud): a document (an upsert's, read from the side's stream) or none (a
+/// delete's): such a key is not read from that side. A state older than the side's
+/// current one only delays the decision on the newer one, which its own change event
+/// brings.
+pub(crate) type Known = [Vec<(Key, Option<ScanEntry>)>; 2];
 
 /// Decide and apply `keys`: [`decide_keys`], then [`apply_decided`].
 pub(crate) async fn run_keys(
@@ -119,7 +120,7 @@ pub(crate) async fn decide_keys(
         if known[i].is_empty() {
             return keys.to_vec();
         }
-        let held: HashSet<&Key> = known[i].iter().map(|e| &e.key).collect();
+        let held: HashSet<&Key> = known[i].iter().map(|(k, _)| k).collect();
         keys.iter().filter(|k| !held.contains(k)).cloned().collect()
     });
     let fetch = |side: Side| {
@@ -179,15 +180,11 @@ pub(crate) async fn decide_keys(
     let synced: HashMap<Key, DateTime> = synced?.into_iter().collect();
     let mut by_key: BTreeMap<Key, (Option<ScanEntry>, Option<ScanEntry>)> =
         keys.iter().map(|k| (k.clone(), (None, None))).collect();
-    let fetched =
-        [local?, cloud?].map(|docs| docs.iter().filter_map(|d| entry(d, field)).collect());
-    for (i, entries) in known
-        .into_iter()
-        .zip(fetched)
-        .map(|(k, f): (Vec<ScanEntry>, Vec<ScanEntry>)| k.into_iter().chain(f))
-        .enumerate()
-    {
-        for e in entries {
+    // Each side's known states first, then what was read of the others.
+    let fetched = [local?, cloud?];
+    for (i, (known, docs)) in known.into_iter().zip(fetched).enumerate() {
+        let read = docs.iter().filter_map(|d| entry(d, field));
+        for e in known.into_iter().filter_map(|(_, e)| e).chain(read) {
             if let Some(slot) = by_key.get_mut(&e.key) {
                 if i == 0 {
                     slot.0 = Some(e);
