@@ -116,12 +116,17 @@ impl Body {
 
     fn into_document(self) -> Document {
         match self {
-            // Justified: the bytes were encoded from a `Document` by `Body::new`.
-            Body::Bytes(b) => RawDocument::from_bytes(&b)
-                .and_then(Document::try_from)
-                .expect("bytes encoded from a Document decode back"),
+            Body::Bytes(b) => Body::parse(&b),
             Body::Parsed(d) => *d,
         }
+    }
+
+    /// The document of bytes `Body::new` encoded.
+    fn parse(bytes: &[u8]) -> Document {
+        // Justified: the bytes were encoded from a `Document` by `Body::new`.
+        RawDocument::from_bytes(bytes)
+            .and_then(Document::try_from)
+            .expect("bytes encoded from a Document decode back")
     }
 }
 
@@ -155,16 +160,16 @@ struct Slot {
 impl Slot {
     fn into_queued(self) -> QueuedEvent {
         let plain = self.max_delete.is_none() && self.best_upsert.is_none();
-        let (fingerprint, raw) = match &self.body {
-            Some(Body::Bytes(b)) if plain => (
-                Some(fingerprint(b)),
-                RawDocumentBuf::from_bytes(b.to_vec()).ok(),
-            ),
-            _ => (None, None),
-        };
-        let kind = match self.body {
-            Some(b) => ChangeKind::Upsert(b.into_document()),
-            None => ChangeKind::Delete,
+        let (kind, fingerprint, raw) = match self.body {
+            Some(Body::Bytes(b)) if plain => {
+                let doc = Body::parse(&b);
+                let print = fingerprint(&b);
+                // The bytes move, uncopied, into the document that was parsed from them.
+                let raw = RawDocumentBuf::from_bytes(b.into_vec()).ok();
+                (ChangeKind::Upsert(doc), Some(print), raw)
+            }
+            Some(b) => (ChangeKind::Upsert(b.into_document()), None, None),
+            None => (ChangeKind::Delete, None, None),
         };
         QueuedEvent {
             event: ChangeEvent {
