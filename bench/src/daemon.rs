@@ -118,7 +118,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon and waits until both change streams are running.
+    /// Starts the daemon and waits until the change streams its mode reads are running.
     pub async fn start(ctx: &Ctx, spec: &DaemonSpec) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let (config, socket) = write_config(ctx, spec, dir.path())?;
@@ -167,8 +167,11 @@ impl Daemon {
         while start.elapsed() < limit {
             if let Ok(s) = self.status().await {
                 let state = |side: &str| s["streams"][side]["state"].as_str().map(str::to_owned);
-                if state("local").as_deref() == Some("running")
-                    && state("cloud").as_deref() == Some("running")
+                // A stream the mode does not read is "disabled".
+                let states = [state("local"), state("cloud")];
+                let is = |s: &Option<String>, what: &str| s.as_deref() == Some(what);
+                if states.iter().all(|s| is(s, "running") || is(s, "disabled"))
+                    && states.iter().any(|s| is(s, "running"))
                 {
                     return Ok(());
                 }

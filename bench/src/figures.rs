@@ -115,6 +115,22 @@ pub async fn run_all(cli: &Cli) -> anyhow::Result<bool> {
             "information (issue 17 goal: daemon ≥ 0.5 of raw)",
             Verdict::Info,
         );
+        let o = &t.one_way;
+        r.figure(
+            "2o",
+            "sustained throughput, daemon in local-to-cloud mode (the relay's direction only)",
+            format!(
+                "keeps up with {:.0} docs/s (drains {:.0}/s), {:.0} deletes/s → ÷ relay {:.2}, ÷ both-ways daemon {:.2}; deletes ÷ raw {:.2}",
+                o.sustained,
+                o.saturated,
+                o.saturated_deletes,
+                o.sustained / b.sustained,
+                o.sustained / d.sustained.max(f64::EPSILON),
+                o.saturated_deletes / t.raw_deletes
+            ),
+            "information",
+            Verdict::Info,
+        );
         if let (Some(dw), Some(bw)) = (&d.server, &b.server) {
             r.figure(
                 "2w",

@@ -118,6 +118,8 @@ pub struct Throughput {
     pub relay: Drain,
     /// The daemon.
     pub daemon: Drain,
+    /// The daemon in `local-to-cloud` mode (the relay's direction only).
+    pub one_way: Drain,
 }
 
 /// Upserts `n` documents in batches of [`BATCH`] with one plain client; returns docs/s.
@@ -310,6 +312,8 @@ enum Under {
     Relay,
     /// The daemon.
     Daemon,
+    /// The daemon in `local-to-cloud` mode.
+    OneWay,
 }
 
 /// Starts `under` on a database of its own, laid out as the daemon's of figure 2
@@ -325,12 +329,16 @@ async fn measure_path(
     let (tag, what) = match under {
         Under::Relay => ("relay", "bare relay"),
         Under::Daemon => ("tp", "daemon"),
+        Under::OneWay => ("tp1", "daemon (local-to-cloud)"),
     };
     let spec = DaemonSpec {
         db: ctx.db(tag),
         debounce_ms,
         max_batch: BATCH as u64,
-        mode: "both-ways",
+        mode: match under {
+            Under::OneWay => "local-to-cloud",
+            Under::Relay | Under::Daemon => "both-ways",
+        },
         split: false,
         pairs: 0,
     };
@@ -344,7 +352,7 @@ async fn measure_path(
             relay.stop().await?;
             drain
         }
-        Under::Daemon => {
+        Under::Daemon | Under::OneWay => {
             let daemon = Daemon::start(ctx, &spec).await?;
             let drain = measure(&db, n, confirm_secs).await;
             daemon.stop().await?;
@@ -369,7 +377,7 @@ async fn measure_path(
 }
 
 /// Runs figure 2 with `n` documents for the raw and saturation phases: raw, then the
-/// relay, then the daemon, each on a fresh local server ([`Ctx::fresh_local`]; a no-op
+/// relay, then the daemon (both-ways, then local-to-cloud), each on a fresh local server ([`Ctx::fresh_local`]; a no-op
 /// with `--uri`): on one emulator every phase ran slower than the one before (the
 /// daemon measured three times in a row: 9.2k, 2.8k, 1.7k docs/s), which made the
 /// order decide the ratio.
@@ -389,10 +397,13 @@ pub async fn run(
     let relay = measure_path(ctx, Under::Relay, n, confirm_secs, debounce_ms).await?;
     ctx.fresh_local().await?;
     let daemon = measure_path(ctx, Under::Daemon, n, confirm_secs, debounce_ms).await?;
+    ctx.fresh_local().await?;
+    let one_way = measure_path(ctx, Under::OneWay, n, confirm_secs, debounce_ms).await?;
     Ok(Throughput {
         raw,
         raw_deletes,
         relay,
         daemon,
+        one_way,
     })
 }
