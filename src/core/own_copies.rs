@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
+use crate::core::engine::shared::ix;
 use crate::core::types::{Key, Side};
 
 /// A 128-bit fingerprint of a document's BSON bytes (two independently keyed
@@ -43,13 +44,6 @@ pub(crate) struct OwnCopies {
     notes: [HashMap<Key, Fingerprint>; 2],
     /// Notes per side at most.
     cap: usize,
-}
-
-fn ix(side: Side) -> usize {
-    match side {
-        Side::Local => 0,
-        Side::Cloud => 1,
-    }
 }
 
 impl OwnCopies {

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::doc::updated_at;
+use crate::core::engine::shared::ix;
 use crate::core::own_copies::{fingerprint, Fingerprint};
 use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side};
 
@@ -207,13 +208,6 @@ struct Inner {
     per_side: [usize; 2],
 }
 
-fn side_ix(side: Side) -> usize {
-    match side {
-        Side::Local => 0,
-        Side::Cloud => 1,
-    }
-}
-
 /// The bounded debounced queue (see the module docs for the policy).
 pub(crate) struct Queue {
     /// Entries.
@@ -253,7 +247,7 @@ impl Inner {
         if let Ok(e) = self.index.find_entry(hash, |&p| p == pos) {
             e.remove();
         }
-        self.per_side[side_ix(slot.side)] -= 1;
+        self.per_side[ix(slot.side)] -= 1;
         Some(slot)
     }
 }
@@ -307,7 +301,7 @@ impl Queue {
 
     /// Whether `side` has any pending entry.
     pub(crate) fn has_pending(&self, side: Side) -> bool {
-        self.lock().per_side[side_ix(side)] > 0
+        self.lock().per_side[ix(side)] > 0
     }
 
     /// Queue `ev`, waiting while the queue is full and `ev` would be a new entry.
@@ -346,7 +340,7 @@ impl Queue {
                     } = &mut *inner;
                     let pos = *head + ring.len() as u64;
                     ring.push_back(slot);
-                    per_side[side_ix(side)] += 1;
+                    per_side[ix(side)] += 1;
                     let (ring, head) = (&*ring, *head);
                     index.insert_unique(hash, pos, |&p| {
                         let s = &ring[(p - head) as usize];

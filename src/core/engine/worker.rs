@@ -125,11 +125,19 @@ async fn apply_chain(
     unreachable!("the loop returns")
 }
 
+/// The entries of `batch` per side (local, cloud), counted in one pass.
+fn per_side(batch: &[QueuedEvent]) -> [u64; 2] {
+    let mut n = [0; 2];
+    for q in batch {
+        n[ix(q.event.side)] += 1;
+    }
+    n
+}
+
 /// Count `batch` as being applied.
 fn begin(sh: &Shared, batch: &[QueuedEvent]) {
-    for side in Side::BOTH {
-        let n = batch.iter().filter(|q| q.event.side == side).count() as u64;
-        sh.in_flight[ix(side)].fetch_add(n, Ordering::SeqCst);
+    for (flight, n) in sh.in_flight.iter().zip(per_side(batch)) {
+        flight.fetch_add(n, Ordering::SeqCst);
     }
 }
 
@@ -144,9 +152,8 @@ async fn finish(
     let applied = finish_batch(sh, batch, decided, cancel)
         .instrument(span)
         .await;
-    for side in Side::BOTH {
-        let n = batch.iter().filter(|q| q.event.side == side).count() as u64;
-        sh.in_flight[ix(side)].fetch_sub(n, Ordering::SeqCst);
+    for (flight, n) in sh.in_flight.iter().zip(per_side(batch)) {
+        flight.fetch_sub(n, Ordering::SeqCst);
     }
     applied?;
     super::stats::batch_applied(sh, batch);

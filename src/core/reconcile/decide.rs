@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bson::{Bson, DateTime, Document};
 
+use crate::core::engine::shared::ix;
 use crate::core::quarantine::too_far_ahead;
 use crate::core::types::{
     DirectionReport, Key, Mode, ReconcileReport, ScanEntry, Side, Tombstone, Write,
@@ -44,14 +45,6 @@ pub(super) struct Plan {
     /// Keys held with different versions by both sides, neither of them the agreed one
     /// (both changed since they last agreed), and the side whose version won.
     pub(super) winners: Vec<(Key, Side)>,
-}
-
-/// Index of a side in [`Plan::writes`].
-pub(super) fn ix(side: Side) -> usize {
-    match side {
-        Side::Local => 0,
-        Side::Cloud => 1,
-    }
 }
 
 fn dir(report: &mut ReconcileReport, target: Side) -> &mut DirectionReport {

@@ -36,7 +36,7 @@ use bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::clock;
-use crate::core::engine::shared::{lock, retry, Stop};
+use crate::core::engine::shared::{ix, lock, retry, Stop};
 use crate::core::engine::{EngineConfig, Stores};
 use crate::core::own_copies::{fingerprint, Fingerprint, OwnCopies};
 use crate::core::quarantine::Quarantine;
@@ -351,12 +351,12 @@ async fn stale_absences(
             _ => false,
         };
         if deletes {
-            check[decide::ix(present.other())].push(it.key.clone());
+            check[ix(present.other())].push(it.key.clone());
         }
     }
     let mut found = std::collections::HashSet::new();
     for side in Side::BOTH {
-        let keys = &check[decide::ix(side)];
+        let keys = &check[ix(side)];
         if keys.is_empty() {
             continue;
         }
@@ -449,7 +449,7 @@ async fn apply_side(
 fn copy_prints(items: &[Item], writes: &[Vec<Write>; 2]) -> [Vec<Option<Fingerprint>>; 2] {
     let by_key: HashMap<&Key, &Item> = items.iter().map(|it| (&it.key, it)).collect();
     let prints = |target: Side| -> Vec<Option<Fingerprint>> {
-        writes[decide::ix(target)]
+        writes[ix(target)]
             .iter()
             .map(|w| {
                 let (Write::UpsertIfNewer { key, .. } | Write::Replace { key, .. }) = w else {
@@ -532,8 +532,8 @@ async fn write(job: &Job<'_>, items: &[Item], plan: Plan) -> Result<Written, Sto
         let mut notes = lock(notes);
         for (side, outcomes) in [(Side::Local, &local), (Side::Cloud, &cloud)] {
             let watched = job.config.mode.watches(side);
-            let writes = &plan.writes[decide::ix(side)];
-            for ((w, fp), outcome) in writes.iter().zip(&prints[decide::ix(side)]).zip(outcomes) {
+            let writes = &plan.writes[ix(side)];
+            for ((w, fp), outcome) in writes.iter().zip(&prints[ix(side)]).zip(outcomes) {
                 match fp {
                     Some(fp) if watched && *outcome == WriteOutcome::Applied => {
                         notes.note(side, w.key(), *fp)
