@@ -598,6 +598,11 @@ async fn unreachable_mongodb_is_retried_and_sigterm_still_exits_0() {
         let err = status["streams"][side]["last_error"].as_str().unwrap_or("");
         assert!(err.contains("cannot reach MongoDB yet"), "{status}");
     }
+    // The configured pair is listed too, as starting.
+    let pairs = status["pairs"].as_array().expect("pairs array");
+    assert_eq!(pairs.len(), 1, "{status}");
+    assert_eq!(pairs[0]["state"], "starting", "{status}");
+    assert_eq!(pairs[0]["mode"], status["mode"], "{status}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-pw"));
     let out = ctl(&["sync"]);
     assert!(!out.status.success(), "{out:?}");

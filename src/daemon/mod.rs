@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+mod connecting;
 pub mod control;
 pub mod cron;
 pub mod logging;

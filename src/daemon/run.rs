@@ -13,13 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::core::{
-    Engine, EngineError, EngineStatus, Mode, Side, Stores, StreamState, StreamStatus,
-};
-use crate::daemon::admin::{
-    AdminError, AdminReply, AdminRequest, AdminServer, Limits, StatusReply,
-};
+use crate::core::{Engine, EngineError, Side, Stores, StreamState};
+use crate::daemon::admin::{AdminError, AdminServer, Limits};
 use crate::daemon::config::{Config, ConfigSource};
+use crate::daemon::connecting::{self, Configured};
 use crate::daemon::control::{schedule_channel, Control, Controller, Dispatcher, CONTROL_CAPACITY};
 use crate::daemon::logging::LogReload;
 use crate::daemon::metrics::http::StatusSource;
@@ -103,9 +100,10 @@ pub async fn run_with(
     let mut controls = Controls::new(opts.signals)?;
     controls.serve_admin(&config, &shutdown, opts.admin_limits.clone())?;
     let (error_tx, error_rx) = watch::channel(None);
+    let configured = Configured::of(&config);
     let connecting = {
-        let (mode, error) = (config.mode, error_rx.clone());
-        StatusSource::connecting(move || connecting_status(mode, error.borrow().clone()))
+        let (configured, error) = (configured.clone(), error_rx.clone());
+        StatusSource::connecting(move || configured.status(error.borrow().clone()))
     };
     let bound = opts.metrics_bound.take();
     controls
@@ -114,7 +112,7 @@ pub async fn run_with(
     let started = std::time::Instant::now();
     let stores = tokio::select! {
         r = stores::connect_retrying(&config, &shutdown, &error_tx) => r,
-        _ = controls.serve_while_connecting(config.mode, started, error_rx) => Ok(None),
+        _ = controls.serve_while_connecting(&configured, started, error_rx) => Ok(None),
     };
     match stores {
         Ok(Some(connected)) => {
@@ -240,7 +238,7 @@ impl Controls {
     /// stop is requested.
     async fn serve_while_connecting(
         &mut self,
-        mode: Mode,
+        configured: &Configured,
         started: std::time::Instant,
         last_error: watch::Receiver<Option<String>>,
     ) {
@@ -252,7 +250,7 @@ impl Controls {
                 }
                 Control::Admin { request, reply } => {
                     let error = last_error.borrow().clone();
-                    let _ = reply.send(connecting_reply(&request, mode, started, error));
+                    let _ = reply.send(connecting::reply(&request, configured, started, error));
                 }
                 other => tracing::debug!(?other, "control input ignored while connecting"),
             }
@@ -278,56 +276,6 @@ impl Controls {
         if let Some(h) = self.signals {
             h.close();
         }
-    }
-}
-
-/// The reply to an admin request while MongoDB has not been reached yet.
-fn connecting_reply(
-    request: &AdminRequest,
-    mode: Mode,
-    started: std::time::Instant,
-    error: Option<String>,
-) -> AdminReply {
-    match request {
-        AdminRequest::Status => AdminReply::Status(Box::new(StatusReply::new(
-            &connecting_status(mode, error),
-            started.elapsed().as_secs(),
-            None,
-        ))),
-        _ => AdminReply::Error(match error {
-            Some(e) => format!("not connected to MongoDB yet (retrying; last error: {e})"),
-            None => "not connected to MongoDB yet (connecting)".into(),
-        }),
-    }
-}
-
-/// The status while MongoDB has not been reached yet: watched streams `starting`, with
-/// the last connection error.
-fn connecting_status(mode: Mode, error: Option<String>) -> EngineStatus {
-    let stream = |side: Side| StreamStatus {
-        state: if mode.watches(side) {
-            StreamState::Starting
-        } else {
-            StreamState::Disabled
-        },
-        lag_ms: None,
-        last_error: error.clone(),
-    };
-    EngineStatus {
-        mode,
-        paused: false,
-        queue_depth: 0,
-        local: stream(Side::Local),
-        cloud: stream(Side::Cloud),
-        applied_local_to_cloud: 0,
-        applied_cloud_to_local: 0,
-        conflicts: 0,
-        conflicts_local_to_cloud: 0,
-        conflicts_cloud_to_local: 0,
-        skipped: 0,
-        quarantined: 0,
-        last_reconcile: None,
-        pairs: Vec::new(),
     }
 }
 

@@ -83,7 +83,8 @@ pub struct PairStatus {
     pub name: String,
     /// Its mode.
     pub mode: Mode,
-    /// `reconciling` (its first full reconcile), `paused`, `running` or `stopped`.
+    /// `starting` (the daemon has not reached MongoDB yet), `reconciling` (its first
+    /// full reconcile), `paused`, `running` or `stopped`.
     pub state: String,
     /// The larger of its two directions' lag (see [`StreamStatus::lag_ms`]).
     pub lag_ms: Option<u64>,
