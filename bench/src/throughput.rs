@@ -377,8 +377,8 @@ async fn measure_path(
 }
 
 /// Runs figure 2 with `n` documents for the raw and saturation phases: raw, then the
-/// relay, then the daemon (both-ways, then local-to-cloud), each on a fresh local server ([`Ctx::fresh_local`]; a no-op
-/// with `--uri`): on one emulator every phase ran slower than the one before (the
+/// relay, then the daemon (both-ways, then local-to-cloud), each on a fresh local
+/// server ([`Ctx::fresh_local`]; a no-op with `--uri`): on one emulator every phase ran slower than the one before (the
 /// daemon measured three times in a row: 9.2k, 2.8k, 1.7k docs/s), which made the
 /// order decide the ratio.
 pub async fn run(

@@ -33,7 +33,6 @@ use tokio::time::Instant;
 
 use crate::core::doc::updated_at;
 use crate::core::engine::shared::ix;
-use crate::core::own_copies::{fingerprint, Fingerprint};
 use crate::core::types::{ChangeEvent, ChangeKind, Key, ResumeToken, Side};
 
 /// Bytes an entry costs beyond its document's BSON bytes: its ring slot (twice: the
@@ -65,12 +64,10 @@ pub(crate) struct QueuedEvent {
     /// later one), with that `updatedAt`. Last-writer-wins may prefer it to `event`
     /// when a side's own clock went backwards.
     pub(crate) best_upsert: Option<(Document, DateTime)>,
-    /// Of a plain upsert (no delete or older upsert coalesced into the entry), the
-    /// fingerprint of its document's bytes as queued (see [`crate::core::own_copies`]).
-    pub(crate) fingerprint: Option<Fingerprint>,
-    /// Of a plain upsert, its document's bytes as queued: the side's state as of the
-    /// event, which the worker may use instead of reading the side (see
-    /// `engine::keyed`).
+    /// Of a plain upsert (no delete or older upsert coalesced into the entry), its
+    /// document's bytes as queued: what [`crate::core::own_copies`] fingerprints, and
+    /// the side's state as of the event, which the worker may use instead of reading
+    /// the side (see `engine::keyed`).
     pub(crate) raw: Option<RawDocumentBuf>,
 }
 
@@ -91,7 +88,6 @@ impl QueuedEvent {
             gen,
             max_delete: None,
             best_upsert: None,
-            fingerprint: None,
             raw: None,
         }
     }
@@ -161,16 +157,15 @@ struct Slot {
 impl Slot {
     fn into_queued(self) -> QueuedEvent {
         let plain = self.max_delete.is_none() && self.best_upsert.is_none();
-        let (kind, fingerprint, raw) = match self.body {
+        let (kind, raw) = match self.body {
             Some(Body::Bytes(b)) if plain => {
                 let doc = Body::parse(&b);
-                let print = fingerprint(&b);
                 // The bytes move, uncopied, into the document that was parsed from them.
                 let raw = RawDocumentBuf::from_bytes(b.into_vec()).ok();
-                (ChangeKind::Upsert(doc), Some(print), raw)
+                (ChangeKind::Upsert(doc), raw)
             }
-            Some(b) => (ChangeKind::Upsert(b.into_document()), None, None),
-            None => (ChangeKind::Delete, None, None),
+            Some(b) => (ChangeKind::Upsert(b.into_document()), None),
+            None => (ChangeKind::Delete, None),
         };
         QueuedEvent {
             event: ChangeEvent {
@@ -190,7 +185,6 @@ impl Slot {
                 let (body, u) = *b;
                 (body.into_document(), u)
             }),
-            fingerprint,
             raw,
         }
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{ix, lock, Shared, Stop};
+use crate::core::own_copies::fingerprint;
 use crate::core::queue::QueuedEvent;
 use crate::core::reconcile::{apply_decided, decide_keys, run_keys, Decided, Job, Known};
 use crate::core::types::{ChangeKind, Key, Mode, ScanEntry, Side, Tombstone, Write};
@@ -135,7 +136,7 @@ fn undecided<'a>(sh: &Shared, batch: &'a [QueuedEvent]) -> Vec<&'a QueuedEvent> 
         .iter()
         .filter(|q| {
             let (side, key) = (q.event.side, &q.event.key);
-            match q.fingerprint {
+            match q.raw.as_ref().map(|r| fingerprint(r.as_bytes())) {
                 Some(fp) => !notes.take_match(side, key, fp),
                 None => {
                     notes.forget(side, key);

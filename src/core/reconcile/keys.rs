@@ -4,6 +4,7 @@
 //! them with the same rules as the full reconcile, so a replay after a crash simply
 //! decides them again.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bson::{DateTime, Document, RawDocumentBuf};
@@ -115,13 +116,13 @@ pub(crate) async fn decide_keys(
         })
         .await
     };
-    // Per side, the keys whose document is not known.
-    let unknown: [Vec<Key>; 2] = std::array::from_fn(|i| {
+    // Per side, the keys whose document is not known (all of them, uncopied, usually).
+    let unknown: [Cow<[Key]>; 2] = std::array::from_fn(|i| {
         if known[i].is_empty() {
-            return keys.to_vec();
+            return Cow::Borrowed(keys);
         }
         let held: HashSet<&Key> = known[i].iter().map(|(k, _)| k).collect();
-        keys.iter().filter(|k| !held.contains(k)).cloned().collect()
+        Cow::Owned(keys.iter().filter(|k| !held.contains(k)).cloned().collect())
     });
     let fetch = |side: Side| {
         let keys = &unknown[ix(side)];
